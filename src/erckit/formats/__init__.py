@@ -1,0 +1,79 @@
+"""Readers and label writers for the dialogue file formats, detected from content."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from erckit.data import DataError, Dialogue, check_dialogues
+from erckit.formats import jsonl, m3ed, meld_csv
+from erckit.formats.encoding import read_text
+
+FORMATS = ("m3ed", "csv", "jsonl")
+_MODULES = {"m3ed": m3ed, "csv": meld_csv, "jsonl": jsonl}
+
+
+def detect_format(text: str) -> str:
+    """'m3ed' for one JSON object, 'jsonl' for one JSON object per line, else 'csv'."""
+    stripped = text.lstrip()
+    if not stripped.startswith("{"):
+        return "csv"
+    try:
+        data = json.loads(stripped)
+        return "jsonl" if isinstance(data, dict) and "utterances" in data else "m3ed"
+    except json.JSONDecodeError as err:
+        first_line = stripped.split("\n", 1)[0]
+        if err.msg == "Extra data":
+            return "jsonl"
+        try:
+            json.loads(first_line)
+            return "jsonl"
+        except json.JSONDecodeError:
+            return "m3ed"
+
+
+def resolve_format(path: str | Path, format: str | None = None, encoding: str | None = None) -> str:
+    """The format named, or the one detected from the file's content."""
+    if format is not None:
+        if format not in FORMATS:
+            raise DataError(path, None, f"unknown format {format!r} (choose from {', '.join(FORMATS)})")
+        return format
+    return detect_format(read_text(path, encoding)[0])
+
+
+def read_dialogues(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    text_column: str | None = None,
+    encoding: str | None = None,
+) -> list[Dialogue]:
+    """Read and validate a dialogue file of any supported format."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "no such file")
+    text, _ = read_text(path, encoding)
+    fmt = format if format is not None else detect_format(text)
+    if fmt not in FORMATS:
+        raise DataError(path, None, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    if fmt == "csv":
+        dialogues = meld_csv.parse(text, path, text_column=text_column)
+    else:
+        dialogues = _MODULES[fmt].parse(text, path)
+    return check_dialogues(dialogues, path)
+
+
+def write_labels(
+    raw_path: str | Path,
+    labels: dict[str, str],
+    format: str | None = None,
+    *,
+    encoding: str | None = None,
+) -> tuple[str, str]:
+    """The raw file's text with `labels` (utterance id -> label) written in, and its encoding.
+
+    Every other value of the raw file is preserved; the caller checks that the ids match.
+    """
+    text, used_encoding = read_text(raw_path, encoding)
+    fmt = format if format is not None else detect_format(text)
+    return _MODULES[fmt].write_labels(text, raw_path, labels), used_encoding

@@ -1,0 +1,85 @@
+"""erckit's own JSON-lines format: one dialogue per line.
+
+    {"id": "d1", "utterances": [{"id": "d1_u1", "speaker": "Ann", "text": "...", "label": "Happy"}, ...]}
+
+`label` is optional; other keys are kept when labels are written back.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from erckit.data import DataError, Dialogue, Utterance
+from erckit.labels import normalize_label
+
+
+def _records(text: str, path: str | Path) -> list[tuple[int, dict[str, Any]]]:
+    out = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"line {number}", f"malformed JSON: {err.msg} (column {err.colno})") from None
+        if not isinstance(record, dict) or not isinstance(record.get("utterances"), list):
+            raise DataError(path, f"line {number}", 'expected an object with an "utterances" list')
+        out.append((number, record))
+    return out
+
+
+def _string(record: dict[str, Any], key: str, path: str | Path, where: str) -> str:
+    value = record.get(key)
+    if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
+        raise DataError(path, where, f'has no "{key}"')
+    return str(value).strip()
+
+
+def parse(text: str, path: str | Path) -> list[Dialogue]:
+    """Dialogues of a JSON-lines file."""
+    dialogues = []
+    for number, record in _records(text, path):
+        dialogue_id = _string(record, "id", path, f"line {number}")
+        utterances = []
+        for position, utt in enumerate(record["utterances"], start=1):
+            where = f"line {number}, utterance {position}"
+            if not isinstance(utt, dict):
+                raise DataError(path, where, "expected an object")
+            utt_id = _string(utt, "id", path, where)
+            where = f"line {number}, utterance {utt_id}"
+            raw_label = utt.get("label")
+            label = None
+            if raw_label not in (None, ""):
+                label = normalize_label(raw_label) if isinstance(raw_label, str) else None
+                if label is None:
+                    raise DataError(path, where, f"unknown label {raw_label!r}")
+            speaker = _string(utt, "speaker", path, where)
+            utterances.append(Utterance(utt_id, speaker, _string(utt, "text", path, where), label))
+        dialogues.append(Dialogue(dialogue_id, tuple(utterances)))
+    return dialogues
+
+
+def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
+    """The file with each utterance's "label" set from `labels`, all else preserved."""
+    lines = []
+    for _, record in _records(text, path):
+        for utt in record["utterances"]:
+            utt_id = str(utt["id"]).strip()
+            if utt_id in labels:
+                utt["label"] = labels[utt_id]
+        lines.append(json.dumps(record, ensure_ascii=False))
+    return "\n".join(lines) + "\n"
+
+
+def dump(dialogues: list[Dialogue]) -> str:
+    """Dialogues in this format (used to convert other formats)."""
+    lines = []
+    for dialogue in dialogues:
+        utterances = [
+            {"id": u.id, "speaker": u.speaker, "text": u.text, **({"label": u.label} if u.label else {})}
+            for u in dialogue.utterances
+        ]
+        lines.append(json.dumps({"id": dialogue.id, "utterances": utterances}, ensure_ascii=False))
+    return "\n".join(lines) + "\n"

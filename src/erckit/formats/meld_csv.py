@@ -1,0 +1,90 @@
+"""MELD-style CSV (MELD, and BMELD with its Chinese `Target` column, GBK encoded)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from erckit.data import DataError, Dialogue, Utterance
+from erckit.labels import MELD_NAMES, normalize_label
+
+DIALOGUE = "Dialogue_ID"
+UTTERANCE = "Utterance_ID"
+SPEAKER = "Speaker"
+LABEL = "Emotion"
+TEXT_COLUMNS = ("Target", "Utterance")  # the first present is the default text column
+
+
+def _rows(text: str, path: str | Path) -> tuple[list[str], list[list[str]]]:
+    """Header and rows; a row with the wrong number of fields is refused."""
+    try:
+        rows = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as err:
+        raise DataError(path, None, f"malformed CSV: {err}") from None
+    if not rows:
+        raise DataError(path, None, "empty CSV file")
+    header = [name.strip() for name in rows[0]]
+    for column in (DIALOGUE, UTTERANCE, SPEAKER):
+        if column not in header:
+            raise DataError(path, "header", f"missing column {column!r} (not a MELD-style CSV?)")
+    for number, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header) and any(field.strip() for field in row):
+            raise DataError(path, f"line {number}", f"has {len(row)} fields, the header has {len(header)}")
+    return header, [row for row in rows[1:] if any(field.strip() for field in row)]
+
+
+def _utterance_id(row: list[str], header: list[str], path: str | Path, number: int) -> tuple[int, int, str]:
+    try:
+        dialogue = int(row[header.index(DIALOGUE)])
+        utterance = int(row[header.index(UTTERANCE)])
+    except ValueError:
+        raise DataError(path, f"row {number}", f"{DIALOGUE}/{UTTERANCE} are not integers") from None
+    return dialogue, utterance, f"dia{dialogue}_utt{utterance}"
+
+
+def parse(text: str, path: str | Path, *, text_column: str | None = None) -> list[Dialogue]:
+    """Dialogues in order of first appearance, utterances ordered by Utterance_ID."""
+    header, rows = _rows(text, path)
+    column = text_column or next((c for c in TEXT_COLUMNS if c in header), None)
+    if column is None or column not in header:
+        raise DataError(path, "header", f"no text column {column or ' or '.join(TEXT_COLUMNS)!r} (use --text-column)")
+    text_at, speaker_at = header.index(column), header.index(SPEAKER)
+    label_at = header.index(LABEL) if LABEL in header else None
+    grouped: dict[int, list[tuple[int, Utterance]]] = {}
+    for number, row in enumerate(rows, start=1):
+        dialogue, position, utt_id = _utterance_id(row, header, path, number)
+        label = None
+        if label_at is not None and row[label_at].strip():
+            label = normalize_label(row[label_at])
+            if label is None:
+                raise DataError(path, f"utterance {utt_id}", f"unknown label {row[label_at]!r}")
+        utt = Utterance(utt_id, row[speaker_at].strip(), row[text_at].strip(), label)
+        grouped.setdefault(dialogue, []).append((position, utt))
+    return [
+        Dialogue(f"dia{d}", tuple(u for _, u in sorted(utts, key=lambda pair: pair[0])))
+        for d, utts in grouped.items()
+    ]
+
+
+def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
+    """The CSV with the Emotion column set from `labels` (in MELD's words if the file uses them)."""
+    header, rows = _rows(text, path)
+    raw_header = next(csv.reader(io.StringIO(text, newline="")))
+    if LABEL not in header:
+        header.append(LABEL)
+        raw_header.append(LABEL)
+        rows = [row + [""] for row in rows]
+    label_at = header.index(LABEL)
+    meld_words = set(MELD_NAMES.values())
+    uses_meld_words = any(row[label_at].strip() in meld_words for row in rows)
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n" if "\r\n" in text[:10000] else "\n")
+    writer.writerow(raw_header)
+    for number, row in enumerate(rows, start=1):
+        _, _, utt_id = _utterance_id(row, header, path, number)
+        if utt_id in labels:
+            label = labels[utt_id]
+            row[label_at] = MELD_NAMES[label] if uses_meld_words else label
+        writer.writerow(row)
+    return out.getvalue()

@@ -1,0 +1,127 @@
+"""Scores (macro-F1 first), the metrics report and the confusion-matrix plot."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+from erckit.atomic import atomic_path, write_text_atomic
+from erckit.data import DataError
+from erckit.labels import CHINESE_NAMES, LABELS
+
+
+def scores(gold: Sequence[str], predicted: Sequence[str]) -> dict:
+    """Macro-F1 (the headline), weighted-F1, accuracy and per-class precision/recall/F1/support."""
+    precision, recall, f1, support = precision_recall_fscore_support(
+        gold, predicted, labels=list(LABELS), zero_division=0
+    )
+    return {
+        "macro_f1": float(f1_score(gold, predicted, labels=list(LABELS), average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(gold, predicted, labels=list(LABELS), average="weighted", zero_division=0)),
+        "accuracy": float(accuracy_score(gold, predicted)),
+        "n": len(gold),
+        "per_class": {
+            label: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(s)}
+            for label, p, r, f, s in zip(LABELS, precision, recall, f1, support, strict=True)
+        },
+    }
+
+
+def aligned(gold: dict[str, str], predicted: dict[str, str], predictions_path: str | Path) -> tuple[list, list]:
+    """Gold and predicted labels in gold order; every gold id must be predicted, and nothing else."""
+    missing = [i for i in gold if i not in predicted]
+    extra = [i for i in predicted if i not in gold]
+    if missing or extra:
+        problem = f"{len(missing)} gold id(s) without prediction" if missing else f"{len(extra)} id(s) not in gold"
+        example = (missing or extra)[0]
+        raise DataError(predictions_path, f"id {example}", problem)
+    return [gold[i] for i in gold], [predicted[i] for i in gold]
+
+
+def format_scores(result: dict) -> str:
+    """A short human-readable report."""
+    lines = [
+        f"macro-F1 {result['macro_f1']:.4f} · weighted-F1 {result['weighted_f1']:.4f} · "
+        f"accuracy {result['accuracy']:.4f} · n={result['n']}",
+        f"{'label':<10}{'prec':>7}{'rec':>7}{'F1':>7}{'n':>7}",
+    ]
+    for label, row in result["per_class"].items():
+        lines.append(f"{label:<10}{row['precision']:>7.3f}{row['recall']:>7.3f}{row['f1']:>7.3f}{row['support']:>7d}")
+    return "\n".join(lines)
+
+
+def _cjk_font() -> str | None:
+    """Register the packaged Noto Sans CJK font with matplotlib; its family name, or None."""
+    try:
+        from matplotlib import font_manager
+        from noto_cjk_sans_otc import FONT_PATH
+    except ImportError:
+        return None
+    font_manager.fontManager.addfont(str(FONT_PATH))
+    return font_manager.FontProperties(fname=str(FONT_PATH)).get_name()
+
+
+def plot_confusion(gold: Sequence[str], predicted: Sequence[str], path: str | Path, *, chinese: bool = False) -> None:
+    """A row-normalised confusion matrix (counts written in), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    font = _cjk_font() if chinese else None
+    names = [f"{CHINESE_NAMES[l]} {l}" if font else l for l in LABELS]
+    counts = confusion_matrix(gold, predicted, labels=list(LABELS))
+    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    with plt.rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
+        fig, ax = plt.subplots(figsize=(7.5, 6.5))
+        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+        ax.set_xticks(range(len(LABELS)), names, rotation=45, ha="right")
+        ax.set_yticks(range(len(LABELS)), names)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        for i in range(len(LABELS)):
+            for j in range(len(LABELS)):
+                color = "white" if rates[i, j] > 0.5 else "black"
+                ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
+        macro = f1_score(gold, predicted, labels=list(LABELS), average="macro", zero_division=0)
+        ax.set_title(f"Confusion (row-normalised colour, counts) · macro-F1 {macro:.3f}")
+        fig.colorbar(image, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=120, format="png")
+        plt.close(fig)
+
+
+def write_report(result: dict, gold: Sequence[str], predicted: Sequence[str], out: str | Path, *, chinese: bool) -> None:
+    """metrics.json and confusion.png in `out`."""
+    out = Path(out)
+    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
+    plot_confusion(gold, predicted, out / "confusion.png", chinese=chinese)
+
+
+def evaluate_files(
+    predictions_path: str | Path,
+    gold_path: str | Path,
+    out: str | Path | None = None,
+    *,
+    format: str | None = None,
+    text_column: str | None = None,
+) -> dict:
+    """Score predictions.jsonl against a labelled dialogue file; write the report when `out` is given."""
+    from erckit.data import gold_labels
+    from erckit.formats import read_dialogues
+    from erckit.predictions import read_predictions
+    from erckit.prompts import detect_language
+
+    dialogues = read_dialogues(gold_path, format, text_column=text_column)
+    gold = gold_labels(dialogues, gold_path)
+    predicted = {i: p.label for i, p in read_predictions(predictions_path).items()}
+    gold_list, predicted_list = aligned(gold, predicted, predictions_path)
+    result = scores(gold_list, predicted_list)
+    if out is not None:
+        write_report(result, gold_list, predicted_list, out, chinese=detect_language(dialogues) == "zh")
+    return result

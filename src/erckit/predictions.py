@@ -1,0 +1,109 @@
+"""The one contract between the paths: predictions.jsonl, one line per utterance, keyed by id.
+
+    {"id": "...", "label": "Happy", "probs": {"Disgust": 0.01, ...}?, "raw": "model answer"?}
+
+Also reads LLaMA-Factory's generated_predictions.jsonl (rows in dataset order) with the prepared
+data file that recovers the utterance ids.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from erckit.atomic import write_text_atomic
+from erckit.data import DataError
+from erckit.labels import LABELS, normalize_label, parse_answer
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A predicted label for one utterance, with label probabilities or the raw answer when known."""
+
+    id: str
+    label: str
+    probs: dict[str, float] | None = None
+    raw: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, ensure_ascii=False)
+
+
+def prediction_from_record(record: object, path: str | Path, where: str) -> Prediction:
+    """Validate one decoded JSON line of predictions.jsonl."""
+    if not isinstance(record, dict):
+        raise DataError(path, where, "expected a JSON object")
+    utt_id, raw_label = record.get("id"), record.get("label")
+    if not isinstance(utt_id, str) or not utt_id:
+        raise DataError(path, where, 'has no "id"')
+    label = normalize_label(raw_label) if isinstance(raw_label, str) else None
+    if label is None:
+        raise DataError(path, f"{where} (id {utt_id})", f"invalid label {raw_label!r} (expected one of {', '.join(LABELS)})")
+    probs = record.get("probs")
+    if probs is not None:
+        if not isinstance(probs, dict) or set(probs) != set(LABELS):
+            raise DataError(path, f"{where} (id {utt_id})", '"probs" must give a probability for each of the 7 labels')
+        probs = {name: float(probs[name]) for name in LABELS}
+    return Prediction(utt_id, label, probs, record.get("raw"))
+
+
+def read_predictions(path: str | Path) -> dict[str, Prediction]:
+    """Id -> prediction; refuses malformed lines, invalid labels and duplicate ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "no such file")
+    out: dict[str, Prediction] = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"line {number}", f"malformed JSON: {err.msg}") from None
+        prediction = prediction_from_record(record, path, f"line {number}")
+        if prediction.id in out:
+            raise DataError(path, f"line {number}", f"duplicate id {prediction.id!r}")
+        out[prediction.id] = prediction
+    if not out:
+        raise DataError(path, None, "holds no predictions")
+    return out
+
+
+def write_predictions(path: str | Path, predictions: list[Prediction]) -> None:
+    """Write predictions.jsonl atomically."""
+    write_text_atomic(path, "".join(p.to_json() + "\n" for p in predictions))
+
+
+def read_llamafactory(generated: str | Path, prepared: str | Path) -> dict[str, Prediction]:
+    """LLaMA-Factory's generated_predictions.jsonl, ids recovered from the prepared data file.
+
+    The rows are in dataset order; the row count must match and, where LLaMA-Factory kept the
+    prompt, each prompt must contain the prepared instruction, so no row is misaligned.
+    """
+    generated, prepared = Path(generated), Path(prepared)
+    try:
+        records = json.loads(prepared.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(prepared, None, f"cannot read the prepared data file: {err}") from None
+    rows = []
+    for number, line in enumerate(generated.read_text(encoding="utf-8").splitlines(), start=1):
+        if line.strip():
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DataError(generated, f"line {number}", f"malformed JSON: {err.msg}") from None
+    if len(rows) != len(records):
+        raise DataError(generated, None, f"has {len(rows)} rows but {prepared.name} has {len(records)} records")
+    out: dict[str, Prediction] = {}
+    for (number, row), record in zip(rows, records, strict=True):
+        if not isinstance(row, dict) or not isinstance(row.get("predict"), str):
+            raise DataError(generated, f"line {number}", 'expected an object with a "predict" string')
+        prompt = row.get("prompt")
+        if isinstance(prompt, str) and record["instruction"] not in prompt:
+            raise DataError(generated, f"line {number}", f"prompt does not match record {record['id']} of {prepared.name}")
+        label = parse_answer(row["predict"])
+        if label is None:
+            raise DataError(generated, f"line {number} (id {record['id']})", f"answer {row['predict']!r} names no valid label")
+        out[record["id"]] = Prediction(record["id"], label, raw=row["predict"])
+    return out

@@ -1,0 +1,68 @@
+"""`erckit prepare`: raw dialogue files -> alpaca instruction data + a LLaMA-Factory dataset registry."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+from erckit.atomic import write_text_atomic
+from erckit.data import Dialogue
+from erckit.prompts import Example, PromptConfig, emotion_examples, same_speaker_examples
+
+FILE_NAMES = {"train": "data_train.json", "validation": "data_val.json", "test": "data_test.json"}
+DATASET_NAMES = {"train": "erc_train", "validation": "erc_val", "test": "erc_test"}
+COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
+
+
+def alpaca_record(example: Example) -> dict:
+    """An alpaca record (instruction, input, output, history) that keeps the utterance id."""
+    return {"id": example.id, "instruction": example.prompt, "input": "", "output": example.answer, "history": []}
+
+
+def dataset_info(splits: list[str]) -> dict:
+    """LLaMA-Factory's dataset_info entries; file names are relative to the folder, so it can move."""
+    return {DATASET_NAMES[s]: {"file_name": FILE_NAMES[s], "columns": dict(COLUMNS)} for s in splits}
+
+
+def build_split(
+    dialogues: list[Dialogue], config: PromptConfig, *, same_speaker_per_dialogue: int = 0, seed: int = 0
+) -> list[dict]:
+    """Alpaca records for one split; the auxiliary same-speaker task is appended when asked."""
+    examples = emotion_examples(dialogues, config)
+    if same_speaker_per_dialogue:
+        examples += same_speaker_examples(dialogues, config, same_speaker_per_dialogue, seed)
+    return [alpaca_record(e) for e in examples]
+
+
+def write_prepared(out: Path, records: dict[str, list[dict]], settings: dict) -> None:
+    """Write data_<split>.json, data_info.json (and its copy dataset_info.json, the name LLaMA-Factory reads)."""
+    for split, rows in records.items():
+        write_text_atomic(out / FILE_NAMES[split], json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+    info = json.dumps(dataset_info(list(records)), ensure_ascii=False, indent=2) + "\n"
+    write_text_atomic(out / "data_info.json", info)
+    write_text_atomic(out / "dataset_info.json", info)
+    write_text_atomic(out / "prepare_settings.json", json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
+
+
+def prepare(
+    dialogues: dict[str, list[Dialogue]],
+    out: Path,
+    config: PromptConfig,
+    *,
+    same_speaker_per_dialogue: int = 0,
+    seed: int = 0,
+) -> dict[str, int]:
+    """Build and write every split; the auxiliary task goes into the training split only."""
+    records = {
+        split: build_split(
+            split_dialogues,
+            config,
+            same_speaker_per_dialogue=same_speaker_per_dialogue if split == "train" else 0,
+            seed=seed,
+        )
+        for split, split_dialogues in dialogues.items()
+    }
+    settings = {"prompt": asdict(config), "same_speaker_per_dialogue": same_speaker_per_dialogue, "seed": seed}
+    write_prepared(out, records, settings)
+    return {split: len(rows) for split, rows in records.items()}

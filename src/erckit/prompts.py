@@ -1,0 +1,170 @@
+"""The design's instruction prompts: a dialogue window, the target utterance, the label question.
+
+The Chinese template reproduces the design character for character; an English one serves English data.
+Variants: `emotion` (the design's), `speaker` (the question names the target's speaker) and the
+auxiliary same-speaker task (is utterance X said by the same speaker as utterance Y?).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from erckit.data import Dialogue, speaker_letters
+from erckit.labels import LABELS
+
+PLACEMENTS = ("centered", "past")
+VARIANTS = ("emotion", "speaker")
+
+
+@dataclass(frozen=True)
+class Template:
+    """The pieces of a prompt; `{…}` fields are filled in by `build_prompt`."""
+
+    intro: str
+    turn: str
+    bare_turn: str
+    emotion_question: str
+    speaker_question: str
+    same_speaker_question: str
+    yes: str
+    no: str
+
+
+TEMPLATES: dict[str, Template] = {
+    "zh": Template(
+        intro="现在，你是一名情感和情绪分析专家。下面这段标记在'### ###'间的对话涉及多个说话者。### ",
+        turn="<{speaker}：{text}>",
+        bare_turn="<{text}>",
+        emotion_question="### 请从 <{labels}> 中选择 <{target}> 的情感标签，无需分析，直接给出结果即可。",
+        speaker_question="### 请从 <{labels}> 中选择说话者 {speaker} 所说的 <{target}> 的情感标签，无需分析，直接给出结果即可。",
+        same_speaker_question="### 请判断 <{first}> 和 <{second}> 是否由同一个说话者说出，无需分析，直接回答“是”或“否”。",
+        yes="是",
+        no="否",
+    ),
+    "en": Template(
+        intro=(
+            "Now you are an expert in sentiment and emotion analysis. The following conversation noted "
+            "between '### ###' involves several speakers. ### "
+        ),
+        turn="<{speaker}: {text}>",
+        bare_turn="<{text}>",
+        emotion_question=(
+            "### Please select the emotional label of <{target}> from <{labels}>. "
+            "Answer directly, without analysis."
+        ),
+        speaker_question=(
+            "### Please select the emotional label of <{target}>, said by speaker {speaker}, from <{labels}>. "
+            "Answer directly, without analysis."
+        ),
+        same_speaker_question=(
+            "### Were <{first}> and <{second}> said by the same speaker? Answer directly with Yes or No."
+        ),
+        yes="Yes",
+        no="No",
+    ),
+}
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """How prompts are built: template language, window size and placement, variant."""
+
+    language: str = "zh"
+    window: int = 10
+    placement: str = "centered"
+    variant: str = "emotion"
+
+    def __post_init__(self) -> None:
+        if self.language not in TEMPLATES:
+            raise ValueError(f"language must be one of {sorted(TEMPLATES)}, not {self.language!r}")
+        if self.window < 1:
+            raise ValueError(f"window must be at least 1, not {self.window}")
+        if self.placement not in PLACEMENTS:
+            raise ValueError(f"placement must be one of {PLACEMENTS}, not {self.placement!r}")
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+
+
+@dataclass(frozen=True)
+class Example:
+    """One instruction example: the utterance (or task) id, the prompt and the expected answer."""
+
+    id: str
+    prompt: str
+    answer: str
+
+
+def window_bounds(length: int, index: int, size: int, placement: str) -> tuple[int, int]:
+    """[start, end) of the window holding utterance `index` of a dialogue of `length`.
+
+    `centered`: `size` utterances around the target, shifted to stay inside the dialogue, so the
+    first utterance gets the first `size` (the design's example). `past`: the target and the
+    `size - 1` utterances before it, nothing after (for live use).
+    """
+    if placement == "past":
+        return max(0, index - size + 1), index + 1
+    start = min(max(0, index - (size - 1) // 2), max(0, length - size))
+    return start, min(length, start + size)
+
+
+def detect_language(dialogues: Iterable[Dialogue]) -> str:
+    """'zh' when most utterances contain CJK characters, else 'en'."""
+    texts = [u.text for d in dialogues for u in d.utterances]
+    cjk = sum(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in texts)
+    return "zh" if cjk * 2 >= len(texts) else "en"
+
+
+def build_prompt(dialogue: Dialogue, index: int, config: PromptConfig) -> str:
+    """The emotion prompt for utterance `index` of `dialogue`."""
+    template = TEMPLATES[config.language]
+    letters = speaker_letters(dialogue)
+    start, end = window_bounds(len(dialogue), index, config.window, config.placement)
+    turns = " ".join(
+        template.turn.format(speaker=letters[u.speaker], text=u.text) for u in dialogue.utterances[start:end]
+    )
+    target = dialogue.utterances[index]
+    question = template.speaker_question if config.variant == "speaker" else template.emotion_question
+    return template.intro + turns + question.format(
+        labels=", ".join(LABELS), target=target.text, speaker=letters[target.speaker]
+    )
+
+
+def emotion_examples(dialogues: Iterable[Dialogue], config: PromptConfig) -> list[Example]:
+    """One example per utterance, in file order; the answer is the gold label word ('' if unknown)."""
+    return [
+        Example(utt.id, build_prompt(dialogue, i, config), utt.label or "")
+        for dialogue in dialogues
+        for i, utt in enumerate(dialogue.utterances)
+    ]
+
+
+def same_speaker_examples(
+    dialogues: Iterable[Dialogue], config: PromptConfig, per_dialogue: int, seed: int = 0
+) -> list[Example]:
+    """The auxiliary task: `per_dialogue` questions per dialogue, half same-speaker, speakers hidden."""
+    template = TEMPLATES[config.language]
+    rng = random.Random(seed)
+    examples = []
+    for dialogue in dialogues:
+        speakers = {u.speaker for u in dialogue.utterances}
+        if len(dialogue) < 2 or len(speakers) < 2:
+            continue
+        for k in range(per_dialogue):
+            i = rng.randrange(len(dialogue))
+            start, end = window_bounds(len(dialogue), i, config.window, config.placement)
+            first = dialogue.utterances[i]
+            want_same = k % 2 == 0
+            candidates = [
+                u for u in dialogue.utterances[start:end]
+                if u is not first and (u.speaker == first.speaker) == want_same
+            ]
+            if not candidates:
+                continue
+            second = rng.choice(candidates)
+            turns = " ".join(template.bare_turn.format(text=u.text) for u in dialogue.utterances[start:end])
+            question = template.same_speaker_question.format(first=first.text, second=second.text)
+            answer = template.yes if first.speaker == second.speaker else template.no
+            examples.append(Example(f"{first.id}~{second.id}", template.intro + turns + question, answer))
+    return examples

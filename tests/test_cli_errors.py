@@ -1,0 +1,106 @@
+"""Every bad-input case gets a one-line error naming file and record, exit code 2, and no output."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import m3ed_file
+
+from erckit.cli import main
+
+GOOD = [("A", "你好", "Happy"), ("B", "嗯", "Neutral")]
+
+
+def m3ed_text(dialog: dict) -> str:
+    return json.dumps({"Show": {"d1": {"SpeakerInfo": {}, "Dialog": dialog}}}, ensure_ascii=False)
+
+
+CSV_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID\n"
+
+BAD_INPUTS = {
+    "malformed-json": ("annotation_train.json", '{"Show": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "hi"', "malformed JSON"),
+    "malformed-jsonl": ("d.jsonl", '{"id": "d1", "utterances": []}\n{"id": "d2", "utter', "line 2: malformed JSON"),
+    "malformed-csv": ("d.csv", CSV_HEADER + '1,"Hi,A,joy,positive,0,0\n', "fields"),
+    "csv-ids-not-integers": ("d.csv", CSV_HEADER + "1,Hi,A,joy,positive,x,0\n", "not integers"),
+    "no-text": ("annotation_train.json", m3ed_text({"u1": {"Speaker": "A", "Text": "  "}}), "utterance u1: has no \"Text\""),
+    "unknown-label": ("annotation_train.json", m3ed_text({"u1": {"Speaker": "A", "Text": "hi", "EmoAnnotation": {"final_main_emo": "Joyous"}}}), "utterance u1: unknown label 'Joyous'"),
+    "unknown-label-csv": ("d.csv", CSV_HEADER + "1,Hi,A,bliss,positive,0,0\n", "utterance dia0_utt0: unknown label 'bliss'"),
+    "duplicate-id-json": ("annotation_train.json", '{"Show": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "a"}, "u1": {"Speaker": "B", "Text": "b"}}}}}', "key 'u1': duplicate key"),
+    "duplicate-id-across-dialogues": ("annotation_train.json", '{"S": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "a"}}}, "d2": {"Dialog": {"u1": {"Speaker": "B", "Text": "b"}}}}}', "utterance u1: duplicate utterance id"),
+    "duplicate-id-csv": ("d.csv", CSV_HEADER + "1,Hi,A,joy,positive,0,0\n2,Ho,B,joy,positive,0,0\n", "duplicate utterance id"),
+    "empty-dialogue": ("annotation_train.json", '{"Show": {"d1": {"Dialog": {}}}}', "dialogue d1: is empty"),
+    "empty-dialogue-jsonl": ("d.jsonl", '{"id": "d9", "utterances": []}\n', "dialogue d9: is empty"),
+}
+
+
+def write_bad(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_text(content, encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_to_prepare(case, tmp_path, capsys):
+    name, content, message = BAD_INPUTS[case]
+    path = write_bad(tmp_path, name, content)
+    out = tmp_path / "out"
+    assert main(["prepare", "--train", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(path) in err and message in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("encoding", ["utf-16-le", "latin-1"])
+def test_wrong_encoding(encoding, tmp_path, capsys):
+    path = tmp_path / "d.csv"
+    path.write_bytes(CSV_HEADER.encode() + "1,Café au lait,A,joy,positive,0,0\n".encode(encoding))
+    assert main(["prepare", "--train", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "wrong encoding" in err and str(path) in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_bad_file_among_good_ones_writes_nothing(tmp_path):
+    good = m3ed_file(tmp_path / "good.json", {"d1": GOOD})
+    bad = write_bad(tmp_path, "bad.json", '{"Show": {"d1": {"Dialog": {}}}}')
+    out = tmp_path / "out"
+    assert main(["prepare", "--train", str(good), "--test", str(bad), "--out", str(out)]) == 2
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (['{"id": "d1_1", "label": "Happy"}', '{"id": "d1_2", "label": "Happyy"}'], "line 2 (id d1_2): invalid label 'Happyy'"),
+        (['{"id": "d1_1", "label": "Happy"}', '{"id": "d1_1", "label": "Sad"}'], "line 2: duplicate id 'd1_1'"),
+        (['{"id": "d1_1", "label": "Happy"', ], "line 1: malformed JSON"),
+        (['{"label": "Happy"}'], 'line 1: has no "id"'),
+        (['{"id": "d1_1", "label": "Happy"}'], "1 utterance id(s)"),
+    ],
+)
+def test_bad_predictions_to_combine(lines, message, tmp_path, capsys):
+    raw = m3ed_file(tmp_path / "annotation_test.json", {"d1": GOOD})
+    preds = write_bad(tmp_path, "predictions.jsonl", "\n".join(lines) + "\n")
+    out = tmp_path / "test_label.json"
+    assert main(["combine", "--predictions", str(preds), "--raw", str(raw), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "predictions.jsonl" in err and message in err, err
+    assert not out.exists()
+
+
+def test_real_process_exit_code_and_no_traceback(tmp_path):
+    path = write_bad(tmp_path, "annotation_train.json", '{"Show": {"d1": {"Dialog": {}}}}')
+    result = subprocess.run(
+        [sys.executable, "-m", "erckit", "prepare", "--train", str(path), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr and result.stderr.strip().endswith("dialogue d1: is empty")
+
+
+@pytest.mark.parametrize("command", ["prepare", "combine", "evaluate"])
+def test_every_subcommand_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0 and "usage: erckit " + command in capsys.readouterr().out

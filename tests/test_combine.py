@@ -1,0 +1,106 @@
+import json
+import random
+
+import pytest
+from conftest import BMELD, SAMPLE, m3ed_file
+
+from erckit.cli import main
+from erckit.formats import read_dialogues
+from erckit.predictions import Prediction, write_predictions
+
+
+def gold_as_predictions(raw, path, *, shuffle=True, drop=0):
+    predictions = [Prediction(u.id, u.label) for d in read_dialogues(raw) for u in d.utterances]
+    if shuffle:
+        random.Random(0).shuffle(predictions)
+    write_predictions(path, predictions[drop:])
+    return predictions
+
+
+def test_m3ed_round_trip_equals_raw_and_scores_one(design_file, tmp_path):
+    preds = tmp_path / "predictions.jsonl"
+    gold_as_predictions(design_file, preds)
+    out = tmp_path / "test_label.json"
+    assert main(["combine", "--predictions", str(preds), "--raw", str(design_file), "--out", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(design_file.read_text(encoding="utf-8"))
+    report = tmp_path / "report"
+    assert main(["evaluate", "--predictions", str(preds), "--gold", str(out), "--out", str(report)]) == 0
+    assert json.loads((report / "metrics.json").read_text())["macro_f1"] == 1.0
+    assert (report / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_unlabelled_test_file_gets_labels_written_in(tmp_path):
+    raw = m3ed_file(tmp_path / "annotation_test.json", {"d1": [("A", "你好", None), ("B", "滚开", None)]})
+    preds = tmp_path / "p.jsonl"
+    write_predictions(preds, [Prediction("d1_2", "Anger"), Prediction("d1_1", "Neutral")])
+    out = tmp_path / "test_label.json"
+    assert main(["combine", "--predictions", str(preds), "--raw", str(raw), "--out", str(out)]) == 0
+    dialog = json.loads(out.read_text(encoding="utf-8"))["Show"]["d1"]["Dialog"]
+    assert dialog["d1_1"]["EmoAnnotation"]["final_main_emo"] == "Neutral"
+    assert dialog["d1_2"]["EmoAnnotation"]["final_main_emo"] == "Anger"
+    assert dialog["d1_2"]["Text"] == "滚开" and dialog["d1_2"]["StartTime"] == "00:00:02.000"
+
+
+def test_bmeld_csv_round_trip_keeps_encoding_and_values(tmp_path):
+    raw = BMELD / "test_sent_emo.csv"
+    preds = tmp_path / "p.jsonl"
+    gold_as_predictions(raw, preds)
+    out = tmp_path / "test_label.csv"
+    assert main(["combine", "--predictions", str(preds), "--raw", str(raw), "--out", str(out)]) == 0
+    assert out.read_bytes().decode("gbk").splitlines() == raw.read_bytes().decode("gbk").splitlines()
+
+
+def test_wrong_labels_are_written_in_meld_words(tmp_path):
+    raw = BMELD / "dev_sent_emo.csv"
+    preds = [Prediction(u.id, "Happy") for d in read_dialogues(raw) for u in d.utterances]
+    write_predictions(tmp_path / "p.jsonl", preds)
+    out = tmp_path / "out.csv"
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]) == 0
+    assert {u.label for d in read_dialogues(out) for u in d.utterances} == {"Happy"}
+    assert ",joy," in out.read_bytes().decode("gbk")
+
+
+def test_missing_id_is_refused_and_nothing_written(design_file, tmp_path, capsys):
+    preds = tmp_path / "p.jsonl"
+    gold_as_predictions(design_file, preds, drop=1)
+    out = tmp_path / "test_label.json"
+    assert main(["combine", "--predictions", str(preds), "--raw", str(design_file), "--out", str(out)]) == 2
+    assert "have no prediction" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_extra_id_is_refused(design_file, tmp_path, capsys):
+    preds = gold_as_predictions(design_file, tmp_path / "p.jsonl")
+    write_predictions(tmp_path / "p.jsonl", preds + [Prediction("nope_1", "Sad")])
+    out = tmp_path / "o.json"
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(design_file), "--out", str(out)]) == 2
+    assert "not in" in capsys.readouterr().err and not out.exists()
+
+
+def test_llamafactory_generated_predictions_flow(design_file, tmp_path):
+    """The design's flow: prepare -> LLaMA-Factory predict (rows in order) -> combine with the prepared file."""
+    prepared = tmp_path / "prepared"
+    assert main(["prepare", "--test", str(design_file), "--out", str(prepared)]) == 0
+    records = json.loads((prepared / "data_test.json").read_text(encoding="utf-8"))
+    rows = [{"prompt": f"<reserved_106>{r['instruction']}<reserved_107>", "predict": f"{r['output']}。", "label": ""}
+            for r in records]
+    generated = tmp_path / "generated_predictions.jsonl"
+    generated.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "test_label.json"
+    args = ["combine", "--predictions", str(generated), "--prepared", str(prepared / "data_test.json"),
+            "--raw", str(design_file), "--out", str(out)]
+    assert main(args) == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(design_file.read_text(encoding="utf-8"))
+    rows[0]["predict"] = "我觉得是开心或者难过"
+    generated.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    out.unlink()
+    assert main(args) == 2 and not out.exists()
+
+
+@pytest.mark.skipif(not (SAMPLE / "annotation_test.json").exists(), reason="sample not written yet")
+def test_sample_round_trip(tmp_path):
+    raw = SAMPLE / "annotation_test.json"
+    gold_as_predictions(raw, tmp_path / "p.jsonl")
+    out = tmp_path / "test_label.json"
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(raw.read_text(encoding="utf-8"))

@@ -1,0 +1,47 @@
+import pytest
+
+from erckit.labels import LABELS, normalize_label, parse_answer
+
+
+def test_label_order_is_the_designs():
+    assert LABELS == ("Disgust", "Anger", "Sad", "Happy", "Neutral", "Surprise", "Fear")
+
+
+@pytest.mark.parametrize(
+    ("alias", "label"),
+    [("joy", "Happy"), ("Happiness", "Happy"), ("SADNESS", "Sad"), ("angry", "Anger"), ("anger", "Anger"),
+     ("surprised", "Surprise"), ("disgusted", "Disgust"), ("fearful", "Fear"), ("scared", "Fear"),
+     ("neutral", "Neutral"), ("Neutral", "Neutral"), ("高兴", "Happy"), ("恐惧", "Fear")],
+)
+def test_aliases_case_insensitive(alias, label):
+    assert normalize_label(alias) == label
+
+
+def test_unknown_label_is_none():
+    assert normalize_label("Happyy") is None
+    assert normalize_label("") is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "label"),
+    [
+        ("Happy", "Happy"),
+        ("Happy.", "Happy"),
+        ("  happy！", "Happy"),
+        ("<Sad>", "Sad"),
+        ("“Fear”。", "Fear"),
+        ("悲伤", "Sad"),
+        ("情感标签：愤怒", "Anger"),
+        ("The emotion is Surprise.", "Surprise"),
+        ("Label: Disgust", "Disgust"),
+        ("答案是 Neutral", "Neutral"),
+        ("He is sad, very sad", "Sad"),
+        ("", None),
+        (None, None),
+        ("我不知道", None),
+        ("Happy or Sad", None),  # two labels named: ambiguous, never guessed
+        ("Unhappy", None),  # not a whole word
+    ],
+)
+def test_parse_answer_table(answer, label):
+    assert parse_answer(answer) == label

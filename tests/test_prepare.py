@@ -1,0 +1,46 @@
+import json
+
+from conftest import BMELD
+from test_prompts import DESIGN_PROMPT
+
+from erckit.cli import main
+
+
+def test_prepare_reproduces_the_design_prompt(design_file, tmp_path):
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--train", str(design_file), "--out", str(out)]) == 0
+    records = json.loads((out / "data_train.json").read_text(encoding="utf-8"))
+    assert records[0] == {"id": "Yiwu_1_1", "instruction": DESIGN_PROMPT, "input": "", "output": "Happy", "history": []}
+    assert len(records) == 15
+
+
+def test_data_info_loads_with_datasets_as_llamafactory_reads_it(tmp_path):
+    """LLaMA-Factory joins dataset_dir with file_name and maps the columns; do the same from elsewhere."""
+    from datasets import load_dataset
+
+    out = tmp_path / "somewhere" / "prepared"
+    split_files = {"train": "dev", "validation": "dev", "test": "test"}
+    args = ["prepare", "--out", str(out)]
+    for flag, split in split_files.items():
+        args += [f"--{flag}", str(BMELD / f"{split}_sent_emo.csv")]
+    assert main(args) == 0
+    info = json.loads((out / "data_info.json").read_text(encoding="utf-8"))
+    assert info == json.loads((out / "dataset_info.json").read_text(encoding="utf-8"))
+    sizes = {}
+    for name, entry in info.items():
+        dataset = load_dataset("json", data_files=str(out / entry["file_name"]), split="train")
+        for column in entry["columns"].values():
+            assert column in dataset.column_names
+        sizes[name] = len(dataset)
+        assert all(dataset[0][entry["columns"]["prompt"]].startswith("现在，你是一名情感和情绪分析专家") for _ in [0])
+    assert sizes == {"erc_train": 1084, "erc_val": 1084, "erc_test": 2601}
+
+
+def test_same_speaker_task_only_in_training_data(design_file, tmp_path):
+    out = tmp_path / "prepared"
+    args = ["prepare", "--train", str(design_file), "--validation", str(design_file), "--out", str(out)]
+    assert main(args + ["--same-speaker", "4"]) == 0
+    train = json.loads((out / "data_train.json").read_text(encoding="utf-8"))
+    val = json.loads((out / "data_val.json").read_text(encoding="utf-8"))
+    assert len(val) == 15 and len(train) > 15
+    assert {r["output"] for r in train[15:]} <= {"是", "否"}
