@@ -17,8 +17,18 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+DEMO := runs/demo
+SAMPLE := examples/sample
 demo: install
-	$(BIN)/python -m erckit demo --out runs/demo
+	$(BIN)/erckit train --config configs/bert_bigru.yaml out=$(DEMO)/model
+	$(BIN)/erckit predict --model $(DEMO)/model --input $(SAMPLE)/annotation_test.json --out $(DEMO)/predictions.jsonl
+	$(BIN)/erckit combine --predictions $(DEMO)/predictions.jsonl --raw $(SAMPLE)/annotation_test.json --out $(DEMO)/test_label.json
+	$(BIN)/erckit evaluate --predictions $(DEMO)/predictions.jsonl --gold $(SAMPLE)/annotation_test.json --out $(DEMO)/report
+	@echo
+	@echo "demo done: labelled test file $(DEMO)/test_label.json"
+	@echo "           predictions       $(DEMO)/predictions.jsonl"
+	@echo "           metrics           $(DEMO)/report/metrics.json, $(DEMO)/report/confusion.png"
+	@echo "           model             $(DEMO)/model (training curve: $(DEMO)/model/training.png)"
 
 test: install
 	$(BIN)/python -m pytest

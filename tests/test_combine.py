@@ -97,7 +97,6 @@ def test_llamafactory_generated_predictions_flow(design_file, tmp_path):
     assert main(args) == 2 and not out.exists()
 
 
-@pytest.mark.skipif(not (SAMPLE / "annotation_test.json").exists(), reason="sample not written yet")
 def test_sample_round_trip(tmp_path):
     raw = SAMPLE / "annotation_test.json"
     gold_as_predictions(raw, tmp_path / "p.jsonl")

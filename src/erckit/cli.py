@@ -64,6 +64,31 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from erckit.config import load_config
+    from erckit.models import train
+
+    config = load_config(args.config, args.overrides)
+    info = train(config)
+    summary = info.get("summary", {})
+    if "best_macro_f1" in summary:
+        print(f"best epoch {summary['best_epoch']}: validation macro-F1 {summary['best_macro_f1']:.4f}")
+    print(f"model saved in {config.out}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from erckit.formats import read_dialogues
+    from erckit.models import predict
+    from erckit.predictions import write_predictions
+
+    dialogues = read_dialogues(args.input, args.format, text_column=args.text_column)
+    predictions = predict(args.model, dialogues)
+    write_predictions(args.out, predictions)
+    print(f"wrote {len(predictions)} predictions to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erckit", description="Emotion recognition in conversation with fine-tuned language models."
@@ -102,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="folder for metrics.json and confusion.png")
     _add_format(p)
     p.set_defaults(run=_evaluate)
+
+    p = commands.add_parser("train", help="train a model from a YAML recipe (configs/*.yaml)")
+    p.add_argument("--config", required=True, help="recipe, e.g. configs/bert_bigru.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe values, e.g. train.epochs=2")
+    p.set_defaults(run=_train)
+
+    p = commands.add_parser("predict", help="label every utterance of a dialogue file -> predictions.jsonl")
+    p.add_argument("--model", required=True, help="a trained model folder")
+    p.add_argument("--input", required=True, help="dialogue file to label")
+    p.add_argument("--out", required=True, help="predictions.jsonl to write")
+    _add_format(p)
+    p.set_defaults(run=_predict)
     return parser
 
 

@@ -1,0 +1,160 @@
+"""Training the encoder + BiGRU model: class-weighted loss, best epoch by validation macro-F1, resumable."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from erckit.atomic import atomic_path, write_text_atomic
+from erckit.config import RunConfig
+from erckit.data import Dialogue, iter_utterances
+from erckit.encoder.model import (
+    DialogueClassifier,
+    encode_batch,
+    freeze,
+    load_pretrained,
+    predict_probabilities,
+    save_classifier,
+)
+from erckit.labels import LABELS
+from erckit.metrics import scores
+
+CHECKPOINT = "checkpoint"
+
+
+def class_weights(dialogues: list[Dialogue], power: float) -> torch.Tensor:
+    """Loss weights ∝ (1 / frequency) ** power, scaled so the average training example weighs 1."""
+    counts = Counter(u.label for u in iter_utterances(dialogues))
+    freq = torch.tensor([max(counts[label], 1) for label in LABELS], dtype=torch.float)
+    weights = (freq.sum() / freq) ** power
+    return weights * freq.sum() / (weights * freq).sum()
+
+
+def _batches(dialogues: list[Dialogue], size: int, seed: int) -> list[list[Dialogue]]:
+    order = list(dialogues)
+    random.Random(seed).shuffle(order)
+    return [order[i : i + size] for i in range(0, len(order), size)]
+
+
+def _save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
+    """Model and optimizer state as safetensors, progress as JSON; the JSON is written last."""
+    folder.mkdir(parents=True, exist_ok=True)
+    opt = optimizer.state_dict()
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    for index, slots in opt["state"].items():
+        for key, value in slots.items():
+            tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
+    with atomic_path(folder / "state.safetensors") as tmp:
+        save_file(tensors, str(tmp))
+    state = {**state, "param_groups": opt["param_groups"]}
+    write_text_atomic(folder / "trainer_state.json", json.dumps(state, indent=1))
+
+
+def _load_checkpoint(folder: Path, model, optimizer) -> dict:
+    state = json.loads((folder / "trainer_state.json").read_text())
+    tensors = load_file(str(folder / "state.safetensors"))
+    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    slots: dict[int, dict] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, index, name = key.split(".", 2)
+            slots.setdefault(int(index), {})[name] = value
+    optimizer.load_state_dict({"state": slots, "param_groups": state.pop("param_groups")})
+    return state
+
+
+def plot_history(history: list[dict], path: Path) -> None:
+    """Training loss and validation macro-/weighted-F1 per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, left = plt.subplots(figsize=(6.5, 4))
+    left.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:gray", label="train loss")
+    left.set_xlabel("epoch")
+    left.set_ylabel("train loss")
+    right = left.twinx()
+    for key, color in (("val_macro_f1", "tab:blue"), ("val_weighted_f1", "tab:green")):
+        if key in history[0]:
+            right.plot(epochs, [h[key] for h in history], "s-", color=color, label=key.replace("_", " "))
+    right.set_ylabel("validation F1")
+    fig.legend(loc="upper center", ncol=3, fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
+    """Train, keep the epoch with the best validation macro-F1 in `out`, and return the history.
+
+    A killed run started again with the same command resumes after its last finished epoch.
+    """
+    recipe = config.train
+    torch.manual_seed(recipe.seed)
+    encoder, tokenizer = load_pretrained(config.encoder)
+    model = DialogueClassifier(encoder, config.classifier)
+    freeze(model, config.encoder)
+    head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]
+    body = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("encoder.")]
+    optimizer = torch.optim.AdamW(
+        [{"params": body, "lr": recipe.lr}, {"params": head, "lr": recipe.head_lr}], weight_decay=recipe.weight_decay
+    )
+    steps_per_epoch = -(-len(train) // recipe.batch_dialogues)
+    total = steps_per_epoch * recipe.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
+    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(train, recipe.class_weight_power))
+
+    state = {"epoch": 0, "best_macro_f1": -1.0, "best_epoch": 0, "history": [], "train_seconds": 0.0}
+    checkpoint = out / CHECKPOINT
+    if (checkpoint / "state.safetensors").exists():
+        state = _load_checkpoint(checkpoint, model, optimizer)
+        for _ in range(state["epoch"] * steps_per_epoch):
+            scheduler.step()
+        print(f"resuming {out} after epoch {state['epoch']}")
+
+    for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+        model.train()
+        torch.manual_seed(recipe.seed + epoch)
+        started, losses = time.perf_counter(), []
+        batches = _batches(train, recipe.batch_dialogues, recipe.seed + epoch)
+        with tqdm(batches, desc=f"epoch {epoch}/{recipe.epochs}", unit="batch") as bar:
+            for batch in bar:
+                inputs, lengths = encode_batch(tokenizer, batch, config.encoder)
+                gold = torch.tensor([LABELS.index(u.label) for u in iter_utterances(batch)])
+                loss = loss_fn(model(**inputs, lengths=lengths), gold)
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_([*body, *head], 1.0)
+                optimizer.step()
+                scheduler.step()
+                losses.append(loss.item())
+                bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
+        state["train_seconds"] += time.perf_counter() - started
+        if validation:
+            probs = predict_probabilities(model, tokenizer, validation, config.encoder, progress=False)
+            result = scores([u.label for u in iter_utterances(validation)], [LABELS[i] for i in probs.argmax(1)])
+            record |= {"val_macro_f1": result["macro_f1"], "val_weighted_f1": result["weighted_f1"]}
+        score = record.get("val_macro_f1", float(epoch))  # without validation: keep the last epoch
+        print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
+        if score > state["best_macro_f1"]:
+            state["best_macro_f1"], state["best_epoch"] = score, epoch
+            save_classifier(model, tokenizer, out)
+        state["epoch"] = epoch
+        state["history"].append(record)
+        _save_checkpoint(checkpoint, model, optimizer, state)
+        plot_history(state["history"], out / "training.png")
+    (checkpoint / "state.safetensors").unlink()  # finished: the best model is in `out`
+    return state

@@ -1,0 +1,1 @@
+"""The LLM path: chat templates, LoRA fine-tuning, checkpoint selection, merging, prediction backends."""

@@ -1,0 +1,103 @@
+"""Model folders: train one from a recipe, load it back, label dialogues (predictions.jsonl contract).
+
+A model folder holds `erckit_model.json` (type, recipe, labels, training summary) next to its weights.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from erckit import __version__
+from erckit.atomic import write_text_atomic
+from erckit.config import ConfigError, RunConfig, from_dict, to_dict
+from erckit.data import DataError, Dialogue, gold_labels, iter_utterances
+from erckit.formats import read_dialogues
+from erckit.labels import LABELS
+from erckit.predictions import Prediction
+
+MODEL_FILE = "erckit_model.json"
+
+
+def read_model_info(folder: str | Path) -> dict:
+    """The erckit_model.json of a model folder."""
+    path = Path(folder) / MODEL_FILE
+    if not path.is_file():
+        raise DataError(folder, None, f"not an erckit model folder (no {MODEL_FILE})")
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _read_split(config: RunConfig, split: str, *, labelled: bool) -> list[Dialogue] | None:
+    path = getattr(config.data, split)
+    if path is None:
+        return None
+    dialogues = read_dialogues(path, config.data.format, text_column=config.data.text_column)
+    if labelled:
+        gold_labels(dialogues, path)  # refuses unlabelled utterances
+    return dialogues
+
+
+def train(config: RunConfig) -> dict:
+    """Train the recipe's model into `config.out`; a finished identical run is reused, not redone."""
+    out = Path(config.out)
+    if (out / MODEL_FILE).exists():
+        previous = read_model_info(out)
+        if previous.get("config") == to_dict(config) and previous.get("finished"):
+            print(f"{out} already holds this finished run; reusing it")
+            return previous
+        if previous.get("config") != to_dict(config):
+            raise ConfigError(f"{out} holds a run of another recipe; choose another out= or remove it")
+    if config.data.train is None:
+        raise ConfigError("data.train is required for training")
+    train_dialogues = _read_split(config, "train", labelled=True)
+    validation = _read_split(config, "validation", labelled=True)
+    info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__, "config": to_dict(config)}
+    write_text_atomic(out / MODEL_FILE, json.dumps(info | {"finished": False}, indent=2) + "\n")
+    if config.model == "tfidf":
+        from erckit.tfidf import TfidfClassifier
+
+        started = time.perf_counter()
+        TfidfClassifier.train(train_dialogues, config.tfidf, config.train.seed).save(out)
+        summary = {"train_seconds": time.perf_counter() - started}
+    elif config.model == "bert_bigru":
+        from erckit.encoder.train import train_bert_bigru
+
+        state = train_bert_bigru(config, train_dialogues, validation, out)
+        summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history")}
+    else:
+        raise ConfigError(f"model {config.model!r} is trained with the LLM recipes (see erckit.llm)")
+    info |= {"finished": True, "summary": summary}
+    write_text_atomic(out / MODEL_FILE, json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> np.ndarray:
+    """[utterances, 7] label probabilities from a trained model folder, in file order."""
+    folder = Path(folder)
+    info = read_model_info(folder)
+    config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))
+    if info["type"] == "tfidf":
+        from erckit.tfidf import TfidfClassifier
+
+        return TfidfClassifier.load(folder).probabilities(dialogues)
+    if info["type"] == "bert_bigru":
+        from erckit.encoder.model import load_classifier
+        from erckit.encoder.model import predict_probabilities as encoder_probabilities
+
+        model, tokenizer = load_classifier(folder, config.encoder, config.classifier)
+        return encoder_probabilities(model, tokenizer, dialogues, config.encoder, progress=progress)
+    raise ConfigError(f"{folder}: unknown model type {info['type']!r}")
+
+
+def predict(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> list[Prediction]:
+    """One prediction per utterance, with the label probabilities (calibrated if the model has offsets)."""
+    probs = predict_probabilities(folder, dialogues, progress=progress)
+    offsets = read_model_info(folder).get("calibration")
+    scores = np.log(np.clip(probs, 1e-12, 1.0)) + (np.array([offsets[l] for l in LABELS]) if offsets else 0.0)
+    return [
+        Prediction(utt.id, LABELS[int(np.argmax(row))], {label: round(float(p), 6) for label, p in zip(LABELS, prob)})
+        for utt, row, prob in zip(iter_utterances(dialogues), scores, probs, strict=True)
+    ]

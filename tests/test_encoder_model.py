@@ -1,0 +1,124 @@
+"""The encoder + BiGRU model on a tiny in-process encoder (real tokenizer, real BMELD slices)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import BMELD, REPO, SAMPLE
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+from erckit.cli import main
+from erckit.config import ClassifierConfig, EncoderConfig, load_config
+from erckit.encoder.model import DialogueClassifier, load_classifier, predict_probabilities, save_classifier
+from erckit.encoder.packaged import _TOKENIZER_RESOURCE, _resource, _TOKENIZER_PIP
+from erckit.formats import read_dialogues
+from erckit.formats.jsonl import dump
+from erckit.models import train
+
+
+@pytest.fixture(scope="module")
+def tiny_encoder(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BERT with the real multilingual-e5 tokenizer, saved as a local HF folder."""
+    folder = tmp_path_factory.mktemp("tiny-encoder")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_file=str(_resource(*_TOKENIZER_RESOURCE, _TOKENIZER_PIP)),
+        bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
+        mask_token="<mask>",
+    )
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=128, pad_token_id=tokenizer.pad_token_id)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def bmeld_slices(tmp_path_factory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("bmeld")
+    train_path, dev_path = folder / "train.jsonl", folder / "dev.jsonl"
+    train_path.write_text(dump(read_dialogues(BMELD / "train_sent_emo.csv")[:48]), encoding="utf-8")
+    dev_path.write_text(dump(read_dialogues(BMELD / "dev_sent_emo.csv")[:12]), encoding="utf-8")
+    return train_path, dev_path
+
+
+def recipe(tiny_encoder: Path, train_path: Path, dev_path: Path, out: Path, epochs: int) -> list[str]:
+    return [
+        f"data.train={train_path}", f"data.validation={dev_path}", "data.test=null", f"out={out}",
+        f"encoder.name={tiny_encoder}", "encoder.freeze_embeddings=false", "encoder.max_length=32",
+        "classifier.gru_hidden=32", "train.lr=1e-3", "train.head_lr=3e-3", "train.batch_dialogues=8",
+        f"train.epochs={epochs}",
+    ]
+
+
+def test_loss_falls_on_real_bmeld_and_best_epoch_is_kept(tiny_encoder, bmeld_slices, tmp_path):
+    config = load_config(REPO / "configs" / "bert_bigru.yaml", recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 4))
+    info = train(config)
+    history = info["summary"]["history"]
+    assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
+    best = max(history, key=lambda h: h["val_macro_f1"])
+    assert info["summary"]["best_epoch"] == best["epoch"]
+    assert info["summary"]["best_macro_f1"] == pytest.approx(best["val_macro_f1"])
+    assert (tmp_path / "m" / "training.png").exists() and not (tmp_path / "m" / "checkpoint" / "state.safetensors").exists()
+    assert train(config)["summary"] == info["summary"]  # a finished run is reused, not redone
+
+
+def test_save_load_gives_identical_predictions(tiny_encoder, tmp_path):
+    from transformers import AutoModel, AutoTokenizer
+
+    encoder_config = EncoderConfig(name=str(tiny_encoder), max_length=32)
+    classifier_config = ClassifierConfig(gru_hidden=16)
+    torch.manual_seed(1)
+    model = DialogueClassifier(AutoModel.from_pretrained(tiny_encoder, add_pooling_layer=False), classifier_config)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_encoder)
+    dialogues = read_dialogues(SAMPLE / "annotation_test.json")
+    before = predict_probabilities(model, tokenizer, dialogues, encoder_config, progress=False)
+    save_classifier(model, tokenizer, tmp_path / "saved")
+    loaded, loaded_tokenizer = load_classifier(tmp_path / "saved", encoder_config, classifier_config)
+    after = predict_probabilities(loaded, loaded_tokenizer, dialogues, encoder_config, progress=False)
+    assert before.shape == (96, 7)
+    np.testing.assert_array_equal(before, after)
+
+
+def test_killed_run_resumes_after_its_last_epoch(tiny_encoder, bmeld_slices, tmp_path):
+    out = tmp_path / "m"
+    args = [sys.executable, "-m", "erckit", "train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),
+            *recipe(tiny_encoder, *bmeld_slices, out, 3)]
+    process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    state = out / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 120
+    while not state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    first = json.loads(state.read_text())
+    assert first["epoch"] in (1, 2)
+    result = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert f"resuming {out} after epoch {first['epoch']}" in result.stdout
+    info = json.loads((out / "erckit_model.json").read_text())
+    history = info["summary"]["history"]
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert history[: first["epoch"]] == first["history"]
+
+
+def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):
+    """The steps `make demo` runs (train -> predict -> combine -> evaluate), with a tiny encoder for speed."""
+    model, preds = tmp_path / "model", tmp_path / "predictions.jsonl"
+    overrides = [f"out={model}", f"encoder.name={tiny_encoder}", "train.epochs=1", "classifier.gru_hidden=16"]
+    assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 0
+    test_file = SAMPLE / "annotation_test.json"
+    assert main(["predict", "--model", str(model), "--input", str(test_file), "--out", str(preds)]) == 0
+    lines = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 96 and all(abs(sum(r["probs"].values()) - 1) < 1e-4 for r in lines)
+    assert main(["combine", "--predictions", str(preds), "--raw", str(test_file), "--out", str(tmp_path / "test_label.json")]) == 0
+    assert main(["evaluate", "--predictions", str(preds), "--gold", str(test_file), "--out", str(tmp_path / "report")]) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["n"] == 96 and 0.0 <= metrics["macro_f1"] <= 1.0
