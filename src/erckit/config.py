@@ -78,6 +78,55 @@ class TfidfConfig:
 
 
 @dataclass
+class PromptSettings:
+    """How the LLM path turns dialogues into prompts (see erckit.prompts)."""
+
+    language: str = "auto"  # zh | en | auto (detected from the training text)
+    window: int = 10
+    placement: str = "centered"
+    variant: str = "emotion"  # emotion | speaker
+    same_speaker: int = 0  # auxiliary same-speaker questions per training dialogue
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapters (peft)."""
+
+    rank: int = 64
+    alpha: int = 128
+    dropout: float = 0.0
+    target_modules: str = "all-linear"  # peft's "all-linear" excludes the output head (Baichuan2's NormHead too)
+
+
+@dataclass
+class LLMConfig:
+    """Fine-tuning a chat LLM on the emotion prompts, with checkpoints chosen by validation macro-F1."""
+
+    model: str = "packaged:gemma-3-270m"
+    template: str = "plain"  # baichuan2 | chatml | gemma | plain (erckit.llm.chat)
+    trust_remote_code: bool = False
+    finetuning: str = "lora"  # lora | qlora (needs bitsandbytes + a GPU) | full
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    prompt: PromptSettings = field(default_factory=PromptSettings)
+    max_length: int = 1024
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    lr: float = 1e-4
+    scheduler: str = "cosine"
+    warmup_ratio: float = 0.0
+    batch_size: int = 2  # per device
+    grad_accum: int = 1
+    eval_steps: int = 100  # validation macro-F1 and a checkpoint every N optimiser steps
+    eval_subset: int = 0  # score only the first N validation utterances (0 = all)
+    eval_batch_size: int = 8
+    save_total_limit: int = 3  # checkpoints kept besides the best
+    precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
+    gradient_checkpointing: bool = False
+    deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json
+    logging_steps: int = 10
+
+
+@dataclass
 class RunConfig:
     """One training run: what model, on what data, written where."""
 
@@ -88,7 +137,7 @@ class RunConfig:
     classifier: ClassifierConfig = field(default_factory=ClassifierConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     tfidf: TfidfConfig = field(default_factory=TfidfConfig)
-    llm: dict[str, Any] = field(default_factory=dict)  # read by erckit.llm.config
+    llm: LLMConfig = field(default_factory=LLMConfig)
 
     def __post_init__(self) -> None:
         if self.model not in MODEL_TYPES:

@@ -68,7 +68,9 @@ def train(config: RunConfig) -> dict:
         state = train_bert_bigru(config, train_dialogues, validation, out)
         summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history")}
     else:
-        raise ConfigError(f"model {config.model!r} is trained with the LLM recipes (see erckit.llm)")
+        from erckit.llm.train import train_llm
+
+        summary = train_llm(config, train_dialogues, validation, out)
     info |= {"finished": True, "summary": summary}
     write_text_atomic(out / MODEL_FILE, json.dumps(info, indent=2) + "\n")
     return info

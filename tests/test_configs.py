@@ -1,0 +1,58 @@
+"""Every shipped recipe parses and validates; overrides and bad recipes behave."""
+
+import json
+
+import pytest
+import yaml
+from conftest import REPO
+
+from erckit.cli import main
+from erckit.config import ConfigError, load_config
+from erckit.llm.chat import CHAT_TEMPLATES
+
+RECIPES = sorted((REPO / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
+def test_every_recipe_parses_and_names_its_command(recipe):
+    assert recipe.read_text(encoding="utf-8").startswith("# ")
+    assert f"configs/{recipe.name}" in recipe.read_text(encoding="utf-8").split("\nmodel:")[0]
+    config = load_config(recipe)
+    if config.model == "llm":
+        assert config.llm.template in CHAT_TEMPLATES
+        if config.llm.deepspeed:
+            assert json.loads((REPO / config.llm.deepspeed).read_text())["zero_optimization"]["stage"] in (2, 3)
+    for path in (config.data.train, config.data.validation, config.data.test):
+        if path and path.startswith("examples/"):
+            assert (REPO / path).is_file()
+
+
+def test_design_recipe_has_the_designs_hyperparameters():
+    llm = load_config(REPO / "configs" / "baichuan2-13b-lora.yaml").llm
+    assert (llm.template, llm.lora.rank, llm.lora.target_modules, llm.lr, llm.scheduler) == (
+        "baichuan2", 64, "all-linear", 1e-5, "cosine")
+    assert (llm.batch_size, llm.grad_accum, llm.epochs, llm.eval_steps, llm.precision) == (2, 32, 30, 100, "fp16")
+    assert llm.trust_remote_code is True
+
+
+@pytest.mark.parametrize("name", ["deepspeed_zero2.yaml", "fsdp.yaml"])
+def test_accelerate_configs_are_valid_yaml(name):
+    config = yaml.safe_load((REPO / "configs" / "accelerate" / name).read_text())
+    assert config["distributed_type"] in ("DEEPSPEED", "FSDP") and config["num_processes"] >= 1
+
+
+def test_overrides_are_typed_and_unknown_keys_refused():
+    config = load_config(REPO / "configs" / "bert_bigru.yaml", ["train.epochs=2", "train.lr=1e-4", "data.test=null"])
+    assert config.train.epochs == 2 and config.train.lr == 1e-4 and config.data.test is None
+    with pytest.raises(ConfigError, match="unknown key 'epoch'"):
+        load_config(REPO / "configs" / "bert_bigru.yaml", ["train.epoch=2"])
+    with pytest.raises(ConfigError, match="expected int"):
+        load_config(REPO / "configs" / "bert_bigru.yaml", ["train.epochs=two"])
+
+
+def test_bad_recipe_from_the_cli_is_one_line_exit_2(tmp_path, capsys):
+    recipe = tmp_path / "bad.yaml"
+    recipe.write_text("model: bert_bigru\ntrain:\n  epochs: [1\n", encoding="utf-8")
+    assert main(["train", "--config", str(recipe)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "bad.yaml: malformed YAML" in err
