@@ -1,9 +1,7 @@
 import json
 import random
 
-import pytest
 from conftest import BMELD, SAMPLE, m3ed_file
-
 from erckit.cli import main
 from erckit.formats import read_dialogues
 from erckit.predictions import Prediction, write_predictions

@@ -1,8 +1,8 @@
 import json
 
 import pytest
-from conftest import BMELD, MELD, m3ed_file
 
+from conftest import BMELD, MELD, m3ed_file
 from erckit.data import DataError
 from erckit.formats import detect_format, read_dialogues
 

@@ -1,9 +1,8 @@
 import json
 
 from conftest import BMELD
-from test_prompts import DESIGN_PROMPT
-
 from erckit.cli import main
+from test_prompts import DESIGN_PROMPT
 
 
 def test_prepare_reproduces_the_design_prompt(design_file, tmp_path):

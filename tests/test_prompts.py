@@ -1,5 +1,4 @@
 from conftest import DESIGN_DIALOGUE
-
 from erckit.data import Dialogue, Utterance
 from erckit.prompts import PromptConfig, build_prompt, same_speaker_examples, window_bounds
 

@@ -89,6 +89,57 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    import json
+
+    from erckit.atomic import write_text_atomic
+    from erckit.calibration import calibrate
+    from erckit.data import gold_labels
+    from erckit.ensemble import probability_matrix
+    from erckit.formats import read_dialogues
+    from erckit.models import predict_probabilities, store_calibration
+    from erckit.predictions import read_predictions
+
+    dialogues = read_dialogues(args.validation, args.format, text_column=args.text_column)
+    ids = list(gold_labels(dialogues, args.validation))
+    if args.model:
+        probs = predict_probabilities(args.model, dialogues)
+    else:
+        probs = probability_matrix(read_predictions(args.predictions), ids, args.predictions)
+    offsets, report = calibrate(probs, dialogues)
+    print(f"validation macro-F1 {report['macro_f1_before']:.4f} -> {report['macro_f1_after']:.4f} (cross-fitted, "
+          f"{report['folds']} folds); weighted-F1 {report['weighted_f1_before']:.4f} -> {report['weighted_f1_after']:.4f}")
+    print("offsets: " + ", ".join(f"{k} {v:+.1f}" for k, v in offsets.items()))
+    if args.model:
+        store_calibration(args.model, offsets, report)
+        print(f"stored in {args.model}; erckit predict applies them")
+    if args.out:
+        write_text_atomic(args.out, json.dumps({"offsets": offsets, "report": report}, indent=2) + "\n")
+        print(f"wrote {args.out}")
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    import json
+
+    import numpy as np
+
+    from erckit.ensemble import average, probability_matrix
+    from erckit.labels import LABELS
+    from erckit.predictions import from_probabilities, read_predictions, write_predictions
+
+    runs = [(path, read_predictions(path)) for path in args.predictions]
+    predictions = average(runs, args.weights)
+    if args.offsets:
+        offsets = json.loads(Path(args.offsets).read_text(encoding="utf-8"))["offsets"]
+        ids = [p.id for p in predictions]
+        probs = probability_matrix({p.id: p for p in predictions}, ids, args.out)
+        predictions = from_probabilities(ids, probs, np.array([offsets[l] for l in LABELS]))
+    write_predictions(args.out, predictions)
+    print(f"wrote {len(predictions)} predictions averaged over {len(runs)} runs to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erckit", description="Emotion recognition in conversation with fine-tuned language models."
@@ -139,6 +190,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="predictions.jsonl to write")
     _add_format(p)
     p.set_defaults(run=_predict)
+
+    p = commands.add_parser("calibrate", help="fit per-class offsets that maximise validation macro-F1")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a model folder: its validation probabilities are computed, offsets stored in it")
+    source.add_argument("--predictions", help="validation predictions.jsonl with probs (any method)")
+    p.add_argument("--validation", required=True, help="the labelled validation file")
+    p.add_argument("--out", help="also write the offsets and report to this JSON file")
+    _add_format(p)
+    p.set_defaults(run=_calibrate)
+
+    p = commands.add_parser("ensemble", help="average the label probabilities of several predictions.jsonl files")
+    p.add_argument("--predictions", nargs="+", required=True, help="two or more predictions.jsonl files with probs")
+    p.add_argument("--weights", nargs="+", type=float, help="one weight per file (default: equal)")
+    p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average")
+    p.add_argument("--out", required=True, help="predictions.jsonl to write")
+    p.set_defaults(run=_ensemble)
     return parser
 
 

@@ -45,8 +45,10 @@ def aligned(gold: dict[str, str], predicted: dict[str, str], predictions_path: s
 def format_scores(result: dict) -> str:
     """A short human-readable report."""
     lines = [
-        f"macro-F1 {result['macro_f1']:.4f} · weighted-F1 {result['weighted_f1']:.4f} · "
-        f"accuracy {result['accuracy']:.4f} · n={result['n']}",
+        (
+            f"macro-F1 {result['macro_f1']:.4f} · weighted-F1 {result['weighted_f1']:.4f} · "
+            f"accuracy {result['accuracy']:.4f} · n={result['n']}"
+        ),
         f"{'label':<10}{'prec':>7}{'rec':>7}{'F1':>7}{'n':>7}",
     ]
     for label, row in result["per_class"].items():

@@ -17,7 +17,7 @@ from erckit.config import ConfigError, RunConfig, from_dict, to_dict
 from erckit.data import DataError, Dialogue, gold_labels, iter_utterances
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
-from erckit.predictions import Prediction
+from erckit.predictions import Prediction, from_probabilities
 
 MODEL_FILE = "erckit_model.json"
 
@@ -76,6 +76,12 @@ def train(config: RunConfig) -> dict:
     return info
 
 
+def store_calibration(folder: str | Path, offsets: dict[str, float], report: dict) -> None:
+    """Keep calibration offsets in the model folder; `predict` applies them from then on."""
+    info = read_model_info(folder) | {"calibration": offsets, "calibration_report": report}
+    write_text_atomic(Path(folder) / MODEL_FILE, json.dumps(info, indent=2) + "\n")
+
+
 def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> np.ndarray:
     """[utterances, 7] label probabilities from a trained model folder, in file order."""
     folder = Path(folder)
@@ -95,11 +101,9 @@ def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, prog
 
 
 def predict(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> list[Prediction]:
-    """One prediction per utterance, with the label probabilities (calibrated if the model has offsets)."""
+    """One prediction per utterance, with label probabilities; calibration offsets applied if the model has them."""
     probs = predict_probabilities(folder, dialogues, progress=progress)
     offsets = read_model_info(folder).get("calibration")
-    scores = np.log(np.clip(probs, 1e-12, 1.0)) + (np.array([offsets[l] for l in LABELS]) if offsets else 0.0)
-    return [
-        Prediction(utt.id, LABELS[int(np.argmax(row))], {label: round(float(p), 6) for label, p in zip(LABELS, prob)})
-        for utt, row, prob in zip(iter_utterances(dialogues), scores, probs, strict=True)
-    ]
+    return from_probabilities(
+        [u.id for u in iter_utterances(dialogues)], probs, np.array([offsets[l] for l in LABELS]) if offsets else None
+    )

@@ -12,6 +12,8 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError
 from erckit.labels import LABELS, normalize_label, parse_answer
@@ -46,6 +48,15 @@ def prediction_from_record(record: object, path: str | Path, where: str) -> Pred
             raise DataError(path, f"{where} (id {utt_id})", '"probs" must give a probability for each of the 7 labels')
         probs = {name: float(probs[name]) for name in LABELS}
     return Prediction(utt_id, label, probs, record.get("raw"))
+
+
+def from_probabilities(ids: list[str], probs: np.ndarray, offsets: np.ndarray | None = None) -> list[Prediction]:
+    """Predictions from [N, 7] probabilities; the label is argmax(log probs + offsets)."""
+    scores = np.log(np.clip(probs, 1e-12, 1.0)) + (offsets if offsets is not None else 0.0)
+    return [
+        Prediction(utt_id, LABELS[int(np.argmax(score))], {l: round(float(p), 6) for l, p in zip(LABELS, row)})
+        for utt_id, score, row in zip(ids, scores, probs, strict=True)
+    ]
 
 
 def read_predictions(path: str | Path) -> dict[str, Prediction]:

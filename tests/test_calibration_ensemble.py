@@ -1,0 +1,87 @@
+"""Calibration on a constructed case with known optimal offsets; ensembling identical runs is the identity."""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import m3ed_file
+
+from erckit.calibration import cross_fitted_gain, fit_offsets
+from erckit.cli import main
+from erckit.labels import LABELS
+from erckit.predictions import Prediction, read_predictions, write_predictions
+
+FEAR, NEUTRAL = LABELS.index("Fear"), LABELS.index("Neutral")
+
+
+def constructed(n_fear: int = 20, n_neutral: int = 80) -> tuple[np.ndarray, np.ndarray]:
+    """Fear utterances get p(Fear)=0.3, p(Neutral)=0.6; Neutral ones p(Neutral)=0.85, p(Fear)=0.1.
+
+    Uncalibrated, Fear is never predicted; any Fear offset b with log(0.6/0.3) < b < log(0.85/0.1),
+    i.e. 0.69 < b < 2.14, separates the classes perfectly.
+    """
+    probs = np.full((n_fear + n_neutral, len(LABELS)), 0.0)
+    probs[:n_fear, FEAR], probs[:n_fear, NEUTRAL] = 0.3, 0.6
+    probs[n_fear:, FEAR], probs[n_fear:, NEUTRAL] = 0.1, 0.85
+    probs += 0.05 / (len(LABELS) - 2) * (probs == 0)
+    gold = np.array([FEAR] * n_fear + [NEUTRAL] * n_neutral)
+    return np.log(probs), gold
+
+
+def test_fitted_offsets_fall_in_the_known_optimal_interval():
+    log_probs, gold = constructed()
+    offsets = fit_offsets(log_probs, gold)
+    assert np.log(0.6 / 0.3) < offsets[FEAR] < np.log(0.85 / 0.1)
+    assert offsets[NEUTRAL] == 0
+    assert all(offsets[k] == 0 for k in range(len(LABELS)) if k not in (FEAR, NEUTRAL))
+    assert (np.argmax(log_probs + offsets, axis=1) == gold).all()
+
+
+def test_cross_fitted_gain_is_reported_before_and_after():
+    log_probs, gold = constructed()
+    report = cross_fitted_gain(log_probs, gold, groups=np.arange(len(gold)) // 5)
+    assert report["macro_f1_before"] < 0.3  # only two classes present, Fear never predicted
+    assert report["macro_f1_after"] == pytest.approx(2 / 7)  # both present classes perfect: 2 of 7 classes
+
+
+def predictions_with_probs(tmp_path, name, rows):
+    path = tmp_path / name
+    write_predictions(path, [Prediction(i, LABELS[int(np.argmax(p))], dict(zip(LABELS, p))) for i, p in rows])
+    return path
+
+
+def test_ensemble_of_identical_inputs_is_the_identity(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [(f"u{i}", rng.dirichlet(np.ones(len(LABELS)))) for i in range(30)]
+    one = predictions_with_probs(tmp_path, "a.jsonl", rows)
+    out = tmp_path / "ens.jsonl"
+    assert main(["ensemble", "--predictions", str(one), str(one), "--out", str(out)]) == 0
+    original, averaged = read_predictions(one), read_predictions(out)
+    assert list(original) == list(averaged)
+    for utt_id, prediction in original.items():
+        assert averaged[utt_id].label == prediction.label
+        assert averaged[utt_id].probs == pytest.approx(prediction.probs, abs=1e-6)
+
+
+def test_ensemble_averages_and_refuses_mismatched_ids(tmp_path, capsys):
+    a = predictions_with_probs(tmp_path, "a.jsonl", [("u1", np.eye(7)[0] * 0.9 + 0.1 / 7)])
+    b = predictions_with_probs(tmp_path, "b.jsonl", [("u1", np.eye(7)[1] * 0.6 + 0.4 / 7)])
+    out = tmp_path / "ens.jsonl"
+    assert main(["ensemble", "--predictions", str(a), str(b), "--weights", "1", "3", "--out", str(out)]) == 0
+    assert read_predictions(out)["u1"].label == LABELS[1]
+    c = predictions_with_probs(tmp_path, "c.jsonl", [("u2", np.full(7, 1 / 7))])
+    assert main(["ensemble", "--predictions", str(a), str(c), "--out", str(tmp_path / "x.jsonl")]) == 2
+    assert "predicts other ids" in capsys.readouterr().err and not (tmp_path / "x.jsonl").exists()
+
+
+def test_calibrate_cli_on_validation_predictions(tmp_path):
+    log_probs, gold = constructed(10, 40)
+    dialogue = [("A" if i % 2 else "B", f"第{i}句", LABELS[g]) for i, g in enumerate(gold)]
+    validation = m3ed_file(tmp_path / "annotation_validation.json",
+                           {f"d{k}": dialogue[k * 10:(k + 1) * 10] for k in range(5)})
+    ids = [f"d{k}_{j}" for k in range(5) for j in range(1, 11)]
+    preds = predictions_with_probs(tmp_path, "val.jsonl", list(zip(ids, np.exp(log_probs))))
+    out = tmp_path / "calibration.json"
+    assert main(["calibrate", "--predictions", str(preds), "--validation", str(validation), "--out", str(out)]) == 0
+    offsets = json.loads(out.read_text())["offsets"]
+    assert np.log(2) < offsets["Fear"] < np.log(8.5)
