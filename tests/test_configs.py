@@ -4,8 +4,8 @@ import json
 
 import pytest
 import yaml
-from conftest import REPO
 
+from conftest import REPO
 from erckit.cli import main
 from erckit.config import ConfigError, load_config
 from erckit.llm.chat import CHAT_TEMPLATES
