@@ -140,6 +140,32 @@ def _ensemble(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from erckit.formats import read_dialogues
+    from erckit.predictions import read_predictions
+    from erckit.prompts import detect_language
+    from erckit.report import write_error_report
+
+    dialogues = read_dialogues(args.gold, args.format, text_column=args.text_column)
+    path = write_error_report(
+        read_predictions(args.predictions), dialogues, args.gold, args.out,
+        predictions_path=args.predictions, chinese=detect_language(dialogues) == "zh",
+    )
+    print(f"wrote {path}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from erckit.compare import compare, load_compare_config, table
+
+    config = load_compare_config(args.config, args.overrides)
+    results = compare(config)
+    split = "test" if all("test" in r for r in results.values()) else "validation"
+    print(table(results, split))
+    print(f"wrote {config.out}/comparison.md, comparison.json and PNGs")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erckit", description="Emotion recognition in conversation with fine-tuned language models."
@@ -206,6 +232,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average")
     p.add_argument("--out", required=True, help="predictions.jsonl to write")
     p.set_defaults(run=_ensemble)
+
+    p = commands.add_parser("report", help="error analysis: confusion, per-class F1, confused pairs in context")
+    p.add_argument("--predictions", required=True, help="predictions.jsonl")
+    p.add_argument("--gold", required=True, help="the labelled dialogue file")
+    p.add_argument("--out", required=True, help="folder for report.md and its PNGs")
+    _add_format(p)
+    p.set_defaults(run=_report)
+
+    p = commands.add_parser("compare", help="train and score several methods on one split: table + chart")
+    p.add_argument("--config", required=True, help="e.g. configs/compare.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="override top-level values, e.g. out=runs/x")
+    p.set_defaults(run=_compare)
     return parser
 
 

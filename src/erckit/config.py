@@ -157,6 +157,11 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping")
         return from_dict(kind, value, where)
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"{where}: expected a list")
+        (item,) = typing.get_args(kind)
+        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
     if origin is dict or kind is dict:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping")

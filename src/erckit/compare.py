@@ -1,0 +1,146 @@
+"""`erckit compare`: several methods on the same split, one table and one chart.
+
+Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, then scored on validation
+(and test, when labelled). A method whose result.json exists for the same recipe is reused, not
+recomputed; a killed comparison resumes with the next unfinished method.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from erckit.atomic import atomic_path, write_text_atomic
+from erckit.config import ConfigError, from_dict, load_config, read_yaml, to_dict
+from erckit.data import Dialogue, gold_labels
+from erckit.formats import read_dialogues
+from erckit.labels import LABELS
+from erckit.metrics import scores
+from erckit.models import predict, train
+from erckit.predictions import write_predictions
+
+
+@dataclass
+class Method:
+    """A recipe and its overrides."""
+
+    recipe: str
+    overrides: list[str] = field(default_factory=list)
+
+
+@dataclass
+class CompareConfig:
+    """The split every method is trained and scored on, and the methods."""
+
+    out: str = "runs/compare"
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    format: str | None = None
+    text_column: str | None = None
+    methods: dict[str, Method] = field(default_factory=dict)
+
+
+def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareConfig:
+    """A CompareConfig from YAML; `key=value` overrides apply to the top-level keys."""
+    from erckit.config import apply_overrides
+
+    data = apply_overrides(read_yaml(path), list(overrides))
+    methods = data.pop("methods", None)
+    if not isinstance(methods, dict) or not methods:
+        raise ConfigError(f"{path}: 'methods' must map method names to {{recipe, overrides}}")
+    config = from_dict(CompareConfig, data, str(path))
+    config.methods = {name: from_dict(Method, spec, f"{path}.methods.{name}") for name, spec in methods.items()}
+    if config.train is None or config.validation is None:
+        raise ConfigError(f"{path}: train and validation are required")
+    return config
+
+
+def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]]) -> dict:
+    """Train (or reuse) one method and score it on every split."""
+    folder = Path(config.out) / name
+    data = [f"data.{k}={getattr(config, k)}" for k in ("train", "validation") if getattr(config, k)]
+    data += ["data.test=null", f"data.format={config.format or 'null'}", f"data.text_column={config.text_column or 'null'}"]
+    recipe = load_config(method.recipe, [*method.overrides, *data, f"out={folder / 'model'}"])
+    result_path = folder / "result.json"
+    if result_path.exists():
+        previous = json.loads(result_path.read_text(encoding="utf-8"))
+        if previous.get("recipe") == to_dict(recipe):
+            print(f"{name}: reusing {result_path}")
+            return previous
+    print(f"{name}: training ({method.recipe})")
+    started = time.perf_counter()
+    info = train(recipe)
+    result = {"recipe": to_dict(recipe), "train_seconds": round(time.perf_counter() - started, 1)}
+    for split, dialogues in splits.items():
+        started = time.perf_counter()
+        predictions = predict(folder / "model", dialogues)
+        seconds = time.perf_counter() - started
+        write_predictions(folder / f"predictions_{split}.jsonl", predictions)
+        gold = gold_labels(dialogues, getattr(config, split))
+        result[split] = scores([gold[p.id] for p in predictions], [p.label for p in predictions])
+        result[f"{split}_predict_seconds"] = round(seconds, 1)
+    result["summary"] = {k: v for k, v in info.get("summary", {}).items() if k != "history"}
+    write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def table(results: dict[str, dict], split: str) -> str:
+    """A markdown table: macro-F1 first, weighted-F1, per-class F1, train and predict time."""
+    header = "| method | macro-F1 | weighted-F1 | " + " | ".join(LABELS) + " | train s | predict s |"
+    lines = [header, "|---" * (5 + len(LABELS)) + "|"]
+    for name, r in sorted(results.items(), key=lambda item: -item[1][split]["macro_f1"]):
+        s = r[split]
+        per = " | ".join(f"{s['per_class'][l]['f1']:.3f}" for l in LABELS)
+        lines.append(f"| {name} | **{s['macro_f1']:.4f}** | {s['weighted_f1']:.4f} | {per} | "
+                     f"{r['train_seconds']:.0f} | {r[f'{split}_predict_seconds']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict[str, dict], split: str, path: Path) -> None:
+    """Grouped bars: macro-F1, weighted-F1 and each class's F1 per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    metrics = ["macro-F1", "weighted-F1", *LABELS]
+    names = list(results)
+    width = 0.8 / len(names)
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for k, name in enumerate(names):
+        s = results[name][split]
+        values = [s["macro_f1"], s["weighted_f1"], *(s["per_class"][l]["f1"] for l in LABELS)]
+        ax.bar(np.arange(len(metrics)) + k * width, values, width, label=name)
+    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics)
+    ax.set_ylabel(f"{split} F1")
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+
+
+def compare(config: CompareConfig) -> dict[str, dict]:
+    """Run every method; write comparison.md, comparison.json and one PNG per scored split."""
+    splits = {}
+    for split in ("validation", "test"):
+        path = getattr(config, split)
+        if path is None:
+            continue
+        dialogues = read_dialogues(path, config.format, text_column=config.text_column)
+        if all(u.label is not None for d in dialogues for u in d.utterances):
+            splits[split] = dialogues
+    results = {name: run_method(name, method, config, splits) for name, method in config.methods.items()}
+    out = Path(config.out)
+    parts = []
+    for split in splits:
+        parts += [f"## {split}", "", table(results, split), f"![{split}](comparison_{split}.png)", ""]
+        plot(results, split, out / f"comparison_{split}.png")
+    write_text_atomic(out / "comparison.md", "\n".join(parts))
+    write_text_atomic(out / "comparison.json", json.dumps(results, indent=2) + "\n")
+    return results

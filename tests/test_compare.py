@@ -1,0 +1,46 @@
+"""`erckit compare` on the sample: one table, one chart, finished runs reused."""
+
+import json
+
+import yaml
+from conftest import REPO, SAMPLE
+
+from erckit.cli import main
+from erckit.compare import load_compare_config
+
+
+def test_shipped_compare_config_parses():
+    config = load_compare_config(REPO / "configs" / "compare.yaml")
+    assert {"tfidf", "bert_bigru", "lora_emotion", "lora_speaker_info", "lora_same_speaker_multitask"} == set(config.methods)
+    for method in config.methods.values():
+        assert (REPO / method.recipe).is_file()
+
+
+def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsys):
+    config = {
+        "out": str(tmp_path / "compare"),
+        "train": str(SAMPLE / "annotation_train.json"),
+        "validation": str(SAMPLE / "annotation_validation.json"),
+        "test": str(SAMPLE / "annotation_test.json"),
+        "methods": {
+            "tfidf_1gram": {"recipe": str(REPO / "configs" / "tfidf.yaml"), "overrides": ["tfidf.ngram_max=1"]},
+            "tfidf_3gram": {"recipe": str(REPO / "configs" / "tfidf.yaml")},
+        },
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 0
+    out = tmp_path / "compare"
+    table = (out / "comparison.md").read_text(encoding="utf-8")
+    assert "| tfidf_1gram |" in table and "| tfidf_3gram |" in table and "## test" in table
+    assert (out / "comparison_test.png").read_bytes()[:4] == b"\x89PNG"
+    results = json.loads((out / "comparison.json").read_text())
+    assert results["tfidf_1gram"]["test"]["n"] == 96
+    weights = out / "tfidf_3gram" / "model" / "tfidf.safetensors"
+    before = weights.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main(["compare", "--config", str(path)]) == 0
+    printed = capsys.readouterr().out
+    assert "tfidf_1gram: reusing" in printed and "tfidf_3gram: reusing" in printed
+    assert weights.stat().st_mtime_ns == before
+    assert json.loads((out / "comparison.json").read_text()) == results
