@@ -4,8 +4,8 @@ import json
 
 import numpy as np
 import pytest
-from conftest import m3ed_file
 
+from conftest import m3ed_file
 from erckit.calibration import cross_fitted_gain, fit_offsets
 from erckit.cli import main
 from erckit.labels import LABELS

@@ -3,8 +3,8 @@
 import json
 
 import yaml
-from conftest import REPO, SAMPLE
 
+from conftest import REPO, SAMPLE
 from erckit.cli import main
 from erckit.compare import load_compare_config
 
