@@ -19,7 +19,6 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 def _prepare(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
     from erckit.prepare import prepare
-    from erckit.prompts import PromptConfig, detect_language
 
     files = {"train": args.train, "validation": args.validation, "test": args.test}
     dialogues = {
@@ -29,8 +28,7 @@ def _prepare(args: argparse.Namespace) -> int:
     }
     if not dialogues:
         raise DataError("prepare", None, "give at least one of --train, --validation, --test")
-    language = args.language or detect_language(next(iter(dialogues.values())))
-    config = PromptConfig(language=language, window=args.window, placement=args.placement, variant=args.variant)
+    config = _prompt_config(args, next(iter(dialogues.values())))
     counts = prepare(dialogues, Path(args.out), config, same_speaker_per_dialogue=args.same_speaker, seed=args.seed)
     for split, count in counts.items():
         print(f"{split}: {count} examples")
@@ -71,22 +69,62 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     info = train(config)
     summary = info.get("summary", {})
-    if "best_macro_f1" in summary:
+    if "best_epoch" in summary:
         print(f"best epoch {summary['best_epoch']}: validation macro-F1 {summary['best_macro_f1']:.4f}")
+    if summary.get("best_checkpoint"):
+        print(f"best checkpoint {summary['best_checkpoint']}: validation macro-F1 {summary['best_macro_f1']:.4f}")
     print(f"model saved in {config.out}")
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
-    from erckit.models import predict
+    from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info
     from erckit.predictions import write_predictions
 
-    dialogues = read_dialogues(args.input, args.format, text_column=args.text_column)
-    predictions = predict(args.model, dialogues)
-    write_predictions(args.out, predictions)
-    print(f"wrote {len(predictions)} predictions to {args.out}")
+    dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
+    kind = read_model_info(args.model)["type"] if (Path(args.model) / MODEL_FILE).exists() else "llm-weights"
+    if kind in ("bert_bigru", "tfidf"):
+        if dialogues is None:
+            raise DataError(args.model, None, f"a {kind} model labels dialogues: give --input, not --prepared")
+        predictions = predict(args.model, dialogues)
+        write_predictions(args.out, predictions)
+        print(f"wrote {len(predictions)} predictions to {args.out}")
+        return 0
+    return _predict_llm(args, dialogues, llm_settings(args.model) if kind == "llm" else {})
+
+
+def _predict_llm(args: argparse.Namespace, dialogues, run: dict) -> int:
+    """An erckit LLM run (`run` holds its settings) or any causal LM given by path / hub id."""
+    import dataclasses
+
+    from erckit.llm.generation import DECODING_PRESETS
+    from erckit.llm.predict import UnparsedAnswers, predict_file
+
+    if (args.input is None) == (args.prepared is None):
+        raise DataError("predict", None, "give exactly one of --input (raw dialogues) and --prepared (data_test.json)")
+    decoding = DECODING_PRESETS[args.decoding]
+    if args.max_new_tokens:
+        decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
+    try:
+        summary = _run_predict_file(args, dialogues, run, decoding, predict_file)
+    except UnparsedAnswers as err:
+        print(f"erckit predict: error: {err}".replace("\n", " "), file=sys.stderr)
+        return 2
+    print(summary.describe())
     return 0
+
+
+def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, predict_file):
+    return predict_file(
+        run.get("model", args.model), args.out, prepared=args.prepared, dialogues=dialogues,
+        prompts=run.get("prompts") or (_prompt_config(args, dialogues) if dialogues else None),
+        template=args.template or run.get("template"), backend=args.backend,
+        adapter=args.adapter or run.get("adapter"), batch_size=args.batch_size, decoding=decoding,
+        unparsed=args.unparsed, llamafactory=args.llamafactory, dtype=args.dtype, device=args.device,
+        trust_remote_code=args.trust_remote_code or run.get("trust_remote_code", False),
+        tensor_parallel_size=args.tensor_parallel_size, max_length=args.max_length or run.get("max_length"),
+    )
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -166,6 +204,56 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--window", type=int, default=10, help="utterances in the dialogue window (default 10)")
+    parser.add_argument("--placement", choices=("centered", "past"), default="centered",
+                        help="centered: around the target, kept inside the dialogue (the design); past: target last")
+    parser.add_argument("--variant", choices=("emotion", "speaker"), default="emotion",
+                        help="emotion (the design's prompt) or speaker (the question names the speaker)")
+    parser.add_argument("--language", choices=("zh", "en"), help="prompt template (default: detected from the text)")
+
+
+def _prompt_config(args: argparse.Namespace, dialogues):
+    from erckit.prompts import PromptConfig, detect_language
+
+    language = args.language or detect_language(dialogues)
+    return PromptConfig(language=language, window=args.window, placement=args.placement, variant=args.variant)
+
+
+def _select(args: argparse.Namespace) -> int:
+    import json
+
+    from erckit.atomic import write_text_atomic
+    from erckit.formats import read_dialogues
+    from erckit.llm.chat import get_template
+    from erckit.llm.select import find_checkpoints, rank_checkpoints
+
+    checkpoints = [c for run in args.run for c in find_checkpoints(Path(run))]
+    if not checkpoints:
+        raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")
+    validation = read_dialogues(args.validation, args.format, text_column=args.text_column)
+    ranking = rank_checkpoints(
+        checkpoints, args.base, validation, _prompt_config(args, validation), get_template(args.template),
+        batch_size=args.batch_size, limit=args.limit, trust_remote_code=args.trust_remote_code,
+    )
+    for row in ranking:
+        print(f"{row['macro_f1']:.4f} macro-F1  {row['weighted_f1']:.4f} weighted-F1  {row['checkpoint']}")
+    print(f"best: {ranking[0]['checkpoint']}")
+    if args.out:
+        write_text_atomic(args.out, json.dumps({"best": ranking[0]["checkpoint"], "ranking": ranking}, indent=2) + "\n")
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    from erckit.llm.chat import get_template
+    from erckit.llm.merge import merge_adapter
+
+    out = merge_adapter(args.base, args.adapter, args.out, get_template(args.template),
+                        trust_remote_code=args.trust_remote_code)
+    print(f"merged {args.adapter} into {args.base}: {out} (loads with AutoModelForCausalLM)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="erckit", description="Emotion recognition in conversation with fine-tuned language models."
@@ -179,16 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test", help="test dialogues (labels optional)")
     p.add_argument("--out", required=True, help="output folder")
     _add_format(p)
-    p.add_argument("--window", type=int, default=10, help="utterances in the dialogue window (default 10)")
-    p.add_argument("--placement", choices=("centered", "past"), default="centered",
-                   help="centered: around the target, kept inside the dialogue (the design); past: target last")
-    p.add_argument("--variant", choices=("emotion", "speaker"), default="emotion",
-                   help="emotion (the design's prompt) or speaker (the question names the speaker)")
-    p.add_argument("--language", choices=("zh", "en"), help="prompt template (default: detected from the text)")
+    _add_prompt_options(p)
     p.add_argument("--same-speaker", type=int, default=0, metavar="N",
                    help="add N same-speaker auxiliary questions per training dialogue (default 0)")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(run=_prepare)
+    p.set_defaults(handler=_prepare)
 
     p = commands.add_parser("combine", help="write predicted labels back into the raw test file")
     p.add_argument("--predictions", required=True, help="predictions.jsonl (or generated_predictions.jsonl with --prepared)")
@@ -196,26 +279,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--raw", required=True, help="the raw test file")
     p.add_argument("--out", required=True, help="output file, e.g. test_label.json")
     _add_format(p)
-    p.set_defaults(run=_combine)
+    p.set_defaults(handler=_combine)
 
     p = commands.add_parser("evaluate", help="score predictions against gold labels (macro-F1 first)")
     p.add_argument("--predictions", required=True, help="predictions.jsonl")
     p.add_argument("--gold", required=True, help="a labelled dialogue file")
     p.add_argument("--out", help="folder for metrics.json and confusion.png")
     _add_format(p)
-    p.set_defaults(run=_evaluate)
+    p.set_defaults(handler=_evaluate)
 
     p = commands.add_parser("train", help="train a model from a YAML recipe (configs/*.yaml)")
     p.add_argument("--config", required=True, help="recipe, e.g. configs/bert_bigru.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe values, e.g. train.epochs=2")
-    p.set_defaults(run=_train)
+    p.set_defaults(handler=_train)
 
     p = commands.add_parser("predict", help="label every utterance of a dialogue file -> predictions.jsonl")
-    p.add_argument("--model", required=True, help="a trained model folder")
-    p.add_argument("--input", required=True, help="dialogue file to label")
-    p.add_argument("--out", required=True, help="predictions.jsonl to write")
+    p.add_argument("--model", required=True,
+                   help="an erckit model folder (erckit train), or a causal LM: folder, hub id, packaged:gemma-3-270m")
+    p.add_argument("--input", help="dialogue file to label (any format)")
+    p.add_argument("--prepared", help="LLMs: a prepared data_test.json (erckit prepare) instead of --input")
+    p.add_argument("--out", required=True, help="predictions.jsonl to write (resumable: run again after a kill)")
     _add_format(p)
-    p.set_defaults(run=_predict)
+    llm = p.add_argument_group("LLMs")
+    llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model")
+    llm.add_argument("--backend", choices=("score", "generate", "vllm", "vllm-generate"), default="score",
+                     help="score: label log-probabilities, always valid (default); generate: free text, parsed")
+    llm.add_argument("--template", help="chat template: baichuan2, chatml, gemma, plain (default: the recorded one)")
+    _add_prompt_options(llm)
+    llm.add_argument("--batch-size", type=int, help="prompts per batch (default 8; vLLM 512)")
+    llm.add_argument("--decoding", choices=("greedy", "design"), default="greedy",
+                     help="generate: greedy (default) or the design's temperature 0.3 + repetition penalty 1.05")
+    llm.add_argument("--max-new-tokens", type=int, help="generate: answer length cap (default 8)")
+    llm.add_argument("--unparsed", choices=("fail", "score"), default="fail",
+                     help="generate: unparseable answers stop the run (fail) or are resolved by label scoring")
+    llm.add_argument("--llamafactory", help="also write LLaMA-Factory's generated_predictions.jsonl here")
+    llm.add_argument("--max-length", type=int, help="truncate longer contexts (as in training)")
+    llm.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16/fp16 on GPU), fp32, bf16, fp16")
+    llm.add_argument("--device", help="cpu, cuda, or auto (spread over all GPUs)")
+    llm.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model")
+    llm.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
+    p.set_defaults(handler=_predict)
 
     p = commands.add_parser("calibrate", help="fit per-class offsets that maximise validation macro-F1")
     source = p.add_mutually_exclusive_group(required=True)
@@ -224,26 +327,47 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--validation", required=True, help="the labelled validation file")
     p.add_argument("--out", help="also write the offsets and report to this JSON file")
     _add_format(p)
-    p.set_defaults(run=_calibrate)
+    p.set_defaults(handler=_calibrate)
 
     p = commands.add_parser("ensemble", help="average the label probabilities of several predictions.jsonl files")
     p.add_argument("--predictions", nargs="+", required=True, help="two or more predictions.jsonl files with probs")
     p.add_argument("--weights", nargs="+", type=float, help="one weight per file (default: equal)")
     p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average")
     p.add_argument("--out", required=True, help="predictions.jsonl to write")
-    p.set_defaults(run=_ensemble)
+    p.set_defaults(handler=_ensemble)
 
     p = commands.add_parser("report", help="error analysis: confusion, per-class F1, confused pairs in context")
     p.add_argument("--predictions", required=True, help="predictions.jsonl")
     p.add_argument("--gold", required=True, help="the labelled dialogue file")
     p.add_argument("--out", required=True, help="folder for report.md and its PNGs")
     _add_format(p)
-    p.set_defaults(run=_report)
+    p.set_defaults(handler=_report)
 
     p = commands.add_parser("compare", help="train and score several methods on one split: table + chart")
     p.add_argument("--config", required=True, help="e.g. configs/compare.yaml")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="override top-level values, e.g. out=runs/x")
-    p.set_defaults(run=_compare)
+    p.set_defaults(handler=_compare)
+
+    p = commands.add_parser("select", help="rank LLM checkpoints by validation macro-F1 (label scoring)")
+    p.add_argument("--run", nargs="+", required=True, help="run folders with checkpoint-N (erckit, LLaMA-Factory, ...)")
+    p.add_argument("--base", help="the base model of adapter checkpoints (folder, hub id or packaged:gemma-3-270m)")
+    p.add_argument("--validation", required=True, help="the labelled validation file")
+    p.add_argument("--template", default="plain", help="chat template: baichuan2, chatml, gemma, plain")
+    _add_prompt_options(p)
+    p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
+    p.add_argument("--out", help="write the ranking to this JSON file")
+    _add_format(p)
+    p.set_defaults(handler=_select)
+
+    p = commands.add_parser("merge", help="merge a LoRA adapter into its base and export a full model folder")
+    p.add_argument("--base", required=True, help="base model (folder, hub id or packaged:gemma-3-270m)")
+    p.add_argument("--adapter", required=True, help="the adapter folder (e.g. runs/x/best or a checkpoint)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--template", default="plain", help="chat template recorded with the model")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.set_defaults(handler=_merge)
     return parser
 
 
@@ -251,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends with a one-line error and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
-        return args.run(args)
+        return args.handler(args)
     except (DataError, ValueError) as err:
         print(f"erckit {args.command}: error: {err}", file=sys.stderr)
         return 2

@@ -82,6 +82,23 @@ def store_calibration(folder: str | Path, offsets: dict[str, float], report: dic
     write_text_atomic(Path(folder) / MODEL_FILE, json.dumps(info, indent=2) + "\n")
 
 
+def llm_settings(folder: str | Path) -> dict:
+    """How an erckit LLM run predicts: base model, its best adapter, template, prompts as trained."""
+    from erckit.prompts import PromptConfig
+
+    folder = Path(folder)
+    info = read_model_info(folder)
+    config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))
+    prompt = info.get("summary", {}).get("prompt")
+    if prompt is None:
+        raise ConfigError(f"{folder}: the LLM run has not finished (no prompt settings recorded)")
+    return {
+        "model": config.llm.model, "adapter": str(folder / "best"), "template": config.llm.template,
+        "prompts": PromptConfig(**prompt), "trust_remote_code": config.llm.trust_remote_code,
+        "max_length": config.llm.max_length,
+    }
+
+
 def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> np.ndarray:
     """[utterances, 7] label probabilities from a trained model folder, in file order."""
     folder = Path(folder)
@@ -97,6 +114,19 @@ def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, prog
 
         model, tokenizer = load_classifier(folder, config.encoder, config.classifier)
         return encoder_probabilities(model, tokenizer, dialogues, config.encoder, progress=progress)
+    if info["type"] == "llm":
+        from erckit.llm.chat import get_template
+        from erckit.llm.loading import load_model
+        from erckit.llm.scoring import label_log_probs, softmax
+        from erckit.prompts import emotion_examples
+
+        settings = llm_settings(folder)
+        model, tokenizer = load_model(settings["model"], adapter=settings["adapter"],
+                                      trust_remote_code=settings["trust_remote_code"])
+        prompts = [e.prompt for e in emotion_examples(dialogues, settings["prompts"])]
+        return softmax(label_log_probs(model, tokenizer, prompts, get_template(settings["template"]),
+                                       batch_size=config.llm.eval_batch_size, progress=progress,
+                                       max_length=settings["max_length"]))
     raise ConfigError(f"{folder}: unknown model type {info['type']!r}")
 
 

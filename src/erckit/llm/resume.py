@@ -1,0 +1,97 @@
+"""The partial predictions file that makes `erckit predict` resumable.
+
+`<out>.partial`: a header line naming the run's settings, then one JSON line per finished id
+(`{"id", "label", "probs"?, "raw"?}`; label null for an unparsed generated answer), appended batch by
+batch, each batch flushed and fsynced. A run killed mid-write leaves at most one torn last line, which
+the next run cuts off; a file from a run with other settings is refused, never mixed in.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from erckit.data import DataError
+
+PARTIAL_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A backend's answer for one prompt; `label` is None only for an unparsed generated answer."""
+
+    label: str | None
+    probs: dict[str, float] | None = None
+    raw: str | None = None
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_name(out.name + ".partial")
+
+
+def outcome_line(utt_id: str, outcome: Outcome) -> str:
+    record = {"id": utt_id, "label": outcome.label}
+    record |= {k: v for k, v in (("probs", outcome.probs), ("raw", outcome.raw)) if v is not None}
+    return json.dumps(record, ensure_ascii=False) + "\n"
+
+
+def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome]:
+    """Outcomes saved by an earlier run with the same settings; a torn last line is cut off the file."""
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):  # killed mid-write: drop the torn line so appends start clean
+        with open(path, "r+b") as handle:
+            handle.truncate(len(complete))
+    lines = complete.decode("utf-8").splitlines()
+    if not lines:
+        return {}
+    try:
+        header = json.loads(lines[0])
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict) or header.get("erckit_partial") != PARTIAL_FORMAT:
+        raise DataError(path, "line 1", "is not an erckit partial predictions file; delete it to start over")
+    if header.get("settings") != settings:
+        changed = sorted(k for k in settings.keys() | header.get("settings", {}).keys()
+                         if settings.get(k) != header.get("settings", {}).get(k))
+        raise DataError(
+            path, None,
+            f"was written by a run with other settings ({', '.join(changed)} differ); rerun that command "
+            "to finish it, or delete the file to start over",
+        )
+    done: dict[str, Outcome] = {}
+    for number, line in enumerate(lines[1:], start=2):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(path, f"line {number}", f"malformed JSON ({err.msg}); delete the file to start over")
+        utt_id = record.get("id")
+        if utt_id not in ids:
+            raise DataError(path, f"line {number}", f"id {utt_id!r} is not among the inputs")
+        if utt_id in done:
+            raise DataError(path, f"line {number}", f"duplicate id {utt_id!r}")
+        done[utt_id] = Outcome(record.get("label"), record.get("probs"), record.get("raw"))
+    return done
+
+
+@contextlib.contextmanager
+def partial_writer(path: Path, settings: dict) -> Iterator[Callable[[Sequence[str], Sequence[Outcome]], None]]:
+    """Yields `append(ids, outcomes)`: one JSON line per id, flushed and fsynced per call (per batch)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fresh = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", encoding="utf-8") as handle:
+
+        def write(text: str) -> None:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+
+        if fresh:
+            write(json.dumps({"erckit_partial": PARTIAL_FORMAT, "settings": settings}) + "\n")
+        yield lambda ids, outcomes: write("".join(outcome_line(i, o) for i, o in zip(ids, outcomes, strict=True)))

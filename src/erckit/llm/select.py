@@ -1,0 +1,70 @@
+"""`erckit select`: rank saved checkpoints by validation macro-F1 (label scoring).
+
+Works on erckit runs and on runs made elsewhere (e.g. LLaMA-Factory's checkpoint-N folders of LoRA
+adapters, or full-model checkpoints): every folder holding an adapter or a model is scored the same way.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from erckit.data import Dialogue, iter_utterances
+from erckit.labels import LABELS
+from erckit.llm.chat import ChatTemplate
+from erckit.llm.scoring import label_log_probs
+from erckit.metrics import scores
+from erckit.prompts import PromptConfig, emotion_examples
+
+
+def find_checkpoints(run: Path) -> list[Path]:
+    """checkpoint-N folders of a run (by N), or the folder itself if it is a checkpoint."""
+    def is_checkpoint(p: Path) -> bool:
+        return (p / "adapter_config.json").exists() or (p / "config.json").exists()
+
+    found = sorted(
+        (p for p in run.glob("checkpoint-*") if p.is_dir() and is_checkpoint(p)),
+        key=lambda p: int(p.name.rsplit("-", 1)[-1]) if p.name.rsplit("-", 1)[-1].isdigit() else 0,
+    )
+    return found or ([run] if is_checkpoint(run) else [])
+
+
+def rank_checkpoints(
+    checkpoints: list[Path],
+    base_model: str | None,
+    validation: list[Dialogue],
+    prompts: PromptConfig,
+    template: ChatTemplate,
+    *,
+    batch_size: int = 8,
+    limit: int = 0,
+    trust_remote_code: bool = False,
+) -> list[dict]:
+    """Validation scores of every checkpoint, best macro-F1 first (ties: the earlier checkpoint)."""
+    from erckit.llm.loading import load_model
+
+    examples = emotion_examples(validation, prompts)
+    if limit:
+        examples = examples[:limit]
+    gold = [e.answer for e in examples]
+    rows = []
+    for order, checkpoint in enumerate(checkpoints):
+        is_adapter = (checkpoint / "adapter_config.json").exists()
+        model, tokenizer = load_model(
+            base_model if is_adapter else str(checkpoint),
+            adapter=str(checkpoint) if is_adapter else None,
+            trust_remote_code=trust_remote_code,
+        )
+        logp = label_log_probs(model, tokenizer, [e.prompt for e in examples], template, batch_size=batch_size)
+        result = scores(gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
+        rows.append({"checkpoint": str(checkpoint), "order": order} | {
+            k: result[k] for k in ("macro_f1", "weighted_f1", "accuracy")
+        })
+        del model
+    return sorted(rows, key=lambda r: (-r["macro_f1"], r["order"]))
+
+
+def validation_utterances(dialogues: list[Dialogue]) -> int:
+    """How many utterances a validation file holds (for messages)."""
+    return sum(1 for _ in iter_utterances(dialogues))
