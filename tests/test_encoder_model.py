@@ -59,7 +59,7 @@ def recipe(tiny_encoder: Path, train_path: Path, dev_path: Path, out: Path, epoc
 
 
 def test_loss_falls_on_real_bmeld_and_best_epoch_is_kept(tiny_encoder, bmeld_slices, tmp_path):
-    config = load_config(REPO / "configs" / "bert_bigru.yaml", recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 4))
+    config = load_config(REPO / "configs" / "bert_bigru.yaml", recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 10))
     info = train(config)
     history = info["summary"]["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1

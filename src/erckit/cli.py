@@ -148,9 +148,12 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(f"validation macro-F1 {report['macro_f1_before']:.4f} -> {report['macro_f1_after']:.4f} (cross-fitted, "
           f"{report['folds']} folds); weighted-F1 {report['weighted_f1_before']:.4f} -> {report['weighted_f1_after']:.4f}")
     print("offsets: " + ", ".join(f"{k} {v:+.1f}" for k, v in offsets.items()))
-    if args.model:
+    gain = report["macro_f1_after"] - report["macro_f1_before"]
+    if args.model and (gain > 0 or args.force):
         store_calibration(args.model, offsets, report)
         print(f"stored in {args.model}; erckit predict applies them")
+    elif args.model:
+        print(f"not stored: calibration does not raise cross-fitted validation macro-F1 ({gain:+.4f}); --force stores anyway")
     if args.out:
         write_text_atomic(args.out, json.dumps({"offsets": offsets, "report": report}, indent=2) + "\n")
         print(f"wrote {args.out}")
@@ -326,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--predictions", help="validation predictions.jsonl with probs (any method)")
     p.add_argument("--validation", required=True, help="the labelled validation file")
     p.add_argument("--out", help="also write the offsets and report to this JSON file")
+    p.add_argument("--force", action="store_true", help="store offsets in --model even without a cross-fitted gain")
     _add_format(p)
     p.set_defaults(handler=_calibrate)
 

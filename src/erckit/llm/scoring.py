@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, encode_pair
-from erckit.predictions import Prediction
+from erckit.predictions import Prediction, from_probabilities
 
 
 def forward_parameters(model) -> set[str]:
@@ -168,11 +168,7 @@ def softmax(log_probs: np.ndarray) -> np.ndarray:
 
 def predictions_from_log_probs(ids: Sequence[str], log_probs: np.ndarray) -> list[Prediction]:
     """Label = argmax of the 7 log-probs (always valid); probs = their softmax, rounded to 6 places."""
-    probs = softmax(log_probs)
-    return [
-        Prediction(utt_id, LABELS[int(np.argmax(row))], {label: round(float(p), 6) for label, p in zip(LABELS, prob)})
-        for utt_id, row, prob in zip(ids, log_probs, probs, strict=True)
-    ]
+    return from_probabilities(list(ids), softmax(log_probs))
 
 
 def score_predictions(

@@ -1,0 +1,94 @@
+"""score vs generate on BMELD dev, side by side in one run: throughput, invalid answers, macro-F1.
+
+    .venv/bin/python bench/predict_backends.py [--limit N] [--adapter runs/.../best] [--out runs/bench_predict]
+
+Models: the tiny in-process test LM (2 layers, hidden 32, XLM-R tokenizer) and the packaged
+gemma-3-270m (`make gemma`), optionally with a LoRA adapter trained by erckit. Each backend labels the
+same first N dev utterances (all by default); `generate` runs greedy with unparsed answers counted
+and resolved by label scoring, so its macro-F1 is over every utterance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+from datetime import date
+from pathlib import Path
+
+from erckit.atomic import write_text_atomic
+from erckit.formats import read_dialogues
+from erckit.llm.predict import predict_file
+from erckit.metrics import scores
+from erckit.predictions import read_predictions
+from erckit.prompts import PromptConfig
+
+REPO = Path(__file__).resolve().parents[1]
+BMELD = REPO.parent / "shared" / "data" / "bmeld"
+
+
+def first_utterances(limit: int):
+    """Dev dialogues cut to the first `limit` utterances (whole dialogues, the last one trimmed)."""
+    from erckit.data import Dialogue
+
+    dialogues, left = [], limit or 10**9
+    for dialogue in read_dialogues(BMELD / "dev_sent_emo.csv"):
+        if left <= 0:
+            break
+        dialogues.append(Dialogue(dialogue.id, dialogue.utterances[:left]))
+        left -= len(dialogues[-1])
+    return dialogues
+
+
+def tiny_model(folder: Path) -> Path:
+    sys.path.insert(0, str(REPO / "tests"))
+    from llm_tiny import save_tiny, tiny_model, tiny_tokenizer
+
+    tokenizer = tiny_tokenizer()
+    return save_tiny(folder, tiny_model(tokenizer), tokenizer)
+
+
+def run(name: str, model: str, adapter: str | None, template: str, dialogues, prompts, out: Path) -> dict:
+    gold = {u.id: u.label for d in dialogues for u in d.utterances}
+    result = {}
+    for backend in ("score", "generate"):
+        path = out / f"{name}_{backend}.jsonl"
+        path.unlink(missing_ok=True)
+        summary = predict_file(model, path, dialogues=dialogues, prompts=prompts, template=template, backend=backend,
+                               adapter=adapter, unparsed="score", progress=False)
+        predicted = read_predictions(path)
+        s = scores([gold[i] for i in gold], [predicted[i].label for i in gold])
+        result[backend] = {
+            "utterances_per_second": summary.per_second, "seconds": summary.seconds, "n": summary.total,
+            "invalid_answers": len(summary.unparsed), "invalid_rate": summary.unparsed_rate,
+            "macro_f1": s["macro_f1"], "weighted_f1": s["weighted_f1"],
+        }
+        print(name, backend, json.dumps(result[backend]))
+    result["score_speedup"] = result["score"]["utterances_per_second"] / result["generate"]["utterances_per_second"]
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=0, help="first N dev utterances (0 = all 1,084)")
+    parser.add_argument("--adapter", help="a LoRA adapter for gemma (e.g. runs/bench_gemma/model/best)")
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--out", default="runs/bench_predict")
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    dialogues = first_utterances(args.limit)
+    prompts = PromptConfig(language="zh", window=args.window)
+    results = {
+        "date": date.today().isoformat(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
+        "utterances": sum(len(d) for d in dialogues), "window": args.window, "adapter": args.adapter,
+        "tiny": run("tiny", str(tiny_model(out / "tiny-model")), None, "plain", dialogues, prompts, out),
+        "gemma-3-270m": run("gemma", "packaged:gemma-3-270m", args.adapter, "plain", dialogues, prompts, out),
+    }
+    write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
