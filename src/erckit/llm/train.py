@@ -31,7 +31,7 @@ from erckit.data import Dialogue
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, encode_pair, get_template
 from erckit.llm.merge import LLM_INFO
-from erckit.llm.scoring import label_log_probs
+from erckit.llm.scoring import forward_parameters, label_log_probs
 from erckit.metrics import scores
 from erckit.prompts import Example, PromptConfig, detect_language, emotion_examples, same_speaker_examples
 
@@ -92,7 +92,7 @@ def load_trainable(config: LLMConfig):
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=config.trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
+    tokenizer.padding_side = "left"  # answers end every row: the loss needs logits of the last columns only
     extra: dict = {}
     if config.finetuning == "qlora":
         from transformers import BitsAndBytesConfig
@@ -119,29 +119,55 @@ def load_trainable(config: LLMConfig):
     return get_peft_model(model, lora), tokenizer
 
 
+def answer_loss(model, inputs: dict) -> torch.Tensor:
+    """Mean cross-entropy over the batch's answer tokens, computing vocabulary logits only where answers are.
+
+    Rows are left-padded, so every answer lies in the last K columns; the model is asked for the
+    logits of the last K + 1 positions (`logits_to_keep`), not of the whole prompt: with a vocabulary
+    of 150k-262k tokens that is most of the memory and time of a step. Position ids count from each
+    row's first real token.
+    """
+    labels = inputs["labels"]
+    answer_columns = (labels != -100).any(dim=0).nonzero()
+    width = labels.shape[1] - int(answer_columns.min()) if len(answer_columns) else 1
+    mask = inputs["attention_mask"]
+    kwargs = {"input_ids": inputs["input_ids"], "attention_mask": mask}
+    accepted = forward_parameters(model)
+    if "position_ids" in accepted:
+        kwargs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
+    if "logits_to_keep" in accepted:
+        kwargs["logits_to_keep"] = width + 1
+    logits = model(**kwargs).logits[:, -(width + 1) : -1].float()
+    targets = labels[:, -width:]
+    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+
+
 class MacroF1Trainer(Trainer):
-    """A Trainer whose evaluation is validation macro-F1 by label scoring (always-valid labels)."""
+    """A Trainer whose loss is on the answer tokens only and whose evaluation is validation macro-F1
+    by label scoring (always-valid labels)."""
 
     def __init__(self, *args, val_prompts: list[str], val_gold: list[str], template: ChatTemplate,
                  eval_batch_size: int, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.val_prompts, self.val_gold = val_prompts, val_gold
         self.template, self.eval_batch_size = template, eval_batch_size
+        self.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides by accumulation steps
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = answer_loss(model, inputs)
+        return (loss, None) if return_outputs else loss
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         started = time.perf_counter()
         model = self.model
         was_training = model.training
         model.eval()
-        tokenizer = self.processing_class
-        side, tokenizer.padding_side = tokenizer.padding_side, "left"
         try:
             logp = label_log_probs(
-                model, tokenizer, self.val_prompts, self.template, batch_size=self.eval_batch_size,
+                model, self.processing_class, self.val_prompts, self.template, batch_size=self.eval_batch_size,
                 progress=self.is_world_process_zero(),
             )
         finally:
-            tokenizer.padding_side = side
             model.train(was_training)
         result = scores(self.val_gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
         metrics = {
