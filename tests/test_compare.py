@@ -14,6 +14,8 @@ def test_shipped_compare_config_parses():
     assert {"tfidf", "bert_bigru", "lora_emotion", "lora_speaker_info", "lora_same_speaker_multitask"} == set(config.methods)
     for method in config.methods.values():
         assert (REPO / method.recipe).is_file()
+    bmeld = load_compare_config(REPO / "configs" / "compare-bmeld.yaml")
+    assert set(bmeld.methods) == set(config.methods) and bmeld.validation.endswith("bmeld/dev_sent_emo.csv")
 
 
 def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsys):
@@ -44,3 +46,20 @@ def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsy
     assert "tfidf_1gram: reusing" in printed and "tfidf_3gram: reusing" in printed
     assert weights.stat().st_mtime_ns == before
     assert json.loads((out / "comparison.json").read_text()) == results
+
+
+def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_path):
+    from erckit.config import load_config
+    from erckit.models import train
+
+    model = tmp_path / "trained"
+    train(load_config(REPO / "configs" / "tfidf.yaml", [f"out={model}"]))
+    before = (model / "tfidf.safetensors").stat().st_mtime_ns
+    config = {"out": str(tmp_path / "c"), "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(SAMPLE / "annotation_validation.json"), "methods": {"given": {"model": str(model)}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 0
+    result = json.loads((tmp_path / "c" / "comparison.json").read_text())["given"]
+    assert result["validation"]["n"] == 89 and result["model"] == str(model)
+    assert (model / "tfidf.safetensors").stat().st_mtime_ns == before

@@ -10,7 +10,7 @@ from erckit.cli import main
 from erckit.config import ConfigError, load_config
 from erckit.llm.chat import CHAT_TEMPLATES
 
-RECIPES = sorted(p for p in (REPO / "configs").glob("*.yaml") if p.name != "compare.yaml")  # compare: test_compare
+RECIPES = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("compare"))  # test_compare
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)

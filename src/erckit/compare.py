@@ -13,21 +13,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from erckit.atomic import atomic_path, write_text_atomic
-from erckit.config import ConfigError, from_dict, load_config, read_yaml, to_dict
+from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml, to_dict
 from erckit.data import Dialogue, gold_labels
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
 from erckit.metrics import scores
-from erckit.models import predict, train
+from erckit.models import predict, read_model_info, train
 from erckit.predictions import write_predictions
 
 
 @dataclass
 class Method:
-    """A recipe and its overrides."""
+    """A recipe and its overrides, or `model`: a finished erckit model folder trained on the same split."""
 
-    recipe: str
+    recipe: str | None = None
     overrides: list[str] = field(default_factory=list)
+    model: str | None = None
 
 
 @dataclass
@@ -53,30 +54,46 @@ def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareC
         raise ConfigError(f"{path}: 'methods' must map method names to {{recipe, overrides}}")
     config = from_dict(CompareConfig, data, str(path))
     config.methods = {name: from_dict(Method, spec, f"{path}.methods.{name}") for name, spec in methods.items()}
+    for name, method in config.methods.items():
+        if (method.recipe is None) == (method.model is None):
+            raise ConfigError(f"{path}: method {name!r} needs exactly one of 'recipe' and 'model'")
     if config.train is None or config.validation is None:
         raise ConfigError(f"{path}: train and validation are required")
     return config
 
 
-def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]]) -> dict:
-    """Train (or reuse) one method and score it on every split."""
-    folder = Path(config.out) / name
+def _trained_model(name: str, method: Method, config: CompareConfig, folder: Path) -> tuple[Path, dict, dict]:
+    """(model folder, recipe as a dict, training info): a given finished model, or the recipe's run."""
+    if method.model is not None:
+        info = read_model_info(method.model)
+        if not info.get("finished"):
+            raise ConfigError(f"method {name}: {method.model} is not a finished run")
+        return Path(method.model), info["config"], info
     data = [f"data.{k}={getattr(config, k)}" for k in ("train", "validation") if getattr(config, k)]
     data += ["data.test=null", f"data.format={config.format or 'null'}", f"data.text_column={config.text_column or 'null'}"]
     recipe = load_config(method.recipe, [*method.overrides, *data, f"out={folder / 'model'}"])
+    return folder / "model", to_dict(recipe), {}
+
+
+def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]]) -> dict:
+    """Train (or reuse) one method and score it on every split."""
+    folder = Path(config.out) / name
+    model, recipe, info = _trained_model(name, method, config, folder)
     result_path = folder / "result.json"
     if result_path.exists():
         previous = json.loads(result_path.read_text(encoding="utf-8"))
-        if previous.get("recipe") == to_dict(recipe):
+        if previous.get("recipe") == recipe:
             print(f"{name}: reusing {result_path}")
             return previous
-    print(f"{name}: training ({method.recipe})")
     started = time.perf_counter()
-    info = train(recipe)
-    result = {"recipe": to_dict(recipe), "train_seconds": round(time.perf_counter() - started, 1)}
+    if not info:
+        print(f"{name}: training ({method.recipe})")
+        info = train(from_dict(RunConfig, recipe))
+    train_seconds = info.get("summary", {}).get("train_seconds", time.perf_counter() - started)
+    result = {"recipe": recipe, "model": str(model), "train_seconds": round(train_seconds, 1)}
     for split, dialogues in splits.items():
         started = time.perf_counter()
-        predictions = predict(folder / "model", dialogues)
+        predictions = predict(model, dialogues)
         seconds = time.perf_counter() - started
         write_predictions(folder / f"predictions_{split}.jsonl", predictions)
         gold = gold_labels(dialogues, getattr(config, split))
