@@ -12,13 +12,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from erckit.atomic import atomic_path, write_text_atomic
+from erckit.atomic import write_text_atomic
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml, to_dict
 from erckit.data import Dialogue, gold_labels
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
 from erckit.metrics import scores
 from erckit.models import predict, read_model_info, train
+from erckit.plots import new_figure, save_figure
 from erckit.predictions import write_predictions
 
 
@@ -118,16 +119,12 @@ def table(results: dict[str, dict], split: str) -> str:
 
 def plot(results: dict[str, dict], split: str, path: Path) -> None:
     """Grouped bars: macro-F1, weighted-F1 and each class's F1 per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
 
     metrics = ["macro-F1", "weighted-F1", *LABELS]
     names = list(results)
     width = 0.8 / len(names)
-    fig, ax = plt.subplots(figsize=(10, 4))
+    fig, ax = new_figure((10, 4))
     for k, name in enumerate(names):
         s = results[name][split]
         values = [s["macro_f1"], s["weighted_f1"], *(s["per_class"][l]["f1"] for l in LABELS)]
@@ -136,10 +133,7 @@ def plot(results: dict[str, dict], split: str, path: Path) -> None:
     ax.set_ylabel(f"{split} F1")
     ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def compare(config: CompareConfig) -> dict[str, dict]:

@@ -9,9 +9,10 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from erckit.atomic import atomic_path, write_text_atomic
+from erckit.atomic import write_text_atomic
 from erckit.data import DataError
 from erckit.labels import CHINESE_NAMES, LABELS
+from erckit.plots import new_figure, save_figure
 
 
 def scores(gold: Sequence[str], predicted: Sequence[str]) -> dict:
@@ -69,17 +70,14 @@ def _cjk_font() -> str | None:
 
 def plot_confusion(gold: Sequence[str], predicted: Sequence[str], path: str | Path, *, chinese: bool = False) -> None:
     """A row-normalised confusion matrix (counts written in), saved as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import rc_context
 
     font = _cjk_font() if chinese else None
     names = [f"{CHINESE_NAMES[l]} {l}" if font else l for l in LABELS]
     counts = confusion_matrix(gold, predicted, labels=list(LABELS))
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    with plt.rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
-        fig, ax = plt.subplots(figsize=(7.5, 6.5))
+    with rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
+        fig, ax = new_figure((7.5, 6.5))
         image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(len(LABELS)), names, rotation=45, ha="right")
         ax.set_yticks(range(len(LABELS)), names)
@@ -92,10 +90,7 @@ def plot_confusion(gold: Sequence[str], predicted: Sequence[str], path: str | Pa
         macro = f1_score(gold, predicted, labels=list(LABELS), average="macro", zero_division=0)
         ax.set_title(f"Confusion (row-normalised colour, counts) · macro-F1 {macro:.3f}")
         fig.colorbar(image, ax=ax, fraction=0.046)
-        fig.tight_layout()
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, dpi=120, format="png")
-        plt.close(fig)
+        save_figure(fig, path, dpi=120)
 
 
 def write_report(result: dict, gold: Sequence[str], predicted: Sequence[str], out: str | Path, *, chinese: bool) -> None:

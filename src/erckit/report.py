@@ -6,10 +6,11 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from erckit.atomic import atomic_path, write_text_atomic
+from erckit.atomic import write_text_atomic
 from erckit.data import Dialogue, gold_labels
 from erckit.labels import LABELS
 from erckit.metrics import aligned, format_scores, plot_confusion, scores
+from erckit.plots import new_figure, save_figure
 from erckit.predictions import Prediction
 
 
@@ -20,22 +21,14 @@ def confused_pairs(gold: list[str], predicted: list[str], top: int) -> list[tupl
 
 def plot_per_class_f1(result: dict, path: Path) -> None:
     """A bar chart of per-class F1 with support in the labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = result["per_class"]
-    fig, ax = plt.subplots(figsize=(7, 3.5))
+    fig, ax = new_figure((7, 3.5))
     ax.bar([f"{l}\n(n={rows[l]['support']})" for l in LABELS], [rows[l]["f1"] for l in LABELS], color="tab:blue")
     ax.axhline(result["macro_f1"], color="tab:red", linestyle="--", label=f"macro-F1 {result['macro_f1']:.3f}")
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def _in_context(dialogue: Dialogue, index: int, before: int = 2) -> str:

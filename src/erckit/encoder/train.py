@@ -27,6 +27,7 @@ from erckit.encoder.model import (
 )
 from erckit.labels import LABELS
 from erckit.metrics import scores
+from erckit.plots import plot_training
 
 CHECKPOINT = "checkpoint"
 
@@ -70,30 +71,6 @@ def _load_checkpoint(folder: Path, model, optimizer) -> dict:
             slots.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": state.pop("param_groups")})
     return state
-
-
-def plot_history(history: list[dict], path: Path) -> None:
-    """Training loss and validation macro-/weighted-F1 per epoch."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, left = plt.subplots(figsize=(6.5, 4))
-    left.plot(epochs, [h["train_loss"] for h in history], "o-", color="tab:gray", label="train loss")
-    left.set_xlabel("epoch")
-    left.set_ylabel("train loss")
-    right = left.twinx()
-    for key, color in (("val_macro_f1", "tab:blue"), ("val_weighted_f1", "tab:green")):
-        if key in history[0]:
-            right.plot(epochs, [h[key] for h in history], "s-", color=color, label=key.replace("_", " "))
-    right.set_ylabel("validation F1")
-    fig.legend(loc="upper center", ncol=3, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
 
 
 def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
@@ -155,6 +132,10 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
         state["epoch"] = epoch
         state["history"].append(record)
         _save_checkpoint(checkpoint, model, optimizer, state)
-        plot_history(state["history"], out / "training.png")
+        plot_training(
+            out / "training.png", "epoch", [(h["epoch"], h["train_loss"]) for h in state["history"]],
+            {f"validation {k[4:].replace('_', '-')}": [(h["epoch"], h[k]) for h in state["history"] if k in h]
+             for k in ("val_macro_f1", "val_weighted_f1")},
+        )
     (checkpoint / "state.safetensors").unlink()  # finished: the best model is in `out`
     return state

@@ -25,7 +25,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from erckit.atomic import atomic_path, write_text_atomic
+from erckit.atomic import write_text_atomic
 from erckit.config import ConfigError, LLMConfig, RunConfig
 from erckit.data import Dialogue
 from erckit.labels import LABELS
@@ -33,6 +33,7 @@ from erckit.llm.chat import ChatTemplate, encode_pair, get_template
 from erckit.llm.merge import LLM_INFO
 from erckit.llm.scoring import forward_parameters, label_log_probs
 from erckit.metrics import scores
+from erckit.plots import plot_training
 from erckit.prompts import Example, PromptConfig, detect_language, emotion_examples, same_speaker_examples
 
 BEST = "best"
@@ -185,31 +186,6 @@ def _last_checkpoint(out: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
-def plot_log(log_history: list[dict], path: Path) -> None:
-    """Training loss and validation macro-F1 against steps (the design's plot_loss, plus F1)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    loss = [(h["step"], h["loss"]) for h in log_history if "loss" in h]
-    f1 = [(h["step"], h["eval_macro_f1"]) for h in log_history if "eval_macro_f1" in h]
-    fig, left = plt.subplots(figsize=(7, 4))
-    if loss:
-        left.plot(*zip(*loss), color="tab:gray", label="train loss")
-    left.set_xlabel("step")
-    left.set_ylabel("train loss")
-    if f1:
-        right = left.twinx()
-        right.plot(*zip(*f1), "o-", color="tab:blue", label="validation macro-F1")
-        right.set_ylabel("validation macro-F1")
-    fig.legend(loc="upper center", ncol=2, fontsize=8)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-
-
 def train_llm(
     config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path,
     callbacks: list[TrainerCallback] = (),
@@ -255,7 +231,11 @@ def train_llm(
         tokenizer.save_pretrained(str(out / BEST))
         record = {"template": template.name, "base_model": llm.model, "prompt": asdict(prompts)}
         write_text_atomic(out / BEST / LLM_INFO, json.dumps(record, indent=2) + "\n")
-        plot_log(trainer.state.log_history, out / "training.png")
+        log = trainer.state.log_history
+        plot_training(
+            out / "training.png", "step", [(h["step"], h["loss"]) for h in log if "loss" in h],
+            {"validation macro-F1": [(h["step"], h["eval_macro_f1"]) for h in log if "eval_macro_f1" in h]},
+        )
     return {
         "best_checkpoint": trainer.state.best_model_checkpoint, "best_macro_f1": trainer.state.best_metric,
         "global_step": trainer.state.global_step, "train_seconds": seconds,
