@@ -22,6 +22,7 @@ from erckit.data import Dialogue, iter_utterances
 from erckit.formats import read_dialogues
 from erckit.metrics import scores
 from erckit.models import predict, train
+from erckit.predictions import write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 BMELD = REPO.parent / "shared" / "data" / "bmeld"
@@ -61,6 +62,7 @@ def main() -> None:
         started = time.perf_counter()
         predictions = predict(out / "model", dialogues)
         seconds = time.perf_counter() - started
+        write_predictions(out / f"{split}_predictions.jsonl", predictions)
         gold = [u.label for u in iter_utterances(dialogues)]
         results[split] = scores(gold, [p.label for p in predictions]) | {"utterances_per_second": len(gold) / seconds}
         print(split, {k: results[split][k] for k in ("macro_f1", "weighted_f1", "n")})
