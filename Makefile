@@ -23,8 +23,10 @@ gemma: install
 
 DEMO := runs/demo
 SAMPLE := examples/sample
+# the sample is small (358 training utterances): more epochs, a higher learning rate, 6 layers tuned
+DEMO_RECIPE := train.epochs=8 train.lr=1e-4 train.head_lr=2e-3 encoder.freeze_layers=6
 demo: install
-	$(BIN)/erckit train --config configs/bert_bigru.yaml out=$(DEMO)/model
+	$(BIN)/erckit train --config configs/bert_bigru.yaml out=$(DEMO)/model $(DEMO_RECIPE)
 	$(BIN)/erckit predict --model $(DEMO)/model --input $(SAMPLE)/annotation_test.json --out $(DEMO)/predictions.jsonl
 	$(BIN)/erckit combine --predictions $(DEMO)/predictions.jsonl --raw $(SAMPLE)/annotation_test.json --out $(DEMO)/test_label.json
 	$(BIN)/erckit evaluate --predictions $(DEMO)/predictions.jsonl --gold $(SAMPLE)/annotation_test.json --out $(DEMO)/report
