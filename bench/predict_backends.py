@@ -14,12 +14,13 @@ import argparse
 import json
 import platform
 import sys
+import time
 from datetime import date
 from pathlib import Path
 
 from erckit.atomic import write_text_atomic
 from erckit.formats import read_dialogues
-from erckit.llm.predict import predict_file
+from erckit.llm.predict import UnparsedAnswers, predict_file
 from erckit.metrics import scores
 from erckit.predictions import read_predictions
 from erckit.prompts import PromptConfig
@@ -54,13 +55,22 @@ def run(name: str, model: str, adapter: str | None, template: str, dialogues, pr
     result = {}
     for backend in ("score", "generate"):
         path = out / f"{name}_{backend}.jsonl"
-        path.unlink(missing_ok=True)
-        summary = predict_file(model, path, dialogues=dialogues, prompts=prompts, template=template, backend=backend,
-                               adapter=adapter, unparsed="score", progress=False)
+        for stale in (path, Path(f"{path}.partial"), Path(f"{path}.unparsed.jsonl")):
+            stale.unlink(missing_ok=True)
+        kwargs = {"dialogues": dialogues, "prompts": prompts, "template": template, "backend": backend,
+                  "adapter": adapter, "progress": False}
+        started = time.perf_counter()
+        try:  # timed alone: generation (or scoring) of every utterance, unparsed answers only counted
+            predict_file(model, path, unparsed="fail", **kwargs)
+        except UnparsedAnswers:
+            pass
+        seconds = time.perf_counter() - started
+        # then the unparsed answers are resolved by label scoring (from the partial file), for macro-F1
+        summary = predict_file(model, path, unparsed="score", **kwargs)
         predicted = read_predictions(path)
         s = scores([gold[i] for i in gold], [predicted[i].label for i in gold])
         result[backend] = {
-            "utterances_per_second": summary.per_second, "seconds": summary.seconds, "n": summary.total,
+            "utterances_per_second": len(gold) / seconds, "seconds": seconds, "n": summary.total,
             "invalid_answers": len(summary.unparsed), "invalid_rate": summary.unparsed_rate,
             "macro_f1": s["macro_f1"], "weighted_f1": s["weighted_f1"],
         }
