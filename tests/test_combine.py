@@ -101,3 +101,14 @@ def test_sample_round_trip(tmp_path):
     out = tmp_path / "test_label.json"
     assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]) == 0
     assert json.loads(out.read_text(encoding="utf-8")) == json.loads(raw.read_text(encoding="utf-8"))
+
+
+def test_outputs_get_normal_permissions(design_file, tmp_path):
+    import os
+    import stat
+
+    preds = tmp_path / "p.jsonl"
+    gold_as_predictions(design_file, preds)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(preds.stat().st_mode) == 0o666 & ~umask
