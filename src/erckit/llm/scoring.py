@@ -170,20 +170,3 @@ def predictions_from_log_probs(ids: Sequence[str], log_probs: np.ndarray) -> lis
     """Label = argmax of the 7 log-probs (always valid); probs = their softmax, rounded to 6 places."""
     return from_probabilities(list(ids), softmax(log_probs))
 
-
-def score_predictions(
-    model,
-    tokenizer,
-    ids: Sequence[str],
-    prompts: list[str],
-    template: ChatTemplate,
-    *,
-    batch_size: int = 8,
-    progress: bool = True,
-    max_length: int | None = None,
-) -> list[Prediction]:
-    """One Prediction (label + probs) per prompt, by label scoring."""
-    log_probs = label_log_probs(
-        model, tokenizer, prompts, template, batch_size=batch_size, progress=progress, max_length=max_length
-    )
-    return predictions_from_log_probs(ids, log_probs)

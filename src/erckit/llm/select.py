@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from erckit.data import Dialogue, iter_utterances
+from erckit.data import Dialogue
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.scoring import label_log_probs
@@ -64,7 +64,3 @@ def rank_checkpoints(
         del model
     return sorted(rows, key=lambda r: (-r["macro_f1"], r["order"]))
 
-
-def validation_utterances(dialogues: list[Dialogue]) -> int:
-    """How many utterances a validation file holds (for messages)."""
-    return sum(1 for _ in iter_utterances(dialogues))
