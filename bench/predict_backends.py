@@ -30,16 +30,10 @@ BMELD = REPO.parent / "shared" / "data" / "bmeld"
 
 
 def first_utterances(limit: int):
-    """Dev dialogues cut to the first `limit` utterances (whole dialogues, the last one trimmed)."""
-    from erckit.data import Dialogue
+    """The first `limit` dev utterances (whole dialogues, the last one trimmed; 0 = all)."""
+    from bmeld_gemma import first  # bench/ is on sys.path when a bench script runs
 
-    dialogues, left = [], limit or 10**9
-    for dialogue in read_dialogues(BMELD / "dev_sent_emo.csv"):
-        if left <= 0:
-            break
-        dialogues.append(Dialogue(dialogue.id, dialogue.utterances[:left]))
-        left -= len(dialogues[-1])
-    return dialogues
+    return first(read_dialogues(BMELD / "dev_sent_emo.csv"), limit)
 
 
 def tiny_model(folder: Path) -> Path:
