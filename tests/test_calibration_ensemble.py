@@ -5,8 +5,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import m3ed_file
-from erckit.calibration import cross_fitted_gain, fit_offsets
+from conftest import REPO, SAMPLE, m3ed_file
+from erckit.calibration import calibrate, cross_fitted_gain, fit_offsets, fit_prior_correction
 from erckit.cli import main
 from erckit.labels import LABELS
 from erckit.predictions import Prediction, read_predictions, write_predictions
@@ -35,6 +35,34 @@ def test_fitted_offsets_fall_in_the_known_optimal_interval():
     assert offsets[NEUTRAL] == 0
     assert all(offsets[k] == 0 for k in range(len(LABELS)) if k not in (FEAR, NEUTRAL))
     assert (np.argmax(log_probs + offsets, axis=1) == gold).all()
+
+
+def test_prior_correction_finds_a_separating_temperature():
+    """p̄(Fear) = 0.14, p̄(Neutral) = 0.8: offsets τ·log(p̄_Neutral/p̄_c). Fear is separated for
+    0.40 < τ < 1.23, and above τ ≈ 1.05 the five absent classes (p̄ = 0.01) overtake Neutral."""
+    log_probs, gold = constructed()
+    offsets = fit_prior_correction(log_probs, gold)
+    tau = offsets[FEAR] / np.log(0.8 / 0.14)
+    assert 0.39 < tau < 1.05
+    assert offsets[NEUTRAL] == 0
+    assert offsets[0] == pytest.approx(tau * np.log(0.8 / 0.01))
+    assert (np.argmax(log_probs + offsets, axis=1) == gold).all()
+
+
+def test_calibrate_keeps_the_family_with_the_higher_cross_fitted_score():
+    from erckit.data import Dialogue, Utterance
+
+    log_probs, gold = constructed()
+    labels = [LABELS[g] for g in gold]
+    dialogues = [
+        Dialogue(f"d{k}", tuple(Utterance(f"d{k}_{j}", "A", "x", labels[k * 5 + j]) for j in range(5)))
+        for k in range(len(gold) // 5)
+    ]
+    offsets, report = calibrate(np.exp(log_probs), dialogues)
+    assert set(report["candidates"]) == {"offsets", "prior"}
+    assert report["candidates"][report["family"]] == max(report["candidates"].values())
+    assert report["macro_f1_after"] > report["macro_f1_before"]
+    assert np.log(0.6 / 0.3) < offsets["Fear"] < np.log(0.85 / 0.1)
 
 
 def test_cross_fitted_gain_is_reported_before_and_after():
@@ -85,3 +113,33 @@ def test_calibrate_cli_on_validation_predictions(tmp_path):
     assert main(["calibrate", "--predictions", str(preds), "--validation", str(validation), "--out", str(out)]) == 0
     offsets = json.loads(out.read_text())["offsets"]
     assert np.log(2) < offsets["Fear"] < np.log(8.5)
+
+
+def test_calibrate_model_stores_offsets_predict_applies_and_removes_them(tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}",
+                 f"data.train={SAMPLE / 'annotation_train.json'}",
+                 f"data.validation={SAMPLE / 'annotation_validation.json'}", "data.test=null"]) == 0
+    validation, test = SAMPLE / "annotation_validation.json", SAMPLE / "annotation_test.json"
+    raw = tmp_path / "raw.jsonl"
+    assert main(["predict", "--model", str(model), "--input", str(test), "--out", str(raw)]) == 0
+    # on the sample, calibration lowers cross-fitted validation macro-F1 (0.4649 -> 0.4259): nothing stored
+    assert main(["calibrate", "--model", str(model), "--validation", str(validation)]) == 0
+    assert "not stored" in capsys.readouterr().out
+    assert "calibration" not in json.loads((model / "erckit_model.json").read_text())
+    assert main(["calibrate", "--model", str(model), "--validation", str(validation), "--force"]) == 0
+    info = json.loads((model / "erckit_model.json").read_text())
+    offsets = np.array([info["calibration"][label] for label in LABELS])
+    assert info["calibration_report"]["family"] in ("offsets", "prior") and offsets.any()
+    calibrated = tmp_path / "calibrated.jsonl"
+    assert main(["predict", "--model", str(model), "--input", str(test), "--out", str(calibrated)]) == 0
+    before, after = read_predictions(raw), read_predictions(calibrated)
+    for utt_id, prediction in before.items():
+        assert after[utt_id].probs == prediction.probs  # probabilities stay the model's own
+        scores = np.log(np.clip([prediction.probs[label] for label in LABELS], 1e-12, 1)) + offsets
+        assert after[utt_id].label == LABELS[int(np.argmax(scores))]
+    # calibrating again without a gain removes the offsets stored before
+    assert main(["calibrate", "--model", str(model), "--validation", str(validation)]) == 0
+    assert "calibration" not in json.loads((model / "erckit_model.json").read_text())
+    assert main(["predict", "--model", str(model), "--input", str(test), "--out", str(calibrated)]) == 0
+    assert {k: p.label for k, p in read_predictions(calibrated).items()} == {k: p.label for k, p in before.items()}

@@ -148,13 +148,17 @@ def _calibrate(args: argparse.Namespace) -> int:
     offsets, report = calibrate(probs, dialogues)
     print(f"validation macro-F1 {report['macro_f1_before']:.4f} -> {report['macro_f1_after']:.4f} (cross-fitted, "
           f"{report['folds']} folds); weighted-F1 {report['weighted_f1_before']:.4f} -> {report['weighted_f1_after']:.4f}")
-    print("offsets: " + ", ".join(f"{k} {v:+.1f}" for k, v in offsets.items()))
+    print(f"family {report['family']} (cross-fitted macro-F1 of each: "
+          + ", ".join(f"{name} {value:.4f}" for name, value in report["candidates"].items()) + ")")
+    print("offsets: " + ", ".join(f"{k} {v:+.2f}" for k, v in offsets.items()))
     gain = report["macro_f1_after"] - report["macro_f1_before"]
     if args.model and (gain > 0 or args.force):
         store_calibration(args.model, offsets, report)
         print(f"stored in {args.model}; erckit predict applies them")
     elif args.model:
-        print(f"not stored: calibration does not raise cross-fitted validation macro-F1 ({gain:+.4f}); --force stores anyway")
+        store_calibration(args.model, None, report)
+        print(f"not stored (offsets stored before are removed): calibration does not raise cross-fitted "
+              f"validation macro-F1 ({gain:+.4f}); --force stores anyway")
     if args.out:
         write_text_atomic(args.out, json.dumps({"offsets": offsets, "report": report}, indent=2) + "\n")
         print(f"wrote {args.out}")
@@ -324,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
     p.set_defaults(handler=_predict)
 
-    p = commands.add_parser("calibrate", help="fit per-class offsets that maximise validation macro-F1")
+    p = commands.add_parser("calibrate", help="fit label offsets that maximise validation macro-F1 (stored only if they help)")
     source = p.add_mutually_exclusive_group(required=True)
     source.add_argument("--model", help="a model folder: its validation probabilities are computed, offsets stored in it")
     source.add_argument("--predictions", help="validation predictions.jsonl with probs (any method)")

@@ -76,9 +76,11 @@ def train(config: RunConfig) -> dict:
     return info
 
 
-def store_calibration(folder: str | Path, offsets: dict[str, float], report: dict) -> None:
-    """Keep calibration offsets in the model folder; `predict` applies them from then on."""
+def store_calibration(folder: str | Path, offsets: dict[str, float] | None, report: dict) -> None:
+    """Keep calibration offsets in the model folder (`predict` applies them); None removes stored ones."""
     info = read_model_info(folder) | {"calibration": offsets, "calibration_report": report}
+    if offsets is None:
+        del info["calibration"]
     write_text_atomic(Path(folder) / MODEL_FILE, json.dumps(info, indent=2) + "\n")
 
 
