@@ -138,6 +138,15 @@ def test_calibrate_model_stores_offsets_predict_applies_and_removes_them(tmp_pat
         assert after[utt_id].probs == prediction.probs  # probabilities stay the model's own
         scores = np.log(np.clip([prediction.probs[label] for label in LABELS], 1e-12, 1)) + offsets
         assert after[utt_id].label == LABELS[int(np.argmax(scores))]
+    # on its own training file the gain is tiny (0.9906 -> 0.9935): below --min-gain 0.01, stored with 0
+    train = SAMPLE / "annotation_train.json"
+    capsys.readouterr()
+    assert main(["calibrate", "--model", str(model), "--validation", str(train)]) == 0
+    out = capsys.readouterr().out
+    assert "not stored" in out and "below --min-gain 0.01" in out
+    assert "calibration" not in json.loads((model / "erckit_model.json").read_text())
+    assert main(["calibrate", "--model", str(model), "--validation", str(train), "--min-gain", "0"]) == 0
+    assert "calibration" in json.loads((model / "erckit_model.json").read_text())
     # calibrating again without a gain removes the offsets stored before
     assert main(["calibrate", "--model", str(model), "--validation", str(validation)]) == 0
     assert "calibration" not in json.loads((model / "erckit_model.json").read_text())

@@ -152,13 +152,13 @@ def _calibrate(args: argparse.Namespace) -> int:
           + ", ".join(f"{name} {value:.4f}" for name, value in report["candidates"].items()) + ")")
     print("offsets: " + ", ".join(f"{k} {v:+.2f}" for k, v in offsets.items()))
     gain = report["macro_f1_after"] - report["macro_f1_before"]
-    if args.model and (gain > 0 or args.force):
+    if args.model and ((gain > 0 and gain >= args.min_gain) or args.force):
         store_calibration(args.model, offsets, report)
         print(f"stored in {args.model}; erckit predict applies them")
     elif args.model:
         store_calibration(args.model, None, report)
-        print(f"not stored (offsets stored before are removed): calibration does not raise cross-fitted "
-              f"validation macro-F1 ({gain:+.4f}); --force stores anyway")
+        print(f"not stored (offsets stored before are removed): the cross-fitted validation gain {gain:+.4f} "
+              f"is below --min-gain {args.min_gain}; --force stores anyway")
     if args.out:
         write_text_atomic(args.out, json.dumps({"offsets": offsets, "report": report}, indent=2) + "\n")
         print(f"wrote {args.out}")
@@ -334,6 +334,8 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--predictions", help="validation predictions.jsonl with probs (any method)")
     p.add_argument("--validation", required=True, help="the labelled validation file")
     p.add_argument("--out", help="also write the offsets and report to this JSON file")
+    p.add_argument("--min-gain", type=float, default=0.01,
+                   help="store offsets in --model only when they raise cross-fitted macro-F1 by this much (default 0.01)")
     p.add_argument("--force", action="store_true", help="store offsets in --model even without a cross-fitted gain")
     _add_format(p)
     p.set_defaults(handler=_calibrate)
