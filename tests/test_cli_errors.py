@@ -104,3 +104,19 @@ def test_every_subcommand_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         main([command, "--help"])
     assert exit_info.value.code == 0 and "usage: erckit " + command in capsys.readouterr().out
+
+
+def test_predicting_with_an_unfinished_run_is_refused(tmp_path, capsys):
+    from conftest import REPO, SAMPLE
+
+    model = tmp_path / "model"
+    test = SAMPLE / "annotation_test.json"
+    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.validation=null",
+                 "data.test=null"]) == 0
+    info = json.loads((model / "erckit_model.json").read_text())
+    (model / "erckit_model.json").write_text(json.dumps(info | {"finished": False}))  # as a killed run leaves it
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", "--model", str(model), "--input", str(test), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "has not finished" in err and str(model) in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()

@@ -46,6 +46,16 @@ def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsy
     assert "tfidf_1gram: reusing" in printed and "tfidf_3gram: reusing" in printed
     assert weights.stat().st_mtime_ns == before
     assert json.loads((out / "comparison.json").read_text()) == results
+    # another test file: scores are recomputed (the trained models are still reused)
+    other = tmp_path / "annotation_test.json"
+    data = json.loads((SAMPLE / "annotation_test.json").read_text(encoding="utf-8"))
+    show, dialogues = next(iter(data.items()))
+    other.write_text(json.dumps({show: dict(list(dialogues.items())[:3])}, ensure_ascii=False), encoding="utf-8")
+    assert main(["compare", "--config", str(path), f"test={other}"]) == 0
+    printed = capsys.readouterr().out
+    assert "tfidf_3gram: reusing" not in printed and "already holds this finished run" in printed
+    assert weights.stat().st_mtime_ns == before
+    assert json.loads((out / "comparison.json").read_text())["tfidf_3gram"]["test"]["n"] < 96
 
 
 def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_path):

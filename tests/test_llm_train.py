@@ -32,6 +32,7 @@ from erckit.labels import LABELS
 from erckit.llm.chat import context_text, get_template
 from erckit.llm.merge import merge_adapter
 from erckit.llm.train import train_llm
+from erckit.models import store_calibration
 from erckit.prompts import TEMPLATES
 
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
@@ -203,8 +204,31 @@ def test_cli_train_predict_combine_evaluate_with_an_llm_run(setup, tmp_path):
     assert [r["id"] for r in rows] == ids and all(r["label"] in LABELS for r in rows)
     assert main(["combine", "--predictions", str(preds), "--raw", str(setup["dev"]), "--out", str(tmp_path / "l.jsonl")]) == 0
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(setup["dev"])]) == 0
+    # calibration of an LLM run: fitted from its label scores, stored, applied by predict (score backend)
+    assert main(["calibrate", "--model", str(run), "--validation", str(setup["dev"]), "--force"]) == 0
+    assert "calibration" in json.loads((run / "erckit_model.json").read_text())
+    store_calibration(run, {label: 50.0 if label == "Fear" else 0.0 for label in LABELS}, {})
+    calibrated = tmp_path / "calibrated.jsonl"
+    assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(calibrated)]) == 0
+    recalibrated = [json.loads(line) for line in calibrated.read_text(encoding="utf-8").splitlines()]
+    assert all(r["label"] == "Fear" for r in recalibrated)
+    assert [r["probs"] for r in recalibrated] == [r["probs"] for r in rows]  # the model's own probabilities
+    store_calibration(run, None, {})
     generated = tmp_path / "generated.jsonl"
     args = ["predict", "--model", str(setup["base"]), "--adapter", str(run / "best"), "--input", str(setup["dev"]),
             "--window", "3", "--backend", "generate", "--unparsed", "score", "--out", str(generated)]
     assert main(args) == 0
     assert [json.loads(line)["id"] for line in generated.read_text(encoding="utf-8").splitlines()] == ids
+
+
+def test_a_full_fine_tuning_run_predicts_from_its_best_model(setup, tmp_path):
+    run = tmp_path / "full"
+    overrides = [f"out={run}", f"data.train={setup['train']}", f"data.validation={setup['dev']}",
+                 f"llm.model={setup['base']}", "llm.template=plain", "llm.finetuning=full", "llm.prompt.window=3",
+                 "llm.max_steps=4", "llm.eval_steps=4", "llm.lr=0.001", "llm.batch_size=8", "llm.eval_batch_size=16"]
+    assert main(["train", "--config", "configs/gemma-270m-lora.yaml", *overrides]) == 0
+    assert (run / "best" / "model.safetensors").exists() and not (run / "best" / "adapter_config.json").exists()
+    preds = tmp_path / "predictions.jsonl"
+    assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(preds)]) == 0
+    ids = [u.id for d in setup["dev_dialogues"] for u in d.utterances]
+    assert [json.loads(line)["id"] for line in preds.read_text(encoding="utf-8").splitlines()] == ids

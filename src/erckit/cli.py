@@ -70,8 +70,10 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     info = train(config)
     summary = info.get("summary", {})
-    if "best_epoch" in summary:
+    if summary.get("best_macro_f1") is not None and "best_epoch" in summary:
         print(f"best epoch {summary['best_epoch']}: validation macro-F1 {summary['best_macro_f1']:.4f}")
+    elif "best_epoch" in summary:
+        print(f"no validation set: the last epoch ({summary['best_epoch']}) is kept")
     if summary.get("best_checkpoint"):
         print(f"best checkpoint {summary['best_checkpoint']}: validation macro-F1 {summary['best_macro_f1']:.4f}")
     print(f"model saved in {config.out}")
@@ -117,6 +119,13 @@ def _predict_llm(args: argparse.Namespace, dialogues, run: dict) -> int:
 
 
 def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, predict_file):
+    from erckit.llm.predict import SCORING_BACKENDS
+
+    offsets = run.get("calibration")
+    if offsets and args.backend not in SCORING_BACKENDS:
+        print(f"note: the run's calibration applies to label scoring only; {args.backend} labels are not calibrated",
+              file=sys.stderr)
+        offsets = None
     return predict_file(
         run.get("model", args.model), args.out, prepared=args.prepared, dialogues=dialogues,
         prompts=run.get("prompts") or (_prompt_config(args, dialogues) if dialogues else None),
@@ -125,6 +134,7 @@ def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, 
         unparsed=args.unparsed, llamafactory=args.llamafactory, dtype=args.dtype, device=args.device,
         trust_remote_code=args.trust_remote_code or run.get("trust_remote_code", False),
         tensor_parallel_size=args.tensor_parallel_size, max_length=args.max_length or run.get("max_length"),
+        offsets=offsets,
     )
 
 

@@ -1,8 +1,9 @@
 """`erckit compare`: several methods on the same split, one table and one chart.
 
 Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, then scored on validation
-(and test, when labelled). A method whose result.json exists for the same recipe is reused, not
-recomputed; a killed comparison resumes with the next unfinished method.
+(and test, when labelled). A method whose result.json exists for the same recipe, the same scored
+files (by content) and the same stored calibration is reused, not recomputed; a killed comparison
+resumes with the next unfinished method.
 """
 
 from __future__ import annotations
@@ -13,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from erckit.atomic import write_text_atomic
+from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml, to_dict
 from erckit.data import Dialogue, gold_labels
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
 from erckit.metrics import scores
-from erckit.models import predict, read_model_info, train
+from erckit.models import MODEL_FILE, predict, read_model_info, train
 from erckit.plots import new_figure, save_figure
 from erckit.predictions import write_predictions
 
@@ -81,9 +83,11 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     folder = Path(config.out) / name
     model, recipe, info = _trained_model(name, method, config, folder)
     result_path = folder / "result.json"
+    scored = {split: sha256(Path(getattr(config, split))) for split in splits}
     if result_path.exists():
         previous = json.loads(result_path.read_text(encoding="utf-8"))
-        if previous.get("recipe") == recipe:
+        calibration = read_model_info(model).get("calibration") if (model / MODEL_FILE).exists() else None
+        if (previous.get("recipe"), previous.get("scored"), previous.get("calibration")) == (recipe, scored, calibration):
             print(f"{name}: reusing {result_path}")
             return previous
     started = time.perf_counter()
@@ -91,7 +95,8 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
         print(f"{name}: training ({method.recipe})")
         info = train(from_dict(RunConfig, recipe))
     train_seconds = info.get("summary", {}).get("train_seconds", time.perf_counter() - started)
-    result = {"recipe": recipe, "model": str(model), "train_seconds": round(train_seconds, 1)}
+    result = {"recipe": recipe, "scored": scored, "calibration": read_model_info(model).get("calibration"),
+              "model": str(model), "train_seconds": round(train_seconds, 1)}
     for split, dialogues in splits.items():
         started = time.perf_counter()
         predictions = predict(model, dialogues)

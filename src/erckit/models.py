@@ -67,6 +67,8 @@ def train(config: RunConfig) -> dict:
 
         state = train_bert_bigru(config, train_dialogues, validation, out)
         summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history")}
+        if not validation:
+            summary["best_macro_f1"] = None  # no validation: the last epoch is kept
     else:
         from erckit.llm.train import train_llm
 
@@ -85,7 +87,8 @@ def store_calibration(folder: str | Path, offsets: dict[str, float] | None, repo
 
 
 def llm_settings(folder: str | Path) -> dict:
-    """How an erckit LLM run predicts: base model, its best adapter, template, prompts as trained."""
+    """How an erckit LLM run predicts: base model and best adapter (or the best full model), template,
+    prompts as trained, stored calibration."""
     from erckit.prompts import PromptConfig
 
     folder = Path(folder)
@@ -94,10 +97,13 @@ def llm_settings(folder: str | Path) -> dict:
     prompt = info.get("summary", {}).get("prompt")
     if prompt is None:
         raise ConfigError(f"{folder}: the LLM run has not finished (no prompt settings recorded)")
+    best = folder / "best"
+    full = not (best / "adapter_config.json").exists()  # llm.finetuning=full saves a whole model there
     return {
-        "model": config.llm.model, "adapter": str(folder / "best"), "template": config.llm.template,
+        "model": str(best) if full else config.llm.model, "adapter": None if full else str(best),
+        "template": config.llm.template,
         "prompts": PromptConfig(**prompt), "trust_remote_code": config.llm.trust_remote_code,
-        "max_length": config.llm.max_length,
+        "max_length": config.llm.max_length, "calibration": info.get("calibration"),
     }
 
 
@@ -106,6 +112,8 @@ def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, prog
     folder = Path(folder)
     info = read_model_info(folder)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))
+    if not info.get("finished"):
+        raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it")
     if info["type"] == "tfidf":
         from erckit.tfidf import TfidfClassifier
 

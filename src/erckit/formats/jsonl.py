@@ -17,7 +17,7 @@ from erckit.labels import normalize_label
 
 def _records(text: str, path: str | Path) -> list[tuple[int, dict[str, Any]]]:
     out = []
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may be in a text
         if not line.strip():
             continue
         try:

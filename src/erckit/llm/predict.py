@@ -28,10 +28,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from erckit.atomic import write_text_atomic
@@ -41,10 +42,11 @@ from erckit.llm.chat import ChatTemplate, context_text, get_template
 from erckit.llm.generation import GREEDY, Decoding
 from erckit.llm.resume import Outcome, partial_path, partial_writer, read_partial
 from erckit.llm.scoring import encode_contexts, length_batches, predictions_from_log_probs
-from erckit.predictions import Prediction, write_predictions
+from erckit.predictions import Prediction, from_probabilities, write_predictions
 from erckit.prompts import PromptConfig, detect_language, emotion_examples
 
 BACKENDS = ("score", "generate", "vllm", "vllm-generate")
+SCORING_BACKENDS = ("score", "vllm")  # labels from the 7 label probabilities: calibration offsets apply
 UNPARSED_POLICIES = ("fail", "score")
 DEFAULT_BATCH = {"score": 8, "generate": 8, "vllm": 512, "vllm-generate": 512}
 
@@ -265,11 +267,13 @@ def predict_items(
     unparsed: str = "fail",
     llamafactory: str | Path | None = None,
     template: ChatTemplate | None = None,
+    offsets: Mapping[str, float] | None = None,
     progress: bool = True,
 ) -> PredictSummary:
     """Predict every item into `out` (predictions.jsonl), resuming from `<out>.partial` when present.
 
-    `backend` may be a factory: it is called only if something is left to compute.
+    `backend` may be a factory: it is called only if something is left to compute. `offsets` (a
+    calibration) re-choose every label from its probabilities; the partial file keeps the raw ones.
     """
     if unparsed not in UNPARSED_POLICIES:
         raise ValueError(f"unparsed must be one of {UNPARSED_POLICIES}, not {unparsed!r}")
@@ -309,12 +313,21 @@ def predict_items(
     elif unparsed_path(out).exists():
         unparsed_path(out).unlink()
     predictions = [Prediction(item.id, done[item.id].label, done[item.id].probs, done[item.id].raw) for item in items]
+    if offsets is not None:
+        predictions = calibrated(predictions, offsets)
     write_predictions(out, predictions)
     if llamafactory is not None:
         write_llamafactory(llamafactory, items, predictions, template)
     partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     return PredictSummary(out, len(items), resumed, computed, seconds, [(item.id, raw) for item, raw in failed])
+
+
+def calibrated(predictions: list[Prediction], offsets: Mapping[str, float]) -> list[Prediction]:
+    """Labels re-chosen as argmax(log probs + offsets); probabilities and raw answers kept."""
+    probs = np.array([[prediction.probs[label] for label in LABELS] for prediction in predictions], dtype=float)
+    relabelled = from_probabilities([p.id for p in predictions], probs, np.array([offsets[l] for l in LABELS]))
+    return [replace(p, label=r.label) for p, r in zip(predictions, relabelled, strict=True)]
 
 
 def unparsed_message(failed: list[tuple[Item, str]], total: int, out: Path, shown: int = 5) -> str:
@@ -381,15 +394,19 @@ def predict_file(
     trust_remote_code: bool = False,
     tensor_parallel_size: int = 1,
     max_length: int | None = None,
+    offsets: Mapping[str, float] | None = None,
     progress: bool = True,
 ) -> PredictSummary:
     """Predict a prepared file or dialogues with `model` (+ `adapter`) into `out` (predictions.jsonl).
 
     `template`: a chat template name; None reads the one `erckit merge` recorded next to the model.
     `batch_size`: prompts per batch (and per resumable unit); default 8 (transformers) or 512 (vLLM).
+    `offsets`: calibration offsets (`erckit calibrate`), for the scoring backends only.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if offsets is not None and backend not in SCORING_BACKENDS:
+        raise ValueError(f"calibration offsets need a scoring backend ({', '.join(SCORING_BACKENDS)}), not {backend!r}")
     if (prepared is None) == (dialogues is None):
         raise ValueError("give either a prepared data file or dialogues")
     items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, prompts)
@@ -404,7 +421,7 @@ def predict_file(
 
     return predict_items(
         items, out, load, settings=settings, batch_size=batch_size or DEFAULT_BATCH[backend],
-        unparsed=unparsed, llamafactory=llamafactory, template=chat, progress=progress,
+        unparsed=unparsed, llamafactory=llamafactory, template=chat, offsets=offsets, progress=progress,
     )
 
 

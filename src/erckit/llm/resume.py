@@ -48,7 +48,7 @@ def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome
     if len(complete) != len(data):  # killed mid-write: drop the torn line so appends start clean
         with open(path, "r+b") as handle:
             handle.truncate(len(complete))
-    lines = complete.decode("utf-8").splitlines()
+    lines = [line for line in complete.decode("utf-8").split("\n") if line]  # U+2028 may be in an answer
     if not lines:
         return {}
     try:

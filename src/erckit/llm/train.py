@@ -148,10 +148,10 @@ class MacroF1Trainer(Trainer):
     by label scoring (always-valid labels)."""
 
     def __init__(self, *args, val_prompts: list[str], val_gold: list[str], template: ChatTemplate,
-                 eval_batch_size: int, **kwargs) -> None:
+                 eval_batch_size: int, max_length: int | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.val_prompts, self.val_gold = val_prompts, val_gold
-        self.template, self.eval_batch_size = template, eval_batch_size
+        self.template, self.eval_batch_size, self.max_length = template, eval_batch_size, max_length
         self.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides by accumulation steps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -166,7 +166,7 @@ class MacroF1Trainer(Trainer):
         try:
             logp = label_log_probs(
                 model, self.processing_class, self.val_prompts, self.template, batch_size=self.eval_batch_size,
-                progress=self.is_world_process_zero(),
+                progress=self.is_world_process_zero(), max_length=self.max_length,  # truncated as in training
             )
         finally:
             model.train(was_training)
@@ -218,7 +218,7 @@ def train_llm(
         data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
         processing_class=tokenizer, callbacks=list(callbacks),
         val_prompts=[e.prompt for e in val_examples], val_gold=[e.answer for e in val_examples],
-        template=template, eval_batch_size=llm.eval_batch_size,
+        template=template, eval_batch_size=llm.eval_batch_size, max_length=llm.max_length,
     )
     resume = _last_checkpoint(out)
     if resume is not None:
