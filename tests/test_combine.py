@@ -112,3 +112,23 @@ def test_outputs_get_normal_permissions(design_file, tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(preds.stat().st_mode) == 0o666 & ~umask
+
+
+def test_an_unlabelled_meld_csv_gets_meld_words(tmp_path):
+    """MELD's test CSV without its Emotion column: the labels written back are MELD's words."""
+    import csv
+    import io
+
+    text = (BMELD / "dev_sent_emo.csv").read_bytes().decode("gbk")
+    rows = list(csv.reader(io.StringIO(text, newline="")))
+    drop = rows[0].index("Emotion")
+    raw = tmp_path / "unlabelled.csv"
+    raw.write_text("".join(",".join(f'"{c}"' for i, c in enumerate(r) if i != drop) + "\n" for r in rows[:40]),
+                   encoding="utf-8")
+    dialogues = read_dialogues(raw)
+    assert all(u.label is None for d in dialogues for u in d.utterances)
+    write_predictions(tmp_path / "p.jsonl", [Prediction(u.id, "Happy") for d in dialogues for u in d.utterances])
+    out = tmp_path / "out.csv"
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]) == 0
+    written = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
+    assert len(written) == 39 and {row["Emotion"] for row in written} == {"joy"}

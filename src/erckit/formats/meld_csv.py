@@ -59,6 +59,8 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
             label = normalize_label(row[label_at])
             if label is None:
                 raise DataError(path, f"utterance {utt_id}", f"unknown label {row[label_at]!r}")
+        if not row[speaker_at].strip():
+            raise DataError(path, f"utterance {utt_id}", f"empty {SPEAKER}")
         utt = Utterance(utt_id, row[speaker_at].strip(), row[text_at].strip(), label)
         grouped.setdefault(dialogue, []).append((position, utt))
     return [
@@ -68,7 +70,8 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
 
 
 def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
-    """The CSV with the Emotion column set from `labels` (in MELD's words if the file uses them)."""
+    """The CSV with the Emotion column set from `labels`, in MELD's words (joy, sadness, ...) unless the
+    file's own labels use erckit's names."""
     header, rows = _rows(text, path)
     raw_header = next(csv.reader(io.StringIO(text, newline="")))
     if LABEL not in header:
@@ -77,7 +80,8 @@ def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
         rows = [row + [""] for row in rows]
     label_at = header.index(LABEL)
     meld_words = set(MELD_NAMES.values())
-    uses_meld_words = any(row[label_at].strip() in meld_words for row in rows)
+    present = {row[label_at].strip() for row in rows} - {""}
+    uses_meld_words = not present or bool(present & meld_words)  # an unlabelled MELD file gets MELD's words
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n" if "\r\n" in text[:10000] else "\n")
     writer.writerow(raw_header)

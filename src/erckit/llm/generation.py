@@ -1,23 +1,20 @@
 """Free-text generation: the model writes its answer, `labels.parse_answer` reads the label from it.
 
 Unlike label scoring, an answer may name no label (or several). Such answers are never dropped and
-never replaced by a guess: `generate_predictions` returns them apart, with their count and rate,
-and the caller decides (`erckit.llm.predict` fails by default, see there).
+never replaced by a guess: `erckit.llm.predict` counts them and fails by default (see there).
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
-from erckit.labels import parse_answer
 from erckit.llm.chat import ChatTemplate, encode_pair
 from erckit.llm.scoring import left_pad, length_batches
-from erckit.predictions import Prediction
 
 
 @dataclass(frozen=True)
@@ -47,22 +44,6 @@ GREEDY = Decoding()
 # The design's decoding: sampling at temperature 0.3 with a light repetition penalty, seeded.
 DESIGN_DECODING = Decoding(do_sample=True, temperature=0.3, repetition_penalty=1.05)
 DECODING_PRESETS: dict[str, Decoding] = {"greedy": GREEDY, "design": DESIGN_DECODING}
-
-
-@dataclass
-class GenerationResult:
-    """Parsed predictions, and the answers that name no single label (id, raw text), in input order."""
-
-    predictions: list[Prediction] = field(default_factory=list)
-    unparsed: list[tuple[str, str]] = field(default_factory=list)
-
-    @property
-    def total(self) -> int:
-        return len(self.predictions) + len(self.unparsed)
-
-    @property
-    def unparsed_rate(self) -> float:
-        return len(self.unparsed) / self.total if self.total else 0.0
 
 
 def stop_token_ids(model, tokenizer, template: ChatTemplate) -> list[int]:
@@ -139,33 +120,3 @@ def generate_answers(
         bar.update(len(batch))
     bar.close()
     return answers
-
-
-def parse_answers(ids: Sequence[str], answers: Sequence[str]) -> GenerationResult:
-    """Split answers into predictions (label parsed, raw kept) and unparsed (id, raw)."""
-    result = GenerationResult()
-    for utt_id, answer in zip(ids, answers, strict=True):
-        label = parse_answer(answer)
-        if label is None:
-            result.unparsed.append((utt_id, answer))
-        else:
-            result.predictions.append(Prediction(utt_id, label, raw=answer))
-    return result
-
-
-def generate_predictions(
-    model,
-    tokenizer,
-    ids: Sequence[str],
-    prompts: list[str],
-    template: ChatTemplate,
-    decoding: Decoding = GREEDY,
-    *,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> GenerationResult:
-    """Generate, then parse every answer; unparseable answers are returned apart, never guessed."""
-    answers = generate_answers(
-        model, tokenizer, prompts, template, decoding, batch_size=batch_size, progress=progress
-    )
-    return parse_answers(ids, answers)

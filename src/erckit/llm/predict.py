@@ -307,7 +307,8 @@ def predict_items(
         )
         if unparsed == "fail":
             raise UnparsedAnswers(unparsed_message(failed, len(items), out))
-        resolved = engine.score([item.prompt for item, _ in failed])
+        prompts = [item.prompt for item, _ in failed]
+        resolved = [outcome for k in range(0, len(prompts), batch_size) for outcome in engine.score(prompts[k : k + batch_size])]
         for (item, raw), outcome in zip(failed, resolved, strict=True):
             done[item.id] = Outcome(outcome.label, outcome.probs, raw)
     elif unparsed_path(out).exists():
