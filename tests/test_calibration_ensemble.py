@@ -152,3 +152,15 @@ def test_calibrate_model_stores_offsets_predict_applies_and_removes_them(tmp_pat
     assert "calibration" not in json.loads((model / "erckit_model.json").read_text())
     assert main(["predict", "--model", str(model), "--input", str(test), "--out", str(calibrated)]) == 0
     assert {k: p.label for k, p in read_predictions(calibrated).items()} == {k: p.label for k, p in before.items()}
+
+
+def test_ensemble_says_when_an_input_was_calibrated(tmp_path, capsys):
+    probs = dict(zip(LABELS, np.eye(7)[NEUTRAL] * 0.6 + 0.4 / 7))
+    calibrated = tmp_path / "calibrated.jsonl"
+    write_predictions(calibrated, [Prediction("u1", "Fear", probs)])  # Fear by offsets, Neutral by argmax
+    plain = predictions_with_probs(tmp_path, "plain.jsonl", [("u1", np.array(list(probs.values())))])
+    out = tmp_path / "ens.jsonl"
+    assert main(["ensemble", "--predictions", str(calibrated), str(plain), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"{calibrated}: 1 labels differ" in err and str(plain) not in err
+    assert read_predictions(out)["u1"].label == "Neutral"

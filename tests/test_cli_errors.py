@@ -29,6 +29,7 @@ BAD_INPUTS = {
     "duplicate-id-json": ("annotation_train.json", '{"Show": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "a"}, "u1": {"Speaker": "B", "Text": "b"}}}}}', "key 'u1': duplicate key"),
     "duplicate-id-across-dialogues": ("annotation_train.json", '{"S": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "a"}}}, "d2": {"Dialog": {"u1": {"Speaker": "B", "Text": "b"}}}}}', "utterance u1: duplicate utterance id"),
     "duplicate-id-csv": ("d.csv", CSV_HEADER + "1,Hi,A,joy,positive,0,0\n2,Ho,B,joy,positive,0,0\n", "duplicate utterance id"),
+    "empty-speaker-csv": ("d.csv", CSV_HEADER + "1,Hi, ,joy,positive,0,0\n", "utterance dia0_utt0: empty Speaker"),
     "empty-dialogue": ("annotation_train.json", '{"Show": {"d1": {"Dialog": {}}}}', "dialogue d1: is empty"),
     "empty-dialogue-jsonl": ("d.jsonl", '{"id": "d9", "utterances": []}\n', "dialogue d9: is empty"),
 }

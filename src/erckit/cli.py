@@ -176,21 +176,23 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    import json
-
-    import numpy as np
-
-    from erckit.ensemble import average, probability_matrix
-    from erckit.labels import LABELS
+    from erckit.ensemble import average, calibrated_labels, probability_matrix, read_offsets
     from erckit.predictions import from_probabilities, read_predictions, write_predictions
 
+    if len(args.predictions) < 2:
+        raise DataError("ensemble", None, "give two or more --predictions files to average")
+    offsets = read_offsets(args.offsets) if args.offsets else None
     runs = [(path, read_predictions(path)) for path in args.predictions]
+    for path, run in runs:
+        if calibrated_labels(run):
+            print(f"note: {path}: {calibrated_labels(run)} labels differ from the argmax of their probabilities "
+                  "(a calibrated model?); the ensemble averages the raw probabilities: calibrate it with --offsets",
+                  file=sys.stderr)
     predictions = average(runs, args.weights)
-    if args.offsets:
-        offsets = json.loads(Path(args.offsets).read_text(encoding="utf-8"))["offsets"]
+    if offsets is not None:
         ids = [p.id for p in predictions]
         probs = probability_matrix({p.id: p for p in predictions}, ids, args.out)
-        predictions = from_probabilities(ids, probs, np.array([offsets[l] for l in LABELS]))
+        predictions = from_probabilities(ids, probs, offsets)
     write_predictions(args.out, predictions)
     print(f"wrote {len(predictions)} predictions averaged over {len(runs)} runs to {args.out}")
     return 0
@@ -400,6 +402,10 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except (DataError, ValueError) as err:
-        print(f"erckit {args.command}: error: {err}", file=sys.stderr)
+    except (DataError, ValueError, OSError) as err:  # OSError: e.g. a model folder or hub id that is not there
+        message = " ".join(str(err).splitlines()) or type(err).__name__
+        model = getattr(args, "model", None) or getattr(args, "base", None)
+        if isinstance(err, OSError) and err.filename is None and model and model not in message:
+            message = f"{model}: {message}"  # the transformers loaders often leave the model unnamed
+        print(f"erckit {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 
 import numpy as np
 
 from erckit.data import DataError
+from erckit.formats.encoding import read_text
 from erckit.labels import LABELS
 from erckit.predictions import Prediction, from_probabilities
 
@@ -34,5 +37,40 @@ def average(runs: list[tuple[str | Path, dict[str, Prediction]]], weights: list[
     weights = weights or [1.0] * len(runs)
     if len(weights) != len(runs):
         raise DataError(first_path, None, f"{len(weights)} weights for {len(runs)} runs")
+    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
+        raise DataError("--weights", None, "weights must be non-negative numbers, not all zero")
     stacked = sum(w * probability_matrix(p, ids, path) for w, (path, p) in zip(weights, runs, strict=True))
     return from_probabilities(ids, stacked / sum(weights))
+
+
+def read_offsets(path: str | Path) -> np.ndarray:
+    """The 7 label offsets (LABELS order) of a calibration JSON written by `erckit calibrate --out`."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "no such file")
+    try:
+        data = json.loads(read_text(path, "utf-8")[0].removeprefix("\ufeff"))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    offsets = data.get("offsets") if isinstance(data, dict) else None
+    if not isinstance(offsets, dict):
+        raise DataError(path, None, 'expected an object with "offsets" (erckit calibrate --out writes one)')
+    unknown = sorted(set(offsets) - set(LABELS))
+    if unknown:
+        raise DataError(path, "offsets", f"unknown label(s) {', '.join(unknown)}")
+    missing = [name for name in LABELS if name not in offsets]
+    if missing:
+        raise DataError(path, "offsets", f"lacks {', '.join(missing)} (expected a number for each of the 7 labels)")
+    for name in LABELS:
+        value = offsets[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise DataError(path, "offsets", f"{name} is {json.dumps(value)}, not a number")
+    return np.array([float(offsets[name]) for name in LABELS])
+
+
+def calibrated_labels(predictions: dict[str, Prediction]) -> int:
+    """How many labels are not the argmax of their own probabilities (a calibrated model wrote them)."""
+    return sum(
+        1 for p in predictions.values()
+        if p.probs is not None and p.label != max(LABELS, key=lambda label: p.probs[label])
+    )

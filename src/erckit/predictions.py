@@ -16,6 +16,7 @@ import numpy as np
 
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError
+from erckit.formats.encoding import read_text
 from erckit.labels import LABELS, normalize_label, parse_answer
 
 
@@ -42,12 +43,47 @@ def prediction_from_record(record: object, path: str | Path, where: str) -> Pred
     label = normalize_label(raw_label) if isinstance(raw_label, str) else None
     if label is None:
         raise DataError(path, f"{where} (id {utt_id})", f"invalid label {raw_label!r} (expected one of {', '.join(LABELS)})")
-    probs = record.get("probs")
+    probs, raw = record.get("probs"), record.get("raw")
     if probs is not None:
-        if not isinstance(probs, dict) or set(probs) != set(LABELS):
-            raise DataError(path, f"{where} (id {utt_id})", '"probs" must give a probability for each of the 7 labels')
-        probs = {name: float(probs[name]) for name in LABELS}
-    return Prediction(utt_id, label, probs, record.get("raw"))
+        probs = check_probs(probs, path, f"{where} (id {utt_id})")
+    if raw is not None and not isinstance(raw, str):
+        raise DataError(path, f"{where} (id {utt_id})", '"raw" must be a string')
+    return Prediction(utt_id, label, probs, raw)
+
+
+def check_probs(probs: object, path: str | Path, where: str) -> dict[str, float]:
+    """A "probs" object: a probability in [0, 1] for each of the 7 labels, no other keys."""
+    if not isinstance(probs, dict):
+        raise DataError(path, where, '"probs" must be an object giving a probability for each of the 7 labels')
+    missing, unknown = [n for n in LABELS if n not in probs], sorted(set(probs) - set(LABELS))
+    if missing or unknown:
+        problem = f"lacks {', '.join(missing)}" if missing else f"has unknown label(s) {', '.join(unknown)}"
+        raise DataError(path, where, f'"probs" {problem} (expected exactly: {", ".join(LABELS)})')
+    for name in LABELS:
+        value = probs[name]
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1 + 1e-6:
+            raise DataError(path, where, f'"probs" of {name} is {json.dumps(value)}, not a probability in [0, 1]')
+    return {name: float(probs[name]) for name in LABELS}
+
+
+def read_json_lines(path: str | Path) -> list[tuple[int, object]]:
+    """(line number, decoded value) of a UTF-8 JSON-lines file, blank lines skipped.
+
+    Lines end at "\\n" only: `str.splitlines` would also split at U+2028 and U+0085, which
+    `json.dumps(ensure_ascii=False)` writes raw inside strings.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, None, "no such file")
+    text = read_text(path, "utf-8")[0].removeprefix("\ufeff")
+    rows = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DataError(path, f"line {number}", f"malformed JSON: {err.msg}") from None
+    return rows
 
 
 def from_probabilities(ids: list[str], probs: np.ndarray, offsets: np.ndarray | None = None) -> list[Prediction]:
@@ -61,17 +97,8 @@ def from_probabilities(ids: list[str], probs: np.ndarray, offsets: np.ndarray | 
 
 def read_predictions(path: str | Path) -> dict[str, Prediction]:
     """Id -> prediction; refuses malformed lines, invalid labels and duplicate ids."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, None, "no such file")
     out: dict[str, Prediction] = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"line {number}", f"malformed JSON: {err.msg}") from None
+    for number, record in read_json_lines(path):
         prediction = prediction_from_record(record, path, f"line {number}")
         if prediction.id in out:
             raise DataError(path, f"line {number}", f"duplicate id {prediction.id!r}")
@@ -93,17 +120,8 @@ def read_llamafactory(generated: str | Path, prepared: str | Path) -> dict[str, 
     prompt, each prompt must contain the prepared instruction, so no row is misaligned.
     """
     generated, prepared = Path(generated), Path(prepared)
-    try:
-        records = json.loads(prepared.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(prepared, None, f"cannot read the prepared data file: {err}") from None
-    rows = []
-    for number, line in enumerate(generated.read_text(encoding="utf-8").splitlines(), start=1):
-        if line.strip():
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(generated, f"line {number}", f"malformed JSON: {err.msg}") from None
+    records = read_prepared(prepared)
+    rows = read_json_lines(generated)
     if len(rows) != len(records):
         raise DataError(generated, None, f"has {len(rows)} rows but {prepared.name} has {len(records)} records")
     out: dict[str, Prediction] = {}
@@ -118,3 +136,27 @@ def read_llamafactory(generated: str | Path, prepared: str | Path) -> dict[str, 
             raise DataError(generated, f"line {number} (id {record['id']})", f"answer {row['predict']!r} names no valid label")
         out[record["id"]] = Prediction(record["id"], label, raw=row["predict"])
     return out
+
+
+def read_prepared(path: str | Path) -> list[dict]:
+    """The records of a prepared alpaca file (`erckit prepare` output): a non-empty list, each record
+    with a unique id and an instruction."""
+    path = Path(path)
+    try:
+        records = json.loads(read_text(path, "utf-8")[0].removeprefix("\ufeff"))
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    if not isinstance(records, list):
+        raise DataError(path, None, "expected a JSON list of alpaca records")
+    seen: set[str] = set()
+    for number, record in enumerate(records, start=1):
+        if not isinstance(record, dict) or not isinstance(record.get("instruction"), str):
+            raise DataError(path, f"record {number}", 'expected an object with an "instruction" string')
+        if not isinstance(record.get("id"), str) or not record["id"]:
+            raise DataError(path, f"record {number}", 'has no "id" (prepare the data with erckit prepare)')
+        if record["id"] in seen:
+            raise DataError(path, f"record {number}", f"duplicate id {record['id']!r}")
+        seen.add(record["id"])
+    if not records:
+        raise DataError(path, None, "holds nothing to predict")
+    return records

@@ -42,7 +42,7 @@ from erckit.llm.chat import ChatTemplate, context_text, get_template
 from erckit.llm.generation import GREEDY, Decoding
 from erckit.llm.resume import Outcome, partial_path, partial_writer, read_partial
 from erckit.llm.scoring import encode_contexts, length_batches, predictions_from_log_probs
-from erckit.predictions import Prediction, from_probabilities, write_predictions
+from erckit.predictions import Prediction, from_probabilities, read_prepared, write_predictions
 from erckit.prompts import PromptConfig, detect_language, emotion_examples
 
 BACKENDS = ("score", "generate", "vllm", "vllm-generate")
@@ -104,21 +104,8 @@ def alpaca_prompt(record: dict) -> str:
 
 def items_from_prepared(path: str | Path) -> list[Item]:
     """Items of a prepared alpaca file (`erckit prepare` output), in file order."""
-    path = Path(path)
-    try:
-        records = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as err:
-        raise DataError(path, None, f"cannot read the prepared data file: {err}") from None
-    if not isinstance(records, list):
-        raise DataError(path, None, "expected a JSON list of alpaca records")
-    items = []
-    for number, record in enumerate(records, start=1):
-        if not isinstance(record, dict) or not isinstance(record.get("instruction"), str):
-            raise DataError(path, f"record {number}", 'expected an object with an "instruction" string')
-        if not isinstance(record.get("id"), str) or not record["id"]:
-            raise DataError(path, f"record {number}", 'has no "id" (prepare the data with erckit prepare)')
-        items.append(Item(record["id"], alpaca_prompt(record), str(record.get("output") or "")))
-    return check_items(items, path)
+    records = read_prepared(path)
+    return [Item(r["id"], alpaca_prompt(r), str(r.get("output") or "")) for r in records]
 
 
 def items_from_dialogues(dialogues: list[Dialogue], config: PromptConfig | None = None) -> list[Item]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from erckit.data import Dialogue
+from erckit.data import DataError, Dialogue
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.scoring import label_log_probs
@@ -18,10 +18,15 @@ from erckit.metrics import scores
 from erckit.prompts import PromptConfig, emotion_examples
 
 
+def is_adapter(checkpoint: Path) -> bool:
+    """Whether a checkpoint is a LoRA adapter (scored on top of a base model) rather than a full model."""
+    return (checkpoint / "adapter_config.json").exists()
+
+
 def find_checkpoints(run: Path) -> list[Path]:
     """checkpoint-N folders of a run (by N), or the folder itself if it is a checkpoint."""
     def is_checkpoint(p: Path) -> bool:
-        return (p / "adapter_config.json").exists() or (p / "config.json").exists()
+        return is_adapter(p) or (p / "config.json").exists()
 
     found = sorted(
         (p for p in run.glob("checkpoint-*") if p.is_dir() and is_checkpoint(p)),
@@ -44,16 +49,19 @@ def rank_checkpoints(
     """Validation scores of every checkpoint, best macro-F1 first (ties: the earlier checkpoint)."""
     from erckit.llm.loading import load_model
 
+    adapters = [c for c in checkpoints if is_adapter(c)]
+    if adapters and not base_model:
+        raise DataError(adapters[0], None, "is a LoRA adapter checkpoint: give --base, the base model it was trained on")
     examples = emotion_examples(validation, prompts)
     if limit:
         examples = examples[:limit]
     gold = [e.answer for e in examples]
     rows = []
     for order, checkpoint in enumerate(checkpoints):
-        is_adapter = (checkpoint / "adapter_config.json").exists()
+        adapter = is_adapter(checkpoint)
         model, tokenizer = load_model(
-            base_model if is_adapter else str(checkpoint),
-            adapter=str(checkpoint) if is_adapter else None,
+            base_model if adapter else str(checkpoint),
+            adapter=str(checkpoint) if adapter else None,
             trust_remote_code=trust_remote_code,
         )
         logp = label_log_probs(model, tokenizer, [e.prompt for e in examples], template, batch_size=batch_size)
