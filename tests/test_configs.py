@@ -48,6 +48,8 @@ def test_overrides_are_typed_and_unknown_keys_refused():
         load_config(REPO / "configs" / "bert_bigru.yaml", ["train.epoch=2"])
     with pytest.raises(ConfigError, match="expected int"):
         load_config(REPO / "configs" / "bert_bigru.yaml", ["train.epochs=two"])
+    with pytest.raises(ConfigError, match="encoder.speaker must be name, letter or none"):
+        load_config(REPO / "configs" / "bert_bigru.yaml", ["encoder.speaker=names"])
 
 
 def test_bad_recipe_from_the_cli_is_one_line_exit_2(tmp_path, capsys):

@@ -40,8 +40,12 @@ class EncoderConfig:
     max_length: int = 64
     speaker: str = "name"  # how the speaker is written before the text: name | letter | none
     freeze_embeddings: bool = True
-    freeze_layers: int = 0  # the lowest N transformer layers are frozen
+    freeze_layers: int = 0  # the lowest N transformer layers (and the embeddings with them) are frozen
     trust_remote_code: bool = False
+
+    def __post_init__(self) -> None:
+        if self.speaker not in ("name", "letter", "none"):
+            raise ConfigError(f"encoder.speaker must be name, letter or none, not {self.speaker!r}")
 
 
 @dataclass

@@ -81,7 +81,7 @@ def load_pretrained(config: EncoderConfig) -> tuple[PreTrainedModel, PreTrainedT
 
 
 def freeze(model: DialogueClassifier, config: EncoderConfig) -> None:
-    """Freeze the word embeddings and/or the lowest `freeze_layers` transformer layers."""
+    """Freeze the word embeddings, and with `freeze_layers` > 0 all embeddings and the lowest layers."""
     if config.freeze_embeddings:
         model.encoder.get_input_embeddings().requires_grad_(False)
     if config.freeze_layers:
