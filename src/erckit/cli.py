@@ -184,8 +184,8 @@ def _ensemble(args: argparse.Namespace) -> int:
     offsets = read_offsets(args.offsets) if args.offsets else None
     runs = [(path, read_predictions(path)) for path in args.predictions]
     for path, run in runs:
-        if calibrated_labels(run):
-            print(f"note: {path}: {calibrated_labels(run)} labels differ from the argmax of their probabilities "
+        if relabelled := calibrated_labels(run):
+            print(f"note: {path}: {relabelled} labels differ from the argmax of their probabilities "
                   "(a calibrated model?); the ensemble averages the raw probabilities: calibrate it with --offsets",
                   file=sys.stderr)
     predictions = average(runs, args.weights)

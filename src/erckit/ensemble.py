@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from erckit.data import DataError
-from erckit.formats.encoding import read_text
+from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.predictions import Prediction, from_probabilities
 
@@ -48,10 +48,7 @@ def read_offsets(path: str | Path) -> np.ndarray:
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "no such file")
-    try:
-        data = json.loads(read_text(path, "utf-8")[0].removeprefix("\ufeff"))
-    except json.JSONDecodeError as err:
-        raise DataError(path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    data = read_json(path)
     offsets = data.get("offsets") if isinstance(data, dict) else None
     if not isinstance(offsets, dict):
         raise DataError(path, None, 'expected an object with "offsets" (erckit calibrate --out writes one)')

@@ -16,7 +16,7 @@ import numpy as np
 
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError
-from erckit.formats.encoding import read_text
+from erckit.formats.encoding import json_lines, read_json, read_text
 from erckit.labels import LABELS, normalize_label, parse_answer
 
 
@@ -67,23 +67,11 @@ def check_probs(probs: object, path: str | Path, where: str) -> dict[str, float]
 
 
 def read_json_lines(path: str | Path) -> list[tuple[int, object]]:
-    """(line number, decoded value) of a UTF-8 JSON-lines file, blank lines skipped.
-
-    Lines end at "\\n" only: `str.splitlines` would also split at U+2028 and U+0085, which
-    `json.dumps(ensure_ascii=False)` writes raw inside strings.
-    """
+    """(line number, decoded value) of a UTF-8 JSON-lines file, blank lines skipped."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "no such file")
-    text = read_text(path, "utf-8")[0].removeprefix("\ufeff")
-    rows = []
-    for number, line in enumerate(text.split("\n"), start=1):
-        if line.strip():
-            try:
-                rows.append((number, json.loads(line)))
-            except json.JSONDecodeError as err:
-                raise DataError(path, f"line {number}", f"malformed JSON: {err.msg}") from None
-    return rows
+    return json_lines(read_text(path, "utf-8-sig")[0], path)
 
 
 def from_probabilities(ids: list[str], probs: np.ndarray, offsets: np.ndarray | None = None) -> list[Prediction]:
@@ -142,10 +130,7 @@ def read_prepared(path: str | Path) -> list[dict]:
     """The records of a prepared alpaca file (`erckit prepare` output): a non-empty list, each record
     with a unique id and an instruction."""
     path = Path(path)
-    try:
-        records = json.loads(read_text(path, "utf-8")[0].removeprefix("\ufeff"))
-    except json.JSONDecodeError as err:
-        raise DataError(path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+    records = read_json(path)
     if not isinstance(records, list):
         raise DataError(path, None, "expected a JSON list of alpaca records")
     seen: set[str] = set()

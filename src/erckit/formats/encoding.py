@@ -1,7 +1,8 @@
-"""Reading a text file whose encoding may be UTF-8 or GBK (BMELD's CSVs are GBK)."""
+"""Reading a text file whose encoding may be UTF-8 or GBK (BMELD's CSVs are GBK); JSON and JSON lines."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from erckit.data import DataError
@@ -33,3 +34,27 @@ def read_text(path: str | Path, encoding: str | None = None) -> tuple[str, str]:
     line = raw[: first_error.start].count(b"\n") + 1
     tried = " or ".join(encodings)
     raise DataError(path, f"line {line}, byte {first_error.start}", f"is not valid {tried} text (wrong encoding?)")
+
+
+def read_json(path: str | Path) -> object:
+    """A UTF-8 JSON file (a BOM is allowed); malformed JSON is refused with its line."""
+    try:
+        return json.loads(read_text(path, "utf-8-sig")[0])
+    except json.JSONDecodeError as err:
+        raise DataError(path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+
+
+def json_lines(text: str, path: str | Path) -> list[tuple[int, object]]:
+    """(line number, value) of JSON-lines text, blank lines skipped.
+
+    Lines end at "\n" only: `str.splitlines` would also split at U+2028 and U+0085, which
+    `json.dumps(ensure_ascii=False)` writes raw inside strings.
+    """
+    rows = []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip():
+            try:
+                rows.append((number, json.loads(line)))
+            except json.JSONDecodeError as err:
+                raise DataError(path, f"line {number}", f"malformed JSON: {err.msg} (column {err.colno})") from None
+    return rows

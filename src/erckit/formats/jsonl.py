@@ -12,22 +12,16 @@ from pathlib import Path
 from typing import Any
 
 from erckit.data import DataError, Dialogue, Utterance
+from erckit.formats.encoding import json_lines
 from erckit.labels import normalize_label
 
 
 def _records(text: str, path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    out = []
-    for number, line in enumerate(text.split("\n"), start=1):  # not splitlines: U+2028 may be in a text
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(path, f"line {number}", f"malformed JSON: {err.msg} (column {err.colno})") from None
+    rows = json_lines(text, path)
+    for number, record in rows:
         if not isinstance(record, dict) or not isinstance(record.get("utterances"), list):
             raise DataError(path, f"line {number}", 'expected an object with an "utterances" list')
-        out.append((number, record))
-    return out
+    return rows
 
 
 def _string(record: dict[str, Any], key: str, path: str | Path, where: str) -> str:
