@@ -31,6 +31,7 @@ from erckit.formats.jsonl import dump
 from erckit.labels import LABELS
 from erckit.llm.chat import context_text, get_template
 from erckit.llm.merge import merge_adapter
+from erckit.llm.record import RunRecord
 from erckit.llm.train import train_llm
 from erckit.models import store_calibration
 from erckit.prompts import TEMPLATES
@@ -144,7 +145,7 @@ def zero_lora_b(adapter: Path) -> None:
 def test_select_picks_highest_macro_f1_not_last_not_lowest_loss(setup, tmp_path, capsys):
     trained = tmp_path / "trained"
     config = recipe(setup, trained, f"data.train={setup['dev']}", "llm.max_steps=80", "llm.eval_steps=80",
-                    "llm.lr=0.05", "llm.lora.rank=16", "llm.lora.alpha=32")
+                    "llm.lr=0.02", "llm.lora.rank=16", "llm.lora.alpha=32")
     train_llm(config, setup["dev_dialogues"], setup["dev_dialogues"], trained)  # overfit validation: a good adapter
     run = tmp_path / "elsewhere"  # a run made elsewhere: checkpoint-N folders of adapters
     shutil.copytree(trained / "best", run / "checkpoint-5")
@@ -173,7 +174,8 @@ def test_merged_logits_equal_adapter_logits_and_template_is_exported(setup, tmp_
                 parameter.normal_(0, 0.5)
     peft_model.save_pretrained(tmp_path / "adapter")
     template = get_template("gemma")
-    merged_folder = merge_adapter(str(setup["base"]), tmp_path / "adapter", tmp_path / "merged", template)
+    record = RunRecord(str(setup["base"]), "gemma")
+    merged_folder = merge_adapter(record, tmp_path / "adapter", tmp_path / "merged")
     merged = AutoModelForCausalLM.from_pretrained(merged_folder)
     tokenizer = PreTrainedTokenizerFast.from_pretrained(merged_folder)
     prompt = context_text(template, "现在，你是一名情感和情绪分析专家。")

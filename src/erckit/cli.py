@@ -98,7 +98,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _predict_llm(args: argparse.Namespace, dialogues, run: dict) -> int:
-    """An erckit LLM run (`run` holds its settings) or any causal LM given by path / hub id."""
+    """An erckit LLM run (`run` holds its calibration) or any causal LM given by path / hub id."""
     import dataclasses
 
     from erckit.llm.generation import DECODING_PRESETS
@@ -118,6 +118,26 @@ def _predict_llm(args: argparse.Namespace, dialogues, run: dict) -> int:
     return 0
 
 
+def _overrides(args: argparse.Namespace, base: str | None = None):
+    """The settings given explicitly on the command line (None: as the run record says)."""
+    from erckit.llm.record import Overrides
+
+    return Overrides(base_model=base, template=args.template, max_length=getattr(args, "max_length", None),
+                     language=args.language, window=args.window, placement=args.placement, variant=args.variant)
+
+
+def _resolve_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None):
+    """The model, adapter and settings of `weights` (its run record, flags applied); notes on stderr."""
+    from erckit.llm.record import resolve_run
+    from erckit.prompts import detect_language
+
+    language = args.language or (detect_language(dialogues) if dialogues else "zh")
+    resolved = resolve_run(weights, _overrides(args, base), language)
+    for note in resolved.notes:
+        print(f"note: {note}", file=sys.stderr)
+    return resolved
+
+
 def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, predict_file):
     from erckit.llm.predict import SCORING_BACKENDS
 
@@ -126,14 +146,18 @@ def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, 
         print(f"note: the run's calibration applies to label scoring only; {args.backend} labels are not calibrated",
               file=sys.stderr)
         offsets = None
+    if args.adapter:
+        resolved = _resolve_run(args.adapter, args, dialogues, base=args.model)
+    else:
+        resolved = _resolve_run(args.model, args, dialogues)
+    record = resolved.record
     return predict_file(
-        run.get("model", args.model), args.out, prepared=args.prepared, dialogues=dialogues,
-        prompts=run.get("prompts") or (_prompt_config(args, dialogues) if dialogues else None),
-        template=args.template or run.get("template"), backend=args.backend,
-        adapter=args.adapter or run.get("adapter"), batch_size=args.batch_size, decoding=decoding,
+        resolved.model, args.out, prepared=args.prepared, dialogues=dialogues,
+        prompts=record.prompt if dialogues else None, template=record.template, backend=args.backend,
+        adapter=resolved.adapter, batch_size=args.batch_size, decoding=decoding,
         unparsed=args.unparsed, llamafactory=args.llamafactory, dtype=args.dtype, device=args.device,
-        trust_remote_code=args.trust_remote_code or run.get("trust_remote_code", False),
-        tensor_parallel_size=args.tensor_parallel_size, max_length=args.max_length or run.get("max_length"),
+        trust_remote_code=args.trust_remote_code or record.trust_remote_code,
+        tensor_parallel_size=args.tensor_parallel_size, max_length=record.max_length,
         offsets=offsets,
     )
 
@@ -225,19 +249,21 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--window", type=int, default=10, help="utterances in the dialogue window (default 10)")
-    parser.add_argument("--placement", choices=("centered", "past"), default="centered",
-                        help="centered: around the target, kept inside the dialogue (the design); past: target last")
-    parser.add_argument("--variant", choices=("emotion", "speaker"), default="emotion",
-                        help="emotion (the design's prompt) or speaker (the question names the speaker)")
+    # No defaults here: unset means "as the run record says" (predict, select), else PromptConfig's defaults.
+    parser.add_argument("--window", type=int, help="utterances in the dialogue window (default: the run's, else 10)")
+    parser.add_argument("--placement", choices=("centered", "past"),
+                        help="centered: around the target, kept inside the dialogue (the design, default); past: target last")
+    parser.add_argument("--variant", choices=("emotion", "speaker"),
+                        help="emotion (the design's prompt, default) or speaker (the question names the speaker)")
     parser.add_argument("--language", choices=("zh", "en"), help="prompt template (default: detected from the text)")
 
 
 def _prompt_config(args: argparse.Namespace, dialogues):
-    from erckit.prompts import PromptConfig, detect_language
+    from erckit.llm.record import Overrides, prompt_from_flags
+    from erckit.prompts import detect_language
 
-    language = args.language or detect_language(dialogues)
-    return PromptConfig(language=language, window=args.window, placement=args.placement, variant=args.variant)
+    flags = Overrides(window=args.window, placement=args.placement, variant=args.variant)
+    return prompt_from_flags(flags, args.language or detect_language(dialogues))
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -245,16 +271,16 @@ def _select(args: argparse.Namespace) -> int:
 
     from erckit.atomic import write_text_atomic
     from erckit.formats import read_dialogues
-    from erckit.llm.chat import get_template
     from erckit.llm.select import find_checkpoints, rank_checkpoints
 
     checkpoints = [c for run in args.run for c in find_checkpoints(Path(run))]
     if not checkpoints:
         raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")
     validation = read_dialogues(args.validation, args.format, text_column=args.text_column)
+    runs = [_resolve_run(str(c), args, validation, base=args.base) for c in checkpoints]
     ranking = rank_checkpoints(
-        checkpoints, args.base, validation, _prompt_config(args, validation), get_template(args.template),
-        batch_size=args.batch_size, limit=args.limit, trust_remote_code=args.trust_remote_code,
+        checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
+        trust_remote_code=args.trust_remote_code,
     )
     for row in ranking:
         print(f"{row['macro_f1']:.4f} macro-F1  {row['weighted_f1']:.4f} weighted-F1  {row['checkpoint']}")
@@ -265,12 +291,17 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
-    from erckit.llm.chat import get_template
     from erckit.llm.merge import merge_adapter
+    from erckit.llm.record import Overrides, resolve_run
 
-    out = merge_adapter(args.base, args.adapter, args.out, get_template(args.template),
-                        trust_remote_code=args.trust_remote_code)
-    print(f"merged {args.adapter} into {args.base}: {out} (loads with AutoModelForCausalLM)")
+    resolved = resolve_run(args.adapter, Overrides(base_model=args.base, template=args.template), "zh")
+    for note in resolved.notes:
+        print(f"note: {note}", file=sys.stderr)
+    if resolved.adapter is None:
+        raise DataError(args.adapter, None, "is not a LoRA adapter folder (no adapter_config.json): nothing to merge")
+    out = merge_adapter(resolved.record, resolved.adapter, args.out,
+                        trust_remote_code=args.trust_remote_code or resolved.record.trust_remote_code)
+    print(f"merged {resolved.adapter} into {resolved.model}: {out} (loads with AutoModelForCausalLM)")
     return 0
 
 
@@ -324,7 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model")
     llm.add_argument("--backend", choices=("score", "generate", "vllm", "vllm-generate"), default="score",
                      help="score: label log-probabilities, always valid (default); generate: free text, parsed")
-    llm.add_argument("--template", help="chat template: baichuan2, chatml, gemma, plain (default: the recorded one)")
+    llm.add_argument("--template", help="chat template: baichuan2, chatml, gemma, plain, qwen2.5 (default: the run's)")
     _add_prompt_options(llm)
     llm.add_argument("--batch-size", type=int, help="prompts per batch (default 8; vLLM 512)")
     llm.add_argument("--decoding", choices=("greedy", "design"), default="greedy",
@@ -333,7 +364,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--unparsed", choices=("fail", "score"), default="fail",
                      help="generate: unparseable answers stop the run (fail) or are resolved by label scoring")
     llm.add_argument("--llamafactory", help="also write LLaMA-Factory's generated_predictions.jsonl here")
-    llm.add_argument("--max-length", type=int, help="truncate longer contexts (as in training)")
+    llm.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
     llm.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16/fp16 on GPU), fp32, bf16, fp16")
     llm.add_argument("--device", help="cpu, cuda, or auto (spread over all GPUs)")
     llm.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model")
@@ -373,10 +404,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("select", help="rank LLM checkpoints by validation macro-F1 (label scoring)")
     p.add_argument("--run", nargs="+", required=True, help="run folders with checkpoint-N (erckit, LLaMA-Factory, ...)")
-    p.add_argument("--base", help="the base model of adapter checkpoints (folder, hub id or packaged:gemma-3-270m)")
+    p.add_argument("--base", help="the base model of adapter checkpoints (default: the run's; folder, hub id, packaged:...)")
     p.add_argument("--validation", required=True, help="the labelled validation file")
-    p.add_argument("--template", default="plain", help="chat template: baichuan2, chatml, gemma, plain")
+    p.add_argument("--template", help="chat template: baichuan2, chatml, gemma, plain, qwen2.5 (default: the run's)")
     _add_prompt_options(p)
+    p.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
@@ -385,10 +417,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_select)
 
     p = commands.add_parser("merge", help="merge a LoRA adapter into its base and export a full model folder")
-    p.add_argument("--base", required=True, help="base model (folder, hub id or packaged:gemma-3-270m)")
-    p.add_argument("--adapter", required=True, help="the adapter folder (e.g. runs/x/best or a checkpoint)")
+    p.add_argument("--base", help="base model (default: the run's; folder, hub id or packaged:gemma-3-270m)")
+    p.add_argument("--adapter", required=True, help="the adapter: an erckit run, its best/, or a checkpoint")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--template", default="plain", help="chat template recorded with the model")
+    p.add_argument("--template", help="chat template recorded with the model (default: the run's)")
     p.add_argument("--trust-remote-code", action="store_true")
     p.set_defaults(handler=_merge)
     return parser

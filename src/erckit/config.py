@@ -107,7 +107,7 @@ class LLMConfig:
     """Fine-tuning a chat LLM on the emotion prompts, with checkpoints chosen by validation macro-F1."""
 
     model: str = "packaged:gemma-3-270m"
-    template: str = "plain"  # baichuan2 | chatml | gemma | plain (erckit.llm.chat)
+    template: str = "plain"  # baichuan2 | chatml | gemma | plain | qwen2.5 (erckit.llm.chat)
     trust_remote_code: bool = False
     finetuning: str = "lora"  # lora | qlora (needs bitsandbytes + a GPU) | full
     lora: LoraSettings = field(default_factory=LoraSettings)
@@ -124,7 +124,7 @@ class LLMConfig:
     eval_subset: int = 0  # score only the first N validation utterances (0 = all)
     eval_batch_size: int = 8
     save_total_limit: int = 3  # checkpoints kept besides the best
-    precision: str = "auto"  # auto (bf16/fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16
+    precision: str = "auto"  # auto (bf16 where native, else fp16, on GPU; fp32 on CPU) | fp32 | fp16 | bf16
     gradient_checkpointing: bool = False
     deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json
     logging_steps: int = 10

@@ -54,8 +54,11 @@ def train(config: RunConfig) -> dict:
         raise ConfigError("data.train is required for training")
     train_dialogues = _read_split(config, "train", labelled=True)
     validation = _read_split(config, "validation", labelled=True)
+    from erckit.llm.distributed import is_main_process  # a multi-process launch: one process writes
+
     info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__, "config": to_dict(config)}
-    write_text_atomic(out / MODEL_FILE, json.dumps(info | {"finished": False}, indent=2) + "\n")
+    if is_main_process():
+        write_text_atomic(out / MODEL_FILE, json.dumps(info | {"finished": False}, indent=2) + "\n")
     if config.model == "tfidf":
         from erckit.tfidf import TfidfClassifier
 
@@ -74,7 +77,8 @@ def train(config: RunConfig) -> dict:
 
         summary = train_llm(config, train_dialogues, validation, out)
     info |= {"finished": True, "summary": summary}
-    write_text_atomic(out / MODEL_FILE, json.dumps(info, indent=2) + "\n")
+    if is_main_process():  # after train_llm's barrier: best/ is written
+        write_text_atomic(out / MODEL_FILE, json.dumps(info, indent=2) + "\n")
     return info
 
 
@@ -87,24 +91,17 @@ def store_calibration(folder: str | Path, offsets: dict[str, float] | None, repo
 
 
 def llm_settings(folder: str | Path) -> dict:
-    """How an erckit LLM run predicts: base model and best adapter (or the best full model), template,
-    prompts as trained, stored calibration."""
-    from erckit.prompts import PromptConfig
+    """How an erckit LLM run predicts: its run record (erckit.llm.record, in best/), the weights to load
+    (base + best adapter, or the best full model) and its stored calibration."""
+    from erckit.llm.record import BEST, load_run_record, weights_of
 
     folder = Path(folder)
     info = read_model_info(folder)
-    config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))
-    prompt = info.get("summary", {}).get("prompt")
-    if prompt is None:
-        raise ConfigError(f"{folder}: the LLM run has not finished (no prompt settings recorded)")
-    best = folder / "best"
-    full = not (best / "adapter_config.json").exists()  # llm.finetuning=full saves a whole model there
-    return {
-        "model": str(best) if full else config.llm.model, "adapter": None if full else str(best),
-        "template": config.llm.template,
-        "prompts": PromptConfig(**prompt), "trust_remote_code": config.llm.trust_remote_code,
-        "max_length": config.llm.max_length, "calibration": info.get("calibration"),
-    }
+    record = load_run_record(folder) if info.get("finished") else None
+    if record is None:
+        raise ConfigError(f"{folder}: the LLM run has not finished (no run record in {BEST}/)")
+    model, adapter = weights_of(record, folder / BEST)
+    return {"record": record, "model": model, "adapter": adapter, "calibration": info.get("calibration")}
 
 
 def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> np.ndarray:
@@ -131,12 +128,13 @@ def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, prog
         from erckit.prompts import emotion_examples
 
         settings = llm_settings(folder)
+        record = settings["record"]
         model, tokenizer = load_model(settings["model"], adapter=settings["adapter"],
-                                      trust_remote_code=settings["trust_remote_code"])
-        prompts = [e.prompt for e in emotion_examples(dialogues, settings["prompts"])]
-        return softmax(label_log_probs(model, tokenizer, prompts, get_template(settings["template"]),
+                                      trust_remote_code=record.trust_remote_code)
+        prompts = [e.prompt for e in emotion_examples(dialogues, record.prompt)]
+        return softmax(label_log_probs(model, tokenizer, prompts, get_template(record.template),
                                        batch_size=config.llm.eval_batch_size, progress=progress,
-                                       max_length=settings["max_length"]))
+                                       max_length=record.max_length))
     raise ConfigError(f"{folder}: unknown model type {info['type']!r}")
 
 

@@ -24,7 +24,16 @@ class ChatTemplate:
 CHAT_TEMPLATES: dict[str, ChatTemplate] = {
     # Baichuan2-Chat: <reserved_106> user <reserved_107> assistant (the design's template).
     "baichuan2": ChatTemplate("baichuan2", "<reserved_106>", "<reserved_107>"),
-    # Qwen / ChatML.
+    # Qwen2.5-Instruct: ChatML with Qwen2.5's default system prompt (as its own chat template and
+    # LLaMA-Factory's qwen template write it).
+    "qwen2.5": ChatTemplate(
+        "qwen2.5",
+        "<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n"
+        "<|im_start|>user\n",
+        "<|im_end|>\n<|im_start|>assistant\n",
+        "<|im_end|>",
+    ),
+    # Qwen2 / ChatML with the generic system prompt.
     "chatml": ChatTemplate(
         "chatml",
         "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n",

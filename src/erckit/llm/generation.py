@@ -2,6 +2,10 @@
 
 Unlike label scoring, an answer may name no label (or several). Such answers are never dropped and
 never replaced by a guess: `erckit.llm.predict` counts them and fails by default (see there).
+
+Models with their own code (Baichuan2) index `past_key_values[0][0]` and break on the cache objects
+of `model.generate`: they are decoded by `stepwise_generate`, one token per step on the tuple cache the
+model returns, with transformers' own logits processors (same answers as `generate`).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from erckit.llm.chat import ChatTemplate, encode_pair
-from erckit.llm.scoring import left_pad, length_batches
+from erckit.llm.scoring import forward_parameters, left_pad, length_batches, one_token_steps
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,57 @@ def generation_kwargs(decoding: Decoding, tokenizer, stops: list[int]) -> dict:
     return kwargs
 
 
+def logits_processors(decoding: Decoding):
+    """transformers' processors for `decoding`, in `generate`'s order (penalty, temperature, top-k, top-p)."""
+    from transformers import (
+        LogitsProcessorList,
+        RepetitionPenaltyLogitsProcessor,
+        TemperatureLogitsWarper,
+        TopKLogitsWarper,
+        TopPLogitsWarper,
+    )
+
+    processors = LogitsProcessorList()
+    if decoding.repetition_penalty != 1.0:
+        processors.append(RepetitionPenaltyLogitsProcessor(decoding.repetition_penalty))
+    if decoding.do_sample:
+        if decoding.temperature != 1.0:
+            processors.append(TemperatureLogitsWarper(decoding.temperature))
+        if decoding.top_k:
+            processors.append(TopKLogitsWarper(decoding.top_k))
+        if decoding.top_p < 1.0:
+            processors.append(TopPLogitsWarper(decoding.top_p))
+    return processors
+
+
+@torch.no_grad()
+def stepwise_generate(model, ids: torch.Tensor, mask: torch.Tensor, decoding: Decoding, stops: list[int],
+                      pad_id: int) -> torch.Tensor:
+    """[B, new tokens] decoded one token per forward call on the model's own (tuple) cache."""
+    processors, accepts = logits_processors(decoding), forward_parameters(model)
+    stop_ids = torch.tensor(stops, device=ids.device)
+    sequence, inputs, cache = ids, ids, None
+    finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    for _ in range(decoding.max_new_tokens):
+        extra = {"position_ids": positions} if "position_ids" in accepts else {}
+        out = model(input_ids=inputs, attention_mask=mask, past_key_values=cache, use_cache=True, **extra)
+        cache = out.past_key_values
+        scores = processors(sequence, out.logits[:, -1].float())
+        if decoding.do_sample:
+            token = torch.multinomial(torch.softmax(scores, dim=-1), num_samples=1).squeeze(1)
+        else:
+            token = scores.argmax(dim=-1)
+        token = torch.where(finished, pad_id, token)
+        sequence, inputs = torch.cat([sequence, token[:, None]], dim=1), token[:, None]
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        positions = positions[:, -1:] + 1
+        finished |= torch.isin(token, stop_ids)
+        if finished.all():
+            break
+    return sequence[:, ids.shape[1] :]
+
+
 @torch.no_grad()
 def generate_answers(
     model,
@@ -114,9 +169,12 @@ def generate_answers(
         ids, mask = left_pad([contexts[i] for i in batch], tokenizer.pad_token_id, model.device)
         if decoding.do_sample:
             torch.manual_seed(decoding.seed + zlib.crc32("\n".join(prompts[i] for i in batch).encode()))
-        out = model.generate(input_ids=ids, attention_mask=mask, **kwargs)
+        if one_token_steps(model):
+            new = stepwise_generate(model, ids, mask, decoding, stops, tokenizer.pad_token_id)
+        else:
+            new = model.generate(input_ids=ids, attention_mask=mask, **kwargs)[:, ids.shape[1] :]
         for row, index in enumerate(batch):
-            answers[index] = answer_from_tokens(out[row, ids.shape[1] :].tolist(), tokenizer, template, stops)
+            answers[index] = answer_from_tokens(new[row].tolist(), tokenizer, template, stops)
         bar.update(len(batch))
     bar.close()
     return answers

@@ -1,28 +1,37 @@
-"""Loading a causal LM (and an optional LoRA adapter) with a tokenizer ready for batched prediction.
+"""The one place a causal LM is loaded, for training, prediction and merging.
 
 The model is a local folder, a hub id, or `packaged:<name>` (a model built from a registry package,
-see `erckit.llm.packaged`). The tokenizer pads on the left with a pad token (EOS when it has none),
-which is what every prediction backend needs for batches of prompts of different lengths.
+see `erckit.llm.packaged`). Here, and only here:
+- the dtype follows the precision setting (`precision_dtype`: bf16 only where the GPU has it natively);
+- each process of a multi-GPU launch puts a quantised model on its own GPU (`device_map` per local rank);
+- the model's own code runs only when asked (`trust_remote_code`);
+- a config that stores `gradient_checkpointing` as a tuple (Baichuan2's) does not switch it on;
+- the tokenizer pads on the left with a pad token (EOS when it has none), and a Baichuan-style
+  sentencepiece tokenizer that fails on transformers >= 4.34 is loaded all the same (`load_tokenizer`);
+- a LoRA adapter is recognised (`is_adapter`) and applied.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
-
-from erckit.llm.merge import LLM_INFO  # `erckit merge` records the chat template there
 
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def is_packaged(model: str) -> bool:
     return model == "packaged" or model.startswith("packaged:")
+
+
+def is_adapter(folder: str | Path | None) -> bool:
+    """Whether a folder is a PEFT LoRA adapter (applied on top of a base model) rather than a model."""
+    return folder is not None and (Path(folder) / "adapter_config.json").is_file()
 
 
 def resolve_source(model: str) -> str:
@@ -41,23 +50,148 @@ def resolve_device(device: str | None) -> str:
     return device
 
 
+def native_bf16() -> bool:
+    """bf16 in hardware (compute capability 8.0+: A100, H100, RTX 30xx+), not the emulation that
+    `torch.cuda.is_bf16_supported()` also counts on V100 and T4."""
+    return torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0)
+
+
+def precision_dtype(precision: str, *, cuda: bool | None = None, bf16: bool | None = None) -> torch.dtype:
+    """The dtype of a precision setting. `auto`: float32 on CPU, bfloat16 on a GPU with native bf16,
+    else float16. (`cuda`, `bf16`: what the machine offers; detected when None.)"""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision!r}")
+    if precision != "auto":
+        return DTYPES[precision]
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not cuda:
+        return torch.float32
+    return torch.bfloat16 if (native_bf16() if bf16 is None else bf16) else torch.float16
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
-    """`auto`: float32 on CPU; bfloat16 on a GPU that supports it, else float16."""
+    """A prediction dtype: `auto` is the precision rule (float32 on CPU); or a named dtype."""
     if dtype == "auto":
-        if device == "cpu" or not torch.cuda.is_available():
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return precision_dtype("auto", cuda=device != "cpu" and torch.cuda.is_available())
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r} (choose from auto, {', '.join(DTYPES)})")
     return DTYPES[dtype]
 
 
-def load_tokenizer(source: str, *, adapter: str | None = None, trust_remote_code: bool = False):
-    """The adapter's tokenizer if it saved one, else the model's; left padding, with a pad token."""
+def local_rank() -> int:
+    """This process's GPU index in a torchrun / accelerate launch (0 when not launched so)."""
+    from accelerate import PartialState
+
+    return PartialState().local_process_index
+
+
+def rank_device_map(quantized: bool, *, cuda: bool | None = None, rank: int | None = None) -> dict | None:
+    """`{"": local_rank}` for a quantised model on CUDA (bitsandbytes cannot be moved after loading,
+    so each process must quantise onto its own GPU); None otherwise (the Trainer places the model)."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    if not (quantized and cuda):
+        return None
+    return {"": local_rank() if rank is None else rank}
+
+
+def model_config(source: str, trust_remote_code: bool):
+    """The model's config, with a `gradient_checkpointing` stored as a tuple set to False.
+
+    Baichuan2's config stores it as a tuple (`(False,)`, always true): transformers then switches
+    reentrant checkpointing on for every layer whatever the run asked (LoRA weights inside get no
+    gradient; DDP fails at the first backward). The run's own setting is applied after loading.
+    """
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(source, trust_remote_code=trust_remote_code)
+    if isinstance(getattr(config, "gradient_checkpointing", None), tuple):
+        config.gradient_checkpointing = False
+    return config
+
+
+def load_causal_lm(
+    model: str,
+    *,
+    dtype: torch.dtype | str = torch.float32,
+    trust_remote_code: bool = False,
+    device_map: dict | str | None = None,
+    quantization_config=None,
+):
+    """The causal LM of `model` (folder, hub id, packaged name). `dtype="auto"` keeps the stored dtype."""
+    from transformers import AutoModelForCausalLM
+
+    source = resolve_source(model)
+    placement = {"device_map": device_map} if device_map is not None else {}
+    if quantization_config is not None:
+        placement["quantization_config"] = quantization_config
+    return AutoModelForCausalLM.from_pretrained(
+        source, config=model_config(source, trust_remote_code), dtype=dtype, trust_remote_code=trust_remote_code,
+        **placement,
+    )
+
+
+def sentencepiece_first(cls):
+    """A subclass of a remote tokenizer class whose `__init__` reads `self.sp_model` (through
+    `vocab_size` / `get_vocab`) in `super().__init__` before loading it, as Baichuan2's does: the
+    subclass loads the sentencepiece model first, then runs the class's own `__init__` unchanged."""
+
+    class SentencepieceFirst(cls):
+        def __init__(self, vocab_file=None, *args, **kwargs):
+            import sentencepiece
+
+            self.sp_model = sentencepiece.SentencePieceProcessor(**(kwargs.get("sp_model_kwargs") or {}))
+            self.sp_model.Load(vocab_file)
+            super().__init__(vocab_file, *args, **kwargs)
+
+    SentencepieceFirst.__name__ = SentencepieceFirst.__qualname__ = cls.__name__
+    return SentencepieceFirst
+
+
+def remote_tokenizer_class(source: str):
+    """The tokenizer class a folder's tokenizer_config.json names in its `auto_map` (remote code)."""
+    from transformers.dynamic_module_utils import get_class_from_dynamic_module
+    from transformers.models.auto.tokenization_auto import get_tokenizer_config
+
+    auto_map = get_tokenizer_config(source).get("auto_map", {}).get("AutoTokenizer")
+    reference = auto_map[0] if isinstance(auto_map, list) else auto_map
+    if not reference:
+        return None
+    return get_class_from_dynamic_module(reference, source)
+
+
+def construct_tokenizer(source: str, trust_remote_code: bool):
+    """AutoTokenizer; when a remote sentencepiece tokenizer fails to construct (Baichuan2's on
+    transformers >= 4.34: 'no attribute sp_model', or a TypeError from the property it breaks), its
+    class loaded with the sentencepiece model first (`sentencepiece_first`); else a one-line error
+    naming the fix."""
     from transformers import AutoTokenizer
 
+    try:
+        return AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+    except ModuleNotFoundError as err:
+        if err.name == "sentencepiece":
+            raise ValueError(f"the tokenizer of {source} needs sentencepiece: pip install sentencepiece") from None
+        raise
+    except (AttributeError, TypeError) as err:
+        cls = remote_tokenizer_class(source) if trust_remote_code else None
+        if cls is None or "vocab_file" not in getattr(cls, "vocab_files_names", {}):
+            raise
+        first_error = f"{type(err).__name__}: {err}"
+    try:
+        return sentencepiece_first(cls).from_pretrained(source)
+    except Exception as err:  # noqa: BLE001 (the workaround did not fit this tokenizer: say what to change)
+        raise ValueError(
+            f"the tokenizer of {source} fails to construct ({first_error}), as Baichuan2's does on "
+            "transformers >= 4.34, and loading its sentencepiece model first did not help "
+            f"({type(err).__name__}: {err}); fix: in its tokenization file, move `super().__init__(...)` "
+            "below `self.sp_model.Load(vocab_file)`"
+        ) from None
+
+
+def load_tokenizer(source: str, *, adapter: str | None = None, trust_remote_code: bool = False):
+    """The adapter's tokenizer if it saved one, else the model's; left padding, with a pad token."""
     has_own = adapter is not None and (Path(adapter) / "tokenizer_config.json").exists()
-    tokenizer = AutoTokenizer.from_pretrained(adapter if has_own else source, trust_remote_code=trust_remote_code)
+    tokenizer = construct_tokenizer(str(adapter) if has_own else resolve_source(source), trust_remote_code)
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
             raise ValueError(f"the tokenizer of {source} has neither a pad nor an EOS token; batching needs one")
@@ -78,42 +212,24 @@ def load_model(
     """(model in eval mode, tokenizer) for prediction.
 
     `adapter`: a PEFT LoRA folder applied on top; merged into the weights (`merge=True`, faster
-    inference, same results up to rounding) or kept as a PeftModel. `device`: None = cuda if
-    available else cpu; `auto` = accelerate's device_map over all GPUs. Remote code runs only
-    with `trust_remote_code=True`.
+    inference, same results up to rounding) or kept as a PeftModel. `dtype`: `auto` is float32 on
+    CPU, bf16 (native) or fp16 on GPU. `device`: None = cuda if available else cpu; `auto` =
+    accelerate's device_map over all GPUs. Remote code runs only with `trust_remote_code=True`.
     """
-    from transformers import AutoModelForCausalLM
-
-    source = resolve_source(model)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cuda" if device == "auto" else device)
-    placement = {"device_map": "auto"} if device == "auto" else {}
-    lm = AutoModelForCausalLM.from_pretrained(
-        source, dtype=torch_dtype, trust_remote_code=trust_remote_code, **placement
-    )
+    lm = load_causal_lm(model, dtype=torch_dtype, trust_remote_code=trust_remote_code,
+                        device_map="auto" if device == "auto" else None)
     if device != "auto":
         lm = lm.to(device)
     if adapter is not None:
         from peft import PeftModel
 
-        if not (Path(adapter) / "adapter_config.json").is_file():
+        if not is_adapter(adapter):
             raise ValueError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
         lm = PeftModel.from_pretrained(lm, adapter)
         if merge:
             lm = lm.merge_and_unload()
     lm.eval()
-    tokenizer = load_tokenizer(source, adapter=adapter, trust_remote_code=trust_remote_code)
+    tokenizer = load_tokenizer(model, adapter=adapter, trust_remote_code=trust_remote_code)
     return lm, tokenizer
-
-
-def saved_template(model: str, adapter: str | None = None) -> str | None:
-    """The chat template name recorded next to the weights (`erckit_llm.json`), if any; adapter first."""
-    for folder in (adapter, model):
-        if folder is None or is_packaged(folder):
-            continue
-        info = Path(folder) / LLM_INFO
-        if info.is_file():
-            name = json.loads(info.read_text(encoding="utf-8")).get("template")
-            if isinstance(name, str) and name:
-                return name
-    return None

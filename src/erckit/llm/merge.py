@@ -1,21 +1,20 @@
 """`erckit merge`: fold a LoRA adapter into its base model and export a full model folder.
 
-The folder loads with `AutoModelForCausalLM.from_pretrained`, carries the tokenizer, a Jinja chat
-template equal to erckit's layout (so vLLM and `apply_chat_template` see the same text), and
-`erckit_llm.json` naming the template for `erckit predict`.
+The folder loads with `AutoModelForCausalLM.from_pretrained`, in the base model's own dtype (a bf16
+base gives a bf16 folder, on CPU too), carries the tokenizer, a Jinja chat template equal to erckit's
+layout (so vLLM and `apply_chat_template` see the same text), and the adapter's run record
+(`erckit_llm.json`, now describing a full model): `erckit predict` on the folder uses the run's
+template, prompt settings and max length.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
-import torch
-
-from erckit.atomic import write_text_atomic
-from erckit.llm.chat import ChatTemplate
-
-LLM_INFO = "erckit_llm.json"
+from erckit.llm.chat import ChatTemplate, get_template
+from erckit.llm.record import RunRecord, save_run_record
 
 
 def jinja_template(template: ChatTemplate) -> str:
@@ -34,27 +33,18 @@ def jinja_template(template: ChatTemplate) -> str:
     )
 
 
-def merge_adapter(
-    base_model: str, adapter: str | Path, out: str | Path, template: ChatTemplate, *, trust_remote_code: bool = False
-) -> Path:
-    """Merge `adapter` into `base_model` (float32 on CPU; the base's dtype on GPU) and save to `out`."""
+def merge_adapter(record: RunRecord, adapter: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:
+    """Merge `adapter` into `record.base_model` in the base's dtype and save it, with the record, to `out`."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from erckit.llm.packaged import resolve_model
+    from erckit.llm.loading import load_causal_lm, load_tokenizer
 
-    source = resolve_model(base_model)
-    dtype = "auto" if torch.cuda.is_available() else torch.float32
-    base = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
+    base = load_causal_lm(record.base_model, dtype="auto", trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     out = Path(out)
     merged.save_pretrained(out)
-    has_tokenizer = (Path(adapter) / "tokenizer_config.json").exists()
-    tokenizer = AutoTokenizer.from_pretrained(
-        str(adapter) if has_tokenizer else source, trust_remote_code=trust_remote_code
-    )
-    tokenizer.chat_template = jinja_template(template)
+    tokenizer = load_tokenizer(record.base_model, adapter=str(adapter), trust_remote_code=trust_remote_code)
+    tokenizer.chat_template = jinja_template(get_template(record.template))
     tokenizer.save_pretrained(out)
-    info = {"template": template.name, "base_model": base_model, "adapter": str(adapter)}
-    write_text_atomic(out / LLM_INFO, json.dumps(info, indent=2) + "\n")
+    save_run_record(out, replace(record, adapter=False))
     return out

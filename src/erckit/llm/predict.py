@@ -414,13 +414,14 @@ def predict_file(
 
 
 def resolve_template(template: str | ChatTemplate | None, model: str, adapter: str | None) -> ChatTemplate:
-    """The named template, or the one recorded next to the model by `erckit merge`."""
+    """The named template, or the one in the run record beside the weights (`erckit.llm.record`)."""
     if isinstance(template, ChatTemplate):
         return template
     if template is None:
-        from erckit.llm.loading import saved_template
+        from erckit.llm.record import RECORD_FILE, load_run_record
 
-        template = saved_template(model, adapter)
-        if template is None:
-            raise ValueError(f"name the chat template of {model} (no erckit_llm.json records one)")
+        record = load_run_record(adapter) or load_run_record(model)
+        if record is None:
+            raise ValueError(f"name the chat template of {model} (no {RECORD_FILE} records one)")
+        template = record.template
     return get_template(template)

@@ -8,6 +8,11 @@ Cost: one forward pass over each batch of prompts (left-padded, sorted by length
 for the last position only; its KV cache is repeated once per answer and a second, short pass runs
 the answer tokens (all answers at once). Full-vocabulary logits exist only for the few answer
 positions, never for the prompt.
+
+Models with their own code (`trust_remote_code`, e.g. Baichuan2) may accept only one new token on top
+of a cache (Baichuan2 trims its alibi mask only then) and keep legacy tuple caches: for them
+(`one_token_steps`) the answer tokens are fed one per step on the tuple cache the model returned.
+The log-probabilities are the same; only the number of forward calls differs.
 """
 
 from __future__ import annotations
@@ -26,8 +31,18 @@ from erckit.predictions import Prediction, from_probabilities
 
 def forward_parameters(model) -> set[str]:
     """Names the model's forward accepts explicitly (a PeftModel is looked through)."""
-    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-    return set(inspect.signature(inner.forward).parameters)
+    return set(inspect.signature(unwrapped(model).forward).parameters)
+
+
+def unwrapped(model):
+    """The transformers model inside a PeftModel (or the model itself)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
+def one_token_steps(model) -> bool:
+    """Whether the model runs its own code (loaded with trust_remote_code): such models, like
+    Baichuan2, may take only one new token on top of their cache and return tuple caches."""
+    return type(unwrapped(model)).__module__.startswith("transformers_modules")
 
 
 def encode_contexts(
@@ -113,18 +128,36 @@ def score_batch(
         valid[k, :n] = True
     inputs, nexts, valid = inputs.to(device), nexts.to(device), valid.to(device)
     cache = repeat_cache(out.past_key_values, answers)
-    full_mask = torch.cat([mask.repeat_interleave(answers, dim=0), valid.long().repeat(count, 1)], dim=1)
-    extra = {}
-    if "position_ids" in accepts:
-        start = mask.sum(-1).repeat_interleave(answers)  # real prompt length per row
-        extra["position_ids"] = start[:, None] + torch.arange(width, device=device)[None, :]
-    out = model(
-        input_ids=inputs.repeat(count, 1), attention_mask=full_mask, past_key_values=cache, use_cache=True, **extra
-    )
-    rest = token_log_probs(out.logits, nexts.repeat(count, 1))  # [B*K, W]
+    rows = (mask.repeat_interleave(answers, dim=0), valid.long().repeat(count, 1))
+    start = mask.sum(-1).repeat_interleave(answers)  # real prompt length per row
+    step = answer_steps if one_token_steps(model) else answer_pass
+    rest = step(model, cache, inputs.repeat(count, 1), nexts.repeat(count, 1), rows, start, accepts)
     rest = torch.where(valid.repeat(count, 1), rest, 0.0).sum(-1).view(count, answers)
     del cache, out
     return (scores + rest).cpu().numpy().astype(np.float64)
+
+
+def answer_pass(model, cache, inputs, nexts, rows, start, accepts) -> torch.Tensor:
+    """[R, W] log-probs of `nexts` after the cached prompt and `inputs`, in one forward pass."""
+    width = inputs.shape[1]
+    extra = {}
+    if "position_ids" in accepts:
+        extra["position_ids"] = start[:, None] + torch.arange(width, device=inputs.device)[None, :]
+    out = model(input_ids=inputs, attention_mask=torch.cat(rows, dim=1), past_key_values=cache, use_cache=True, **extra)
+    return token_log_probs(out.logits, nexts)
+
+
+def answer_steps(model, cache, inputs, nexts, rows, start, accepts) -> torch.Tensor:
+    """As `answer_pass`, one token per forward call on the cache the model returns (legacy tuples kept)."""
+    prompt_mask, answer_mask = rows
+    columns = []
+    for j in range(inputs.shape[1]):
+        extra = {"position_ids": (start + j)[:, None]} if "position_ids" in accepts else {}
+        mask = torch.cat([prompt_mask, answer_mask[:, : j + 1]], dim=1)
+        out = model(input_ids=inputs[:, j : j + 1], attention_mask=mask, past_key_values=cache, use_cache=True, **extra)
+        cache = out.past_key_values
+        columns.append(token_log_probs(out.logits[:, -1], nexts[:, j]))
+    return torch.stack(columns, dim=1)
 
 
 def label_log_probs(

@@ -10,17 +10,14 @@ from pathlib import Path
 
 import numpy as np
 
-from erckit.data import DataError, Dialogue
+from erckit.data import Dialogue
 from erckit.labels import LABELS
-from erckit.llm.chat import ChatTemplate
+from erckit.llm.chat import get_template
+from erckit.llm.loading import is_adapter
+from erckit.llm.record import Resolved
 from erckit.llm.scoring import label_log_probs
 from erckit.metrics import scores
-from erckit.prompts import PromptConfig, emotion_examples
-
-
-def is_adapter(checkpoint: Path) -> bool:
-    """Whether a checkpoint is a LoRA adapter (scored on top of a base model) rather than a full model."""
-    return (checkpoint / "adapter_config.json").exists()
+from erckit.prompts import emotion_examples
 
 
 def find_checkpoints(run: Path) -> list[Path]:
@@ -37,38 +34,33 @@ def find_checkpoints(run: Path) -> list[Path]:
 
 def rank_checkpoints(
     checkpoints: list[Path],
-    base_model: str | None,
+    runs: list[Resolved],
     validation: list[Dialogue],
-    prompts: PromptConfig,
-    template: ChatTemplate,
     *,
     batch_size: int = 8,
     limit: int = 0,
     trust_remote_code: bool = False,
 ) -> list[dict]:
-    """Validation scores of every checkpoint, best macro-F1 first (ties: the earlier checkpoint)."""
+    """Validation scores of every checkpoint, best macro-F1 first (ties: the earlier checkpoint).
+
+    `runs[i]`: what to load for `checkpoints[i]` and its settings (`erckit.llm.record.resolve_run`):
+    each checkpoint is scored with the template, prompts and max length it was trained with.
+    """
     from erckit.llm.loading import load_model
 
-    adapters = [c for c in checkpoints if is_adapter(c)]
-    if adapters and not base_model:
-        raise DataError(adapters[0], None, "is a LoRA adapter checkpoint: give --base, the base model it was trained on")
-    examples = emotion_examples(validation, prompts)
-    if limit:
-        examples = examples[:limit]
-    gold = [e.answer for e in examples]
     rows = []
-    for order, checkpoint in enumerate(checkpoints):
-        adapter = is_adapter(checkpoint)
+    for order, (checkpoint, run) in enumerate(zip(checkpoints, runs, strict=True)):
+        examples = emotion_examples(validation, run.record.prompt)
+        if limit:
+            examples = examples[:limit]
         model, tokenizer = load_model(
-            base_model if adapter else str(checkpoint),
-            adapter=str(checkpoint) if adapter else None,
-            trust_remote_code=trust_remote_code,
+            run.model, adapter=run.adapter, trust_remote_code=trust_remote_code or run.record.trust_remote_code
         )
-        logp = label_log_probs(model, tokenizer, [e.prompt for e in examples], template, batch_size=batch_size)
-        result = scores(gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
+        logp = label_log_probs(model, tokenizer, [e.prompt for e in examples], get_template(run.record.template),
+                               batch_size=batch_size, max_length=run.record.max_length)
+        result = scores([e.answer for e in examples], [LABELS[i] for i in np.argmax(logp, axis=1)])
         rows.append({"checkpoint": str(checkpoint), "order": order} | {
             k: result[k] for k in ("macro_f1", "weighted_f1", "accuracy")
         })
         del model
     return sorted(rows, key=lambda r: (-r["macro_f1"], r["order"]))
-

@@ -1,13 +1,20 @@
 """LoRA (or QLoRA, or full) fine-tuning of a chat LLM on the emotion prompts, on transformers' Trainer.
 
 Validation macro-F1 by label scoring every `eval_steps`, logged with the loss; the checkpoint with
-the best macro-F1 is kept and exported to `<out>/best`. The same command resumes a killed run from
-its last checkpoint, and runs unchanged under `torchrun` / `accelerate launch` (DeepSpeed, FSDP).
+the best macro-F1 is kept and exported to `<out>/best` with the run record (`erckit.llm.record`).
+The same command resumes a killed run from its last checkpoint, and runs unchanged under `torchrun`
+/ `accelerate launch` (DDP, DeepSpeed, FSDP):
+- TrainingArguments exist before the model is loaded (a ZeRO-3 config then loads it under zero.Init);
+- the seed is set before LoRA weights are drawn: every process and every rerun starts alike;
+- DDP does not look for unused parameters (none are: an extra autograd pass, and a crash with
+  reentrant checkpointing); under FSDP checkpoints hold full adapter weights;
+- validation is scored in shards, one per process, gathered so every process picks the same best;
+- only the main process writes the run record, `best/` and the plot, after a barrier.
 """
 
 from __future__ import annotations
 
-import json
+import shutil
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -16,21 +23,22 @@ import numpy as np
 import torch
 from datasets import Dataset
 from transformers import (
-    AutoModelForCausalLM,
-    AutoTokenizer,
     DataCollatorForSeq2Seq,
     PreTrainedTokenizerBase,
     Trainer,
     TrainerCallback,
+    TrainerState,
     TrainingArguments,
+    set_seed,
 )
 
-from erckit.atomic import write_text_atomic
 from erckit.config import ConfigError, LLMConfig, RunConfig
 from erckit.data import Dialogue
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, encode_pair, get_template
-from erckit.llm.merge import LLM_INFO
+from erckit.llm.distributed import barrier, gather_rows, shard
+from erckit.llm.loading import load_causal_lm, load_tokenizer, native_bf16, precision_dtype, rank_device_map
+from erckit.llm.record import RunRecord, save_run_record
 from erckit.llm.scoring import forward_parameters, label_log_probs
 from erckit.metrics import scores
 from erckit.plots import plot_training
@@ -72,51 +80,84 @@ def tokenize(
     return Dataset.from_dict(rows)
 
 
-def precision_flags(precision: str) -> dict[str, bool]:
-    """Trainer flags: bf16 (or fp16) on GPU when 'auto', fp32 on CPU."""
+def precision_flags(precision: str, *, cuda: bool | None = None, bf16: bool | None = None) -> dict[str, bool]:
+    """Trainer flags: on a GPU, 'auto' is bf16 where the GPU has it natively (compute capability 8.0+),
+    else fp16; fp32 on CPU. (`cuda`, `bf16`: what the machine offers; detected when None.)"""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
     if precision == "auto":
-        if not torch.cuda.is_available():
+        if not cuda:
             return {"bf16": False, "fp16": False}
-        return {"bf16": True, "fp16": False} if torch.cuda.is_bf16_supported() else {"bf16": False, "fp16": True}
-    if precision in ("fp16", "bf16") and not torch.cuda.is_available():
+        native = native_bf16() if bf16 is None else bf16
+        return {"bf16": native, "fp16": not native}
+    if precision in ("fp16", "bf16") and not cuda:
         raise ConfigError(f"llm.precision={precision} needs a GPU; use fp32 (or auto) on CPU")
     return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
 
 
-def load_trainable(config: LLMConfig):
-    """The base model with LoRA adapters (or QLoRA, or all weights trainable) and its tokenizer."""
+def training_dtype(config: LLMConfig, *, cuda: bool | None = None, bf16: bool | None = None) -> torch.dtype:
+    """The dtype the base model is loaded in: the precision's (fp32 trains fp32, fp16 loads fp16, and a
+    4-bit model computes in it); full fine-tuning keeps float32 master weights under mixed precision."""
+    if config.finetuning == "full":
+        return torch.float32
+    return precision_dtype(config.precision, cuda=cuda, bf16=bf16)
+
+
+def training_arguments(config: RunConfig, out: Path, evaluate: bool) -> TrainingArguments:
+    """The Trainer's arguments. Created before the model: with a DeepSpeed ZeRO-3 config they register
+    it (HfTrainerDeepSpeedConfig), and `from_pretrained` then loads the model under zero.Init."""
+    llm = config.llm
+    return TrainingArguments(
+        output_dir=str(out), per_device_train_batch_size=llm.batch_size, gradient_accumulation_steps=llm.grad_accum,
+        learning_rate=llm.lr, lr_scheduler_type=llm.scheduler, warmup_steps=llm.warmup_ratio,  # a float < 1 is a ratio
+        num_train_epochs=llm.epochs, max_steps=llm.max_steps, logging_steps=llm.logging_steps,
+        eval_strategy="steps" if evaluate else "no", eval_steps=llm.eval_steps,
+        save_strategy="steps", save_steps=llm.eval_steps, save_total_limit=llm.save_total_limit,
+        load_best_model_at_end=evaluate, metric_for_best_model="macro_f1" if evaluate else None,
+        greater_is_better=True, report_to=[], seed=config.train.seed, deepspeed=llm.deepspeed,
+        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
+        ddp_find_unused_parameters=False,  # every trainable weight is used in every step
+        disable_tqdm=False, **precision_flags(llm.precision),
+    )
+
+
+def quantization(config: LLMConfig):
+    """The 4-bit config of QLoRA (compute dtype = the precision's), or None."""
+    if config.finetuning != "qlora":
+        if config.finetuning not in ("lora", "full"):
+            raise ConfigError(f"llm.finetuning must be lora, qlora or full, not {config.finetuning!r}")
+        return None
+    if not torch.cuda.is_available():
+        raise ConfigError("llm.finetuning=qlora needs a CUDA GPU and bitsandbytes; use lora on CPU")
+    from transformers import BitsAndBytesConfig
+
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=training_dtype(config))
+
+
+def load_trainable(config: LLMConfig, args: TrainingArguments, seed: int):
+    """The base model with LoRA adapters (or QLoRA, or all weights trainable) and its tokenizer.
+
+    Takes the TrainingArguments so it cannot run before they exist (ZeRO-3, see `training_arguments`).
+    """
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    from erckit.llm.packaged import resolve_model
-
-    source = resolve_model(config.model)
-    tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=config.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "left"  # answers end every row: the loss needs logits of the last columns only
-    extra: dict = {}
-    if config.finetuning == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        if not torch.cuda.is_available():
-            raise ConfigError("llm.finetuning=qlora needs a CUDA GPU and bitsandbytes; use lora on CPU")
-        extra["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
-        )
-    elif config.finetuning not in ("lora", "full"):
-        raise ConfigError(f"llm.finetuning must be lora, qlora or full, not {config.finetuning!r}")
-    dtype = torch.float32 if not torch.cuda.is_available() or config.finetuning == "full" else "auto"
-    model = AutoModelForCausalLM.from_pretrained(
-        source, dtype=dtype, trust_remote_code=config.trust_remote_code, **extra
+    tokenizer = load_tokenizer(config.model, trust_remote_code=config.trust_remote_code)
+    quantized = quantization(config)
+    model = load_causal_lm(
+        config.model, dtype=training_dtype(config), trust_remote_code=config.trust_remote_code,
+        device_map=rank_device_map(quantized is not None), quantization_config=quantized,
     )
+    if config.finetuning == "qlora":
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()  # layers that checkpoint on their own (reentrant) still pass gradients
     if config.finetuning == "full":
         return model, tokenizer
-    if config.finetuning == "qlora":
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=config.gradient_checkpointing)
     lora = LoraConfig(
         r=config.lora.rank, lora_alpha=config.lora.alpha, lora_dropout=config.lora.dropout,
         target_modules=config.lora.target_modules, task_type="CAUSAL_LM",
     )
+    set_seed(seed)  # LoRA weights are drawn here: the same on every process and in every rerun
     return get_peft_model(model, lora), tokenizer
 
 
@@ -163,13 +204,16 @@ class MacroF1Trainer(Trainer):
         model = self.model
         was_training = model.training
         model.eval()
+        mine = shard(len(self.val_prompts), self.args.process_index, self.args.world_size)
         try:
             logp = label_log_probs(
-                model, self.processing_class, self.val_prompts, self.template, batch_size=self.eval_batch_size,
-                progress=self.is_world_process_zero(), max_length=self.max_length,  # truncated as in training
+                model, self.processing_class, [self.val_prompts[i] for i in mine], self.template,
+                batch_size=self.eval_batch_size, progress=self.is_world_process_zero(),
+                max_length=self.max_length,  # truncated as in training
             )
         finally:
             model.train(was_training)
+        logp = gather_rows(mine, logp, len(self.val_prompts))  # every process: all rows, so the same best
         result = scores(self.val_gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
         metrics = {
             f"{metric_key_prefix}_{key}": round(result[key], 6) for key in ("macro_f1", "weighted_f1", "accuracy")
@@ -186,6 +230,44 @@ def _last_checkpoint(out: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+def finished_state(checkpoint: Path | None) -> TrainerState | None:
+    """The state of a checkpoint saved at the run's last step (resuming from it would train one step more)."""
+    if checkpoint is None:
+        return None
+    state = TrainerState.load_from_json(str(checkpoint / "trainer_state.json"))
+    return state if state.max_steps > 0 and state.global_step >= state.max_steps else None
+
+
+WEIGHT_FILES = ("adapter_config.json", "adapter_model.safetensors", "config.json", "generation_config.json",
+                "model.safetensors", "model.safetensors.index.json")
+
+
+def export_checkpoint(checkpoint: Path, best: Path) -> None:
+    """Copy a checkpoint's weights (adapter or full model) into `best` (main process only)."""
+    files = [f for f in checkpoint.iterdir() if f.name in WEIGHT_FILES or f.name.startswith("model-")]
+    if not any(f.name in ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
+               for f in files):
+        raise ConfigError(f"{checkpoint} holds no adapter or model weights (FSDP sharded state?); cannot export it")
+    best.mkdir(parents=True, exist_ok=True)
+    for file in [*files, *checkpoint.glob("*.py")]:  # *.py: a full model's own code (trust_remote_code)
+        shutil.copy2(file, best / file.name)
+
+
+def run_record(config: LLMConfig, prompts: PromptConfig) -> RunRecord:
+    """The record saved beside the run's weights (see erckit.llm.record)."""
+    return RunRecord(
+        base_model=config.model, template=config.template, prompt=prompts, max_length=config.max_length,
+        precision=config.precision, adapter=config.finetuning != "full", trust_remote_code=config.trust_remote_code,
+    )
+
+
+def full_fsdp_state(trainer: Trainer) -> None:
+    """Under FSDP, save full (gathered) state dicts, so checkpoints and best/ hold the adapter itself
+    rather than sharded files that `save_model` writes no adapter for."""
+    if trainer.is_fsdp_enabled:
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+
+
 def train_llm(
     config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path,
     callbacks: list[TrainerCallback] = (),
@@ -193,25 +275,16 @@ def train_llm(
     """Fine-tune, select by validation macro-F1, export the best adapter (or model) to `out/best`."""
     llm = config.llm
     template = get_template(llm.template)
-    model, tokenizer = load_trainable(llm)
-    if llm.gradient_checkpointing:
-        model.gradient_checkpointing_enable()
     prompts = prompt_config(llm, train)
-    train_set = tokenize(training_examples(llm, train, prompts), tokenizer, template, llm.max_length)
     val_examples = emotion_examples(validation, prompts) if validation else []
     if llm.eval_subset:
         val_examples = val_examples[: llm.eval_subset]
-    args = TrainingArguments(
-        output_dir=str(out), per_device_train_batch_size=llm.batch_size, gradient_accumulation_steps=llm.grad_accum,
-        learning_rate=llm.lr, lr_scheduler_type=llm.scheduler, warmup_steps=llm.warmup_ratio,  # a float < 1 is a ratio
-        num_train_epochs=llm.epochs, max_steps=llm.max_steps, logging_steps=llm.logging_steps,
-        eval_strategy="steps" if val_examples else "no", eval_steps=llm.eval_steps,
-        save_strategy="steps", save_steps=llm.eval_steps, save_total_limit=llm.save_total_limit,
-        load_best_model_at_end=bool(val_examples), metric_for_best_model="macro_f1" if val_examples else None,
-        greater_is_better=True, report_to=[], seed=config.train.seed, deepspeed=llm.deepspeed,
-        use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
-        disable_tqdm=False, **precision_flags(llm.precision),
-    )
+    args = training_arguments(config, out, evaluate=bool(val_examples))
+    model, tokenizer = load_trainable(llm, args, config.train.seed)
+    record = run_record(llm, prompts)
+    if args.process_index == 0:
+        save_run_record(out, record)  # checkpoint-N folders are read with their run's record
+    train_set = tokenize(training_examples(llm, train, prompts), tokenizer, template, llm.max_length)
     trainer = MacroF1Trainer(
         model=model, args=args, train_dataset=train_set,
         eval_dataset=tokenize(val_examples[:1], tokenizer, template, llm.max_length) if val_examples else None,
@@ -220,24 +293,35 @@ def train_llm(
         val_prompts=[e.prompt for e in val_examples], val_gold=[e.answer for e in val_examples],
         template=template, eval_batch_size=llm.eval_batch_size, max_length=llm.max_length,
     )
+    full_fsdp_state(trainer)
     resume = _last_checkpoint(out)
-    if resume is not None:
-        print(f"resuming {out} from {resume.name}")
     started = time.perf_counter()
-    trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    if (done := finished_state(resume)) is not None:
+        print(f"{out}: {resume.name} was saved at the last step; nothing left to train")
+        trainer.state = done
+    else:
+        if resume is not None:
+            print(f"resuming {out} from {resume.name}")
+        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
-    trainer.save_model(str(out / BEST))  # the best checkpoint's weights (loaded at the end) or the last
+    best = trainer.state.best_model_checkpoint
+    if best is None:
+        trainer.save_model(str(out / BEST))  # no validation: the last weights (all processes take part)
+    barrier()
     if trainer.is_world_process_zero():
+        if best is not None:
+            export_checkpoint(Path(best), out / BEST)
         tokenizer.save_pretrained(str(out / BEST))
-        record = {"template": template.name, "base_model": llm.model, "prompt": asdict(prompts)}
-        write_text_atomic(out / BEST / LLM_INFO, json.dumps(record, indent=2) + "\n")
+        save_run_record(out / BEST, record)
         log = trainer.state.log_history
         plot_training(
             out / "training.png", "step", [(h["step"], h["loss"]) for h in log if "loss" in h],
             {"validation macro-F1": [(h["step"], h["eval_macro_f1"]) for h in log if "eval_macro_f1" in h]},
         )
+        print(f"wrote {out / BEST} (from {Path(best).name if best else 'the last step'})")
+    barrier()  # no process returns (and reports the run finished) before best/ is written
     return {
-        "best_checkpoint": trainer.state.best_model_checkpoint, "best_macro_f1": trainer.state.best_metric,
+        "best_checkpoint": best, "best_macro_f1": trainer.state.best_metric,
         "global_step": trainer.state.global_step, "train_seconds": seconds,
         "validation_utterances": len(val_examples), "prompt": asdict(prompts),
         "history": [h for h in trainer.state.log_history if "loss" in h or "eval_macro_f1" in h],

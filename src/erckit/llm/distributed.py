@@ -1,0 +1,55 @@
+"""The few collective steps of a multi-process run (torchrun / accelerate launch), no-ops in one process.
+
+Validation is split into equal shards (`shard`: the last index repeats to even them out, so every
+process makes the same number of forward calls, which ZeRO-3 and FSDP require); `gather_rows` puts
+every process's rows back together on every process. `barrier` makes the processes wait for each
+other; `is_main_process` says which one writes files.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch.distributed as dist
+
+
+def initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: the process group's, or before it exists the launcher's
+    RANK / WORLD_SIZE (set by torchrun, accelerate and deepspeed); (0, 1) when not launched so."""
+    if initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    return world()[0] == 0
+
+
+def barrier() -> None:
+    if initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def shard(count: int, rank: int, size: int) -> list[int]:
+    """The indices process `rank` of `size` handles: every size-th from rank, padded (by repeating
+    the last index) to the same length on every process."""
+    mine = list(range(rank, count, size))
+    length = -(-count // size)
+    return mine + [count - 1] * (length - len(mine)) if count else []
+
+
+def gather_rows(indices: list[int], rows: np.ndarray, count: int) -> np.ndarray:
+    """[count, K]: every process's `rows` (for its `indices`) gathered into one array, on every process."""
+    parts: list = [(indices, rows)]
+    if initialized() and dist.get_world_size() > 1:
+        parts = [None] * dist.get_world_size()
+        dist.all_gather_object(parts, (indices, rows))
+    result = np.zeros((count, rows.shape[1]), dtype=rows.dtype)
+    for part_indices, part_rows in parts:
+        result[part_indices] = part_rows
+    return result
