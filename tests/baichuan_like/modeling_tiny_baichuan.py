@@ -108,15 +108,14 @@ class TinyBaichuanModel(TinyBaichuanPreTrainedModel):
         self.layers = nn.ModuleList(Layer(config) for _ in range(config.num_hidden_layers))
         self.norm = RMSNorm(config.hidden_size, config.rms_norm_eps)
         self.gradient_checkpointing = config.gradient_checkpointing
-        heads = config.num_attention_heads
-        self.register_buffer("slopes", torch.tensor([2 ** (-8 * (i + 1) / heads) for i in range(heads)]),
-                             persistent=False)
         self.post_init()
 
     def attention_bias(self, attention_mask, total, dtype):
         """[batch, heads, total, total]: alibi by key position, causal and padding masks."""
+        heads = self.config.num_attention_heads
+        slopes = torch.tensor([2 ** (-8 * (i + 1) / heads) for i in range(heads)], device=attention_mask.device)
         positions = torch.arange(total, device=attention_mask.device)
-        bias = (self.slopes.to(attention_mask.device)[:, None, None] * positions[None, None, :]).to(dtype)
+        bias = (slopes[:, None, None] * positions[None, None, :]).to(dtype)
         future = positions[None, :] > positions[:, None]
         padding = attention_mask[:, None, None, :] == 0
         return bias[None].masked_fill(future[None, None] | padding, torch.finfo(dtype).min)

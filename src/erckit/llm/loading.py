@@ -143,7 +143,9 @@ def sentencepiece_first(cls):
             self.sp_model.Load(vocab_file)
             super().__init__(vocab_file, *args, **kwargs)
 
+    # Saved as the class it extends: tokenizer_config.json keeps naming the model's own tokenizer file.
     SentencepieceFirst.__name__ = SentencepieceFirst.__qualname__ = cls.__name__
+    SentencepieceFirst.__module__ = cls.__module__
     return SentencepieceFirst
 
 
