@@ -50,10 +50,10 @@ llm:
 """
 
 
-def launch(config: Path, out: Path, logs: Path) -> list[str]:
+def launch(config: Path, out: Path, logs: Path, *overrides: str) -> list[str]:
     """Run `torchrun --nproc_per_node 2 -m erckit train`; the stdout of rank 0 and rank 1."""
     command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--log-dir", str(logs),
-               "--redirects", "3", "-m", "erckit", "train", "--config", str(config), f"out={out}"]
+               "--redirects", "3", "-m", "erckit", "train", "--config", str(config), f"out={out}", *overrides]
     env = os.environ | {"HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "HF_MODULES_CACHE": str(logs / "modules")}
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     outputs = [next(logs.rglob(f"attempt_0/{rank}/stdout.log")).read_text() for rank in (0, 1)]
@@ -102,3 +102,20 @@ def test_two_processes_agree_write_once_and_repeat(tmp_path):
         one, two = adapter(first / folder), adapter(second / folder)
         assert one.keys() == two.keys() and all(torch.equal(one[k], two[k]) for k in one)
     assert any(not torch.equal(v, torch.zeros_like(v)) for k, v in adapter(first / "best").items() if "lora_B" in k)
+
+
+def test_checkpointed_layers_train_under_ddp(tmp_path):
+    """The stand-in checkpoints its layers with reentrant autograd, as Baichuan2 does: under DDP that
+    fails at the first backward unless DDP is told no parameter goes unused."""
+    train = read_dialogues(BMELD / "train_sent_emo.csv")[:8]
+    dev = read_dialogues(BMELD / "dev_sent_emo.csv")[:2]
+    (tmp_path / "train.jsonl").write_text(dump(train), encoding="utf-8")
+    (tmp_path / "dev.jsonl").write_text(dump(dev), encoding="utf-8")
+    texts = [u.text for d in train + dev for u in d.utterances] + [" ".join(LABELS)] * 3
+    base = build_baichuan_like(tmp_path / "tiny-baichuan", texts)
+    config = tmp_path / "recipe.yaml"
+    config.write_text(RECIPE.format(train=tmp_path / "train.jsonl", dev=tmp_path / "dev.jsonl", base=base))
+    launch(config, tmp_path / "run", tmp_path / "logs", "llm.gradient_checkpointing=true", "llm.max_steps=3")
+    weights = adapter(tmp_path / "run" / "best")
+    layer0 = [v for k, v in weights.items() if "layers.0." in k and "lora_B" in k]
+    assert layer0 and all(not torch.equal(v, torch.zeros_like(v)) for v in layer0)  # gradients reached layer 0
