@@ -122,7 +122,7 @@ def test_its_tuple_gradient_checkpointing_is_not_switched_on(data):
     plain = AutoModelForCausalLM.from_pretrained(data["base"], trust_remote_code=True)
     assert plain.model.gradient_checkpointing  # as Baichuan2 loads: reentrant checkpointing, always
     model = load_causal_lm(str(data["base"]), trust_remote_code=True)
-    assert model.model.gradient_checkpointing is False and not model.is_gradient_checkpointing
+    assert model.model.gradient_checkpointing is False and not model.is_activation_checkpointing
 
 
 def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path):

@@ -85,7 +85,9 @@ def load_run_record(path: str | Path | None) -> RunRecord | None:
 
     `packaged:` names and hub ids have none. A record that is not valid JSON is refused, naming the file.
     """
-    if path is None or str(path).startswith("packaged") or not Path(path).is_dir():
+    from erckit.llm.loading import is_packaged
+
+    if path is None or is_packaged(str(path)) or not Path(path).is_dir():
         return None
     folder = record_folder(path)
     if folder is None:
@@ -182,5 +184,8 @@ def resolve_run(weights: str, overrides: Overrides, language: str) -> Resolved:
 
 
 def weights_of(record: RunRecord, folder: str | Path) -> tuple[str, str | None]:
-    """(model, adapter) to load for the weights in `folder` described by `record`."""
-    return (record.base_model, str(folder)) if record.adapter else (str(folder), None)
+    """(model, adapter) to load for the weights in `folder`: the record's base with the folder's
+    adapter, or the folder's full model (told apart by `loading.is_adapter`, as everywhere)."""
+    from erckit.llm.loading import is_adapter
+
+    return (record.base_model, str(folder)) if is_adapter(folder) else (str(folder), None)
