@@ -4,7 +4,7 @@ The model is the Baichuan2-like stand-in (its own code, a tuple `gradient_checkp
 Both processes must agree on the best checkpoint (validation is scored in shards and gathered), only
 rank 0 writes, best/ equals the best checkpoint and is written before the run is marked finished, the
 gathered validation scores equal a single-process `erckit select`, and a second identical launch gives
-the same adapter weights (the seed is set before the LoRA weights are drawn). Slow: about a minute.
+the same adapter weights (the seed is set before the LoRA weights are drawn). Slow: about a minute (BENCHMARKS.md).
 """
 
 from __future__ import annotations
