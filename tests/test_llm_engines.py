@@ -144,3 +144,16 @@ def test_qwen25_template_has_qwen25s_system_prompt():
 
     recipe_file = Path(__file__).resolve().parents[1] / "configs" / "qwen2.5-7b-instruct-lora.yaml"
     assert yaml.safe_load(recipe_file.read_text(encoding="utf-8"))["llm"]["template"] == "qwen2.5"
+
+
+def test_only_the_main_process_writes_the_model_info(tmp_path, monkeypatch):
+    from erckit.config import load_config
+    from erckit.models import MODEL_FILE, train
+
+    monkeypatch.setenv("RANK", "1")  # what torchrun tells the second process, before any process group
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    train(load_config("configs/tfidf.yaml", [f"out={tmp_path / 'second'}"]))
+    assert not (tmp_path / "second" / MODEL_FILE).exists()
+    monkeypatch.setenv("RANK", "0")
+    train(load_config("configs/tfidf.yaml", [f"out={tmp_path / 'first'}"]))
+    assert (tmp_path / "first" / MODEL_FILE).exists()
