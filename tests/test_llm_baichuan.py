@@ -125,7 +125,7 @@ def test_its_tuple_gradient_checkpointing_is_not_switched_on(data):
     assert model.model.gradient_checkpointing is False and not model.is_activation_checkpointing
 
 
-def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path):
+def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path, capsys):
     run, merged = tmp_path / "run", tmp_path / "merged"
     overrides = [
         "model=llm", f"out={run}", f"data.train={data['train']}", f"data.validation={data['dev']}",
@@ -147,7 +147,9 @@ def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path):
     assert info["summary"]["best_macro_f1"] == pytest.approx(best["macro_f1"], abs=1e-6)  # select agrees with training
     assert main(["merge", "--adapter", str(run), "--out", str(merged)]) == 0
     preds = tmp_path / "predictions.jsonl"
+    capsys.readouterr()
     assert main(["predict", "--model", str(merged), "--input", str(data["dev"]), "--out", str(preds)]) == 0
+    assert "note: running the model's own code: the run record" in capsys.readouterr().err  # said, not silent
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
     model, tokenizer = load_model(str(merged), trust_remote_code=True)
     examples = emotion_examples(data["dev_dialogues"], PromptConfig("zh", window=3))

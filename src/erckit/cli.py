@@ -133,9 +133,18 @@ def _resolve_run(weights: str, args: argparse.Namespace, dialogues, base: str | 
 
     language = args.language or (detect_language(dialogues) if dialogues else "zh")
     resolved = resolve_run(weights, _overrides(args, base), language)
-    for note in resolved.notes:
-        print(f"note: {note}", file=sys.stderr)
+    _print_notes(resolved, args)
     return resolved
+
+
+def _print_notes(resolved, args: argparse.Namespace) -> None:
+    """What the command line changed in the run's settings, and remote code run on the record's word."""
+    notes = list(resolved.notes)
+    if resolved.record.trust_remote_code and not args.trust_remote_code:
+        notes.append(f"running the model's own code: the run record of {resolved.adapter or resolved.model} asks for "
+                     "trust_remote_code")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
 
 
 def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, predict_file):
@@ -295,8 +304,7 @@ def _merge(args: argparse.Namespace) -> int:
     from erckit.llm.record import Overrides, resolve_run
 
     resolved = resolve_run(args.adapter, Overrides(base_model=args.base, template=args.template), "zh")
-    for note in resolved.notes:
-        print(f"note: {note}", file=sys.stderr)
+    _print_notes(resolved, args)
     if resolved.adapter is None:
         raise DataError(args.adapter, None, "is not a LoRA adapter folder (no adapter_config.json): nothing to merge")
     out = merge_adapter(resolved.record, resolved.adapter, args.out,
