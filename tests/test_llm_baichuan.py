@@ -161,3 +161,19 @@ def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path, caps
         probs = np.exp(reference - reference.max())
         np.testing.assert_allclose([row["probs"][a] for a in LABELS], probs / probs.sum(), atol=1e-4)
         assert row["label"] == LABELS[int(np.argmax(reference))]
+
+
+def test_a_tokenizer_the_workaround_cannot_fix_fails_in_one_line_naming_the_fix(data, tmp_path, capsys):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data["base"], broken)
+    code = broken / "tokenization_tiny_baichuan.py"
+    code.write_text(code.read_text().replace("return self.sp_model.get_piece_size()",
+                                             "return self.vocabulary.get_piece_size()"))
+    args = ["predict", "--model", str(broken), "--template", "baichuan2", "--trust-remote-code",
+            "--input", str(data["dev"]), "--out", str(tmp_path / "p.jsonl")]
+    assert main(args) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "move `super().__init__(...)` below `self.sp_model.Load" in error
+    assert not (tmp_path / "p.jsonl").exists()

@@ -218,6 +218,7 @@ def load_model(
     CPU, bf16 (native) or fp16 on GPU. `device`: None = cuda if available else cpu; `auto` =
     accelerate's device_map over all GPUs. Remote code runs only with `trust_remote_code=True`.
     """
+    tokenizer = load_tokenizer(model, adapter=adapter, trust_remote_code=trust_remote_code)  # fails fast
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cuda" if device == "auto" else device)
     lm = load_causal_lm(model, dtype=torch_dtype, trust_remote_code=trust_remote_code,
@@ -233,5 +234,4 @@ def load_model(
         if merge:
             lm = lm.merge_and_unload()
     lm.eval()
-    tokenizer = load_tokenizer(model, adapter=adapter, trust_remote_code=trust_remote_code)
     return lm, tokenizer

@@ -39,11 +39,11 @@ def merge_adapter(record: RunRecord, adapter: str | Path, out: str | Path, *, tr
 
     from erckit.llm.loading import load_causal_lm, load_tokenizer
 
+    tokenizer = load_tokenizer(record.base_model, adapter=str(adapter), trust_remote_code=trust_remote_code)
     base = load_causal_lm(record.base_model, dtype="auto", trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     out = Path(out)
     merged.save_pretrained(out)
-    tokenizer = load_tokenizer(record.base_model, adapter=str(adapter), trust_remote_code=trust_remote_code)
     tokenizer.chat_template = jinja_template(get_template(record.template))
     tokenizer.save_pretrained(out)
     save_run_record(out, replace(record, adapter=False))
