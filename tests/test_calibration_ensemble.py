@@ -23,7 +23,7 @@ def constructed(n_fear: int = 20, n_neutral: int = 80) -> tuple[np.ndarray, np.n
     probs = np.full((n_fear + n_neutral, len(LABELS)), 0.0)
     probs[:n_fear, FEAR], probs[:n_fear, NEUTRAL] = 0.3, 0.6
     probs[n_fear:, FEAR], probs[n_fear:, NEUTRAL] = 0.1, 0.85
-    probs += 0.05 / (len(LABELS) - 2) * (probs == 0)
+    probs += (1 - probs.sum(axis=1, keepdims=True)) / (len(LABELS) - 2) * (probs == 0)  # rows sum to 1
     gold = np.array([FEAR] * n_fear + [NEUTRAL] * n_neutral)
     return np.log(probs), gold
 

@@ -7,11 +7,12 @@ which is what every prediction backend needs for batches of prompts of different
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
 
+from erckit.data import DataError
+from erckit.formats.encoding import read_json
 from erckit.llm.merge import LLM_INFO  # `erckit merge` records the chat template there
 
 DTYPES = {
@@ -84,6 +85,8 @@ def load_model(
     """
     from transformers import AutoModelForCausalLM
 
+    if adapter is not None:
+        check_adapter(adapter)
     source = resolve_source(model)
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cuda" if device == "auto" else device)
@@ -96,14 +99,22 @@ def load_model(
     if adapter is not None:
         from peft import PeftModel
 
-        if not (Path(adapter) / "adapter_config.json").is_file():
-            raise ValueError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
         lm = PeftModel.from_pretrained(lm, adapter)
         if merge:
             lm = lm.merge_and_unload()
     lm.eval()
     tokenizer = load_tokenizer(source, adapter=adapter, trust_remote_code=trust_remote_code)
     return lm, tokenizer
+
+
+def check_adapter(adapter: str | Path) -> None:
+    """Refuse an adapter folder without a PEFT adapter_config.json naming its peft_type."""
+    path = Path(adapter) / "adapter_config.json"
+    if not path.is_file():
+        raise DataError(adapter, None, "is not a PEFT adapter folder (no adapter_config.json)")
+    config = read_json(path)
+    if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
+        raise DataError(path, None, 'is not a PEFT adapter config (no "peft_type", e.g. "LORA")')
 
 
 def saved_template(model: str, adapter: str | None = None) -> str | None:
@@ -113,7 +124,8 @@ def saved_template(model: str, adapter: str | None = None) -> str | None:
             continue
         info = Path(folder) / LLM_INFO
         if info.is_file():
-            name = json.loads(info.read_text(encoding="utf-8")).get("template")
+            record = read_json(info)
+            name = record.get("template") if isinstance(record, dict) else None
             if isinstance(name, str) and name:
                 return name
     return None

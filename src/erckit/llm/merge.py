@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from erckit.atomic import write_text_atomic
+from erckit.atomic import atomic_folder
 from erckit.llm.chat import ChatTemplate
 
 LLM_INFO = "erckit_llm.json"
@@ -41,20 +41,22 @@ def merge_adapter(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from erckit.llm.loading import check_adapter
     from erckit.llm.packaged import resolve_model
 
+    check_adapter(adapter)
     source = resolve_model(base_model)
     dtype = "auto" if torch.cuda.is_available() else torch.float32
     base = AutoModelForCausalLM.from_pretrained(source, dtype=dtype, trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    out = Path(out)
-    merged.save_pretrained(out)
     has_tokenizer = (Path(adapter) / "tokenizer_config.json").exists()
     tokenizer = AutoTokenizer.from_pretrained(
         str(adapter) if has_tokenizer else source, trust_remote_code=trust_remote_code
     )
     tokenizer.chat_template = jinja_template(template)
-    tokenizer.save_pretrained(out)
     info = {"template": template.name, "base_model": base_model, "adapter": str(adapter)}
-    write_text_atomic(out / LLM_INFO, json.dumps(info, indent=2) + "\n")
-    return out
+    with atomic_folder(out) as folder:  # a killed merge leaves no half-written model folder
+        merged.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        (folder / LLM_INFO).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    return Path(out)

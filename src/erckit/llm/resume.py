@@ -9,6 +9,7 @@ the next run cuts off; a file from a run with other settings is refused, never m
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +32,25 @@ class Outcome:
 
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
+
+
+@contextlib.contextmanager
+def lock_partial(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the partial file for a whole run: a second run into the same output
+    is refused instead of mixing its lines in. An empty partial file is removed at the end."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(path, None, "is in use by another erckit predict writing the same --out; "
+                            "wait for it to finish or choose another --out") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_size == 0:
+                    path.unlink()
 
 
 def outcome_line(utt_id: str, outcome: Outcome) -> str:
