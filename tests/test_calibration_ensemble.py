@@ -23,7 +23,7 @@ def constructed(n_fear: int = 20, n_neutral: int = 80) -> tuple[np.ndarray, np.n
     probs = np.full((n_fear + n_neutral, len(LABELS)), 0.0)
     probs[:n_fear, FEAR], probs[:n_fear, NEUTRAL] = 0.3, 0.6
     probs[n_fear:, FEAR], probs[n_fear:, NEUTRAL] = 0.1, 0.85
-    probs += (1 - probs.sum(axis=1, keepdims=True)) / (len(LABELS) - 2) * (probs == 0)  # rows sum to 1
+    probs += 0.05 / (len(LABELS) - 2) * (probs == 0)
     gold = np.array([FEAR] * n_fear + [NEUTRAL] * n_neutral)
     return np.log(probs), gold
 
@@ -108,7 +108,8 @@ def test_calibrate_cli_on_validation_predictions(tmp_path):
     validation = m3ed_file(tmp_path / "annotation_validation.json",
                            {f"d{k}": dialogue[k * 10:(k + 1) * 10] for k in range(5)})
     ids = [f"d{k}_{j}" for k in range(5) for j in range(1, 11)]
-    preds = predictions_with_probs(tmp_path, "val.jsonl", list(zip(ids, np.exp(log_probs))))
+    probs = np.exp(log_probs) / np.exp(log_probs).sum(axis=1, keepdims=True)  # a predictions file holds distributions
+    preds = predictions_with_probs(tmp_path, "val.jsonl", list(zip(ids, probs)))
     out = tmp_path / "calibration.json"
     assert main(["calibrate", "--predictions", str(preds), "--validation", str(validation), "--out", str(out)]) == 0
     offsets = json.loads(out.read_text())["offsets"]
