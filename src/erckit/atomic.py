@@ -10,7 +10,7 @@
   the output; a replaced file keeps its mode, a new one gets the usual permissions (umask). The
   leftovers of a killed run (their process gone) are removed by the next write to the same output.
 - A folder output (`atomic_folder`) is written into a temporary sibling folder and renamed into
-  place: it is visible complete or not at all.
+  place: it is visible complete or not at all; its files get the usual permissions.
 """
 
 from __future__ import annotations
@@ -176,6 +176,7 @@ def atomic_folder(path: PathLike) -> Iterator[Path]:
         yield tmp
         for file in tmp.rglob("*"):
             if file.is_file() and not file.is_symlink():
+                os.chmod(file, 0o666 & ~_umask())  # safetensors writes 0600; outputs get the usual permissions
                 _fsync(file)
         if target.exists():
             os.replace(target, old)
