@@ -160,6 +160,8 @@ def _calibrate(args: argparse.Namespace) -> int:
     check_output(args.out, [args.predictions, args.validation, args.model and Path(args.model) / MODEL_FILE])
     dialogues = read_dialogues(args.validation, args.format, text_column=args.text_column)
     ids = list(gold_labels(dialogues, args.validation))
+    if len(dialogues) < 2:
+        raise DataError(args.validation, None, "holds one dialogue: calibration is cross-fitted by dialogue and needs two or more")
     if args.model:
         probs = predict_probabilities(args.model, dialogues)
     else:
@@ -185,12 +187,13 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    from erckit.ensemble import average, calibrated_labels, probability_matrix, read_offsets
+    from erckit.ensemble import average, calibrated_labels, probability_matrix, read_offsets, weight_shares
     from erckit.predictions import from_probabilities, read_predictions, write_predictions
 
     if len(args.predictions) < 2:
         raise DataError("ensemble", None, "give two or more --predictions files to average")
     check_output(args.out, [*args.predictions, args.offsets])
+    weight_shares(args.weights, len(args.predictions))
     offsets = read_offsets(args.offsets) if args.offsets else None
     runs = [(path, read_predictions(path)) for path in args.predictions]
     for path, run in runs:
