@@ -149,6 +149,17 @@ def test_special_files_and_folders_are_refused_not_replaced(files, capsys):
     assert "is a folder" in capsys.readouterr().err and folder.is_dir()
 
 
+@pytest.mark.parametrize("path", ["/dev/stdout", "/dev/fd/1", "/proc/self/fd/1", "/dev/null"])
+def test_device_paths_are_refused(path):
+    """/dev/stdout can link to a regular file (a shell redirect): a rename would replace it. Checked
+    without writing, so a regression cannot replace the system's /dev/stdout."""
+    from erckit.atomic import check_output
+    from erckit.data import DataError
+
+    with pytest.raises(DataError, match="device or process path"):
+        check_output(path, [])
+
+
 def test_a_replaced_file_keeps_its_mode_and_new_files_get_the_umask(files, tfidf_model):
     out = files["tmp"] / "test_label.json"
     out.write_text("old", encoding="utf-8")

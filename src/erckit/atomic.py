@@ -4,8 +4,9 @@
   symbolic or hard link; for a folder output, the folder's file of a name the command writes, or the
   input folder itself) is refused before anything is read or written (`check_output`, `check_folder`).
 - A symbolic link is written through: its target gets the new content, the link stays a link.
-- An existing output that is not a regular file (a device such as /dev/stdout, a FIFO, a folder
-  where a file is written) is refused.
+- An existing output that is not a regular file (a device, a FIFO, a folder where a file is written)
+  is refused, and so is any path under /dev or /proc (/dev/stdout may link to a regular file: the
+  shell's redirect, which a rename would replace).
 - A file is written into a temporary sibling `.<name>.<pid>.erckit-tmp`, fsynced, and renamed over
   the output; a replaced file keeps its mode, a new one gets the usual permissions (umask). The
   leftovers of a killed run (their process gone) are removed by the next write to the same output.
@@ -40,6 +41,9 @@ def _same(a: PathLike, b: PathLike) -> bool:
 
 def _not_regular(path: Path) -> str | None:
     """Why an existing output path cannot be replaced by a file, or None."""
+    parts = Path(os.path.abspath(path)).parts
+    if len(parts) > 2 and parts[1] in ("dev", "proc") and parts[2] != "shm":
+        return "is a device or process path (/dev/stdout is a link to an open file); write to a file"
     try:
         mode = os.stat(path).st_mode
     except FileNotFoundError:
@@ -130,7 +134,7 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """Yield a temporary path to write; on success it is fsynced and replaces `path` (through a link)."""
     out = Path(path)
     target = _target(out)
-    if problem := _not_regular(target):
+    if problem := _not_regular(out) or _not_regular(target):
         raise DataError(out, None, problem)
     tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
