@@ -323,3 +323,20 @@ def test_probabilities_of_a_real_ensemble_still_sum_to_one(tmp_path):
     assert main(["ensemble", "--predictions", *runs, "--out", str(tmp_path / "e.jsonl")]) == 0
     for prediction in read_predictions(tmp_path / "e.jsonl").values():
         assert abs(sum(prediction.probs.values()) - 1) < 1e-5
+
+
+def test_compare_does_not_reuse_a_method_whose_training_file_changed(tmp_path, capsys):
+    train = tmp_path / "annotation_train.json"
+    shutil.copy(SAMPLE / "annotation_train.json", train)
+    config = tmp_path / "compare.yaml"
+    config.write_text(f"out: {tmp_path / 'cmp'}\ntrain: {train}\nvalidation: {SAMPLE / 'annotation_validation.json'}\n"
+                      f"methods:\n  tfidf: {{recipe: {TFIDF}}}\n", encoding="utf-8")
+    assert main(["compare", "--config", str(config)]) == 0
+    data = json.loads(train.read_text(encoding="utf-8"))
+    show = next(iter(data))
+    del data[show][next(iter(data[show]))]
+    train.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["compare", "--config", str(config)]) == 2
+    captured = capsys.readouterr()
+    assert "reusing" not in captured.out and "trained on other data" in captured.err

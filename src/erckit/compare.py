@@ -1,8 +1,8 @@
 """`erckit compare`: several methods on the same split, one table and one chart.
 
 Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, then scored on validation
-(and test, when labelled). A method whose result.json exists for the same recipe, the same scored
-files (by content) and the same stored calibration is reused, not recomputed; a killed comparison
+(and test, when labelled). A method whose result.json exists for the same recipe, the same training
+and scored files (by content) and the same stored calibration is reused, not recomputed; a killed comparison
 resumes with the next unfinished method.
 """
 
@@ -100,7 +100,7 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     folder = Path(config.out) / name
     model, recipe, info = _trained_model(name, method, config, folder)
     result_path = folder / "result.json"
-    scored = {split: sha256(Path(getattr(config, split))) for split in splits}
+    scored = {split: sha256(Path(getattr(config, split))) for split in ("train", *splits)}  # trained and scored on
     if result_path.exists():
         previous = read_json(result_path)
         calibration = read_model_info(model).get("calibration") if (model / MODEL_FILE).exists() else None
