@@ -3,7 +3,8 @@
 `<out>.partial`: a header line naming the run's settings, then one JSON line per finished id
 (`{"id", "label", "probs"?, "raw"?}`; label null for an unparsed generated answer), appended batch by
 batch, each batch flushed and fsynced. A run killed mid-write leaves at most one torn last line, which
-the next run cuts off; a file from a run with other settings is refused, never mixed in.
+the next run cuts off; a file from a run with other settings is refused, never mixed in. A run holds
+an exclusive lock (flock) on the file: a second run into the same output is refused while it runs.
 """
 
 from __future__ import annotations
