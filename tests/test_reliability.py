@@ -256,7 +256,15 @@ def _truncated_tfidf(tmp_path):
     return model, vocabulary
 
 
+def _truncated_weights(tmp_path):
+    model = tfidf_model(tmp_path)
+    weights = model / "tfidf.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    return model, weights
+
+
 BAD_MODELS = {
+    "tfidf-weights-truncated": (_truncated_weights, "unreadable weights"),
     "record-is-a-list": (lambda t: _model_record(t, "[1, 2]"), 'expected an object with "type" and "config"'),
     "record-malformed": (lambda t: _model_record(t, '{"type": "tfidf", '), "malformed JSON"),
     "tfidf-json-truncated": (_truncated_tfidf, "malformed JSON"),

@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
@@ -74,7 +75,10 @@ class TfidfClassifier:
             analyzer=settings["analyzer"], ngram_range=tuple(settings["ngram_range"]),
             sublinear_tf=settings["sublinear_tf"], vocabulary=saved["vocabulary"],
         )
-        tensors = load_file(str(folder / "tfidf.safetensors"))
+        try:
+            tensors = load_file(str(folder / "tfidf.safetensors"))
+        except SafetensorError as err:
+            raise DataError(folder / "tfidf.safetensors", None, f"unreadable weights ({err}): retrain the model") from None
         vectorizer.idf_ = tensors["idf"]
         model = LogisticRegression()
         model.coef_, model.intercept_, model.classes_ = tensors["coef"], tensors["intercept"], tensors["classes"]
