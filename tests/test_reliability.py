@@ -40,12 +40,13 @@ BAD_RECIPE_VALUES = {
     "dropout-1": (["classifier.dropout=1"], "classifier.dropout must be in [0, 1), not 1.0"),
     "encoder-max-length-0": (["encoder.max_length=0"], "encoder.max_length must be at least 2 tokens, not 0"),
     "data-format": (["data.format=xml"], "data.format must be null or one of m3ed, csv, jsonl, not 'xml'"),
-    "llm-window-0": (["model=llm", "llm.prompt.window=0"], "llm.prompt.window must be 1 or more utterances, not 0"),
+    "llm-window-0": (["model=llm", "llm.prompt.window=0"], "llm.prompt.window must be at least 1, not 0"),
     "llm-finetuning-typo": (["model=llm", "llm.finetuning=qlra"], "llm.finetuning must be lora or qlora or full, not 'qlra'"),
     "llm-precision-fp8": (["model=llm", "llm.precision=fp8"], "llm.precision must be auto, fp32, fp16, bf16, not 'fp8'"),
     "llm-template": (["model=llm", "llm.template=llama9"], "llm.template must be baichuan2, chatml, gemma, plain, not 'llama9'"),
     "llm-scheduler": (["model=llm", "llm.scheduler=cosinus"], "llm.scheduler must be linear, cosine"),
     "llm-lora-rank-0": (["model=llm", "llm.lora.rank=0"], "llm.lora.rank must be 1 or more, not 0"),
+    "llm-placement": (["model=llm", "llm.prompt.placement=future"], "llm.prompt.placement must be one of"),
     "llm-eval-steps-0": (["model=llm", "llm.eval_steps=0"], "llm.eval_steps must be 1 or more, not 0"),
 }
 

@@ -144,10 +144,12 @@ class PromptSettings:
     same_speaker: int = 0  # auxiliary same-speaker questions per training dialogue
 
     def __post_init__(self) -> None:
-        require(self.language in ("auto", "zh", "en"), "llm.prompt.language", self.language, "auto, zh or en")
-        require(self.window >= 1, "llm.prompt.window", self.window, "1 or more utterances")
-        require(self.placement in ("centered", "past"), "llm.prompt.placement", self.placement, "centered or past")
-        require(self.variant in ("emotion", "speaker"), "llm.prompt.variant", self.variant, "emotion or speaker")
+        from erckit.prompts import PromptConfig
+
+        try:  # the prompt settings are checked where they live, in erckit.prompts
+            PromptConfig("zh" if self.language == "auto" else self.language, self.window, self.placement, self.variant)
+        except ValueError as err:
+            raise ConfigError(f"llm.prompt.{err}") from None
         require(self.same_speaker >= 0, "llm.prompt.same_speaker", self.same_speaker, "0 or more")
 
 
