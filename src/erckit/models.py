@@ -55,6 +55,9 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
         return None  # a run stopped before its first checkpoint: nothing to keep
     if previous.get("config") != to_dict(config):
         raise ConfigError(f"{out} holds a run of another recipe; choose another out= or remove it")
+    if "data_sha256" not in previous:
+        raise ConfigError(f"{out} holds a run that recorded no hash of its data (an older erckit), so it cannot be "
+                          "reused safely; choose another out= or remove it")
     if previous.get("data_sha256") != digest:
         changed = [s for s in ("train", "validation") if (previous.get("data_sha256") or {}).get(s) != digest.get(s)]
         raise ConfigError(f"{out} holds a run trained on other data (the content of data.{', data.'.join(changed)} "
