@@ -19,6 +19,21 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 BMELD = SHARED_DATA / "bmeld"
 MELD = SHARED_DATA / "meld"
 SAMPLE = REPO / "examples" / "sample"
+DATA_REASON = f"needs the real data in {SHARED_DATA} (bmeld/, meld/), absent here"
+REQUIRE_DATA = "ERCKIT_REQUIRE_DATA"  # CI sets it to 1: a data test that cannot run fails instead of skipping
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", f"needs_data: reads the real datasets in {SHARED_DATA}")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip a needs_data test with one line saying where the data would be, or fail it under CI."""
+    if item.get_closest_marker("needs_data") and not (BMELD.is_dir() and MELD.is_dir()):
+        if os.environ.get(REQUIRE_DATA) == "1":
+            pytest.fail(f"{DATA_REASON}, and {REQUIRE_DATA}=1 forbids skipping it", pytrace=False)
+        pytest.skip(DATA_REASON)
 
 # The design's example dialogue: first, second and tenth utterances are the design's; the rest ours.
 DESIGN_DIALOGUE = [

@@ -102,7 +102,7 @@ def test_ensemble_refuses_negative_weights(tmp_path, capsys):
     runs = [str(good_run(tmp_path / "a.jsonl")), str(good_run(tmp_path / "b.jsonl"))]
     out = tmp_path / "out.jsonl"
     assert main(["ensemble", "--predictions", *runs, "--weights", "1", "-1", "--out", str(out)]) == 2
-    assert_error(capsys, "--weights", "non-negative")
+    assert_error(capsys, "--weights", "finite positive")
     assert not out.exists()
 
 

@@ -108,7 +108,8 @@ def test_calibrate_cli_on_validation_predictions(tmp_path):
     validation = m3ed_file(tmp_path / "annotation_validation.json",
                            {f"d{k}": dialogue[k * 10:(k + 1) * 10] for k in range(5)})
     ids = [f"d{k}_{j}" for k in range(5) for j in range(1, 11)]
-    preds = predictions_with_probs(tmp_path, "val.jsonl", list(zip(ids, np.exp(log_probs))))
+    probs = np.exp(log_probs) / np.exp(log_probs).sum(axis=1, keepdims=True)  # a predictions file holds distributions
+    preds = predictions_with_probs(tmp_path, "val.jsonl", list(zip(ids, probs)))
     out = tmp_path / "calibration.json"
     assert main(["calibrate", "--predictions", str(preds), "--validation", str(validation), "--out", str(out)]) == 0
     offsets = json.loads(out.read_text())["offsets"]

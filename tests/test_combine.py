@@ -1,6 +1,8 @@
 import json
 import random
 
+import pytest
+
 from conftest import BMELD, SAMPLE, m3ed_file
 from erckit.cli import main
 from erckit.formats import read_dialogues
@@ -39,6 +41,7 @@ def test_unlabelled_test_file_gets_labels_written_in(tmp_path):
     assert dialog["d1_2"]["Text"] == "滚开" and dialog["d1_2"]["StartTime"] == "00:00:02.000"
 
 
+@pytest.mark.needs_data
 def test_bmeld_csv_round_trip_keeps_encoding_and_values(tmp_path):
     raw = BMELD / "test_sent_emo.csv"
     preds = tmp_path / "p.jsonl"
@@ -48,6 +51,7 @@ def test_bmeld_csv_round_trip_keeps_encoding_and_values(tmp_path):
     assert out.read_bytes().decode("gbk").splitlines() == raw.read_bytes().decode("gbk").splitlines()
 
 
+@pytest.mark.needs_data
 def test_wrong_labels_are_written_in_meld_words(tmp_path):
     raw = BMELD / "dev_sent_emo.csv"
     preds = [Prediction(u.id, "Happy") for d in read_dialogues(raw) for u in d.utterances]
@@ -114,6 +118,7 @@ def test_outputs_get_normal_permissions(design_file, tmp_path):
     assert stat.S_IMODE(preds.stat().st_mode) == 0o666 & ~umask
 
 
+@pytest.mark.needs_data
 def test_an_unlabelled_meld_csv_gets_meld_words(tmp_path):
     """MELD's test CSV without its Emotion column: the labels written back are MELD's words."""
     import csv

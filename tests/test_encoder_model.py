@@ -58,6 +58,7 @@ def recipe(tiny_encoder: Path, train_path: Path, dev_path: Path, out: Path, epoc
     ]
 
 
+@pytest.mark.needs_data
 def test_loss_falls_on_real_bmeld_and_best_epoch_is_kept(tiny_encoder, bmeld_slices, tmp_path):
     config = load_config(REPO / "configs" / "bert_bigru.yaml", recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 10))
     info = train(config)
@@ -87,6 +88,7 @@ def test_save_load_gives_identical_predictions(tiny_encoder, tmp_path):
     np.testing.assert_array_equal(before, after)
 
 
+@pytest.mark.needs_data
 def test_killed_run_resumes_after_its_last_epoch(tiny_encoder, bmeld_slices, tmp_path):
     out = tmp_path / "m"
     args = [sys.executable, "-m", "erckit", "train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),

@@ -7,6 +7,7 @@ from erckit.data import DataError
 from erckit.formats import detect_format, read_dialogues
 
 
+@pytest.mark.needs_data
 @pytest.mark.parametrize(
     ("folder", "split", "dialogues", "utterances"),
     [
@@ -21,6 +22,7 @@ def test_reads_real_meld_and_bmeld(folder, split, dialogues, utterances):
     assert all(u.label is not None for d in read for u in d.utterances)
 
 
+@pytest.mark.needs_data
 def test_bmeld_reads_chinese_target_by_default_and_english_on_request():
     chinese = read_dialogues(BMELD / "dev_sent_emo.csv")
     english = read_dialogues(BMELD / "dev_sent_emo.csv", text_column="Utterance")
@@ -29,6 +31,7 @@ def test_bmeld_reads_chinese_target_by_default_and_english_on_request():
     assert chinese[0].utterances[0].text.isascii() is False and english[0].utterances[0].text.isascii()
 
 
+@pytest.mark.needs_data
 def test_meld_label_words_are_mapped():
     labels = {u.label for d in read_dialogues(MELD / "dev_sent_emo.csv") for u in d.utterances}
     assert labels == {"Disgust", "Anger", "Sad", "Happy", "Neutral", "Surprise", "Fear"}

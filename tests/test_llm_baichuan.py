@@ -28,6 +28,8 @@ from erckit.llm.loading import load_causal_lm, load_model, load_tokenizer
 from erckit.llm.scoring import label_log_probs, one_token_steps
 from erckit.prompts import TEMPLATES, PromptConfig, emotion_examples
 
+pytestmark = pytest.mark.needs_data  # trains on real BMELD slices
+
 BAICHUAN = get_template("baichuan2")
 
 

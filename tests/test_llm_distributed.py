@@ -28,7 +28,7 @@ from erckit.formats.jsonl import dump
 from erckit.labels import LABELS
 from erckit.prompts import TEMPLATES
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.needs_data]  # trains on real BMELD slices
 
 RECIPE = """model: llm
 data: {{train: {train}, validation: {dev}}}

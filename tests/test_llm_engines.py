@@ -44,11 +44,13 @@ def test_validation_shards_are_equal_cover_everything_and_gather_back():
     np.testing.assert_array_equal(gather_rows(mine, rows[mine], 10), rows)
 
 
+@pytest.mark.needs_data
 def test_adapters_do_not_look_for_unused_parameters(setup, tmp_path):  # noqa: F811
     args = training_arguments(recipe(setup, tmp_path / "run"), tmp_path / "run", evaluate=True)
     assert args.ddp_find_unused_parameters is False
 
 
+@pytest.mark.needs_data
 def test_lora_weights_are_the_same_in_every_process_and_run(setup, tmp_path):  # noqa: F811
     config = recipe(setup, tmp_path / "run")
     args = training_arguments(config, tmp_path / "run", evaluate=True)
@@ -59,6 +61,7 @@ def test_lora_weights_are_the_same_in_every_process_and_run(setup, tmp_path):  #
     assert lora and all(torch.equal(p, dict(second.named_parameters())[n]) for n, p in lora.items())
 
 
+@pytest.mark.needs_data
 def test_training_arguments_exist_before_the_model_is_loaded(setup, tmp_path, monkeypatch):  # noqa: F811
     events = []
     make_args, load = train_module.training_arguments, train_module.load_causal_lm
@@ -122,6 +125,7 @@ def test_fsdp_saves_full_state_dicts_and_an_export_needs_weights(tmp_path):
         export_checkpoint(sharded, tmp_path / "best")
 
 
+@pytest.mark.needs_data
 def test_a_run_resumed_from_its_last_checkpoint_trains_no_extra_step(setup, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "run"
     config = recipe(setup, out, "llm.max_steps=8", "llm.eval_steps=4")

@@ -35,6 +35,7 @@ def run(setup, tmp_path_factory):  # noqa: F811
     return out
 
 
+@pytest.mark.needs_data
 def test_merge_then_predict_uses_the_runs_window_template_and_max_length(setup, run, tmp_path, capsys):  # noqa: F811
     merged = tmp_path / "merged"
     assert main(["merge", "--adapter", str(run), "--out", str(merged)]) == 0  # no --base, no --template
@@ -55,6 +56,7 @@ def test_merge_then_predict_uses_the_runs_window_template_and_max_length(setup, 
     assert np.abs(probs(wider) - probs(from_merged)).max() > 1e-3  # the window matters: the flag was applied
 
 
+@pytest.mark.needs_data
 def test_predict_window_on_a_run_is_applied_and_said(setup, run, tmp_path, capsys):  # noqa: F811
     default, narrow = tmp_path / "default.jsonl", tmp_path / "narrow.jsonl"
     assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(default)]) == 0
@@ -65,6 +67,7 @@ def test_predict_window_on_a_run_is_applied_and_said(setup, run, tmp_path, capsy
     assert np.abs(probs(narrow) - probs(default)).max() > 1e-3
 
 
+@pytest.mark.needs_data
 def test_select_reads_the_record_of_its_checkpoints(setup, run, tmp_path):  # noqa: F811
     out = tmp_path / "select.json"
     assert main(["select", "--run", str(run), "--validation", str(setup["dev"]), "--out", str(out)]) == 0
@@ -74,6 +77,7 @@ def test_select_reads_the_record_of_its_checkpoints(setup, run, tmp_path):  # no
     assert ranking[0]["macro_f1"] == pytest.approx(info["summary"]["best_macro_f1"], abs=1e-6)
 
 
+@pytest.mark.needs_data
 def test_merge_keeps_the_base_dtype(setup, tmp_path):  # noqa: F811
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM, AutoTokenizer

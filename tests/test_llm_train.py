@@ -36,6 +36,8 @@ from erckit.llm.train import train_llm
 from erckit.models import store_calibration
 from erckit.prompts import TEMPLATES
 
+pytestmark = pytest.mark.needs_data  # every test here trains on a real BMELD slice
+
 SPECIAL = ["<pad>", "<s>", "</s>", "<unk>"]
 
 

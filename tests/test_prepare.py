@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from conftest import BMELD
 from erckit.cli import main
 from test_prompts import DESIGN_PROMPT
@@ -13,6 +15,7 @@ def test_prepare_reproduces_the_design_prompt(design_file, tmp_path):
     assert len(records) == 15
 
 
+@pytest.mark.needs_data
 def test_data_info_loads_with_datasets_as_llamafactory_reads_it(tmp_path):
     """LLaMA-Factory joins dataset_dir with file_name and maps the columns; do the same from elsewhere."""
     from datasets import load_dataset

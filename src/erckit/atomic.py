@@ -1,29 +1,118 @@
-"""Atomic file output: write to a temporary file in the same folder, then rename over the target."""
+"""Outputs: the one rule every erckit command's output path follows.
+
+- An output that is, or resolves to, one of the command's inputs (the same file, also through a
+  symbolic or hard link; for a folder output, the folder's file of a name the command writes, or the
+  input folder itself) is refused before anything is read or written (`check_output`, `check_folder`).
+- A symbolic link is written through: its target gets the new content, the link stays a link.
+- An existing output that is not a regular file (a device, a FIFO, a folder where a file is written)
+  is refused, and so is any path under /dev or /proc (/dev/stdout may link to a regular file: the
+  shell's redirect, which a rename would replace).
+- A file is written into a temporary sibling `.<name>.<pid>.erckit-tmp`, fsynced, and renamed over
+  the output; a replaced file keeps its mode, a new one gets the usual permissions (umask). The
+  leftovers of a killed run (their process gone) are removed by the next write to the same output.
+- A folder output (`atomic_folder`) is written into a temporary sibling folder and renamed into
+  place: it is visible complete or not at all; its files get the usual permissions.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
-import tempfile
-from collections.abc import Iterator
+import shutil
+import stat
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from erckit.data import DataError
 
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces `path`, on error it is removed."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; outputs get the usual permissions
+TMP_SUFFIX = ".erckit-tmp"
+OLD_SUFFIX = ".erckit-old"
+
+PathLike = str | Path
+
+
+def _same(a: PathLike, b: PathLike) -> bool:
     try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def _not_regular(path: Path) -> str | None:
+    """Why an existing output path cannot be replaced by a file, or None."""
+    parts = Path(os.path.abspath(path)).parts
+    if len(parts) > 2 and parts[1] in ("dev", "proc") and parts[2] != "shm":
+        return "is a device or process path (/dev/stdout is a link to an open file); write to a file"
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return None
+    except OSError as err:
+        return f"cannot be written: {err.strerror}"
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    return "is not a regular file (a device or a FIFO); write to a file"
+
+
+def check_output(out: PathLike | None, inputs: Iterable[PathLike | None]) -> None:
+    """Refuse a file output that is one of `inputs` (also through links) or not a regular file."""
+    if out is None:
+        return
+    if problem := _not_regular(Path(out)):
+        raise DataError(out, None, problem)
+    for source in inputs:
+        if source is not None and _same(out, source):
+            raise DataError(out, None, f"is the input {source}: choose another output (nothing was written)")
+
+
+def check_folder(
+    out: PathLike | None, inputs: Iterable[PathLike | None], names: Iterable[str] = (), *, whole: bool = False
+) -> None:
+    """Refuse a folder output that would replace an input: a file `out/<name>` (a name the command
+    writes) that is an input, or, when the folder is replaced `whole`, the folder itself or one holding an input."""
+    if out is None:
+        return
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(out, None, "is not a folder (the output is a folder)")
+    sources = [Path(s) for s in inputs if s is not None]
+    for source in sources if whole else ():
+        if _same(out, source) or (out.exists() and source.exists() and out.resolve() in source.resolve().parents):
+            raise DataError(out, None, f"is or holds the input {source}: choose another output folder (nothing was written)")
+    for name in names:
+        check_output(out / name, sources)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def remove_leftovers(folder: Path, name: str) -> None:
+    """Delete temporary files and folders of `name` left by killed erckit runs (their process gone)."""
+    for suffix in (TMP_SUFFIX, OLD_SUFFIX):
+        for leftover in glob.glob(os.path.join(glob.escape(str(folder)), f".{glob.escape(name)}.*{suffix}")):
+            pid = leftover[: -len(suffix)].rsplit(".", 1)[-1]
+            if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+                with contextlib.suppress(OSError):
+                    if os.path.isdir(leftover) and not os.path.islink(leftover):
+                        shutil.rmtree(leftover)
+                    else:
+                        os.unlink(leftover)
+
+
+def _target(path: PathLike) -> Path:
+    """Where the bytes go: a symbolic link's final target (the link itself stays)."""
+    path = Path(path)
+    return Path(os.path.realpath(path)) if path.is_symlink() else path
 
 
 def _umask() -> int:
@@ -32,7 +121,79 @@ def _umask() -> int:
     return mask
 
 
-def write_text_atomic(path: str | Path, text: str, encoding: str = "utf-8") -> None:
-    """Write `text` to `path` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding=encoding)
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_path(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary path to write; on success it is fsynced and replaces `path` (through a link)."""
+    out = Path(path)
+    target = _target(out)
+    if problem := _not_regular(out) or _not_regular(target):
+        raise DataError(out, None, problem)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target.parent, target.name)
+        mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else 0o666 & ~_umask()
+        tmp.unlink(missing_ok=True)
+        tmp.touch()
+        yield tmp
+        os.chmod(tmp, mode)
+        _fsync(tmp)
+        os.replace(tmp, target)
+        with contextlib.suppress(OSError):
+            _fsync(target.parent)
+    except OSError as err:
+        tmp.unlink(missing_ok=True)
+        raise DataError(out, None, f"cannot write: {err.strerror or err}") from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8", newline: str | None = None) -> None:
+    """Write `text` to `path` atomically (`newline=""` writes line endings as they are in `text`)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline=newline) as handle:
+        handle.write(text)
+
+
+@contextlib.contextmanager
+def atomic_folder(path: PathLike) -> Iterator[Path]:
+    """Yield a temporary folder to fill; on success it replaces the folder `path` in one rename."""
+    out = Path(path)
+    target = _target(out)
+    if target.exists() and not target.is_dir():
+        raise DataError(out, None, "is not a folder (the output is a folder)")
+    tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
+    old = target.with_name(f".{target.name}.{os.getpid()}{OLD_SUFFIX}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(target.parent, target.name)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp
+        for file in tmp.rglob("*"):
+            if file.is_file() and not file.is_symlink():
+                os.chmod(file, 0o666 & ~_umask())  # safetensors writes 0600; outputs get the usual permissions
+                _fsync(file)
+        if target.exists():
+            os.replace(target, old)
+        try:
+            os.replace(tmp, target)
+        except OSError:
+            if old.exists():
+                os.replace(old, target)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(out, None, f"cannot write: {err.strerror or err}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from erckit import __version__
+from erckit.atomic import check_folder, check_output
 from erckit.data import DataError
 from erckit.formats import FORMATS
 
@@ -19,9 +20,10 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 def _prepare(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
-    from erckit.prepare import prepare
+    from erckit.prepare import OUTPUT_NAMES, prepare
 
     files = {"train": args.train, "validation": args.validation, "test": args.test}
+    check_folder(args.out, files.values(), OUTPUT_NAMES)
     dialogues = {
         split: read_dialogues(path, args.format, text_column=args.text_column)
         for split, path in files.items()
@@ -41,6 +43,7 @@ def _combine(args: argparse.Namespace) -> int:
     from erckit.combine import combine
     from erckit.predictions import read_llamafactory, read_predictions
 
+    check_output(args.out, [args.raw, args.predictions, args.prepared])
     if args.prepared:
         predictions = read_llamafactory(args.predictions, args.prepared)
     else:
@@ -54,8 +57,9 @@ def _combine(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from erckit.metrics import evaluate_files, format_scores
+    from erckit.metrics import REPORT_NAMES, evaluate_files, format_scores
 
+    check_folder(args.out, [args.predictions, args.gold], REPORT_NAMES)
     result = evaluate_files(args.predictions, args.gold, args.out, format=args.format, text_column=args.text_column)
     print(format_scores(result))
     if args.out:
@@ -65,9 +69,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from erckit.config import load_config
-    from erckit.models import train
+    from erckit.models import OUTPUT_NAMES, train
 
     config = load_config(args.config, args.overrides)
+    check_folder(config.out, [args.config, config.data.train, config.data.validation, config.data.test], OUTPUT_NAMES)
     info = train(config)
     summary = info.get("summary", {})
     if summary.get("best_macro_f1") is not None and "best_epoch" in summary:
@@ -85,6 +90,9 @@ def _predict(args: argparse.Namespace) -> int:
     from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info
     from erckit.predictions import write_predictions
 
+    model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
+    check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
+    check_output(args.llamafactory, [args.input, args.prepared, args.out, *model_files])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
     kind = read_model_info(args.model)["type"] if (Path(args.model) / MODEL_FILE).exists() else "llm-weights"
     if kind in ("bert_bigru", "tfidf"):
@@ -179,11 +187,14 @@ def _calibrate(args: argparse.Namespace) -> int:
     from erckit.data import gold_labels
     from erckit.ensemble import probability_matrix
     from erckit.formats import read_dialogues
-    from erckit.models import predict_probabilities, store_calibration
+    from erckit.models import MODEL_FILE, predict_probabilities, store_calibration
     from erckit.predictions import read_predictions
 
+    check_output(args.out, [args.predictions, args.validation, args.model and Path(args.model) / MODEL_FILE])
     dialogues = read_dialogues(args.validation, args.format, text_column=args.text_column)
     ids = list(gold_labels(dialogues, args.validation))
+    if len(dialogues) < 2:
+        raise DataError(args.validation, None, "holds one dialogue: calibration is cross-fitted by dialogue and needs two or more")
     if args.model:
         probs = predict_probabilities(args.model, dialogues)
     else:
@@ -209,11 +220,13 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 
 def _ensemble(args: argparse.Namespace) -> int:
-    from erckit.ensemble import average, calibrated_labels, probability_matrix, read_offsets
+    from erckit.ensemble import average, calibrated_labels, probability_matrix, read_offsets, weight_shares
     from erckit.predictions import from_probabilities, read_predictions, write_predictions
 
     if len(args.predictions) < 2:
         raise DataError("ensemble", None, "give two or more --predictions files to average")
+    check_output(args.out, [*args.predictions, args.offsets])
+    weight_shares(args.weights, len(args.predictions))
     offsets = read_offsets(args.offsets) if args.offsets else None
     runs = [(path, read_predictions(path)) for path in args.predictions]
     for path, run in runs:
@@ -235,8 +248,9 @@ def _report(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
     from erckit.predictions import read_predictions
     from erckit.prompts import detect_language
-    from erckit.report import write_error_report
+    from erckit.report import OUTPUT_NAMES, write_error_report
 
+    check_folder(args.out, [args.predictions, args.gold], OUTPUT_NAMES)
     dialogues = read_dialogues(args.gold, args.format, text_column=args.text_column)
     path = write_error_report(
         read_predictions(args.predictions), dialogues, args.gold, args.out,
@@ -247,9 +261,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from erckit.compare import compare, load_compare_config, table
+    from erckit.compare import OUTPUT_NAMES, compare, load_compare_config, table
 
     config = load_compare_config(args.config, args.overrides)
+    check_folder(config.out, [args.config, config.train, config.validation, config.test], OUTPUT_NAMES)
     results = compare(config)
     split = "test" if all("test" in r for r in results.values()) else "validation"
     print(table(results, split))
@@ -282,6 +297,7 @@ def _select(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
     from erckit.llm.select import find_checkpoints, rank_checkpoints
 
+    check_output(args.out, [args.validation])
     checkpoints = [c for run in args.run for c in find_checkpoints(Path(run))]
     if not checkpoints:
         raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")
@@ -300,13 +316,16 @@ def _select(args: argparse.Namespace) -> int:
 
 
 def _merge(args: argparse.Namespace) -> int:
+    from erckit.llm.loading import resolve_source
     from erckit.llm.merge import merge_adapter
     from erckit.llm.record import Overrides, resolve_run
 
+    check_folder(args.out, [args.base, args.adapter], whole=True)
     resolved = resolve_run(args.adapter, Overrides(base_model=args.base, template=args.template), "zh")
     _print_notes(resolved, args)
     if resolved.adapter is None:
         raise DataError(args.adapter, None, "is not a LoRA adapter folder (no adapter_config.json): nothing to merge")
+    check_folder(args.out, [resolve_source(resolved.model), resolved.adapter], whole=True)  # a packaged base too
     out = merge_adapter(resolved.record, resolved.adapter, args.out,
                         trust_remote_code=args.trust_remote_code or resolved.record.trust_remote_code)
     print(f"merged {resolved.adapter} into {resolved.model}: {out} (loads with AutoModelForCausalLM)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 from pathlib import Path
 
 from erckit.atomic import write_text_atomic
@@ -37,5 +38,8 @@ def combine(
     dialogues = read_dialogues(raw, fmt, text_column=text_column, encoding=encoding)
     check_ids(set(predictions), [u.id for u in iter_utterances(dialogues)], predictions_path, raw)
     text, used_encoding = write_labels(raw, {i: p.label for i, p in predictions.items()}, fmt, encoding=encoding)
-    write_text_atomic(out, text, encoding="utf-8" if used_encoding == "utf-8-sig" else used_encoding)
+    if used_encoding == "utf-8-sig":
+        with open(raw, "rb") as handle:  # keep a byte-order mark if the raw file has one
+            used_encoding = "utf-8-sig" if handle.read(3) == codecs.BOM_UTF8 else "utf-8"
+    write_text_atomic(out, text, encoding=used_encoding, newline="")  # line endings as in the raw file
     return len(predictions)

@@ -1,8 +1,8 @@
 """`erckit compare`: several methods on the same split, one table and one chart.
 
 Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, then scored on validation
-(and test, when labelled). A method whose result.json exists for the same recipe, the same scored
-files (by content) and the same stored calibration is reused, not recomputed; a killed comparison
+(and test, when labelled). A method whose result.json exists for the same recipe, the same training
+and scored files (by content) and the same stored calibration is reused, not recomputed; a killed comparison
 resumes with the next unfinished method.
 """
 
@@ -18,11 +18,14 @@ from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml, to_dict
 from erckit.data import Dialogue, gold_labels
 from erckit.formats import read_dialogues
+from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.metrics import scores
 from erckit.models import MODEL_FILE, predict, read_model_info, train
 from erckit.plots import new_figure, save_figure
 from erckit.predictions import write_predictions
+
+OUTPUT_NAMES = ("comparison.md", "comparison.json", "comparison_validation.png", "comparison_test.png")
 
 
 @dataclass
@@ -56,13 +59,30 @@ def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareC
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"{path}: 'methods' must map method names to {{recipe, overrides}}")
     config = from_dict(CompareConfig, data, str(path))
+    for name, spec in methods.items():
+        if not isinstance(spec, dict):
+            raise ConfigError(f"{path}: method {name!r} must be a mapping with 'recipe' (and 'overrides') or 'model', "
+                              f"not {spec!r}")
     config.methods = {name: from_dict(Method, spec, f"{path}.methods.{name}") for name, spec in methods.items()}
     for name, method in config.methods.items():
         if (method.recipe is None) == (method.model is None):
             raise ConfigError(f"{path}: method {name!r} needs exactly one of 'recipe' and 'model'")
     if config.train is None or config.validation is None:
         raise ConfigError(f"{path}: train and validation are required")
+    for name, method in config.methods.items():  # every recipe value is checked before anything is trained
+        if method.recipe is not None:
+            try:
+                method_recipe(method, config, Path(config.out) / name)
+            except ConfigError as err:
+                raise ConfigError(f"{path}: method {name!r}: {err}") from None
     return config
+
+
+def method_recipe(method: Method, config: CompareConfig, folder: Path) -> RunConfig:
+    """The method's recipe on the comparison's split, trained into `folder/model`."""
+    data = [f"data.{k}={getattr(config, k)}" for k in ("train", "validation") if getattr(config, k)]
+    data += ["data.test=null", f"data.format={config.format or 'null'}", f"data.text_column={config.text_column or 'null'}"]
+    return load_config(method.recipe, [*method.overrides, *data, f"out={folder / 'model'}"])
 
 
 def _trained_model(name: str, method: Method, config: CompareConfig, folder: Path) -> tuple[Path, dict, dict]:
@@ -72,10 +92,7 @@ def _trained_model(name: str, method: Method, config: CompareConfig, folder: Pat
         if not info.get("finished"):
             raise ConfigError(f"method {name}: {method.model} is not a finished run")
         return Path(method.model), info["config"], info
-    data = [f"data.{k}={getattr(config, k)}" for k in ("train", "validation") if getattr(config, k)]
-    data += ["data.test=null", f"data.format={config.format or 'null'}", f"data.text_column={config.text_column or 'null'}"]
-    recipe = load_config(method.recipe, [*method.overrides, *data, f"out={folder / 'model'}"])
-    return folder / "model", to_dict(recipe), {}
+    return folder / "model", to_dict(method_recipe(method, config, folder)), {}
 
 
 def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]]) -> dict:
@@ -83,11 +100,13 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     folder = Path(config.out) / name
     model, recipe, info = _trained_model(name, method, config, folder)
     result_path = folder / "result.json"
-    scored = {split: sha256(Path(getattr(config, split))) for split in splits}
+    scored = {split: sha256(Path(getattr(config, split))) for split in ("train", *splits)}  # trained and scored on
     if result_path.exists():
-        previous = json.loads(result_path.read_text(encoding="utf-8"))
+        previous = read_json(result_path)
         calibration = read_model_info(model).get("calibration") if (model / MODEL_FILE).exists() else None
-        if (previous.get("recipe"), previous.get("scored"), previous.get("calibration")) == (recipe, scored, calibration):
+        if isinstance(previous, dict) and (previous.get("recipe"), previous.get("scored"), previous.get("calibration")) == (
+            recipe, scored, calibration
+        ):
             print(f"{name}: reusing {result_path}")
             return previous
     started = time.perf_counter()

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -15,10 +16,33 @@ from typing import Any
 import yaml
 
 MODEL_TYPES = ("bert_bigru", "tfidf", "llm")
+FINETUNING = ("lora", "qlora", "full")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 class ConfigError(ValueError):
     """A bad recipe or override; the message names the file and the key."""
+
+
+def require(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Refuse a recipe value: `key must be <allowed>, not <value>`."""
+    if not ok:
+        raise ConfigError(f"{key} must be {allowed}, not {value!r}")
+
+
+def positive(value: Any) -> bool:
+    """A finite number > 0."""
+    return isinstance(value, int | float) and math.isfinite(value) and value > 0
+
+
+def non_negative(value: Any) -> bool:
+    """A finite number >= 0."""
+    return isinstance(value, int | float) and math.isfinite(value) and value >= 0
+
+
+def fraction(value: Any) -> bool:
+    """A number in [0, 1)."""
+    return isinstance(value, int | float) and 0 <= value < 1
 
 
 @dataclass
@@ -30,6 +54,11 @@ class DataConfig:
     test: str | None = None
     format: str | None = None
     text_column: str | None = None
+
+    def __post_init__(self) -> None:
+        from erckit.formats import FORMATS
+
+        require(self.format in (None, *FORMATS), "data.format", self.format, f"null or one of {', '.join(FORMATS)}")
 
 
 @dataclass
@@ -46,6 +75,9 @@ class EncoderConfig:
     def __post_init__(self) -> None:
         if self.speaker not in ("name", "letter", "none"):
             raise ConfigError(f"encoder.speaker must be name, letter or none, not {self.speaker!r}")
+        require(bool(self.name), "encoder.name", self.name, "a model folder, hub id or packaged:<name>")
+        require(self.max_length >= 2, "encoder.max_length", self.max_length, "at least 2 tokens")
+        require(self.freeze_layers >= 0, "encoder.freeze_layers", self.freeze_layers, "0 or more")
 
 
 @dataclass
@@ -54,6 +86,10 @@ class ClassifierConfig:
 
     gru_hidden: int = 256
     dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        require(self.gru_hidden >= 1, "classifier.gru_hidden", self.gru_hidden, "1 or more")
+        require(fraction(self.dropout), "classifier.dropout", self.dropout, "in [0, 1)")
 
 
 @dataclass
@@ -69,6 +105,15 @@ class TrainConfig:
     class_weight_power: float = 0.5  # loss weight ∝ (1 / class frequency) ** power; 0 = unweighted
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        require(self.epochs >= 1, "train.epochs", self.epochs, "1 or more")
+        require(positive(self.lr), "train.lr", self.lr, "a positive number")
+        require(positive(self.head_lr), "train.head_lr", self.head_lr, "a positive number")
+        require(non_negative(self.weight_decay), "train.weight_decay", self.weight_decay, "0 or more")
+        require(fraction(self.warmup_ratio), "train.warmup_ratio", self.warmup_ratio, "in [0, 1)")
+        require(self.batch_dialogues >= 1, "train.batch_dialogues", self.batch_dialogues, "1 or more")
+        require(non_negative(self.class_weight_power), "train.class_weight_power", self.class_weight_power, "0 or more")
+
 
 @dataclass
 class TfidfConfig:
@@ -79,6 +124,13 @@ class TfidfConfig:
     max_features: int = 200000
     c: float = 1.0
     balanced: bool = True
+
+    def __post_init__(self) -> None:
+        require(self.ngram_min >= 1, "tfidf.ngram_min", self.ngram_min, "1 or more")
+        require(self.ngram_max >= self.ngram_min, "tfidf.ngram_max", self.ngram_max,
+                f"at least tfidf.ngram_min ({self.ngram_min})")
+        require(self.max_features >= 1, "tfidf.max_features", self.max_features, "1 or more")
+        require(positive(self.c), "tfidf.c", self.c, "a positive number")
 
 
 @dataclass
@@ -91,6 +143,15 @@ class PromptSettings:
     variant: str = "emotion"  # emotion | speaker
     same_speaker: int = 0  # auxiliary same-speaker questions per training dialogue
 
+    def __post_init__(self) -> None:
+        from erckit.prompts import PromptConfig
+
+        try:  # the prompt settings are checked where they live, in erckit.prompts
+            PromptConfig("zh" if self.language == "auto" else self.language, self.window, self.placement, self.variant)
+        except ValueError as err:
+            raise ConfigError(f"llm.prompt.{err}") from None
+        require(self.same_speaker >= 0, "llm.prompt.same_speaker", self.same_speaker, "0 or more")
+
 
 @dataclass
 class LoraSettings:
@@ -100,6 +161,12 @@ class LoraSettings:
     alpha: int = 128
     dropout: float = 0.0
     target_modules: str = "all-linear"  # peft's "all-linear" excludes the output head (Baichuan2's NormHead too)
+
+    def __post_init__(self) -> None:
+        require(self.rank >= 1, "llm.lora.rank", self.rank, "1 or more")
+        require(self.alpha >= 1, "llm.lora.alpha", self.alpha, "1 or more")
+        require(fraction(self.dropout), "llm.lora.dropout", self.dropout, "in [0, 1)")
+        require(bool(self.target_modules), "llm.lora.target_modules", self.target_modules, "module names or all-linear")
 
 
 @dataclass
@@ -129,6 +196,30 @@ class LLMConfig:
     deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json
     logging_steps: int = 10
 
+    def __post_init__(self) -> None:
+        require(bool(self.model), "llm.model", self.model, "a model folder, hub id or packaged:<name>")
+        require(self.finetuning in FINETUNING, "llm.finetuning", self.finetuning, " or ".join(FINETUNING))
+        require(self.precision in PRECISIONS, "llm.precision", self.precision, ", ".join(PRECISIONS))
+        require(self.max_length >= 2, "llm.max_length", self.max_length, "at least 2 tokens")
+        require(positive(self.epochs), "llm.epochs", self.epochs, "a positive number")
+        require(self.max_steps == -1 or self.max_steps >= 1, "llm.max_steps", self.max_steps, "-1 (use epochs) or 1 or more")
+        require(positive(self.lr), "llm.lr", self.lr, "a positive number")
+        require(fraction(self.warmup_ratio), "llm.warmup_ratio", self.warmup_ratio, "in [0, 1)")
+        for key in ("batch_size", "grad_accum", "eval_steps", "eval_batch_size", "logging_steps"):
+            require(getattr(self, key) >= 1, f"llm.{key}", getattr(self, key), "1 or more")
+        require(self.eval_subset >= 0, "llm.eval_subset", self.eval_subset, "0 (all) or more")
+        require(self.save_total_limit >= 1, "llm.save_total_limit", self.save_total_limit, "1 or more")
+
+    def check_names(self) -> None:
+        """The template and scheduler, whose names live in erckit.llm.chat and transformers."""
+        from transformers import SchedulerType
+
+        from erckit.llm.chat import CHAT_TEMPLATES
+
+        require(self.template in CHAT_TEMPLATES, "llm.template", self.template, ", ".join(CHAT_TEMPLATES))
+        schedulers = [s.value for s in SchedulerType]
+        require(self.scheduler in schedulers, "llm.scheduler", self.scheduler, ", ".join(schedulers))
+
 
 @dataclass
 class RunConfig:
@@ -146,6 +237,9 @@ class RunConfig:
     def __post_init__(self) -> None:
         if self.model not in MODEL_TYPES:
             raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, not {self.model!r}")
+        require(bool(self.out), "out", self.out, "a folder")
+        if self.model == "llm":
+            self.llm.check_names()
 
 
 def _convert(value: Any, kind: Any, where: str) -> Any:
@@ -219,6 +313,9 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except OSError as err:
         raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: is not UTF-8 text (save the recipe as UTF-8)") from None
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):
@@ -233,7 +330,10 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     try:
         return from_dict(RunConfig, data, str(path or "config"))
     except ConfigError as err:
-        raise ConfigError(str(err)) from None
+        message = str(err)
+        if path and not message.startswith(str(path)):
+            message = f"{path}: {message}"  # a value refused by a section's own check names the recipe too
+        raise ConfigError(message) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

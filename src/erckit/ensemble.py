@@ -34,13 +34,21 @@ def average(runs: list[tuple[str | Path, dict[str, Prediction]]], weights: list[
     for path, predictions in runs[1:]:
         if set(predictions) != set(ids):
             raise DataError(path, None, f"predicts other ids than {first_path}")
-    weights = weights or [1.0] * len(runs)
-    if len(weights) != len(runs):
-        raise DataError(first_path, None, f"{len(weights)} weights for {len(runs)} runs")
-    if not all(math.isfinite(w) and w >= 0 for w in weights) or sum(weights) <= 0:
-        raise DataError("--weights", None, "weights must be non-negative numbers, not all zero")
-    stacked = sum(w * probability_matrix(p, ids, path) for w, (path, p) in zip(weights, runs, strict=True))
-    return from_probabilities(ids, stacked / sum(weights))
+    shares = weight_shares(weights, len(runs))
+    stacked = sum(s * probability_matrix(p, ids, path) for s, (path, p) in zip(shares, runs, strict=True))
+    return from_probabilities(ids, stacked)
+
+
+def weight_shares(weights: list[float] | None, runs: int) -> list[float]:
+    """The weights scaled to sum to 1 (equal when None); each must be finite and positive."""
+    weights = weights or [1.0] * runs
+    if len(weights) != runs:
+        raise DataError("--weights", None, f"{len(weights)} weights for {runs} --predictions files")
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        raise DataError("--weights", None, f"weights must be finite positive numbers, not {' '.join(map(str, weights))}")
+    largest = max(weights)
+    shares = [w / largest for w in weights]  # scaled to at most 1 first: no overflow for 1e308
+    return [s / math.fsum(shares) for s in shares]
 
 
 def read_offsets(path: str | Path) -> np.ndarray:

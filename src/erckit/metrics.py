@@ -93,6 +93,9 @@ def plot_confusion(gold: Sequence[str], predicted: Sequence[str], path: str | Pa
         save_figure(fig, path, dpi=120)
 
 
+REPORT_NAMES = ("metrics.json", "confusion.png")
+
+
 def write_report(result: dict, gold: Sequence[str], predicted: Sequence[str], out: str | Path, *, chinese: bool) -> None:
     """metrics.json and confusion.png in `out`."""
     out = Path(out)

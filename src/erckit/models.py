@@ -13,21 +13,56 @@ import numpy as np
 
 from erckit import __version__
 from erckit.atomic import write_text_atomic
+from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, to_dict
 from erckit.data import DataError, Dialogue, gold_labels, iter_utterances
 from erckit.formats import read_dialogues
+from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.predictions import Prediction, from_probabilities
 
 MODEL_FILE = "erckit_model.json"
+OUTPUT_NAMES = (MODEL_FILE, "training.png", "model.safetensors", "tfidf.json", "tfidf.safetensors")  # checked by train
 
 
 def read_model_info(folder: str | Path) -> dict:
-    """The erckit_model.json of a model folder."""
+    """The erckit_model.json of a model folder: an object naming the model type and its recipe."""
     path = Path(folder) / MODEL_FILE
     if not path.is_file():
         raise DataError(folder, None, f"not an erckit model folder (no {MODEL_FILE})")
-    return json.loads(path.read_text(encoding="utf-8"))
+    info = read_json(path)
+    if not isinstance(info, dict) or not isinstance(info.get("type"), str) or not isinstance(info.get("config"), dict):
+        raise DataError(path, None, 'expected an object with "type" and "config" (written by erckit train)')
+    return info
+
+
+def data_digest(config: RunConfig) -> dict[str, str]:
+    """sha256 of the training and validation files: a finished run is reused only for the same data."""
+    return {split: sha256(Path(path)) for split in ("train", "validation") if (path := getattr(config.data, split))}
+
+
+def _has_progress(out: Path) -> bool:
+    """Whether an unfinished run left anything to resume (else a new recipe may start over in its folder)."""
+    return (out / "checkpoint" / "trainer_state.json").exists() or any(out.glob("checkpoint-*"))
+
+
+def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dict | None:
+    """The finished identical run in `out` (reused), None to (re)start, or a refusal."""
+    if not (out / MODEL_FILE).exists():
+        return None
+    previous = read_model_info(out)
+    if not previous.get("finished") and not _has_progress(out):
+        return None  # a run stopped before its first checkpoint: nothing to keep
+    if previous.get("config") != to_dict(config):
+        raise ConfigError(f"{out} holds a run of another recipe; choose another out= or remove it")
+    if "data_sha256" not in previous:
+        raise ConfigError(f"{out} holds a run that recorded no hash of its data (an older erckit), so it cannot be "
+                          "reused safely; choose another out= or remove it")
+    if previous.get("data_sha256") != digest:
+        changed = [s for s in ("train", "validation") if (previous.get("data_sha256") or {}).get(s) != digest.get(s)]
+        raise ConfigError(f"{out} holds a run trained on other data (the content of data.{', data.'.join(changed)} "
+                          "differs); choose another out= or remove it")
+    return previous if previous.get("finished") else None
 
 
 def _read_split(config: RunConfig, split: str, *, labelled: bool) -> list[Dialogue] | None:
@@ -43,20 +78,18 @@ def _read_split(config: RunConfig, split: str, *, labelled: bool) -> list[Dialog
 def train(config: RunConfig) -> dict:
     """Train the recipe's model into `config.out`; a finished identical run is reused, not redone."""
     out = Path(config.out)
-    if (out / MODEL_FILE).exists():
-        previous = read_model_info(out)
-        if previous.get("config") == to_dict(config) and previous.get("finished"):
-            print(f"{out} already holds this finished run; reusing it")
-            return previous
-        if previous.get("config") != to_dict(config):
-            raise ConfigError(f"{out} holds a run of another recipe; choose another out= or remove it")
     if config.data.train is None:
         raise ConfigError("data.train is required for training")
     train_dialogues = _read_split(config, "train", labelled=True)
     validation = _read_split(config, "validation", labelled=True)
+    digest = data_digest(config)
+    if previous := _check_previous(out, config, digest):
+        print(f"{out} already holds this finished run; reusing it")
+        return previous
     from erckit.llm.distributed import is_main_process  # a multi-process launch: one process writes
 
-    info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__, "config": to_dict(config)}
+    info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__, "config": to_dict(config),
+            "data_sha256": digest}
     if is_main_process():
         write_text_atomic(out / MODEL_FILE, json.dumps(info | {"finished": False}, indent=2) + "\n")
     if config.model == "tfidf":

@@ -9,6 +9,7 @@ data file that recovers the utterance ids.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -51,8 +52,12 @@ def prediction_from_record(record: object, path: str | Path, where: str) -> Pred
     return Prediction(utt_id, label, probs, raw)
 
 
+PROBS_SUM_TOLERANCE = 0.01  # probabilities written with 2 decimals still pass; all zeros do not
+
+
 def check_probs(probs: object, path: str | Path, where: str) -> dict[str, float]:
-    """A "probs" object: a probability in [0, 1] for each of the 7 labels, no other keys."""
+    """A "probs" object: a probability in [0, 1] for each of the 7 labels, no other keys, summing to 1
+    (within PROBS_SUM_TOLERANCE)."""
     if not isinstance(probs, dict):
         raise DataError(path, where, '"probs" must be an object giving a probability for each of the 7 labels')
     missing, unknown = [n for n in LABELS if n not in probs], sorted(set(probs) - set(LABELS))
@@ -63,6 +68,9 @@ def check_probs(probs: object, path: str | Path, where: str) -> dict[str, float]
         value = probs[name]
         if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1 + 1e-6:
             raise DataError(path, where, f'"probs" of {name} is {json.dumps(value)}, not a probability in [0, 1]')
+    total = math.fsum(float(probs[name]) for name in LABELS)
+    if abs(total - 1) > PROBS_SUM_TOLERANCE:
+        raise DataError(path, where, f'"probs" sum to {total:.6g}, not 1 (± {PROBS_SUM_TOLERANCE})')
     return {name: float(probs[name]) for name in LABELS}
 
 
@@ -104,8 +112,9 @@ def write_predictions(path: str | Path, predictions: list[Prediction]) -> None:
 def read_llamafactory(generated: str | Path, prepared: str | Path) -> dict[str, Prediction]:
     """LLaMA-Factory's generated_predictions.jsonl, ids recovered from the prepared data file.
 
-    The rows are in dataset order; the row count must match and, where LLaMA-Factory kept the
-    prompt, each prompt must contain the prepared instruction, so no row is misaligned.
+    The rows are in dataset order; the row count must match, and each row is checked against its
+    prepared record: by its prompt (which must contain the instruction) or, without one, by its
+    `label` (which must be the record's answer). A row that can be checked neither way is refused.
     """
     generated, prepared = Path(generated), Path(prepared)
     records = read_prepared(prepared)
@@ -116,14 +125,27 @@ def read_llamafactory(generated: str | Path, prepared: str | Path) -> dict[str, 
     for (number, row), record in zip(rows, records, strict=True):
         if not isinstance(row, dict) or not isinstance(row.get("predict"), str):
             raise DataError(generated, f"line {number}", 'expected an object with a "predict" string')
-        prompt = row.get("prompt")
-        if isinstance(prompt, str) and record["instruction"] not in prompt:
-            raise DataError(generated, f"line {number}", f"prompt does not match record {record['id']} of {prepared.name}")
+        check_row(row, record, generated, f"line {number}", prepared)
         label = parse_answer(row["predict"])
         if label is None:
             raise DataError(generated, f"line {number} (id {record['id']})", f"answer {row['predict']!r} names no valid label")
         out[record["id"]] = Prediction(record["id"], label, raw=row["predict"])
     return out
+
+
+def check_row(row: dict, record: dict, path: Path, where: str, prepared: Path) -> None:
+    """Refuse a generated_predictions.jsonl row that is not the prediction of `record` (rows are matched by position)."""
+    prompt, label, answer = row.get("prompt"), row.get("label"), record.get("output")
+    if isinstance(prompt, str):
+        if record["instruction"] not in prompt:
+            raise DataError(path, where, f"prompt does not match record {record['id']} of {prepared}")
+    elif isinstance(label, str) and label.strip() and isinstance(answer, str) and answer.strip():
+        if label.strip() != answer.strip():
+            raise DataError(path, where, f"label {label!r} is not the answer {answer!r} of record {record['id']} of "
+                            f"{prepared}: the rows are in another order")
+    else:
+        raise DataError(path, where, f'has no "prompt" (and no "label" to compare with the answers of {prepared}): '
+                        "its row cannot be checked against its record; keep LLaMA-Factory's prompt column")
 
 
 def read_prepared(path: str | Path) -> list[dict]:

@@ -13,6 +13,7 @@ from erckit.prompts import Example, PromptConfig, emotion_examples, same_speaker
 FILE_NAMES = {"train": "data_train.json", "validation": "data_val.json", "test": "data_test.json"}
 DATASET_NAMES = {"train": "erc_train", "validation": "erc_val", "test": "erc_test"}
 COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
+OUTPUT_NAMES = (*FILE_NAMES.values(), "data_info.json", "dataset_info.json", "prepare_settings.json")
 
 
 def alpaca_record(example: Example) -> dict:

@@ -13,6 +13,8 @@ from erckit.metrics import aligned, format_scores, plot_confusion, scores
 from erckit.plots import new_figure, save_figure
 from erckit.predictions import Prediction
 
+OUTPUT_NAMES = ("report.md", "confusion.png", "per_class_f1.png")
+
 
 def confused_pairs(gold: list[str], predicted: list[str], top: int) -> list[tuple[tuple[str, str], int]]:
     """(gold, predicted) pairs of the most frequent errors."""

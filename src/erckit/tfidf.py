@@ -9,13 +9,15 @@ import json
 from pathlib import Path
 
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
 from erckit.atomic import atomic_path, write_text_atomic
 from erckit.config import TfidfConfig
-from erckit.data import Dialogue, iter_utterances
+from erckit.data import DataError, Dialogue, iter_utterances
+from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 
 
@@ -65,13 +67,18 @@ class TfidfClassifier:
 
     @classmethod
     def load(cls, folder: Path) -> TfidfClassifier:
-        saved = json.loads((folder / "tfidf.json").read_text(encoding="utf-8"))
-        settings = saved["settings"]
+        saved = read_json(folder / "tfidf.json")
+        settings = saved.get("settings") if isinstance(saved, dict) else None
+        if not isinstance(settings, dict) or not isinstance(saved.get("vocabulary"), dict):
+            raise DataError(folder / "tfidf.json", None, 'expected an object with "settings" and "vocabulary"')
         vectorizer = TfidfVectorizer(
             analyzer=settings["analyzer"], ngram_range=tuple(settings["ngram_range"]),
             sublinear_tf=settings["sublinear_tf"], vocabulary=saved["vocabulary"],
         )
-        tensors = load_file(str(folder / "tfidf.safetensors"))
+        try:
+            tensors = load_file(str(folder / "tfidf.safetensors"))
+        except SafetensorError as err:
+            raise DataError(folder / "tfidf.safetensors", None, f"unreadable weights ({err}): retrain the model") from None
         vectorizer.idf_ = tensors["idf"]
         model = LogisticRegression()
         model.coef_, model.intercept_, model.classes_ = tensors["coef"], tensors["intercept"], tensors["classes"]

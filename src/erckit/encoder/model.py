@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
@@ -17,7 +18,7 @@ from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, 
 
 from erckit.atomic import atomic_path
 from erckit.config import ClassifierConfig, EncoderConfig
-from erckit.data import Dialogue, speaker_letters
+from erckit.data import DataError, Dialogue, speaker_letters
 from erckit.encoder.packaged import resolve_encoder
 from erckit.labels import LABELS
 
@@ -133,7 +134,11 @@ def load_classifier(folder: Path, encoder_config: EncoderConfig, classifier_conf
         config, trust_remote_code=encoder_config.trust_remote_code, **_no_pooler(config.model_type)
     )
     model = DialogueClassifier(encoder, classifier_config)
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    try:
+        weights = load_file(str(folder / WEIGHTS))
+    except SafetensorError as err:
+        raise DataError(folder / WEIGHTS, None, f"unreadable weights ({err}): retrain the model") from None
+    model.load_state_dict(weights)
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=encoder_config.trust_remote_code)
     return model.eval(), tokenizer
 

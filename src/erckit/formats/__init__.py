@@ -32,13 +32,26 @@ def detect_format(text: str) -> str:
             return "m3ed"
 
 
+def _check_not_json_list(text: str, path: str | Path) -> None:
+    """A JSON list is no dialogue format; say so rather than reading it as a CSV."""
+    if text.lstrip().startswith("["):
+        try:
+            json.loads(text)
+        except json.JSONDecodeError:
+            return
+        raise DataError(path, None, "is a JSON list: expected an annotation_*.json object, erckit JSON lines "
+                        "or a MELD-style CSV (a prepared data_test.json goes to --prepared)")
+
+
 def resolve_format(path: str | Path, format: str | None = None, encoding: str | None = None) -> str:
     """The format named, or the one detected from the file's content."""
     if format is not None:
         if format not in FORMATS:
             raise DataError(path, None, f"unknown format {format!r} (choose from {', '.join(FORMATS)})")
         return format
-    return detect_format(read_text(path, encoding)[0])
+    text = read_text(path, encoding)[0]
+    _check_not_json_list(text, path)
+    return detect_format(text)
 
 
 def read_dialogues(
@@ -53,6 +66,8 @@ def read_dialogues(
     if not path.is_file():
         raise DataError(path, None, "no such file")
     text, _ = read_text(path, encoding)
+    if format is None:
+        _check_not_json_list(text, path)
     fmt = format if format is not None else detect_format(text)
     if fmt not in FORMATS:
         raise DataError(path, None, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")

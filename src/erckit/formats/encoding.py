@@ -11,7 +11,8 @@ AUTO_ENCODINGS = ("utf-8-sig", "gbk")
 
 
 def read_text(path: str | Path, encoding: str | None = None) -> tuple[str, str]:
-    """The file's text and the encoding that decoded it (tried in order: UTF-8, GBK)."""
+    """The file's text and the encoding that decoded it: one encoding for the whole file (tried in
+    order: UTF-8, GBK); a file mixing them, or cut in the middle of a character, is refused."""
     try:
         raw = Path(path).read_bytes()
     except OSError as err:
@@ -22,6 +23,9 @@ def read_text(path: str | Path, encoding: str | None = None) -> tuple[str, str]:
         try:
             text = raw.decode(name)
         except UnicodeDecodeError as err:
+            if _truncated(raw, err, name):
+                line = raw[: err.start].count(b"\n") + 1
+                raise DataError(path, f"line {line}", "ends in the middle of a character (a truncated file?)") from None
             first_error = first_error or err
         except LookupError:
             raise DataError(path, None, f"unknown encoding {name!r}") from None
@@ -29,11 +33,52 @@ def read_text(path: str | Path, encoding: str | None = None) -> tuple[str, str]:
             if "\x00" in text:  # UTF-16/32 bytes decode "validly" as GBK
                 line = text[: text.index("\x00")].count("\n") + 1
                 raise DataError(path, f"line {line}", "holds NUL characters (UTF-16? wrong encoding)")
+            if encoding is None and name != encodings[0]:
+                check_one_encoding(raw, path)
             return text, name
     assert first_error is not None
+    if encoding is None:
+        check_one_encoding(raw, path)
     line = raw[: first_error.start].count(b"\n") + 1
     tried = " or ".join(encodings)
     raise DataError(path, f"line {line}, byte {first_error.start}", f"is not valid {tried} text (wrong encoding?)")
+
+
+def _truncated(raw: bytes, err: UnicodeDecodeError, encoding: str) -> bool:
+    """Whether the only decoding error is a character cut off at the end of the file."""
+    cut = err.end == len(raw) and ("end of data" in err.reason or "incomplete" in err.reason)
+    return cut and _decodes(raw[: err.start], encoding)
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def check_one_encoding(raw: bytes, path: str | Path) -> None:
+    """Refuse a file whose non-ASCII lines are partly UTF-8 and partly GBK, naming the first line of the
+    rarer kind (e.g. UTF-8 rows appended to a GBK CSV, which would decode whole as GBK mojibake)."""
+    kinds: dict[str, list[int]] = {"UTF-8": [], "GBK": []}
+    for number, line in enumerate(raw.split(b"\n"), start=1):
+        if line.isascii():
+            continue
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError:
+            if _decodes(line, "gbk"):
+                kinds["GBK"].append(number)
+        else:  # a short GBK line may be valid 2-byte UTF-8 by chance (哦 = C5 B6); CJK in UTF-8 takes 3 bytes
+            if any(ord(char) >= 0x800 for char in text):
+                kinds["UTF-8"].append(number)
+    if kinds["UTF-8"] and kinds["GBK"]:
+        rare, common = sorted(kinds, key=lambda k: (len(kinds[k]), k))
+        raise DataError(
+            path, f"line {kinds[rare][0]}",
+            f"is {rare} but line {kinds[common][0]} is {common}: the file mixes encodings (save it in one)",
+        )
 
 
 def read_json(path: str | Path) -> object:

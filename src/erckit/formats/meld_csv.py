@@ -83,7 +83,8 @@ def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
     present = {row[label_at].strip() for row in rows} - {""}
     uses_meld_words = not present or bool(present & meld_words)  # an unlabelled MELD file gets MELD's words
     out = io.StringIO(newline="")
-    writer = csv.writer(out, lineterminator="\r\n" if "\r\n" in text[:10000] else "\n")
+    # the header line's ending (a quoted field may hold another one)
+    writer = csv.writer(out, lineterminator="\r\n" if text.split("\n", 1)[0].endswith("\r") else "\n")
     writer.writerow(raw_header)
     for number, row in enumerate(rows, start=1):
         _, _, utt_id = _utterance_id(row, header, path, number)

@@ -17,6 +17,9 @@ from pathlib import Path
 
 import torch
 
+from erckit.data import DataError
+from erckit.formats.encoding import read_json
+
 DTYPES = {
     "float32": torch.float32, "fp32": torch.float32,
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
@@ -218,6 +221,8 @@ def load_model(
     CPU, bf16 (native) or fp16 on GPU. `device`: None = cuda if available else cpu; `auto` =
     accelerate's device_map over all GPUs. Remote code runs only with `trust_remote_code=True`.
     """
+    if adapter is not None:
+        check_adapter(adapter)
     tokenizer = load_tokenizer(model, adapter=adapter, trust_remote_code=trust_remote_code)  # fails fast
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cuda" if device == "auto" else device)
@@ -228,10 +233,18 @@ def load_model(
     if adapter is not None:
         from peft import PeftModel
 
-        if not is_adapter(adapter):
-            raise ValueError(f"{adapter} is not a PEFT adapter folder (no adapter_config.json)")
         lm = PeftModel.from_pretrained(lm, adapter)
         if merge:
             lm = lm.merge_and_unload()
     lm.eval()
     return lm, tokenizer
+
+
+def check_adapter(adapter: str | Path) -> None:
+    """Refuse an adapter folder without a PEFT adapter_config.json naming its peft_type."""
+    path = Path(adapter) / "adapter_config.json"
+    if not path.is_file():
+        raise DataError(adapter, None, "is not a PEFT adapter folder (no adapter_config.json)")
+    config = read_json(path)
+    if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
+        raise DataError(path, None, 'is not a PEFT adapter config (no "peft_type", e.g. "LORA")')

@@ -13,6 +13,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+from erckit.atomic import atomic_folder
 from erckit.llm.chat import ChatTemplate, get_template
 from erckit.llm.record import RunRecord, save_run_record
 
@@ -37,14 +38,15 @@ def merge_adapter(record: RunRecord, adapter: str | Path, out: str | Path, *, tr
     """Merge `adapter` into `record.base_model` in the base's dtype and save it, with the record, to `out`."""
     from peft import PeftModel
 
-    from erckit.llm.loading import load_causal_lm, load_tokenizer
+    from erckit.llm.loading import check_adapter, load_causal_lm, load_tokenizer
 
+    check_adapter(adapter)
     tokenizer = load_tokenizer(record.base_model, adapter=str(adapter), trust_remote_code=trust_remote_code)
     base = load_causal_lm(record.base_model, dtype="auto", trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
-    out = Path(out)
-    merged.save_pretrained(out)
     tokenizer.chat_template = jinja_template(get_template(record.template))
-    tokenizer.save_pretrained(out)
-    save_run_record(out, replace(record, adapter=False))
-    return out
+    with atomic_folder(out) as folder:  # a killed merge leaves no half-written model folder
+        merged.save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+        save_run_record(folder, replace(record, adapter=False))
+    return Path(out)

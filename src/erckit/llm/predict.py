@@ -40,7 +40,7 @@ from erckit.data import DataError, Dialogue
 from erckit.labels import LABELS, parse_answer
 from erckit.llm.chat import ChatTemplate, context_text, get_template
 from erckit.llm.generation import GREEDY, Decoding
-from erckit.llm.resume import Outcome, partial_path, partial_writer, read_partial
+from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
 from erckit.llm.scoring import encode_contexts, length_batches, predictions_from_log_probs
 from erckit.predictions import Prediction, from_probabilities, read_prepared, write_predictions
 from erckit.prompts import PromptConfig, detect_language, emotion_examples
@@ -244,7 +244,13 @@ def unparsed_path(out: Path) -> Path:
     return out.with_name(out.name + ".unparsed.jsonl")
 
 
-def predict_items(
+def predict_items(items: list[Item], out: str | Path, backend, **options) -> PredictSummary:
+    """`_predict_items` holding the lock of `<out>.partial`: two runs into one output never mix."""
+    with lock_partial(partial_path(Path(out))):
+        return _predict_items(items, out, backend, **options)
+
+
+def _predict_items(
     items: list[Item],
     out: str | Path,
     backend: ScoreBackend | Callable[[], ScoreBackend],

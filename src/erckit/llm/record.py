@@ -161,11 +161,13 @@ def resolve_run(weights: str, overrides: Overrides, language: str) -> Resolved:
     or any model id — and its settings: the run record with explicit flags applied (each change noted),
     or, with no record, the flags (a template is then required) and defaults. `language` is the
     default prompt language when there is no record."""
-    from erckit.llm.loading import is_adapter
+    from erckit.llm.loading import check_adapter, is_adapter
 
     path = Path(weights)
     folder = path / BEST if (path / RUN_INFO).is_file() else path
     adapter = is_adapter(folder)
+    if adapter:
+        check_adapter(folder)  # a broken adapter_config.json is named before anything else
     record = load_run_record(weights)
     notes: list[str] = []
     if record is None:

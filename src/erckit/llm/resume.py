@@ -3,12 +3,14 @@
 `<out>.partial`: a header line naming the run's settings, then one JSON line per finished id
 (`{"id", "label", "probs"?, "raw"?}`; label null for an unparsed generated answer), appended batch by
 batch, each batch flushed and fsynced. A run killed mid-write leaves at most one torn last line, which
-the next run cuts off; a file from a run with other settings is refused, never mixed in.
+the next run cuts off; a file from a run with other settings is refused, never mixed in. A run holds
+an exclusive lock (flock) on the file: a second run into the same output is refused while it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
@@ -31,6 +33,25 @@ class Outcome:
 
 def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
+
+
+@contextlib.contextmanager
+def lock_partial(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the partial file for a whole run: a second run into the same output
+    is refused instead of mixing its lines in. An empty partial file is removed at the end."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a", encoding="utf-8") as handle:
+        try:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DataError(path, None, "is in use by another erckit predict writing the same --out; "
+                            "wait for it to finish or choose another --out") from None
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                if path.stat().st_size == 0:
+                    path.unlink()
 
 
 def outcome_line(utt_id: str, outcome: Outcome) -> str:
