@@ -30,6 +30,9 @@ class Template:
     same_speaker_question: str
     yes: str
     no: str
+    dialogue_intro: str = ""
+    numbered_turn: str = ""
+    dialogue_question: str = ""
 
 
 TEMPLATES: dict[str, Template] = {
@@ -42,6 +45,12 @@ TEMPLATES: dict[str, Template] = {
         same_speaker_question="### 请判断 <{first}> 和 <{second}> 是否由同一个说话者说出，无需分析，直接回答“是”或“否”。",
         yes="是",
         no="否",
+        dialogue_intro=(
+            "现在，你是一名情感和情绪分析专家。下面这段标记在'### ###'间的对话涉及多个说话者。"
+            "请从 <{labels}> 中为对话的每一句选择情感标签，无需分析，直接给出结果即可。### "
+        ),
+        numbered_turn="<{number} {speaker}：{text}>",
+        dialogue_question="### 第{number}句",
     ),
     "en": Template(
         intro=(
@@ -63,6 +72,13 @@ TEMPLATES: dict[str, Template] = {
         ),
         yes="Yes",
         no="No",
+        dialogue_intro=(
+            "Now you are an expert in sentiment and emotion analysis. The following conversation noted "
+            "between '### ###' involves several speakers. Select the emotional label of each utterance "
+            "from <{labels}>. Answer directly, without analysis. ### "
+        ),
+        numbered_turn="<{number} {speaker}: {text}>",
+        dialogue_question="### Utterance {number}",
     ),
 }
 
@@ -168,3 +184,28 @@ def same_speaker_examples(
             answer = template.yes if first.speaker == second.speaker else template.no
             examples.append(Example(f"{first.id}~{second.id}", template.intro + turns + question, answer))
     return examples
+
+
+@dataclass(frozen=True)
+class DialoguePrompt:
+    """The dialogue form: the instruction, each turn once (numbered), and one short question per utterance.
+
+    A model reads `intro`, then `turns` (all of them for the centred placement, the turns up to the
+    target for `past`), then the target's question, and answers with its label.
+    """
+
+    intro: str
+    turns: list[str]
+    questions: list[str]
+
+
+def dialogue_prompt(dialogue: Dialogue, config: PromptConfig) -> DialoguePrompt:
+    """The dialogue-form texts of `dialogue` (turns are separated by a space, as in the window form)."""
+    template = TEMPLATES[config.language]
+    letters = speaker_letters(dialogue)
+    turns = [
+        ("" if n == 1 else " ") + template.numbered_turn.format(number=n, speaker=letters[u.speaker], text=u.text)
+        for n, u in enumerate(dialogue.utterances, start=1)
+    ]
+    questions = [template.dialogue_question.format(number=n) for n in range(1, len(dialogue) + 1)]
+    return DialoguePrompt(template.dialogue_intro.format(labels=", ".join(LABELS)), turns, questions)

@@ -1,0 +1,111 @@
+"""The dialogue form: one packed sequence gives every label exactly what a separate sequence would."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+from erckit.data import Dialogue, Utterance
+from erckit.labels import LABELS
+from erckit.llm.chat import get_template
+from erckit.llm.dialogue_form import dialogue_log_probs, dialogue_tree
+from erckit.llm.packing import Segment, pack, visibility
+from erckit.prompts import PromptConfig, dialogue_prompt
+from llm_tiny import tiny_model, tiny_tokenizer
+
+DIALOGUES = [
+    Dialogue("d1", (
+        Utterance("d1_1", "Ann", "你笑什么？我在问你话呢", "Happy"),
+        Utterance("d1_2", "Bob", "义乌的", "Neutral"),
+        Utterance("d1_3", "Ann", "义乌的怎么了", "Surprise"),
+        Utterance("d1_4", "Cat", "没什么，就是觉得好玩", "Happy"),
+    )),
+    Dialogue("d2", (Utterance("d2_1", "Bob", "好，你这，这个有可能是没有骗的", "Neutral"),
+                    Utterance("d2_2", "Ann", "那我明天再去问问", "Sad"))),
+]
+
+
+def test_visibility_is_ancestors_and_own_past() -> None:
+    packed = pack([Segment([1, 2]), Segment([3], 0), Segment([4, 5], 0), Segment([6], 2)])
+    allowed = visibility(packed).int().tolist()
+    assert allowed == [
+        [1, 0, 0, 0, 0, 0],
+        [1, 1, 0, 0, 0, 0],
+        [1, 1, 1, 0, 0, 0],  # segment 1 sees the root, not its sibling
+        [1, 1, 0, 1, 0, 0],  # segment 2 does not see segment 1
+        [1, 1, 0, 1, 1, 0],
+        [1, 1, 0, 1, 1, 1],  # segment 3 sees its parent chain
+    ]
+    assert packed.positions == [0, 1, 2, 2, 3, 4]
+    with pytest.raises(ValueError, match="parent"):
+        pack([Segment([1], 1), Segment([2])])
+
+
+def test_dialogue_prompt_numbers_turns_once() -> None:
+    prompt = dialogue_prompt(DIALOGUES[0], PromptConfig())
+    assert prompt.turns[0] == "<1 A：你笑什么？我在问你话呢>" and prompt.turns[3] == " <4 C：没什么，就是觉得好玩>"
+    assert prompt.questions == ["### 第1句", "### 第2句", "### 第3句", "### 第4句"]
+    assert "<Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear>" in prompt.intro
+
+
+def reference(model, tokenizer, template, config, dialogue: Dialogue) -> np.ndarray:
+    """log p(answer) from one unmasked, unpadded forward pass per (utterance, answer): the separate sequence."""
+    tree = dialogue_tree(dialogue, tokenizer, template, config, LABELS)
+    result = np.zeros((len(dialogue), len(LABELS)))
+    for n, question in enumerate(tree.questions):
+        chain, node = [], question
+        while node is not None:
+            chain.append(node)
+            node = tree.segments[node].parent
+        context = [t for s in reversed(chain) for t in tree.segments[s].ids]
+        for k, answer in enumerate(tree.answers[n]):
+            target = tree.segments[answer].ids
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([context + target])).logits[0].float()
+            log_probs = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
+            result[n, k] = sum(float(log_probs[j, t]) for j, t in enumerate(target))
+    return result
+
+
+def tiny_gemma(tokenizer) -> Gemma3ForCausalLM:
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=8,
+        layer_types=["sliding_attention", "full_attention"], max_position_embeddings=512,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id, initializer_range=0.2,
+    )
+    return Gemma3ForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("placement", ["centered", "past"])
+@pytest.mark.parametrize("kind", ["llama-sdpa", "llama-eager", "gemma3-sliding"])
+def test_packed_labels_equal_separate_sequences(kind: str, placement: str) -> None:
+    tokenizer = tiny_tokenizer()
+    if kind.startswith("llama"):
+        model = tiny_model(tokenizer, attn_implementation=kind.split("-")[1])
+        template = get_template("plain")
+    else:
+        model = tiny_gemma(tokenizer)
+        template = get_template("gemma")
+    config = PromptConfig(placement=placement)
+    packed = dialogue_log_probs(model, tokenizer, DIALOGUES, template, config, progress=False, max_tokens=10_000)
+    expected = np.concatenate([reference(model, tokenizer, template, config, d) for d in DIALOGUES])
+    assert packed.shape == (6, 7)
+    assert np.abs(packed - expected).max() <= 1e-4
+    # several dialogues in one row and one dialogue per row give the same numbers
+    alone = dialogue_log_probs(model, tokenizer, DIALOGUES, template, config, progress=False, max_tokens=1)
+    assert np.abs(alone - packed).max() <= 1e-4
+
+
+def test_a_label_does_not_see_the_others() -> None:
+    """Changing one utterance's candidate answers leaves every other utterance's scores unchanged."""
+    tokenizer = tiny_tokenizer()
+    model = tiny_model(tokenizer)
+    template, config = get_template("plain"), PromptConfig()
+    seven = dialogue_log_probs(model, tokenizer, DIALOGUES[:1], template, config, progress=False)
+    two = dialogue_log_probs(model, tokenizer, DIALOGUES[:1], template, config, answers=LABELS[:2], progress=False)
+    assert np.abs(seven[:, :2] - two).max() <= 1e-4
