@@ -10,8 +10,15 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 from erckit.data import Dialogue, Utterance
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
-from erckit.llm.dialogue_form import dialogue_log_probs, dialogue_tree
-from erckit.llm.packing import Segment, pack, visibility
+from erckit.llm.dialogue_form import (
+    collate,
+    dialogue_log_probs,
+    dialogue_tree,
+    packed_answer_loss,
+    training_rows,
+    training_tree,
+)
+from erckit.llm.packing import Segment, pack, sliding_window_of, visibility
 from erckit.prompts import PromptConfig, dialogue_prompt
 from llm_tiny import tiny_model, tiny_tokenizer
 
@@ -109,3 +116,48 @@ def test_a_label_does_not_see_the_others() -> None:
     seven = dialogue_log_probs(model, tokenizer, DIALOGUES[:1], template, config, progress=False)
     two = dialogue_log_probs(model, tokenizer, DIALOGUES[:1], template, config, answers=LABELS[:2], progress=False)
     assert np.abs(seven[:, :2] - two).max() <= 1e-4
+
+
+def separate_answer_losses(model, tokenizer, template, config, dialogue: Dialogue) -> list[tuple[str, list[float]]]:
+    """(gold label, cross-entropy of each answer token) from one separate sequence per utterance."""
+    tree = training_tree(dialogue, tokenizer, template, config)
+    result = []
+    for n, question in enumerate(tree.questions):
+        chain, node = [], question
+        while node is not None:
+            chain.append(node)
+            node = tree.segments[node].parent
+        context = [t for s in reversed(chain) for t in tree.segments[s].ids]
+        target = tree.segments[tree.answers[n][0]].ids
+        logits = model(input_ids=torch.tensor([context + target])).logits[0].float()
+        log_probs = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
+        result.append((dialogue.utterances[n].label, [-float(log_probs[j, t]) for j, t in enumerate(target)]))
+    return result
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_packed_training_loss_equals_separate_sequences(weighted: bool) -> None:
+    tokenizer = tiny_tokenizer()
+    model = tiny_gemma(tokenizer)
+    template, config = get_template("gemma"), PromptConfig()
+    weights = {label: 1.0 + i for i, label in enumerate(LABELS)} if weighted else None
+    rows = training_rows(DIALOGUES, tokenizer, template, config, max_tokens=10_000, class_weights=weights)
+    assert len(rows) == 1  # both dialogues packed into one row
+    inputs = collate(rows, tokenizer.pad_token_id, torch.float32, sliding_window_of(model.config))
+    with torch.no_grad():
+        loss = float(packed_answer_loss(model, inputs))
+        pairs = [p for d in DIALOGUES for p in separate_answer_losses(model, tokenizer, template, config, d)]
+    w = [(weights[label] if weights else 1.0) for label, tokens in pairs for _ in tokens]
+    ce = [c for _, tokens in pairs for c in tokens]
+    assert abs(loss - sum(a * b for a, b in zip(w, ce)) / sum(w)) <= 1e-4
+    # one row per dialogue gives the same loss terms, and the loss trains the model
+    split = collate(training_rows(DIALOGUES, tokenizer, template, config, max_tokens=1, class_weights=weights),
+                    tokenizer.pad_token_id, torch.float32, sliding_window_of(model.config))
+    assert split["input_ids"].shape[0] == 2
+    with torch.no_grad():
+        assert abs(float(packed_answer_loss(model, split)) - loss) <= 1e-4
+    model.train()
+    before = model.model.layers[0].self_attn.q_proj.weight.detach().clone()
+    packed_answer_loss(model, split).backward()
+    torch.optim.SGD(model.parameters(), lr=0.1).step()
+    assert not torch.equal(before, model.model.layers[0].self_attn.q_proj.weight)
