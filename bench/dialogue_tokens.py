@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 
 from erckit.formats import read_dialogues
 from erckit.llm.chat import encode_pair, get_template
-from erckit.llm.dialogue_form import training_tree
+from erckit.llm.dialogue_form import dialogue_trees
 from erckit.llm.packaged import resolve_model
 from erckit.prompts import PromptConfig, detect_language, emotion_examples
 
@@ -40,7 +40,8 @@ def main() -> None:
         context, target = encode_pair(template, example.prompt, example.answer, tokenizer)
         window_tokens += len(context) + len(target)
     dialogue_tokens = sum(
-        len(s.ids) for d in dialogues for s in training_tree(d, tokenizer, template, config).segments
+        len(s.ids) for d in dialogues for t in dialogue_trees(d, tokenizer, template, config, gold=True)
+        for s in t.segments
     )
     utterances = sum(len(d) for d in dialogues)
     print(json.dumps({

@@ -11,12 +11,12 @@ from erckit.data import Dialogue, Utterance
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
 from erckit.llm.dialogue_form import (
+    chunks,
     collate,
     dialogue_log_probs,
-    dialogue_tree,
+    dialogue_trees,
     packed_answer_loss,
     training_rows,
-    training_tree,
 )
 from erckit.llm.packing import Segment, pack, sliding_window_of, visibility
 from erckit.prompts import PromptConfig, dialogue_prompt
@@ -57,23 +57,46 @@ def test_dialogue_prompt_numbers_turns_once() -> None:
     assert "<Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear>" in prompt.intro
 
 
-def reference(model, tokenizer, template, config, dialogue: Dialogue) -> np.ndarray:
+def chain_ids(tree, segment: int) -> list[int]:
+    """The tokens of a segment and all segments above it, as one separate sequence would hold them."""
+    chain = []
+    while segment is not None:
+        chain.append(segment)
+        segment = tree.segments[segment].parent
+    return [t for s in reversed(chain) for t in tree.segments[s].ids]
+
+
+def reference(model, tokenizer, template, config, dialogue: Dialogue, max_length: int | None = None) -> np.ndarray:
     """log p(answer) from one unmasked, unpadded forward pass per (utterance, answer): the separate sequence."""
-    tree = dialogue_tree(dialogue, tokenizer, template, config, LABELS)
-    result = np.zeros((len(dialogue), len(LABELS)))
-    for n, question in enumerate(tree.questions):
-        chain, node = [], question
-        while node is not None:
-            chain.append(node)
-            node = tree.segments[node].parent
-        context = [t for s in reversed(chain) for t in tree.segments[s].ids]
-        for k, answer in enumerate(tree.answers[n]):
-            target = tree.segments[answer].ids
-            with torch.no_grad():
-                logits = model(input_ids=torch.tensor([context + target])).logits[0].float()
-            log_probs = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
-            result[n, k] = sum(float(log_probs[j, t]) for j, t in enumerate(target))
+    result = np.full((len(dialogue), len(LABELS)), np.nan)
+    for tree in dialogue_trees(dialogue, tokenizer, template, config, LABELS, max_length=max_length):
+        for n, question in enumerate(tree.questions):
+            context = chain_ids(tree, question)
+            for k, answer in enumerate(tree.answers[n]):
+                target = tree.segments[answer].ids
+                assert max_length is None or len(context) + len(target) <= max_length
+                with torch.no_grad():
+                    logits = model(input_ids=torch.tensor([context + target])).logits[0].float()
+                log_probs = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
+                result[tree.utterances[n], k] = sum(float(log_probs[j, t]) for j, t in enumerate(target))
     return result
+
+
+@pytest.mark.parametrize("placement", ["centered", "past"])
+def test_chunks_label_every_utterance_once_with_context(placement: str) -> None:
+    lengths = [5, 9, 3, 7, 4, 8, 6, 2, 9, 5, 40, 3]
+    for start, end, core_start, core_end in (found := chunks(lengths, 30, placement)):
+        assert start <= core_start < core_end <= end
+        assert sum(lengths[start:end]) <= 30 or end - start == 1  # a 40-token turn alone
+    cores = [i for _, _, a, b in found for i in range(a, b)]
+    assert cores == list(range(len(lengths)))  # each utterance labelled exactly once, in order
+    assert len(found) > 2
+    if placement == "centered":  # cores before the 40-token turn have turns after them as context
+        assert all(end > core_end for _, end, _, core_end in found[:3])
+    else:  # a past-only question never needs the turns after its utterance
+        assert all(end == core_end for _, end, _, core_end in found)
+    assert all(start < core_start for start, _, core_start, _ in found[1:3])  # and turns before them
+    assert chunks(lengths[:3], 30, placement) == [(0, 3, 0, 3)]
 
 
 def tiny_gemma(tokenizer) -> Gemma3ForCausalLM:
@@ -103,6 +126,15 @@ def test_packed_labels_equal_separate_sequences(kind: str, placement: str) -> No
     expected = np.concatenate([reference(model, tokenizer, template, config, d) for d in DIALOGUES])
     assert packed.shape == (6, 7)
     assert np.abs(packed - expected).max() <= 1e-4
+    # a max_length that cuts the first dialogue into chunks: still each label as its separate sequence
+    [tree] = dialogue_trees(DIALOGUES[0], tokenizer, template, config)
+    tail = max(len(tree.segments[q].ids) + max(len(tree.segments[a].ids) for a in answers)
+               for q, answers in zip(tree.questions, tree.answers))
+    limit = len(tree.segments[0].ids) + tail + 20  # room for about two turns
+    chunked = dialogue_log_probs(model, tokenizer, DIALOGUES, template, config, progress=False, max_length=limit)
+    assert len(dialogue_trees(DIALOGUES[0], tokenizer, template, config, max_length=limit)) > 1
+    expected = np.concatenate([reference(model, tokenizer, template, config, d, limit) for d in DIALOGUES])
+    assert not np.isnan(expected).any() and np.abs(chunked - expected).max() <= 1e-4
     # several dialogues in one row and one dialogue per row give the same numbers
     alone = dialogue_log_probs(model, tokenizer, DIALOGUES, template, config, progress=False, max_tokens=1)
     assert np.abs(alone - packed).max() <= 1e-4
@@ -120,14 +152,10 @@ def test_a_label_does_not_see_the_others() -> None:
 
 def separate_answer_losses(model, tokenizer, template, config, dialogue: Dialogue) -> list[tuple[str, list[float]]]:
     """(gold label, cross-entropy of each answer token) from one separate sequence per utterance."""
-    tree = training_tree(dialogue, tokenizer, template, config)
+    [tree] = dialogue_trees(dialogue, tokenizer, template, config, gold=True)
     result = []
     for n, question in enumerate(tree.questions):
-        chain, node = [], question
-        while node is not None:
-            chain.append(node)
-            node = tree.segments[node].parent
-        context = [t for s in reversed(chain) for t in tree.segments[s].ids]
+        context = chain_ids(tree, question)
         target = tree.segments[tree.answers[n][0]].ids
         logits = model(input_ids=torch.tensor([context + target])).logits[0].float()
         log_probs = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)

@@ -26,9 +26,11 @@ from erckit.prompts import PromptConfig, dialogue_prompt
 
 @dataclass(frozen=True)
 class DialogueTree:
-    """A dialogue's segments: question segment per utterance, and per question its answer segments."""
+    """Segments of (a chunk of) a dialogue: the utterances it labels, their question segments, and per
+    question its answer segments (the 7 candidates when scoring, the gold one when training)."""
 
     segments: list[Segment]
+    utterances: list[int]
     questions: list[int]
     answers: list[list[int]]
 
@@ -40,41 +42,89 @@ def _ids(tokenizer, text: str, special: bool) -> list[int]:
     return ids
 
 
-def dialogue_tree(
-    dialogue: Dialogue, tokenizer, template: ChatTemplate, config: PromptConfig, answers: Sequence[str]
-) -> DialogueTree:
-    """Root (chat prefix + instruction), one segment per turn (chained), one question per utterance and
-    its candidate answers (label word + the template's closing marker), each under its question."""
+def chunks(lengths: Sequence[int], budget: int, placement: str) -> list[tuple[int, int, int, int]]:
+    """(start, end, core start, core end) of overlapping turn ranges of at most `budget` tokens.
+
+    Each utterance is labelled in exactly one chunk (its core), with up to a quarter of the budget
+    of turns before the core and a quarter after it (centred placement), or up to half the budget
+    before it (past: a question sees no later turn). A dialogue that
+    fits is one chunk; a single turn longer than the budget is a chunk of its own.
+    """
+    n, margin, result, core_start = len(lengths), budget // 4, [], 0
+    context_before = margin if placement == "centered" else budget // 2
+    while core_start < n:
+        start, before = core_start, 0
+        while start > 0 and before + lengths[start - 1] <= context_before:
+            start -= 1
+            before += lengths[start]
+        end, total = start, 0
+        while end < n and total + lengths[end] <= budget:
+            total += lengths[end]
+            end += 1
+        if end <= core_start:  # the core's first turn does not fit beside its context: alone
+            start, end = core_start, core_start + 1
+        core_end, after = end, 0
+        if placement == "centered" and end < n:
+            while core_end - 1 > core_start and after + lengths[core_end - 1] <= margin:
+                core_end -= 1
+                after += lengths[core_end]
+        result.append((start, end, core_start, core_end))
+        core_start = core_end
+    return result
+
+
+def dialogue_trees(
+    dialogue: Dialogue,
+    tokenizer,
+    template: ChatTemplate,
+    config: PromptConfig,
+    answers: Sequence[str] = LABELS,
+    *,
+    gold: bool = False,
+    max_length: int | None = None,
+) -> list[DialogueTree]:
+    """The trees of a dialogue: root (chat prefix + instruction), one segment per turn (chained), one
+    question per utterance and its answers (label word + the template's closing marker).
+
+    With `gold`, each question gets the utterance's gold label as its only answer. With `max_length`,
+    a dialogue whose longest chain (root + turns + question + answer) exceeds it is cut into
+    overlapping chunks (`chunks`); a turn longer than the room left keeps its first tokens.
+    """
     prompt = dialogue_prompt(dialogue, config)
-    segments = [Segment(_ids(tokenizer, template.prefix + prompt.intro, special=True))]
-    for turn in prompt.turns:
-        segments.append(Segment(_ids(tokenizer, turn, special=False), len(segments) - 1))
-    last_turn = len(segments) - 1
-    answer_ids = [_ids(tokenizer, answer_text(template, a, tokenizer), special=False) for a in answers]
-    questions, answer_segments = [], []
-    for i, question in enumerate(prompt.questions):
-        parent = last_turn if config.placement == "centered" else i + 1
-        questions.append(len(segments))
-        segments.append(Segment(_ids(tokenizer, question + template.suffix, special=False), parent))
-        answer_segments.append([])
-        for ids in answer_ids:
-            answer_segments[-1].append(len(segments))
-            segments.append(Segment(ids, questions[-1]))
-    return DialogueTree(segments, questions, answer_segments)
-
-
-def training_tree(dialogue: Dialogue, tokenizer, template: ChatTemplate, config: PromptConfig) -> DialogueTree:
-    """The tree of a labelled dialogue with each question followed by its gold answer only."""
-    tree = dialogue_tree(dialogue, tokenizer, template, config, answers=())
-    segments = list(tree.segments)
-    answers = []
-    for question, utterance in zip(tree.questions, dialogue.utterances):
-        if utterance.label is None:
-            raise ValueError(f"utterance {utterance.id} has no label to train on")
-        ids = _ids(tokenizer, answer_text(template, utterance.label, tokenizer), special=False)
-        answers.append([len(segments)])
-        segments.append(Segment(ids, question))
-    return DialogueTree(segments, tree.questions, answers)
+    root = _ids(tokenizer, template.prefix + prompt.intro, special=True)
+    turns = [_ids(tokenizer, turn, special=False) for turn in prompt.turns]
+    questions = [_ids(tokenizer, q + template.suffix, special=False) for q in prompt.questions]
+    if gold:
+        missing = [u.id for u in dialogue.utterances if u.label is None]
+        if missing:
+            raise ValueError(f"utterance {missing[0]} has no label to train on")
+        labels = sorted({u.label for u in dialogue.utterances})
+        answer_ids = {a: _ids(tokenizer, answer_text(template, a, tokenizer), special=False) for a in labels}
+    else:
+        answer_ids = {a: _ids(tokenizer, answer_text(template, a, tokenizer), special=False) for a in answers}
+    longest_tail = max(len(q) for q in questions) + max((len(a) for a in answer_ids.values()), default=0)
+    budget = (max_length or 10**9) - len(root) - longest_tail
+    if budget < 1:
+        raise ValueError(f"max_length {max_length} leaves no room for the dialogue after the instruction")
+    turns = [t[:budget] for t in turns]
+    trees = []
+    for start, end, core_start, core_end in chunks([len(t) for t in turns], budget, config.placement):
+        segments = [Segment(root)]
+        for ids in turns[start:end]:
+            segments.append(Segment(ids, len(segments) - 1))
+        tree = DialogueTree(segments, [], [], [])
+        for i in range(core_start, core_end):
+            parent = len(turns[start:end]) if config.placement == "centered" else i - start + 1
+            tree.utterances.append(i)
+            tree.questions.append(len(segments))
+            segments.append(Segment(questions[i], parent))
+            chosen = [dialogue.utterances[i].label] if gold else list(answers)
+            tree.answers.append([])
+            for answer in chosen:
+                tree.answers[-1].append(len(segments))
+                segments.append(Segment(answer_ids[answer], tree.questions[-1]))
+        trees.append(tree)
+    return trees
 
 
 def training_rows(
@@ -83,15 +133,21 @@ def training_rows(
     template: ChatTemplate,
     config: PromptConfig,
     max_tokens: int,
+    *,
+    max_length: int | None = None,
     class_weights: dict[str, float] | None = None,
 ) -> list[dict]:
-    """Packed training rows of whole dialogues, up to `max_tokens` each.
+    """Packed training rows of whole dialogues (or chunks of long ones), up to `max_tokens` each.
 
     A row holds the token ids, position ids, the segment of each token and each segment's parent
     (from which `collate` rebuilds the mask), and per position the answer token it must predict
     (-100 elsewhere) with its loss weight (the gold label's class weight, 1 without weights).
     """
-    trees = [training_tree(d, tokenizer, template, config) for d in dialogues]
+    trees, labels = [], []
+    for dialogue in dialogues:
+        for tree in dialogue_trees(dialogue, tokenizer, template, config, gold=True, max_length=max_length):
+            trees.append(tree)
+            labels.append([dialogue.utterances[i].label for i in tree.utterances])
     lengths = [sum(len(s.ids) for s in tree.segments) for tree in trees]
     rows = []
     for group in token_budget_groups(lengths, max_tokens):
@@ -101,7 +157,7 @@ def training_rows(
         weights = [0.0] * len(packed.ids)
         for i, offset in zip(group, offsets):
             for n, question in enumerate(trees[i].questions):
-                weight = class_weights[dialogues[i].utterances[n].label] if class_weights else 1.0
+                weight = class_weights[labels[i][n]] if class_weights else 1.0
                 answer = offset + trees[i].answers[n][0]
                 for index, token in answer_targets(packed, segments, offset + question, answer):
                     targets[index], weights[index] = token, weight
@@ -199,41 +255,47 @@ def dialogue_log_probs(
     *,
     answers: Sequence[str] = LABELS,
     max_tokens: int = 2048,
+    max_length: int | None = None,
     progress: bool = True,
 ) -> np.ndarray:
-    """[utterances, answers] log p(answer | dialogue, question), utterances in dialogue order."""
-    trees = [dialogue_tree(d, tokenizer, template, config, answers) for d in dialogues]
-    rows: list[np.ndarray] = []
+    """[utterances, answers] log p(answer | dialogue, question), utterances in dialogue order.
+
+    Trees are packed into rows of up to `max_tokens` tokens, one forward pass per row; vocabulary
+    logits are computed only at the positions that predict answer tokens.
+    """
+    trees, first_row = [], []
+    done = 0
+    for dialogue in dialogues:
+        for tree in dialogue_trees(dialogue, tokenizer, template, config, answers, max_length=max_length):
+            trees.append(tree)
+            first_row.append(done)
+        done += len(dialogue)
+    result = np.zeros((done, len(answers)))
     accepts = forward_parameters(model)
     window = sliding_window_of(model.config)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     dtype = next(model.parameters()).dtype
     lengths = [sum(len(s.ids) for s in tree.segments) for tree in trees]
-    bar = tqdm(total=sum(len(d) for d in dialogues), unit="utt", desc="scoring", disable=not progress)
+    bar = tqdm(total=done, unit="utt", desc="scoring", disable=not progress, dynamic_ncols=True)
     for group in token_budget_groups(lengths, max_tokens):
         segments, offsets = merge_trees([trees[i] for i in group])
         packed = pack(segments)
-        targets = [
-            [
-                answer_targets(packed, segments, offset + q, offset + a)
-                for a in tree.answers[n]
-            ]
-            for tree, offset in ((trees[i], off) for i, off in zip(group, offsets))
-            for n, q in enumerate(tree.questions)
+        wanted = [  # (row of the result, per answer its (packed index, token) pairs)
+            (first_row[i] + trees[i].utterances[n],
+             [answer_targets(packed, segments, offset + q, offset + a) for a in trees[i].answers[n]])
+            for i, offset in zip(group, offsets)
+            for n, q in enumerate(trees[i].questions)
         ]
-        needed = sorted({index for utterance in targets for answer in utterance for index, _ in answer})
+        needed = sorted({index for _, pairs in wanted for answer in pairs for index, _ in answer})
         column = {index: k for k, index in enumerate(needed)}
         inputs = batch([packed], pad_id, dtype, model.device, window)
         if "logits_to_keep" in accepts:
-            inputs["logits_to_keep"] = torch.tensor(needed, device=model.device)
-            logits = model(**inputs).logits[0].float()
+            logits = model(**inputs, logits_to_keep=torch.tensor(needed, device=model.device)).logits[0]
         else:
-            logits = model(**inputs).logits[0, needed].float()
-        log_probs = torch.log_softmax(logits, dim=-1)
-        for utterance in targets:
-            rows.append(
-                np.array([sum(float(log_probs[column[i], t]) for i, t in answer) for answer in utterance])
-            )
-        bar.update(sum(len(dialogues[i]) for i in group))
+            logits = model(**inputs).logits[0, needed]
+        log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        for row, pairs in wanted:
+            result[row] = [sum(float(log_probs[column[i], t]) for i, t in answer) for answer in pairs]
+        bar.update(sum(len(trees[i].utterances) for i in group))
     bar.close()
-    return np.stack(rows) if rows else np.zeros((0, len(answers)))
+    return result
