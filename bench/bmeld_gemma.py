@@ -18,7 +18,7 @@ from pathlib import Path
 
 from erckit.atomic import write_text_atomic
 from erckit.config import load_config
-from erckit.data import Dialogue, iter_utterances
+from erckit.data import first_utterances, iter_utterances
 from erckit.formats import read_dialogues
 from erckit.metrics import scores
 from erckit.models import predict, train
@@ -26,17 +26,6 @@ from erckit.predictions import write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
 BMELD = REPO.parent / "shared" / "data" / "bmeld"
-
-
-def first(dialogues: list[Dialogue], limit: int) -> list[Dialogue]:
-    """The first `limit` utterances, as whole dialogues with the last one trimmed (0 = all)."""
-    out, left = [], limit or 10**9
-    for dialogue in dialogues:
-        if left <= 0:
-            break
-        out.append(Dialogue(dialogue.id, dialogue.utterances[:left]))
-        left -= len(out[-1])
-    return out
 
 
 def main() -> None:
@@ -58,7 +47,7 @@ def main() -> None:
         "history": info["summary"]["history"],
     }
     for split, file, limit in (("dev", "dev", args.dev_limit), ("test", "test", args.test_limit)):
-        dialogues = first(read_dialogues(BMELD / f"{file}_sent_emo.csv"), limit)
+        dialogues = first_utterances(read_dialogues(BMELD / f"{file}_sent_emo.csv"), limit)
         started = time.perf_counter()
         predictions = predict(out / "model", dialogues)
         seconds = time.perf_counter() - started

@@ -16,6 +16,7 @@ from erckit.labels import LABELS
 
 PLACEMENTS = ("centered", "past")
 VARIANTS = ("emotion", "speaker")
+FORMS = ("window", "dialogue")
 
 
 @dataclass(frozen=True)
@@ -85,12 +86,18 @@ TEMPLATES: dict[str, Template] = {
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """How prompts are built: template language, window size and placement, variant."""
+    """How prompts are built: template language, window size and placement, variant, and form.
+
+    `form`: `window` is the design's (one prompt per utterance, holding a window of the dialogue);
+    `dialogue` writes each dialogue once and asks one short question per utterance
+    (`dialogue_prompt`, `erckit.llm.dialogue_form`); `window` and `variant` apply to the window form.
+    """
 
     language: str = "zh"
     window: int = 10
     placement: str = "centered"
     variant: str = "emotion"
+    form: str = "window"
 
     def __post_init__(self) -> None:
         if self.language not in TEMPLATES:
@@ -101,6 +108,10 @@ class PromptConfig:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {self.placement!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, not {self.form!r}")
+        if self.form == "dialogue" and self.variant != "emotion":
+            raise ValueError(f"variant {self.variant!r} exists in the window form only (form is 'dialogue')")
 
 
 @dataclass(frozen=True)

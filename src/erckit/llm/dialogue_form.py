@@ -20,8 +20,8 @@ from erckit.data import Dialogue
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, answer_text
 from erckit.llm.packing import Packed, Segment, batch, pack, sliding_window_of
-from erckit.llm.scoring import forward_parameters
-from erckit.prompts import PromptConfig, dialogue_prompt
+from erckit.llm.scoring import forward_parameters, label_log_probs
+from erckit.prompts import PromptConfig, dialogue_prompt, emotion_examples
 
 
 @dataclass(frozen=True)
@@ -299,3 +299,28 @@ def dialogue_log_probs(
         bar.update(sum(len(trees[i].utterances) for i in group))
     bar.close()
     return result
+
+
+def score_dialogues(
+    model,
+    tokenizer,
+    dialogues: Sequence[Dialogue],
+    template: ChatTemplate,
+    prompts: PromptConfig,
+    *,
+    batch_size: int = 8,
+    pack_tokens: int = 2048,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """[utterances, 7] label log-probs of every utterance, in dialogue order, in the prompts' form:
+    one prompt per utterance (window form, `label_log_probs`) or packed dialogues (dialogue form)."""
+    if prompts.form == "dialogue":
+        return dialogue_log_probs(
+            model, tokenizer, dialogues, template, prompts, max_tokens=pack_tokens, max_length=max_length,
+            progress=progress,
+        )
+    texts = [e.prompt for e in emotion_examples(dialogues, prompts)]
+    return label_log_probs(
+        model, tokenizer, texts, template, batch_size=batch_size, progress=progress, max_length=max_length
+    )
