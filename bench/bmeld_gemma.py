@@ -1,8 +1,9 @@
 """LoRA on the packaged gemma-3-270m, BMELD Chinese, on CPU: train, select by dev macro-F1, score dev and test.
 
-    .venv/bin/python bench/bmeld_gemma.py [--out runs/bench_gemma] [--dev-limit N] [--test-limit N] [key=value ...]
+    .venv/bin/python bench/bmeld_gemma.py [--config configs/gemma-270m-lora.yaml] [--out runs/bench_gemma] \
+        [--dev-limit N] [--test-limit N] [key=value ...]
 
-Trains configs/gemma-270m-lora.yaml on BMELD train (overrides set the budget, e.g. llm.max_steps=150),
+Trains the recipe (the window form by default; configs/gemma-270m-dialogue.yaml for the dialogue form) on BMELD train (overrides set the budget, e.g. llm.max_steps=150),
 keeps the checkpoint with the best macro-F1 on the first `llm.eval_subset` dev utterances, then labels the
 first N dev and test utterances (0 = all) by label scoring. Results: <out>/results.json.
 """
@@ -31,18 +32,19 @@ BMELD = REPO.parent / "shared" / "data" / "bmeld"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench_gemma")
+    parser.add_argument("--config", default=str(REPO / "configs" / "gemma-270m-lora.yaml"))
     parser.add_argument("--dev-limit", type=int, default=0)
     parser.add_argument("--test-limit", type=int, default=0)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     out = Path(args.out)
     data = [f"data.train={BMELD / 'train_sent_emo.csv'}", f"data.validation={BMELD / 'dev_sent_emo.csv'}"]
-    config = load_config(REPO / "configs" / "gemma-270m-lora.yaml", [*data, f"out={out / 'model'}", *args.overrides])
+    config = load_config(args.config, [*data, f"out={out / 'model'}", *args.overrides])
     started = time.perf_counter()
     info = train(config)
     results = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
-        "overrides": args.overrides, "train_wall_seconds": time.perf_counter() - started,
+        "config": args.config, "overrides": args.overrides, "train_wall_seconds": time.perf_counter() - started,
         "summary": {k: v for k, v in info["summary"].items() if k != "history"},
         "history": info["summary"]["history"],
     }

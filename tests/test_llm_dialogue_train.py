@@ -93,3 +93,33 @@ def test_dialogue_form_settings_are_checked_at_load(setup, tmp_path, override, m
         config = recipe(setup, tmp_path / "bad", override)
         train_llm(config, setup["train_dialogues"], setup["dev_dialogues"], tmp_path / "bad")
     assert not (tmp_path / "bad").exists()
+
+
+def test_cli_predicts_a_dialogue_form_run_as_training_scored_it(setup, tmp_path, capsys):
+    from erckit.llm.chat import get_template
+    from erckit.llm.dialogue_form import dialogue_log_probs
+    from erckit.llm.loading import load_model
+    from erckit.llm.scoring import softmax
+    from erckit.prompts import PromptConfig
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "configs/gemma-270m-dialogue.yaml", f"out={run}", f"data.train={setup['train']}",
+                 f"data.validation={setup['dev']}", f"llm.model={setup['base']}", "llm.max_steps=4",
+                 "llm.eval_steps=4", "llm.lr=0.01", "llm.pack_tokens=1024"]) == 0
+    preds = tmp_path / "p.jsonl"
+    assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(preds),
+                 "--batch-size", "2"]) == 0
+    rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [u.id for d in setup["dev_dialogues"] for u in d.utterances]
+    model, tokenizer = load_model(str(setup["base"]), adapter=str(run / "best"))
+    prompts = PromptConfig(language="zh", form="dialogue")
+    expected = softmax(dialogue_log_probs(model, tokenizer, setup["dev_dialogues"], get_template("plain"), prompts,
+                                          max_length=768, progress=False))
+    got = [[r["probs"][label] for label in LABELS] for r in rows]
+    assert abs(expected - got).max() <= 1e-5
+    assert [r["label"] for r in rows] == [LABELS[i] for i in expected.argmax(axis=1)]
+    capsys.readouterr()
+    args = ["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(tmp_path / "g.jsonl"),
+            "--backend", "generate"]
+    assert main(args) == 2
+    assert "score" in capsys.readouterr().err and not (tmp_path / "g.jsonl").exists()

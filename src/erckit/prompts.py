@@ -159,12 +159,18 @@ def build_prompt(dialogue: Dialogue, index: int, config: PromptConfig) -> str:
 
 
 def emotion_examples(dialogues: Iterable[Dialogue], config: PromptConfig) -> list[Example]:
-    """One example per utterance, in file order; the answer is the gold label word ('' if unknown)."""
-    return [
-        Example(utt.id, build_prompt(dialogue, i, config), utt.label or "")
-        for dialogue in dialogues
-        for i, utt in enumerate(dialogue.utterances)
-    ]
+    """One example per utterance, in file order; the answer is the gold label word ('' if unknown).
+
+    In the dialogue form the prompt is the text of the utterance's separate sequence (the dialogue
+    once, then its question): what a tool without erckit's packing (LLaMA-Factory) trains on.
+    """
+    examples = []
+    for dialogue in dialogues:
+        whole = dialogue_prompt(dialogue, config) if config.form == "dialogue" else None
+        for i, utt in enumerate(dialogue.utterances):
+            text = whole.text(i, config.placement) if whole else build_prompt(dialogue, i, config)
+            examples.append(Example(utt.id, text, utt.label or ""))
+    return examples
 
 
 def same_speaker_examples(
@@ -208,6 +214,11 @@ class DialoguePrompt:
     intro: str
     turns: list[str]
     questions: list[str]
+
+    def text(self, index: int, placement: str) -> str:
+        """The whole text a model reads before answering for utterance `index` (a separate sequence)."""
+        seen = self.turns if placement == "centered" else self.turns[: index + 1]
+        return self.intro + "".join(seen) + self.questions[index]
 
 
 def dialogue_prompt(dialogue: Dialogue, config: PromptConfig) -> DialoguePrompt:
