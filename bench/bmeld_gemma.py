@@ -1,8 +1,9 @@
 """LoRA on the packaged gemma-3-270m, BMELD Chinese, on CPU: train, select by dev macro-F1, score dev and test.
 
-    .venv/bin/python bench/bmeld_gemma.py [--out runs/bench_gemma] [--dev-limit N] [--test-limit N] [key=value ...]
+    .venv/bin/python bench/bmeld_gemma.py [--config configs/gemma-270m-lora.yaml] [--out runs/bench_gemma] \
+        [--dev-limit N] [--test-limit N] [key=value ...]
 
-Trains configs/gemma-270m-lora.yaml on BMELD train (overrides set the budget, e.g. llm.max_steps=150),
+Trains the recipe (the window form by default; configs/gemma-270m-dialogue.yaml for the dialogue form) on BMELD train (overrides set the budget, e.g. llm.max_steps=150),
 keeps the checkpoint with the best macro-F1 on the first `llm.eval_subset` dev utterances, then labels the
 first N dev and test utterances (0 = all) by label scoring. Results: <out>/results.json.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from erckit.atomic import write_text_atomic
 from erckit.config import load_config
-from erckit.data import Dialogue, iter_utterances
+from erckit.data import first_utterances, iter_utterances
 from erckit.formats import read_dialogues
 from erckit.metrics import scores
 from erckit.models import predict, train
@@ -28,37 +29,27 @@ REPO = Path(__file__).resolve().parents[1]
 BMELD = REPO.parent / "shared" / "data" / "bmeld"
 
 
-def first(dialogues: list[Dialogue], limit: int) -> list[Dialogue]:
-    """The first `limit` utterances, as whole dialogues with the last one trimmed (0 = all)."""
-    out, left = [], limit or 10**9
-    for dialogue in dialogues:
-        if left <= 0:
-            break
-        out.append(Dialogue(dialogue.id, dialogue.utterances[:left]))
-        left -= len(out[-1])
-    return out
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench_gemma")
+    parser.add_argument("--config", default=str(REPO / "configs" / "gemma-270m-lora.yaml"))
     parser.add_argument("--dev-limit", type=int, default=0)
     parser.add_argument("--test-limit", type=int, default=0)
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     out = Path(args.out)
     data = [f"data.train={BMELD / 'train_sent_emo.csv'}", f"data.validation={BMELD / 'dev_sent_emo.csv'}"]
-    config = load_config(REPO / "configs" / "gemma-270m-lora.yaml", [*data, f"out={out / 'model'}", *args.overrides])
+    config = load_config(args.config, [*data, f"out={out / 'model'}", *args.overrides])
     started = time.perf_counter()
     info = train(config)
     results = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
-        "overrides": args.overrides, "train_wall_seconds": time.perf_counter() - started,
+        "config": args.config, "overrides": args.overrides, "train_wall_seconds": time.perf_counter() - started,
         "summary": {k: v for k, v in info["summary"].items() if k != "history"},
         "history": info["summary"]["history"],
     }
     for split, file, limit in (("dev", "dev", args.dev_limit), ("test", "test", args.test_limit)):
-        dialogues = first(read_dialogues(BMELD / f"{file}_sent_emo.csv"), limit)
+        dialogues = first_utterances(read_dialogues(BMELD / f"{file}_sent_emo.csv"), limit)
         started = time.perf_counter()
         predictions = predict(out / "model", dialogues)
         seconds = time.perf_counter() - started

@@ -19,6 +19,7 @@ from datetime import date
 from pathlib import Path
 
 from erckit.atomic import write_text_atomic
+from erckit.data import first_utterances
 from erckit.formats import read_dialogues
 from erckit.llm.predict import UnparsedAnswers, predict_file
 from erckit.metrics import scores
@@ -29,11 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 BMELD = REPO.parent / "shared" / "data" / "bmeld"
 
 
-def first_utterances(limit: int):
+def dev_utterances(limit: int):
     """The first `limit` dev utterances (whole dialogues, the last one trimmed; 0 = all)."""
-    from bmeld_gemma import first  # bench/ is on sys.path when a bench script runs
-
-    return first(read_dialogues(BMELD / "dev_sent_emo.csv"), limit)
+    return first_utterances(read_dialogues(BMELD / "dev_sent_emo.csv"), limit)
 
 
 def tiny_model(folder: Path) -> Path:
@@ -82,7 +81,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    dialogues = first_utterances(args.limit)
+    dialogues = dev_utterances(args.limit)
     prompts = PromptConfig(language="zh", window=args.window)
     results = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",

@@ -142,6 +142,7 @@ class PromptSettings:
     placement: str = "centered"
     variant: str = "emotion"  # emotion | speaker
     same_speaker: int = 0  # auxiliary same-speaker questions per training dialogue
+    form: str = "window"  # window (the design's: a prompt per utterance) | dialogue (each dialogue once)
 
     def __post_init__(self) -> None:
         from erckit.prompts import PromptConfig
@@ -180,6 +181,8 @@ class LLMConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     prompt: PromptSettings = field(default_factory=PromptSettings)
     max_length: int = 1024
+    pack_tokens: int = 2048  # dialogue form: dialogues packed into rows of up to N tokens (a row per step)
+    class_weight_power: float = 0.0  # dialogue form: answer loss weight ∝ (1 / class frequency) ** power
     epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides epochs
     lr: float = 1e-4

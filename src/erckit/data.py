@@ -86,3 +86,14 @@ def _letter(index: int) -> str:
         index, rest = divmod(index - 1, 26)
         name = chr(ord("A") + rest) + name
     return name
+
+
+def first_utterances(dialogues: list[Dialogue], limit: int) -> list[Dialogue]:
+    """The first `limit` utterances (0 = all), as whole dialogues with the last one trimmed."""
+    out, left = [], limit or sum(len(d) for d in dialogues)
+    for dialogue in dialogues:
+        if left <= 0:
+            break
+        out.append(dialogue if len(dialogue) <= left else Dialogue(dialogue.id, dialogue.utterances[:left]))
+        left -= len(out[-1])
+    return out

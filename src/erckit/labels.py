@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from collections import Counter
+from collections.abc import Iterable
 
 LABELS: tuple[str, ...] = ("Disgust", "Anger", "Sad", "Happy", "Neutral", "Surprise", "Fear")
 
@@ -71,3 +73,16 @@ def parse_answer(answer: str | None) -> str | None:
             found.add(ALIASES[alias])
             rest = rest.replace(alias, " ")
     return found.pop() if len(found) == 1 else None
+
+
+def class_weights(labels: Iterable[str], power: float) -> dict[str, float]:
+    """Loss weight per label ∝ (1 / frequency) ** power, scaled so the average example weighs 1.
+
+    A label that never occurs counts as seen once; power 0 weighs every label 1.
+    """
+    counts = Counter(labels)
+    freq = {label: max(counts[label], 1) for label in LABELS}
+    total = sum(freq.values())
+    raw = {label: (total / f) ** power for label, f in freq.items()}
+    scale = total / sum(raw[label] * freq[label] for label in LABELS)
+    return {label: raw[label] * scale for label in LABELS}

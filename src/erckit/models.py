@@ -156,18 +156,19 @@ def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, prog
         return encoder_probabilities(model, tokenizer, dialogues, config.encoder, progress=progress)
     if info["type"] == "llm":
         from erckit.llm.chat import get_template
+        from erckit.llm.dialogue_form import score_dialogues
         from erckit.llm.loading import load_model
-        from erckit.llm.scoring import label_log_probs, softmax
-        from erckit.prompts import emotion_examples
+        from erckit.llm.scoring import softmax
 
         settings = llm_settings(folder)
         record = settings["record"]
         model, tokenizer = load_model(settings["model"], adapter=settings["adapter"],
                                       trust_remote_code=record.trust_remote_code)
-        prompts = [e.prompt for e in emotion_examples(dialogues, record.prompt)]
-        return softmax(label_log_probs(model, tokenizer, prompts, get_template(record.template),
-                                       batch_size=config.llm.eval_batch_size, progress=progress,
-                                       max_length=record.max_length))
+        return softmax(score_dialogues(
+            model, tokenizer, dialogues, get_template(record.template), record.prompt,
+            batch_size=config.llm.eval_batch_size, pack_tokens=config.llm.pack_tokens, progress=progress,
+            max_length=record.max_length,
+        ))
     raise ConfigError(f"{folder}: unknown model type {info['type']!r}")
 
 

@@ -16,6 +16,7 @@ from erckit.labels import LABELS
 
 PLACEMENTS = ("centered", "past")
 VARIANTS = ("emotion", "speaker")
+FORMS = ("window", "dialogue")
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,9 @@ class Template:
     same_speaker_question: str
     yes: str
     no: str
+    dialogue_intro: str = ""
+    numbered_turn: str = ""
+    dialogue_question: str = ""
 
 
 TEMPLATES: dict[str, Template] = {
@@ -42,6 +46,12 @@ TEMPLATES: dict[str, Template] = {
         same_speaker_question="### 请判断 <{first}> 和 <{second}> 是否由同一个说话者说出，无需分析，直接回答“是”或“否”。",
         yes="是",
         no="否",
+        dialogue_intro=(
+            "现在，你是一名情感和情绪分析专家。下面这段标记在'### ###'间的对话涉及多个说话者。"
+            "请从 <{labels}> 中为对话的每一句选择情感标签，无需分析，直接给出结果即可。### "
+        ),
+        numbered_turn="<{number} {speaker}：{text}>",
+        dialogue_question="### 第{number}句",
     ),
     "en": Template(
         intro=(
@@ -63,18 +73,31 @@ TEMPLATES: dict[str, Template] = {
         ),
         yes="Yes",
         no="No",
+        dialogue_intro=(
+            "Now you are an expert in sentiment and emotion analysis. The following conversation noted "
+            "between '### ###' involves several speakers. Select the emotional label of each utterance "
+            "from <{labels}>. Answer directly, without analysis. ### "
+        ),
+        numbered_turn="<{number} {speaker}: {text}>",
+        dialogue_question="### Utterance {number}",
     ),
 }
 
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """How prompts are built: template language, window size and placement, variant."""
+    """How prompts are built: template language, window size and placement, variant, and form.
+
+    `form`: `window` is the design's (one prompt per utterance, holding a window of the dialogue);
+    `dialogue` writes each dialogue once and asks one short question per utterance
+    (`dialogue_prompt`, `erckit.llm.dialogue_form`); `window` and `variant` apply to the window form.
+    """
 
     language: str = "zh"
     window: int = 10
     placement: str = "centered"
     variant: str = "emotion"
+    form: str = "window"
 
     def __post_init__(self) -> None:
         if self.language not in TEMPLATES:
@@ -85,6 +108,10 @@ class PromptConfig:
             raise ValueError(f"placement must be one of {PLACEMENTS}, not {self.placement!r}")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
+        if self.form not in FORMS:
+            raise ValueError(f"form must be one of {FORMS}, not {self.form!r}")
+        if self.form == "dialogue" and self.variant != "emotion":
+            raise ValueError(f"variant {self.variant!r} exists in the window form only (form is 'dialogue')")
 
 
 @dataclass(frozen=True)
@@ -132,12 +159,18 @@ def build_prompt(dialogue: Dialogue, index: int, config: PromptConfig) -> str:
 
 
 def emotion_examples(dialogues: Iterable[Dialogue], config: PromptConfig) -> list[Example]:
-    """One example per utterance, in file order; the answer is the gold label word ('' if unknown)."""
-    return [
-        Example(utt.id, build_prompt(dialogue, i, config), utt.label or "")
-        for dialogue in dialogues
-        for i, utt in enumerate(dialogue.utterances)
-    ]
+    """One example per utterance, in file order; the answer is the gold label word ('' if unknown).
+
+    In the dialogue form the prompt is the text of the utterance's separate sequence (the dialogue
+    once, then its question): what a tool without erckit's packing (LLaMA-Factory) trains on.
+    """
+    examples = []
+    for dialogue in dialogues:
+        whole = dialogue_prompt(dialogue, config) if config.form == "dialogue" else None
+        for i, utt in enumerate(dialogue.utterances):
+            text = whole.text(i, config.placement) if whole else build_prompt(dialogue, i, config)
+            examples.append(Example(utt.id, text, utt.label or ""))
+    return examples
 
 
 def same_speaker_examples(
@@ -168,3 +201,33 @@ def same_speaker_examples(
             answer = template.yes if first.speaker == second.speaker else template.no
             examples.append(Example(f"{first.id}~{second.id}", template.intro + turns + question, answer))
     return examples
+
+
+@dataclass(frozen=True)
+class DialoguePrompt:
+    """The dialogue form: the instruction, each turn once (numbered), and one short question per utterance.
+
+    A model reads `intro`, then `turns` (all of them for the centred placement, the turns up to the
+    target for `past`), then the target's question, and answers with its label.
+    """
+
+    intro: str
+    turns: list[str]
+    questions: list[str]
+
+    def text(self, index: int, placement: str) -> str:
+        """The whole text a model reads before answering for utterance `index` (a separate sequence)."""
+        seen = self.turns if placement == "centered" else self.turns[: index + 1]
+        return self.intro + "".join(seen) + self.questions[index]
+
+
+def dialogue_prompt(dialogue: Dialogue, config: PromptConfig) -> DialoguePrompt:
+    """The dialogue-form texts of `dialogue` (turns are separated by a space, as in the window form)."""
+    template = TEMPLATES[config.language]
+    letters = speaker_letters(dialogue)
+    turns = [
+        ("" if n == 1 else " ") + template.numbered_turn.format(number=n, speaker=letters[u.speaker], text=u.text)
+        for n, u in enumerate(dialogue.utterances, start=1)
+    ]
+    questions = [template.dialogue_question.format(number=n) for n in range(1, len(dialogue) + 1)]
+    return DialoguePrompt(template.dialogue_intro.format(labels=", ".join(LABELS)), turns, questions)

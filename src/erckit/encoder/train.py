@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +25,7 @@ from erckit.encoder.model import (
     save_classifier,
 )
 from erckit.labels import LABELS
+from erckit.labels import class_weights as label_weights
 from erckit.metrics import scores
 from erckit.plots import plot_training
 
@@ -33,11 +33,9 @@ CHECKPOINT = "checkpoint"
 
 
 def class_weights(dialogues: list[Dialogue], power: float) -> torch.Tensor:
-    """Loss weights ∝ (1 / frequency) ** power, scaled so the average training example weighs 1."""
-    counts = Counter(u.label for u in iter_utterances(dialogues))
-    freq = torch.tensor([max(counts[label], 1) for label in LABELS], dtype=torch.float)
-    weights = (freq.sum() / freq) ** power
-    return weights * freq.sum() / (weights * freq).sum()
+    """Loss weights in LABELS order (`erckit.labels.class_weights`)."""
+    weights = label_weights((u.label for u in iter_utterances(dialogues)), power)
+    return torch.tensor([weights[label] for label in LABELS], dtype=torch.float)
 
 
 def _batches(dialogues: list[Dialogue], size: int, seed: int) -> list[list[Dialogue]]:

@@ -43,13 +43,27 @@ def shard(count: int, rank: int, size: int) -> list[int]:
     return mine + [count - 1] * (length - len(mine)) if count else []
 
 
+def _all_parts(part: tuple) -> list[tuple]:
+    """Every process's `part`, in rank order (just this one outside a process group)."""
+    if not (initialized() and dist.get_world_size() > 1):
+        return [part]
+    parts: list = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, part)
+    return parts
+
+
 def gather_rows(indices: list[int], rows: np.ndarray, count: int) -> np.ndarray:
     """[count, K]: every process's `rows` (for its `indices`) gathered into one array, on every process."""
-    parts: list = [(indices, rows)]
-    if initialized() and dist.get_world_size() > 1:
-        parts = [None] * dist.get_world_size()
-        dist.all_gather_object(parts, (indices, rows))
     result = np.zeros((count, rows.shape[1]), dtype=rows.dtype)
-    for part_indices, part_rows in parts:
+    for part_indices, part_rows in _all_parts((indices, rows)):
         result[part_indices] = part_rows
+    return result
+
+
+def gather_objects(indices: list[int], items: list, count: int) -> list:
+    """Every process's `items` (one per index of its `indices`) as one list of `count`, on every process."""
+    result: list = [None] * count
+    for part_indices, part_items in _all_parts((indices, items)):
+        for index, item in zip(part_indices, part_items):
+            result[index] = item
     return result

@@ -161,8 +161,49 @@ class ScoreBackend:
         predictions = predictions_from_log_probs([""] * len(prompts), self.log_probs(prompts))
         return [Outcome(p.label, p.probs) for p in predictions]
 
+    def batches(self, items: list[Item], batch_size: int) -> list[list[int]]:
+        """Indices of `items` in batches of similar prompt length (each batch is a resumable unit)."""
+        return length_batches(self.lengths([item.prompt for item in items]), batch_size)
+
+    def run_items(self, items: list[Item]) -> list[Outcome]:
+        return self.run([item.prompt for item in items])
+
     def run(self, prompts: list[str]) -> list[Outcome]:
         return self.score(prompts)
+
+
+class DialogueScoreBackend(ScoreBackend):
+    """Label scoring in the dialogue form: whole dialogues packed into one sequence each
+    (`erckit.llm.dialogue_form`); batches hold `batch_size` whole dialogues."""
+
+    def __init__(self, model, tokenizer, template: ChatTemplate, prompts: PromptConfig, dialogues: list[Dialogue],
+                 *, max_length: int | None = None, pack_tokens: int = 2048) -> None:
+        super().__init__(model, tokenizer, template, max_length=max_length)
+        self.prompts, self.dialogues, self.pack_tokens = prompts, dialogues, pack_tokens
+        self.where = {u.id: (d, i) for d, dialogue in enumerate(dialogues) for i, u in enumerate(dialogue.utterances)}
+
+    def batches(self, items: list[Item], batch_size: int) -> list[list[int]]:
+        by_dialogue: dict[int, list[int]] = {}
+        for index, item in enumerate(items):
+            by_dialogue.setdefault(self.where[item.id][0], []).append(index)
+        groups = list(by_dialogue.values())
+        return [[i for group in groups[k : k + batch_size] for i in group] for k in range(0, len(groups), batch_size)]
+
+    def run_items(self, items: list[Item]) -> list[Outcome]:
+        from erckit.llm.dialogue_form import dialogue_log_probs
+
+        chosen = sorted({self.where[item.id][0] for item in items})
+        logp = dialogue_log_probs(
+            self.model, self.tokenizer, [self.dialogues[d] for d in chosen], self.template, self.prompts,
+            max_tokens=self.pack_tokens, max_length=self.max_length, progress=False,
+        )
+        starts = dict(zip(chosen, np.cumsum([0] + [len(self.dialogues[d]) for d in chosen])))
+        rows = [starts[self.where[item.id][0]] + self.where[item.id][1] for item in items]
+        predictions = predictions_from_log_probs([item.id for item in items], logp[rows])
+        return [Outcome(p.label, p.probs) for p in predictions]
+
+    def score(self, prompts: list[str]) -> list[Outcome]:
+        raise NotImplementedError("the dialogue form scores whole dialogues (run_items)")
 
 
 class GenerateBackend(ScoreBackend):
@@ -219,8 +260,12 @@ def build_backend(
     trust_remote_code: bool = False,
     tensor_parallel_size: int = 1,
     max_length: int | None = None,
+    dialogue_form: tuple[PromptConfig, list[Dialogue]] | None = None,
 ) -> ScoreBackend:
-    """Load the model for `backend` (one of BACKENDS)."""
+    """Load the model for `backend` (one of BACKENDS); `dialogue_form`: the prompts and dialogues that
+    the `score` backend packs whole (the dialogue form)."""
+    if dialogue_form is not None and backend != "score":
+        raise ValueError(f"the dialogue form is predicted with the score backend, not {backend!r}")
     if backend in ("vllm", "vllm-generate"):
         from erckit.llm.vllm_backend import vllm_engine
 
@@ -234,6 +279,8 @@ def build_backend(
     lm, tokenizer = load_model(model, adapter=adapter, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
     if backend == "generate":
         return GenerateBackend(lm, tokenizer, template, decoding, max_length=max_length)
+    if dialogue_form is not None:
+        return DialogueScoreBackend(lm, tokenizer, template, *dialogue_form, max_length=max_length)
     return ScoreBackend(lm, tokenizer, template, max_length=max_length)
 
 
@@ -284,10 +331,9 @@ def _predict_items(
         bar = tqdm(total=len(items), initial=resumed, unit="utt", desc=f"predict ({engine.name})",
                    disable=not progress, dynamic_ncols=True, smoothing=0.1)
         with bar, partial_writer(partial, settings) as append:
-            lengths = engine.lengths([item.prompt for item in pending])
-            for batch in length_batches(lengths, batch_size):
+            for batch in engine.batches(pending, batch_size):
                 chunk = [pending[i] for i in batch]
-                outcomes = engine.run([item.prompt for item in chunk])
+                outcomes = engine.run_items(chunk)
                 append([item.id for item in chunk], outcomes)
                 done.update((item.id, outcome) for item, outcome in zip(chunk, outcomes, strict=True))
                 bar.update(len(chunk))
@@ -406,11 +452,15 @@ def predict_file(
     items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, prompts)
     chat = resolve_template(template, model, adapter)
     settings = run_settings(backend, model, adapter, chat, decoding, items, max_length)
+    form = (prompts, dialogues) if dialogues is not None and prompts is not None and prompts.form == "dialogue" else None
+    if form is not None and backend != "score":
+        raise ValueError(f"the dialogue form is predicted with --backend score, not {backend}")
 
     def load() -> ScoreBackend:
         return build_backend(
             backend, model, chat, adapter=adapter, decoding=decoding, dtype=dtype, device=device,
             trust_remote_code=trust_remote_code, tensor_parallel_size=tensor_parallel_size, max_length=max_length,
+            dialogue_form=form,
         )
 
     return predict_items(

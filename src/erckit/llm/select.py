@@ -10,14 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from erckit.data import Dialogue
+from erckit.data import Dialogue, first_utterances
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
+from erckit.llm.dialogue_form import score_dialogues
 from erckit.llm.loading import is_adapter
 from erckit.llm.record import Resolved
-from erckit.llm.scoring import label_log_probs
 from erckit.metrics import scores
-from erckit.prompts import emotion_examples
 
 
 def find_checkpoints(run: Path) -> list[Path]:
@@ -50,15 +49,14 @@ def rank_checkpoints(
 
     rows = []
     for order, (checkpoint, run) in enumerate(zip(checkpoints, runs, strict=True)):
-        examples = emotion_examples(validation, run.record.prompt)
-        if limit:
-            examples = examples[:limit]
+        dialogues = first_utterances(validation, limit)
         model, tokenizer = load_model(
             run.model, adapter=run.adapter, trust_remote_code=trust_remote_code or run.record.trust_remote_code
         )
-        logp = label_log_probs(model, tokenizer, [e.prompt for e in examples], get_template(run.record.template),
+        logp = score_dialogues(model, tokenizer, dialogues, get_template(run.record.template), run.record.prompt,
                                batch_size=batch_size, max_length=run.record.max_length)
-        result = scores([e.answer for e in examples], [LABELS[i] for i in np.argmax(logp, axis=1)])
+        gold = [u.label for d in dialogues for u in d.utterances]
+        result = scores(gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
         rows.append({"checkpoint": str(checkpoint), "order": order} | {
             k: result[k] for k in ("macro_f1", "weighted_f1", "accuracy")
         })

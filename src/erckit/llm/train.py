@@ -14,6 +14,7 @@ The same command resumes a killed run from its last checkpoint, and runs unchang
 
 from __future__ import annotations
 
+import itertools
 import shutil
 import time
 from dataclasses import asdict
@@ -33,13 +34,15 @@ from transformers import (
 )
 
 from erckit.config import ConfigError, LLMConfig, RunConfig
-from erckit.data import Dialogue
-from erckit.labels import LABELS
+from erckit.data import Dialogue, first_utterances
+from erckit.labels import LABELS, class_weights
 from erckit.llm.chat import ChatTemplate, encode_pair, get_template
-from erckit.llm.distributed import barrier, gather_rows, shard
+from erckit.llm.dialogue_form import collate, packed_answer_loss, score_dialogues, training_rows
+from erckit.llm.distributed import barrier, gather_objects, shard
 from erckit.llm.loading import load_causal_lm, load_tokenizer, native_bf16, precision_dtype, rank_device_map
+from erckit.llm.packing import sliding_window_of
 from erckit.llm.record import RunRecord, save_run_record
-from erckit.llm.scoring import forward_parameters, label_log_probs
+from erckit.llm.scoring import forward_parameters
 from erckit.metrics import scores
 from erckit.plots import plot_training
 from erckit.prompts import Example, PromptConfig, detect_language, emotion_examples, same_speaker_examples
@@ -51,7 +54,7 @@ def prompt_config(config: LLMConfig, dialogues: list[Dialogue]) -> PromptConfig:
     """The PromptConfig of a recipe; language 'auto' is detected from the dialogues."""
     settings = config.prompt
     language = detect_language(dialogues) if settings.language == "auto" else settings.language
-    return PromptConfig(language, settings.window, settings.placement, settings.variant)
+    return PromptConfig(language, settings.window, settings.placement, settings.variant, settings.form)
 
 
 def training_examples(config: LLMConfig, dialogues: list[Dialogue], prompts: PromptConfig) -> list[Example]:
@@ -184,36 +187,54 @@ def answer_loss(model, inputs: dict) -> torch.Tensor:
     return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
 
 
+class DialogueCollator:
+    """Packed dialogue-form rows into a batch (`erckit.llm.dialogue_form.collate`)."""
+
+    def __init__(self, pad_id: int, dtype: torch.dtype, sliding_window: int | None) -> None:
+        self.pad_id, self.dtype, self.sliding_window = pad_id, dtype, sliding_window
+
+    def __call__(self, rows: list[dict]) -> dict:
+        return collate(rows, self.pad_id, self.dtype, self.sliding_window)
+
+
 class MacroF1Trainer(Trainer):
     """A Trainer whose loss is on the answer tokens only and whose evaluation is validation macro-F1
-    by label scoring (always-valid labels)."""
+    by label scoring (always-valid labels), in the run's prompt form."""
 
-    def __init__(self, *args, val_prompts: list[str], val_gold: list[str], template: ChatTemplate,
-                 eval_batch_size: int, max_length: int | None = None, **kwargs) -> None:
+    def __init__(self, *args, validation: list[Dialogue], prompts: PromptConfig, template: ChatTemplate,
+                 eval_batch_size: int, max_length: int | None = None, pack_tokens: int = 2048, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.val_prompts, self.val_gold = val_prompts, val_gold
-        self.template, self.eval_batch_size, self.max_length = template, eval_batch_size, max_length
+        self.validation, self.prompts, self.template = validation, prompts, template
+        self.val_gold = [u.label for d in validation for u in d.utterances]
+        self.eval_batch_size, self.max_length, self.pack_tokens = eval_batch_size, max_length, pack_tokens
         self.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides by accumulation steps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        loss = answer_loss(model, inputs)
+        loss = packed_answer_loss(model, inputs) if "targets" in inputs else answer_loss(model, inputs)
         return (loss, None) if return_outputs else loss
+
+    def score_shard(self, model) -> np.ndarray:
+        """Validation log-probs: each process scores its share of the dialogues, and every process
+        gets all rows back (in order), so every process picks the same best checkpoint."""
+        mine = shard(len(self.validation), self.args.process_index, self.args.world_size)
+        logp = score_dialogues(
+            model, self.processing_class, [self.validation[i] for i in mine], self.template, self.prompts,
+            batch_size=self.eval_batch_size, pack_tokens=self.pack_tokens, progress=self.is_world_process_zero(),
+            max_length=self.max_length,  # truncated as in training
+        )
+        bounds = np.cumsum([0] + [len(self.validation[i]) for i in mine])
+        per_dialogue = [logp[start:end] for start, end in itertools.pairwise(bounds)]
+        return np.concatenate(gather_objects(mine, per_dialogue, len(self.validation)))
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         started = time.perf_counter()
         model = self.model
         was_training = model.training
         model.eval()
-        mine = shard(len(self.val_prompts), self.args.process_index, self.args.world_size)
         try:
-            logp = label_log_probs(
-                model, self.processing_class, [self.val_prompts[i] for i in mine], self.template,
-                batch_size=self.eval_batch_size, progress=self.is_world_process_zero(),
-                max_length=self.max_length,  # truncated as in training
-            )
+            logp = self.score_shard(model)
         finally:
             model.train(was_training)
-        logp = gather_rows(mine, logp, len(self.val_prompts))  # every process: all rows, so the same best
         result = scores(self.val_gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
         metrics = {
             f"{metric_key_prefix}_{key}": round(result[key], 6) for key in ("macro_f1", "weighted_f1", "accuracy")
@@ -276,22 +297,28 @@ def train_llm(
     llm = config.llm
     template = get_template(llm.template)
     prompts = prompt_config(llm, train)
-    val_examples = emotion_examples(validation, prompts) if validation else []
-    if llm.eval_subset:
-        val_examples = val_examples[: llm.eval_subset]
-    args = training_arguments(config, out, evaluate=bool(val_examples))
+    val_dialogues = first_utterances(validation or [], llm.eval_subset)
+    val_count = sum(len(d) for d in val_dialogues)
+    args = training_arguments(config, out, evaluate=bool(val_dialogues))
     model, tokenizer = load_trainable(llm, args, config.train.seed)
     record = run_record(llm, prompts)
     if args.process_index == 0:
         save_run_record(out, record)  # checkpoint-N folders are read with their run's record
-    train_set = tokenize(training_examples(llm, train, prompts), tokenizer, template, llm.max_length)
+    if prompts.form == "dialogue":
+        weights = class_weights((u.label for d in train for u in d.utterances), llm.class_weight_power)
+        train_set = Dataset.from_list(training_rows(
+            train, tokenizer, template, prompts, llm.pack_tokens, max_length=llm.max_length, class_weights=weights,
+        ))
+        collator = DialogueCollator(tokenizer.pad_token_id, training_dtype(llm), sliding_window_of(model.config))
+    else:
+        train_set = tokenize(training_examples(llm, train, prompts), tokenizer, template, llm.max_length)
+        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
     trainer = MacroF1Trainer(
         model=model, args=args, train_dataset=train_set,
-        eval_dataset=tokenize(val_examples[:1], tokenizer, template, llm.max_length) if val_examples else None,
-        data_collator=DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True),
-        processing_class=tokenizer, callbacks=list(callbacks),
-        val_prompts=[e.prompt for e in val_examples], val_gold=[e.answer for e in val_examples],
-        template=template, eval_batch_size=llm.eval_batch_size, max_length=llm.max_length,
+        eval_dataset=train_set.select(range(1)) if val_dialogues else None,  # unused: evaluate() scores labels
+        data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks),
+        validation=val_dialogues, prompts=prompts, template=template, eval_batch_size=llm.eval_batch_size,
+        max_length=llm.max_length, pack_tokens=llm.pack_tokens,
     )
     full_fsdp_state(trainer)
     resume = _last_checkpoint(out)
@@ -323,6 +350,6 @@ def train_llm(
     return {
         "best_checkpoint": best, "best_macro_f1": trainer.state.best_metric,
         "global_step": trainer.state.global_step, "train_seconds": seconds,
-        "validation_utterances": len(val_examples), "prompt": asdict(prompts),
+        "validation_utterances": val_count, "prompt": asdict(prompts),
         "history": [h for h in trainer.state.log_history if "loss" in h or "eval_macro_f1" in h],
     }

@@ -1,0 +1,58 @@
+"""Tokens per training epoch: the design's window form vs the dialogue form, on BMELD train.
+
+    .venv/bin/python bench/dialogue_tokens.py [--model packaged:gemma-3-270m] [--template plain] [--window 10]
+
+Counts the tokens a model reads in one epoch: window form = context + answer of every utterance's
+prompt (as `erckit train` tokenises it, untruncated); dialogue form = the packed rows of whole
+dialogues (instruction and turns once, each utterance's question and gold answer). Prints JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from transformers import AutoTokenizer
+
+from erckit.formats import read_dialogues
+from erckit.llm.chat import encode_pair, get_template
+from erckit.llm.dialogue_form import dialogue_trees
+from erckit.llm.packaged import resolve_model
+from erckit.prompts import PromptConfig, detect_language, emotion_examples
+
+BMELD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmeld"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="packaged:gemma-3-270m")
+    parser.add_argument("--template", default="plain")
+    parser.add_argument("--window", type=int, default=10)
+    parser.add_argument("--data", default=str(BMELD / "train_sent_emo.csv"))
+    args = parser.parse_args()
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
+    template = get_template(args.template)
+    dialogues = read_dialogues(Path(args.data))
+    config = PromptConfig(language=detect_language(dialogues), window=args.window)
+    window_tokens = 0
+    for example in emotion_examples(dialogues, config):
+        context, target = encode_pair(template, example.prompt, example.answer, tokenizer)
+        window_tokens += len(context) + len(target)
+    dialogue_tokens = sum(
+        len(s.ids) for d in dialogues for t in dialogue_trees(d, tokenizer, template, config, gold=True)
+        for s in t.segments
+    )
+    utterances = sum(len(d) for d in dialogues)
+    print(json.dumps({
+        "data": args.data, "model": args.model, "template": args.template, "window": args.window,
+        "dialogues": len(dialogues), "utterances": utterances,
+        "window_form_tokens": window_tokens, "dialogue_form_tokens": dialogue_tokens,
+        "ratio": round(window_tokens / dialogue_tokens, 2),
+        "tokens_per_utterance": {"window": round(window_tokens / utterances, 1),
+                                 "dialogue": round(dialogue_tokens / utterances, 1)},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()

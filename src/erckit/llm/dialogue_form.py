@@ -1,0 +1,326 @@
+"""The dialogue form: every utterance of a dialogue labelled from one packed sequence.
+
+The instruction and the dialogue are written once; each utterance's short question (and, when
+scoring, each of the 7 candidate answers) is a segment that sees the dialogue and itself only
+(`packing`). The centred placement lets every question see the whole dialogue, past and future;
+`past` lets the question of utterance i see the turns up to i (live use). Several dialogues share a
+packed row up to a token budget: they never see each other, so a row is one forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from erckit.data import Dialogue
+from erckit.labels import LABELS
+from erckit.llm.chat import ChatTemplate, answer_text
+from erckit.llm.packing import Packed, Segment, batch, pack, sliding_window_of
+from erckit.llm.scoring import forward_parameters, label_log_probs
+from erckit.prompts import PromptConfig, dialogue_prompt, emotion_examples
+
+
+@dataclass(frozen=True)
+class DialogueTree:
+    """Segments of (a chunk of) a dialogue: the utterances it labels, their question segments, and per
+    question its answer segments (the 7 candidates when scoring, the gold one when training)."""
+
+    segments: list[Segment]
+    utterances: list[int]
+    questions: list[int]
+    answers: list[list[int]]
+
+
+def _ids(tokenizer, text: str, special: bool) -> list[int]:
+    ids = list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    if special and tokenizer.eos_token_id is not None and ids and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]  # some tokenizers append EOS to every text
+    return ids
+
+
+def chunks(lengths: Sequence[int], budget: int, placement: str) -> list[tuple[int, int, int, int]]:
+    """(start, end, core start, core end) of overlapping turn ranges of at most `budget` tokens.
+
+    Each utterance is labelled in exactly one chunk (its core), with up to a quarter of the budget
+    of turns before the core and a quarter after it (centred placement), or up to half the budget
+    before it (past: a question sees no later turn). A dialogue that
+    fits is one chunk; a single turn longer than the budget is a chunk of its own.
+    """
+    n, margin, result, core_start = len(lengths), budget // 4, [], 0
+    context_before = margin if placement == "centered" else budget // 2
+    while core_start < n:
+        start, before = core_start, 0
+        while start > 0 and before + lengths[start - 1] <= context_before:
+            start -= 1
+            before += lengths[start]
+        end, total = start, 0
+        while end < n and total + lengths[end] <= budget:
+            total += lengths[end]
+            end += 1
+        if end <= core_start:  # the core's first turn does not fit beside its context: alone
+            start, end = core_start, core_start + 1
+        core_end, after = end, 0
+        if placement == "centered" and end < n:
+            while core_end - 1 > core_start and after + lengths[core_end - 1] <= margin:
+                core_end -= 1
+                after += lengths[core_end]
+        result.append((start, end, core_start, core_end))
+        core_start = core_end
+    return result
+
+
+def dialogue_trees(
+    dialogue: Dialogue,
+    tokenizer,
+    template: ChatTemplate,
+    config: PromptConfig,
+    answers: Sequence[str] = LABELS,
+    *,
+    gold: bool = False,
+    max_length: int | None = None,
+) -> list[DialogueTree]:
+    """The trees of a dialogue: root (chat prefix + instruction), one segment per turn (chained), one
+    question per utterance and its answers (label word + the template's closing marker).
+
+    With `gold`, each question gets the utterance's gold label as its only answer. With `max_length`,
+    a dialogue whose longest chain (root + turns + question + answer) exceeds it is cut into
+    overlapping chunks (`chunks`); a turn longer than the room left keeps its first tokens.
+    """
+    prompt = dialogue_prompt(dialogue, config)
+    root = _ids(tokenizer, template.prefix + prompt.intro, special=True)
+    turns = [_ids(tokenizer, turn, special=False) for turn in prompt.turns]
+    questions = [_ids(tokenizer, q + template.suffix, special=False) for q in prompt.questions]
+    if gold:
+        missing = [u.id for u in dialogue.utterances if u.label is None]
+        if missing:
+            raise ValueError(f"utterance {missing[0]} has no label to train on")
+        labels = sorted({u.label for u in dialogue.utterances})
+        answer_ids = {a: _ids(tokenizer, answer_text(template, a, tokenizer), special=False) for a in labels}
+    else:
+        answer_ids = {a: _ids(tokenizer, answer_text(template, a, tokenizer), special=False) for a in answers}
+    longest_tail = max(len(q) for q in questions) + max((len(a) for a in answer_ids.values()), default=0)
+    budget = (max_length or 10**9) - len(root) - longest_tail
+    if budget < 1:
+        raise ValueError(f"max_length {max_length} leaves no room for the dialogue after the instruction")
+    turns = [t[:budget] for t in turns]
+    trees = []
+    for start, end, core_start, core_end in chunks([len(t) for t in turns], budget, config.placement):
+        segments = [Segment(root)]
+        for ids in turns[start:end]:
+            segments.append(Segment(ids, len(segments) - 1))
+        tree = DialogueTree(segments, [], [], [])
+        for i in range(core_start, core_end):
+            parent = len(turns[start:end]) if config.placement == "centered" else i - start + 1
+            tree.utterances.append(i)
+            tree.questions.append(len(segments))
+            segments.append(Segment(questions[i], parent))
+            chosen = [dialogue.utterances[i].label] if gold else list(answers)
+            tree.answers.append([])
+            for answer in chosen:
+                tree.answers[-1].append(len(segments))
+                segments.append(Segment(answer_ids[answer], tree.questions[-1]))
+        trees.append(tree)
+    return trees
+
+
+def training_rows(
+    dialogues: Sequence[Dialogue],
+    tokenizer,
+    template: ChatTemplate,
+    config: PromptConfig,
+    max_tokens: int,
+    *,
+    max_length: int | None = None,
+    class_weights: dict[str, float] | None = None,
+) -> list[dict]:
+    """Packed training rows of whole dialogues (or chunks of long ones), up to `max_tokens` each.
+
+    A row holds the token ids, position ids, the segment of each token and each segment's parent
+    (from which `collate` rebuilds the mask), and per position the answer token it must predict
+    (-100 elsewhere) with its loss weight (the gold label's class weight, 1 without weights).
+    """
+    trees, labels = [], []
+    for dialogue in dialogues:
+        for tree in dialogue_trees(dialogue, tokenizer, template, config, gold=True, max_length=max_length):
+            trees.append(tree)
+            labels.append([dialogue.utterances[i].label for i in tree.utterances])
+    lengths = [sum(len(s.ids) for s in tree.segments) for tree in trees]
+    rows = []
+    for group in token_budget_groups(lengths, max_tokens):
+        segments, offsets = merge_trees([trees[i] for i in group])
+        packed = pack(segments)
+        targets = [-100] * len(packed.ids)
+        weights = [0.0] * len(packed.ids)
+        for i, offset in zip(group, offsets):
+            for n, question in enumerate(trees[i].questions):
+                weight = class_weights[labels[i][n]] if class_weights else 1.0
+                answer = offset + trees[i].answers[n][0]
+                for index, token in answer_targets(packed, segments, offset + question, answer):
+                    targets[index], weights[index] = token, weight
+        rows.append({
+            "input_ids": packed.ids, "position_ids": packed.positions, "segment_of": packed.segment_of,
+            "parents": [-1 if s.parent is None else s.parent for s in segments],
+            "targets": targets, "weights": weights,
+        })
+    return rows
+
+
+def collate(rows: Sequence[dict], pad_id: int, dtype: torch.dtype, sliding_window: int | None = None) -> dict:
+    """A batch of training rows: model inputs with their masks, and `targets` / `weights` (right-padded)."""
+    packs = [
+        pack([Segment(row["input_ids"][start:end], None if parent < 0 else parent)
+              for (start, end), parent in zip(_spans(row["segment_of"]), row["parents"])])
+        for row in rows
+    ]
+    inputs = batch(packs, pad_id, dtype, "cpu", sliding_window)
+    width = inputs["input_ids"].shape[1]
+    inputs["targets"] = torch.tensor([row["targets"] + [-100] * (width - len(row["targets"])) for row in rows])
+    inputs["weights"] = torch.tensor([row["weights"] + [0.0] * (width - len(row["weights"])) for row in rows])
+    return inputs
+
+
+def _spans(segment_of: Sequence[int]) -> list[tuple[int, int]]:
+    """[start, end) of each segment in a packed row (segments are contiguous and in order)."""
+    spans: list[tuple[int, int]] = []
+    for index, segment in enumerate(segment_of):
+        if segment == len(spans):
+            spans.append((index, index + 1))
+        else:
+            spans[-1] = (spans[-1][0], index + 1)
+    return spans
+
+
+def packed_answer_loss(model, inputs: dict) -> torch.Tensor:
+    """Weighted mean cross-entropy of the answer tokens; vocabulary logits only at answer positions."""
+    targets, weights = inputs["targets"], inputs["weights"]
+    needed = (targets != -100).any(dim=0).nonzero().squeeze(-1)
+    kwargs = {k: inputs[k] for k in ("input_ids", "position_ids", "attention_mask")}
+    if "logits_to_keep" in forward_parameters(model):
+        logits = model(**kwargs, logits_to_keep=needed).logits.float()
+    else:
+        logits = model(**kwargs).logits[:, needed].float()
+    chosen = targets[:, needed]
+    losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), chosen.reshape(-1), ignore_index=-100, reduction="none"
+    )
+    weight = weights[:, needed].reshape(-1)
+    return (losses * weight).sum() / weight.sum().clamp(min=1e-12)
+
+
+def merge_trees(trees: Sequence[DialogueTree]) -> tuple[list[Segment], list[int]]:
+    """The segments of several trees in one list (parents renumbered); the offset of each tree."""
+    segments: list[Segment] = []
+    offsets = []
+    for tree in trees:
+        offsets.append(len(segments))
+        segments.extend(
+            Segment(s.ids, None if s.parent is None else s.parent + offsets[-1]) for s in tree.segments
+        )
+    return segments, offsets
+
+
+def token_budget_groups(lengths: Sequence[int], budget: int) -> list[list[int]]:
+    """Consecutive items grouped so each group's total length stays within `budget` (one item may exceed it)."""
+    groups: list[list[int]] = []
+    total = 0
+    for index, length in enumerate(lengths):
+        if groups and total + length <= budget:
+            groups[-1].append(index)
+            total += length
+        else:
+            groups.append([index])
+            total = length
+    return groups
+
+
+def answer_targets(packed: Packed, segments: Sequence[Segment], question: int, answer: int) -> list[tuple[int, int]]:
+    """(packed index whose logits predict it, token id) for every token of an answer segment."""
+    ids = segments[answer].ids
+    first = packed.last_position(question, segments)
+    start = packed.starts[answer]
+    return [(first if j == 0 else start + j - 1, token) for j, token in enumerate(ids)]
+
+
+@torch.no_grad()
+def dialogue_log_probs(
+    model,
+    tokenizer,
+    dialogues: Sequence[Dialogue],
+    template: ChatTemplate,
+    config: PromptConfig,
+    *,
+    answers: Sequence[str] = LABELS,
+    max_tokens: int = 2048,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """[utterances, answers] log p(answer | dialogue, question), utterances in dialogue order.
+
+    Trees are packed into rows of up to `max_tokens` tokens, one forward pass per row; vocabulary
+    logits are computed only at the positions that predict answer tokens.
+    """
+    trees, first_row = [], []
+    done = 0
+    for dialogue in dialogues:
+        for tree in dialogue_trees(dialogue, tokenizer, template, config, answers, max_length=max_length):
+            trees.append(tree)
+            first_row.append(done)
+        done += len(dialogue)
+    result = np.zeros((done, len(answers)))
+    accepts = forward_parameters(model)
+    window = sliding_window_of(model.config)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    dtype = next(model.parameters()).dtype
+    lengths = [sum(len(s.ids) for s in tree.segments) for tree in trees]
+    bar = tqdm(total=done, unit="utt", desc="scoring", disable=not progress, dynamic_ncols=True)
+    for group in token_budget_groups(lengths, max_tokens):
+        segments, offsets = merge_trees([trees[i] for i in group])
+        packed = pack(segments)
+        wanted = [  # (row of the result, per answer its (packed index, token) pairs)
+            (first_row[i] + trees[i].utterances[n],
+             [answer_targets(packed, segments, offset + q, offset + a) for a in trees[i].answers[n]])
+            for i, offset in zip(group, offsets)
+            for n, q in enumerate(trees[i].questions)
+        ]
+        needed = sorted({index for _, pairs in wanted for answer in pairs for index, _ in answer})
+        column = {index: k for k, index in enumerate(needed)}
+        inputs = batch([packed], pad_id, dtype, model.device, window)
+        if "logits_to_keep" in accepts:
+            logits = model(**inputs, logits_to_keep=torch.tensor(needed, device=model.device)).logits[0]
+        else:
+            logits = model(**inputs).logits[0, needed]
+        log_probs = torch.log_softmax(logits.float(), dim=-1).cpu()
+        for row, pairs in wanted:
+            result[row] = [sum(float(log_probs[column[i], t]) for i, t in answer) for answer in pairs]
+        bar.update(sum(len(trees[i].utterances) for i in group))
+    bar.close()
+    return result
+
+
+def score_dialogues(
+    model,
+    tokenizer,
+    dialogues: Sequence[Dialogue],
+    template: ChatTemplate,
+    prompts: PromptConfig,
+    *,
+    batch_size: int = 8,
+    pack_tokens: int = 2048,
+    max_length: int | None = None,
+    progress: bool = True,
+) -> np.ndarray:
+    """[utterances, 7] label log-probs of every utterance, in dialogue order, in the prompts' form:
+    one prompt per utterance (window form, `label_log_probs`) or packed dialogues (dialogue form)."""
+    if prompts.form == "dialogue":
+        return dialogue_log_probs(
+            model, tokenizer, dialogues, template, prompts, max_tokens=pack_tokens, max_length=max_length,
+            progress=progress,
+        )
+    texts = [e.prompt for e in emotion_examples(dialogues, prompts)]
+    return label_log_probs(
+        model, tokenizer, texts, template, batch_size=batch_size, progress=progress, max_length=max_length
+    )

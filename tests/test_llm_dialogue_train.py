@@ -1,0 +1,125 @@
+"""The dialogue form through the real training and selection paths, on a tiny LM and a real BMELD slice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from conftest import BMELD
+from erckit.cli import main
+from erckit.config import ConfigError, load_config
+from erckit.formats import read_dialogues
+from erckit.formats.jsonl import dump
+from erckit.labels import LABELS, class_weights
+from erckit.llm.train import train_llm
+from erckit.prompts import TEMPLATES
+from test_llm_train import Snapshot, char_tokenizer
+
+pytestmark = pytest.mark.needs_data
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    folder = tmp_path_factory.mktemp("dialogue")
+    train = read_dialogues(BMELD / "train_sent_emo.csv")[:12]
+    dev = read_dialogues(BMELD / "dev_sent_emo.csv")[:3]
+    (folder / "train.jsonl").write_text(dump(train), encoding="utf-8")
+    (folder / "dev.jsonl").write_text(dump(dev), encoding="utf-8")
+    template_text = "".join(str(v) for v in TEMPLATES["zh"].__dict__.values())
+    texts = [u.text for d in train + dev for u in d.utterances] + [template_text, "0123456789 <>#," + "".join(LABELS)]
+    tokenizer = char_tokenizer(texts)
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
+                         initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0)
+    base = folder / "tiny-base"
+    LlamaForCausalLM(config).save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    return {"base": base, "train": folder / "train.jsonl", "dev": folder / "dev.jsonl",
+            "train_dialogues": train, "dev_dialogues": dev}
+
+
+def recipe(setup: dict, out: Path, *extra: str):
+    return load_config(None, [
+        "model=llm", f"out={out}", f"data.train={setup['train']}", f"data.validation={setup['dev']}",
+        f"llm.model={setup['base']}", "llm.template=plain", "llm.lora.rank=8", "llm.lora.alpha=16",
+        "llm.prompt.form=dialogue", "llm.pack_tokens=1024", "llm.max_length=1024", "llm.max_steps=12",
+        "llm.eval_steps=4", "llm.lr=0.01", "llm.batch_size=1", "llm.scheduler=constant", "llm.logging_steps=2",
+        *extra,
+    ])
+
+
+def test_dialogue_form_trains_selects_and_records_its_form(setup, tmp_path, capsys):
+    snapshot = Snapshot()
+    run = tmp_path / "run"
+    config = recipe(setup, run, "llm.class_weight_power=0.5")
+    summary = train_llm(config, setup["train_dialogues"], setup["dev_dialogues"], run, [snapshot])
+    assert any(not torch.equal(snapshot.before[n], snapshot.after[n]) for n in snapshot.before if "lora_B" in n)
+    losses = [h["loss"] for h in summary["history"] if "loss" in h]
+    assert losses[-1] < losses[0]
+    evals = {h["step"]: h["eval_macro_f1"] for h in summary["history"] if "eval_macro_f1" in h}
+    assert sorted(evals) == [4, 8, 12]
+    assert summary["validation_utterances"] == sum(len(d) for d in setup["dev_dialogues"])
+    record = json.loads((run / "best" / "erckit_llm.json").read_text())
+    assert record["prompt"]["form"] == "dialogue"
+    # `erckit select` reads the form from the record and scores each checkpoint as training did
+    assert main(["select", "--run", str(run), "--validation", str(setup["dev"]), "--out", str(tmp_path / "s.json")]) == 0
+    ranking = json.loads((tmp_path / "s.json").read_text())["ranking"]
+    for row in ranking:
+        step = int(Path(row["checkpoint"]).name.split("-")[-1])
+        assert row["macro_f1"] == pytest.approx(evals[step], abs=1e-6)
+
+
+def test_class_weights_follow_inverse_frequency() -> None:
+    labels = ["Neutral"] * 8 + ["Fear"] * 2 + ["Happy"] * 4 + ["Disgust", "Anger", "Sad", "Surprise"]
+    weights = class_weights(labels, 1.0)
+    assert weights["Fear"] == pytest.approx(4 * weights["Neutral"])
+    assert weights["Happy"] == pytest.approx(2 * weights["Neutral"])
+    assert sum(weights[label] for label in labels) == pytest.approx(len(labels))  # the average example weighs 1
+    assert set(class_weights(labels, 0.0).values()) == {1.0}
+    assert class_weights(labels, 0.5)["Fear"] == pytest.approx(2 * class_weights(labels, 0.5)["Neutral"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("llm.prompt.form=dialog", "form"),
+    ("llm.prompt.variant=speaker", "window form only"),
+])
+def test_dialogue_form_settings_are_checked_at_load(setup, tmp_path, override, message):
+    with pytest.raises((ConfigError, ValueError), match=message):
+        config = recipe(setup, tmp_path / "bad", override)
+        train_llm(config, setup["train_dialogues"], setup["dev_dialogues"], tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+
+
+def test_cli_predicts_a_dialogue_form_run_as_training_scored_it(setup, tmp_path, capsys):
+    from erckit.llm.chat import get_template
+    from erckit.llm.dialogue_form import dialogue_log_probs
+    from erckit.llm.loading import load_model
+    from erckit.llm.scoring import softmax
+    from erckit.prompts import PromptConfig
+
+    run = tmp_path / "run"
+    assert main(["train", "--config", "configs/gemma-270m-dialogue.yaml", f"out={run}", f"data.train={setup['train']}",
+                 f"data.validation={setup['dev']}", f"llm.model={setup['base']}", "llm.max_steps=4",
+                 "llm.eval_steps=4", "llm.lr=0.01", "llm.pack_tokens=1024"]) == 0
+    preds = tmp_path / "p.jsonl"
+    assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(preds),
+                 "--batch-size", "2"]) == 0
+    rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [u.id for d in setup["dev_dialogues"] for u in d.utterances]
+    model, tokenizer = load_model(str(setup["base"]), adapter=str(run / "best"))
+    prompts = PromptConfig(language="zh", form="dialogue")
+    expected = softmax(dialogue_log_probs(model, tokenizer, setup["dev_dialogues"], get_template("plain"), prompts,
+                                          max_length=768, progress=False))
+    got = [[r["probs"][label] for label in LABELS] for r in rows]
+    assert abs(expected - got).max() <= 1e-5
+    assert [r["label"] for r in rows] == [LABELS[i] for i in expected.argmax(axis=1)]
+    capsys.readouterr()
+    args = ["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(tmp_path / "g.jsonl"),
+            "--backend", "generate"]
+    assert main(args) == 2
+    assert "score" in capsys.readouterr().err and not (tmp_path / "g.jsonl").exists()
