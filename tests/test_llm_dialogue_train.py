@@ -85,14 +85,20 @@ def test_class_weights_follow_inverse_frequency() -> None:
 
 
 @pytest.mark.parametrize("override, message", [
-    ("llm.prompt.form=dialog", "form"),
+    ("llm.prompt.form=dialog", "llm.prompt.form must be one of"),
     ("llm.prompt.variant=speaker", "window form only"),
+    ("llm.prompt.same_speaker=2", "same-speaker task exists in the window form only"),
+    ("llm.pack_tokens=0", "llm.pack_tokens"),
 ])
-def test_dialogue_form_settings_are_checked_at_load(setup, tmp_path, override, message):
-    with pytest.raises((ConfigError, ValueError), match=message):
-        config = recipe(setup, tmp_path / "bad", override)
-        train_llm(config, setup["train_dialogues"], setup["dev_dialogues"], tmp_path / "bad")
+def test_dialogue_form_settings_are_refused_when_the_recipe_loads(setup, tmp_path, override, message):
+    with pytest.raises(ConfigError, match=message):
+        recipe(setup, tmp_path / "bad", override)
     assert not (tmp_path / "bad").exists()
+
+
+def test_class_weights_in_the_window_form_are_refused(setup, tmp_path):
+    with pytest.raises(ConfigError, match="class weights apply to the dialogue form"):
+        recipe(setup, tmp_path / "bad", "llm.prompt.form=window", "llm.class_weight_power=0.5")
 
 
 def test_cli_predicts_a_dialogue_form_run_as_training_scored_it(setup, tmp_path, capsys):

@@ -148,10 +148,13 @@ class PromptSettings:
         from erckit.prompts import PromptConfig
 
         try:  # the prompt settings are checked where they live, in erckit.prompts
-            PromptConfig("zh" if self.language == "auto" else self.language, self.window, self.placement, self.variant)
+            PromptConfig("zh" if self.language == "auto" else self.language, self.window, self.placement, self.variant,
+                         self.form)
         except ValueError as err:
             raise ConfigError(f"llm.prompt.{err}") from None
         require(self.same_speaker >= 0, "llm.prompt.same_speaker", self.same_speaker, "0 or more")
+        require(self.form == "window" or self.same_speaker == 0, "llm.prompt.same_speaker", self.same_speaker,
+                "0 in the dialogue form (the same-speaker task exists in the window form only)")
 
 
 @dataclass
@@ -204,6 +207,10 @@ class LLMConfig:
         require(self.finetuning in FINETUNING, "llm.finetuning", self.finetuning, " or ".join(FINETUNING))
         require(self.precision in PRECISIONS, "llm.precision", self.precision, ", ".join(PRECISIONS))
         require(self.max_length >= 2, "llm.max_length", self.max_length, "at least 2 tokens")
+        require(self.pack_tokens >= 1, "llm.pack_tokens", self.pack_tokens, "1 or more")
+        require(non_negative(self.class_weight_power), "llm.class_weight_power", self.class_weight_power, "0 or more")
+        require(self.class_weight_power == 0 or self.prompt.form == "dialogue", "llm.class_weight_power",
+                self.class_weight_power, "0 in the window form (class weights apply to the dialogue form)")
         require(positive(self.epochs), "llm.epochs", self.epochs, "a positive number")
         require(self.max_steps == -1 or self.max_steps >= 1, "llm.max_steps", self.max_steps, "-1 (use epochs) or 1 or more")
         require(positive(self.lr), "llm.lr", self.lr, "a positive number")
