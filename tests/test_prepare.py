@@ -46,3 +46,18 @@ def test_same_speaker_task_only_in_training_data(design_file, tmp_path):
     val = json.loads((out / "data_val.json").read_text(encoding="utf-8"))
     assert len(val) == 15 and len(train) > 15
     assert {r["output"] for r in train[15:]} <= {"是", "否"}
+
+
+def test_prepare_in_the_dialogue_form_writes_each_utterances_separate_sequence(design_file, tmp_path, capsys):
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--train", str(design_file), "--out", str(out), "--form", "dialogue"]) == 0
+    records = json.loads((out / "data_train.json").read_text(encoding="utf-8"))
+    assert len(records) == 15 and records[2]["id"] == "Yiwu_1_3" and records[2]["output"] == "Surprise"
+    text = records[2]["instruction"]
+    assert "<1 A：你笑什么？我在问你话呢>" in text and "<11 B：那我明天再去问问>" in text  # the whole dialogue
+    assert text.endswith("### 第3句") and "<你笑什么？我在问你话呢>" not in text  # asked by number, not quoted
+    capsys.readouterr()
+    bad = ["prepare", "--train", str(design_file), "--out", str(tmp_path / "bad"), "--form", "dialogue",
+           "--variant", "speaker"]
+    assert main(bad) == 2
+    assert "window form only" in capsys.readouterr().err and not (tmp_path / "bad").exists()

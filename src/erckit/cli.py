@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -32,6 +33,8 @@ def _prepare(args: argparse.Namespace) -> int:
     if not dialogues:
         raise DataError("prepare", None, "give at least one of --train, --validation, --test")
     config = _prompt_config(args, next(iter(dialogues.values())))
+    if args.form != config.form:  # the dialogue form: one record per utterance holding the whole dialogue
+        config = dataclasses.replace(config, form=args.form)
     counts = prepare(dialogues, Path(args.out), config, same_speaker_per_dialogue=args.same_speaker, seed=args.seed)
     for split, count in counts.items():
         print(f"{split}: {count} examples")
@@ -349,6 +352,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--same-speaker", type=int, default=0, metavar="N",
                    help="add N same-speaker auxiliary questions per training dialogue (default 0)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--form", choices=("window", "dialogue"), default="window",
+                   help="window: the design's prompt (default); dialogue: the whole dialogue, then the utterance's question")
     p.set_defaults(handler=_prepare)
 
     p = commands.add_parser("combine", help="write predicted labels back into the raw test file")
