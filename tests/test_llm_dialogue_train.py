@@ -7,40 +7,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
-from conftest import BMELD
 from erckit.cli import main
 from erckit.config import ConfigError, load_config
-from erckit.formats import read_dialogues
-from erckit.formats.jsonl import dump
 from erckit.labels import LABELS, class_weights
 from erckit.llm.train import train_llm
-from erckit.prompts import TEMPLATES
-from test_llm_train import Snapshot, char_tokenizer
+from test_llm_train import Snapshot, build_setup
 
 pytestmark = pytest.mark.needs_data
 
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("dialogue")
-    train = read_dialogues(BMELD / "train_sent_emo.csv")[:12]
-    dev = read_dialogues(BMELD / "dev_sent_emo.csv")[:3]
-    (folder / "train.jsonl").write_text(dump(train), encoding="utf-8")
-    (folder / "dev.jsonl").write_text(dump(dev), encoding="utf-8")
-    template_text = "".join(str(v) for v in TEMPLATES["zh"].__dict__.values())
-    texts = [u.text for d in train + dev for u in d.utterances] + [template_text, "0123456789 <>#," + "".join(LABELS)]
-    tokenizer = char_tokenizer(texts)
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=4096,
-                         initializer_range=0.3, bos_token_id=1, eos_token_id=2, pad_token_id=0)
-    base = folder / "tiny-base"
-    LlamaForCausalLM(config).save_pretrained(base)
-    tokenizer.save_pretrained(base)
-    return {"base": base, "train": folder / "train.jsonl", "dev": folder / "dev.jsonl",
-            "train_dialogues": train, "dev_dialogues": dev}
+    return build_setup(tmp_path_factory.mktemp("dialogue"), extra_chars="0123456789")  # turns are numbered
 
 
 def recipe(setup: dict, out: Path, *extra: str):

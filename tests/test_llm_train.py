@@ -53,16 +53,15 @@ def char_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory) -> dict:
-    folder = tmp_path_factory.mktemp("llm")
+def build_setup(folder: Path, extra_chars: str = "") -> dict:
+    """A real BMELD slice as JSON lines and a tiny Llama over its characters (plus `extra_chars`)."""
     train = read_dialogues(BMELD / "train_sent_emo.csv")[:12]
     dev = read_dialogues(BMELD / "dev_sent_emo.csv")[:3]
     (folder / "train.jsonl").write_text(dump(train), encoding="utf-8")
     (folder / "dev.jsonl").write_text(dump(dev), encoding="utf-8")
     template_text = "".join(str(v) for v in TEMPLATES["zh"].__dict__.values())
-    texts = [u.text for d in train + dev for u in d.utterances] + [template_text, "ABCDEFGHIJ, <>#" + "".join(LABELS)]
-    tokenizer = char_tokenizer(texts)
+    texts = [u.text for d in train + dev for u in d.utterances]
+    tokenizer = char_tokenizer([*texts, template_text, "ABCDEFGHIJ, <>#" + "".join(LABELS) + extra_chars])
     torch.manual_seed(0)
     config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, initializer_range=0.3,
@@ -72,6 +71,11 @@ def setup(tmp_path_factory) -> dict:
     tokenizer.save_pretrained(base)
     return {"folder": folder, "base": base, "train": folder / "train.jsonl", "dev": folder / "dev.jsonl",
             "train_dialogues": train, "dev_dialogues": dev}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory) -> dict:
+    return build_setup(tmp_path_factory.mktemp("llm"))
 
 
 def recipe(setup: dict, out: Path, *extra: str):
