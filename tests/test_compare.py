@@ -11,7 +11,8 @@ from erckit.compare import load_compare_config
 
 def test_shipped_compare_config_parses():
     config = load_compare_config(REPO / "configs" / "compare.yaml")
-    assert {"tfidf", "bert_bigru", "lora_emotion", "lora_speaker_info", "lora_same_speaker_multitask"} == set(config.methods)
+    assert {"tfidf", "bert_bigru", "lora_emotion", "lora_speaker_info", "lora_same_speaker_multitask",
+            "lora_dialogue_form"} == set(config.methods)
     for method in config.methods.values():
         assert (REPO / method.recipe).is_file()
     bmeld = load_compare_config(REPO / "configs" / "compare-bmeld.yaml")
