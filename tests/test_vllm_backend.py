@@ -18,8 +18,9 @@ from erckit.llm.chat import get_template
 from erckit.llm.scoring import encode_contexts, keep_recent, label_log_probs
 from erckit.llm.vllm_backend import (
     VLLMOptions,
-    answer_prefixes,
     engine_arguments,
+    next_tokens,
+    row_chunks,
     scoring_rounds,
     summed_log_probs,
     truncate_for_generation,
@@ -94,12 +95,18 @@ def test_generation_contexts_fit_max_model_len_with_the_answer(tokenizer):
         truncate_for_generation(contexts, max_model_len=9, max_new_tokens=8)
 
 
-def test_answer_prefixes_are_requested_once():
+def test_each_answer_prefix_is_requested_once_with_the_tokens_that_follow_it():
     targets = [[5, 6, 2], [5, 7, 2], [9, 2]]
-    assert answer_prefixes(targets) == [(5,), (5, 6), (5, 6, 2), (5, 7), (5, 7, 2), (9,), (9, 2)]
-    first, rest = scoring_rounds(2, targets)
-    assert first == [(0, (5,)), (1, (5,))]
-    assert len(rest) == 2 * 6 and len(set(rest)) == len(rest) and not set(first) & set(rest)
+    assert next_tokens(targets) == {(): [5, 9], (5,): [6, 7], (5, 6): [2], (5, 7): [2], (9,): [2]}
+    first, rest = scoring_rounds(range(2), targets)
+    assert first == [(0, ()), (1, ())]  # the bare contexts first: they fill the prefix cache
+    assert rest == [(row, prefix) for row in (0, 1) for prefix in [(5,), (5, 6), (5, 7), (9,)]]
+
+
+def test_rows_are_chunked_so_their_contexts_stay_cached_between_rounds():
+    assert row_chunks(10, longest=100, cache_tokens=800) == [range(4), range(4, 8), range(8, 10)]
+    assert row_chunks(10, longest=100, cache_tokens=None) == [range(10)]
+    assert row_chunks(3, longest=1000, cache_tokens=500) == [range(1), range(1, 2), range(2, 3)]
 
 
 @torch.no_grad()
@@ -109,15 +116,17 @@ def next_token_log_prob(model, ids: list[int], token: int) -> float:
 
 
 @pytest.mark.parametrize("template", [PLAIN, CHATML], ids=["plain", "chatml"])
-def test_forced_next_token_requests_sum_to_the_transformers_scores(tokenizer, template):
-    """What vLLM is asked (one next-token log-prob per context + answer prefix) gives label_log_probs."""
+def test_next_token_requests_sum_to_the_transformers_scores(tokenizer, template):
+    """What vLLM is asked (log-probs of the tokens after each context + answer prefix) gives label_log_probs."""
     torch.manual_seed(0)
     model = tiny_model(tokenizer)
     contexts, targets = encode_contexts(tokenizer, PROMPTS, template, LABELS, max_length=40)
+    follow = next_tokens(targets)
     found = {
-        (row, prefix): next_token_log_prob(model, contexts[row] + list(prefix[:-1]), prefix[-1])
-        for pairs in scoring_rounds(len(contexts), targets)
+        (row, prefix + (token,)): next_token_log_prob(model, contexts[row] + list(prefix), token)
+        for pairs in scoring_rounds(range(len(contexts)), targets)
         for row, prefix in pairs
+        for token in follow[prefix]
     }
     want = label_log_probs(model, tokenizer, PROMPTS, template, progress=False, max_length=40)
     np.testing.assert_allclose(summed_log_probs(found, len(contexts), targets), want, atol=1e-4, rtol=0)

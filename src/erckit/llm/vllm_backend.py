@@ -6,14 +6,14 @@ ids built by `chat.encode_pair` with the model's own Hugging Face tokenizer, so 
 tokens the HF backends see, truncated by the same rule (`scoring.encode_contexts`) to fit the engine's
 `max_model_len` together with the answer.
 
-Scoring asks vLLM for next-token log-probabilities only, never for prompt log-probabilities: for every
-answer token, one request holds the context plus the answer's earlier tokens, may emit only that token
-(`allowed_token_ids`), and returns its log-probability computed from the raw logits (vLLM's default
-`logprobs_mode`). All requests of a prompt share its context, so vLLM's prefix cache computes the
-context once: a first round sends one request per prompt, a second all the others, which find the
-context cached. Requests for the same answer prefix (labels sharing a first token) are sent once.
-Prompt log-probabilities would instead compute full-vocabulary logits for every prompt token, outside
-vLLM's memory profile, and skip the prefix cache (7 prefills per prompt).
+Scoring asks vLLM for next-token log-probabilities only, never for prompt log-probabilities: one request
+per context and proper prefix of the answers (the empty one included) returns the raw log-probabilities of
+exactly the tokens that follow that prefix in some answer (`logprob_token_ids`; vLLM's default
+`logprobs_mode` is raw). All requests of a prompt share its context, so vLLM's prefix cache computes it
+once: a first round sends the bare contexts (all first answer tokens at once), a second the contexts
+followed by each answer prefix, which find the context cached. Prompt log-probabilities would compute
+full-vocabulary logits for every prompt token, outside vLLM's memory profile, and skip the prefix cache
+(one full prefill per label).
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ class VLLMEngine:
     max_model_len: int
     generation_config: object | None = None
     lora: object | None = None
+    cache_tokens: int | None = None  # KV cache capacity, when vLLM reports it
 
 
 def vllm_dtype(dtype: str, cuda: bool) -> str:
@@ -149,7 +150,11 @@ def vllm_engine(
 
         lora = LoRARequest("erckit-adapter", 1, str(adapter))
     tokenizer = load_tokenizer(source, adapter=adapter, trust_remote_code=trust_remote_code)
-    return VLLMEngine(llm, tokenizer, int(llm.llm_engine.model_config.max_model_len), generation_config(source), lora)
+    cache = llm.llm_engine.vllm_config.cache_config
+    return VLLMEngine(
+        llm, tokenizer, int(llm.llm_engine.model_config.max_model_len), generation_config(source), lora,
+        (cache.num_gpu_blocks or 0) * cache.block_size or None,
+    )
 
 
 def generation_config(source: str):
@@ -172,41 +177,60 @@ def truncate_for_generation(contexts: list[list[int]], max_model_len: int, max_n
     return [keep_recent(c, room) for c in contexts]
 
 
-def answer_prefixes(targets: Sequence[Sequence[int]]) -> list[tuple[int, ...]]:
-    """Every distinct non-empty prefix of the targets: one next-token request per prefix and prompt."""
-    return list(dict.fromkeys(tuple(t[: j + 1]) for t in targets for j in range(len(t))))
+def next_tokens(targets: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:
+    """Each proper prefix of the targets (the empty one first) -> the distinct tokens that follow it."""
+    follow: dict[tuple[int, ...], list[int]] = {}
+    for target in targets:
+        for j, token in enumerate(target):
+            tokens = follow.setdefault(tuple(target[:j]), [])
+            if token not in tokens:
+                tokens.append(token)
+    return follow
 
 
-def forced_token_logprobs(engine: VLLMEngine, prompts: list[list[int]], tokens: list[int], progress: bool) -> list[float]:
-    """log p(token | prompt) for each pair: one step that may emit only `token`, its raw log-probability."""
+def scoring_rounds(
+    rows: Sequence[int], targets: Sequence[Sequence[int]]
+) -> list[list[tuple[int, tuple[int, ...]]]]:
+    """(prompt row, answer prefix) requests: round 1 the bare contexts (it fills the prefix cache), round 2
+    the contexts followed by each non-empty proper answer prefix (they read it)."""
+    prefixes = [prefix for prefix in next_tokens(targets) if prefix]
+    return [[(row, ()) for row in rows], [(row, prefix) for row in rows for prefix in prefixes]]
+
+
+def row_chunks(count: int, longest: int, cache_tokens: int | None) -> list[range]:
+    """Prompt rows scored together: as many as fill half the KV cache with their contexts, so that round 2
+    still finds them cached (all at once when the capacity is unknown)."""
+    step = max(1, cache_tokens // (2 * max(1, longest))) if cache_tokens else max(1, count)
+    return [range(start, min(start + step, count)) for start in range(0, count, step)]
+
+
+def next_token_logprobs(
+    engine: VLLMEngine, prompts: list[list[int]], tokens: list[list[int]], progress: bool
+) -> list[dict[int, float]]:
+    """log p(token | prompt) for the given tokens after each prompt: one step each, raw log-probabilities
+    of exactly those tokens (`logprob_token_ids`); no prompt log-probabilities, so the prefix cache applies."""
     from vllm import SamplingParams
 
     params = [
-        SamplingParams(max_tokens=1, temperature=0.0, allowed_token_ids=[token], logprobs=0, detokenize=False)
-        for token in tokens
+        SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False) for wanted in tokens
     ]
     requests = [{"prompt_token_ids": prompt} for prompt in prompts]
     outputs = engine.llm.generate(requests, params, use_tqdm=progress, lora_request=engine.lora)
     result = []
-    for output, token in zip(outputs, tokens, strict=True):
-        sample = output.outputs[0]
-        if list(sample.token_ids[:1]) != [token] or not sample.logprobs or token not in sample.logprobs[0]:
-            raise RuntimeError(f"vLLM returned no log-probability for the forced token {token}")
-        result.append(float(sample.logprobs[0][token].logprob))
+    for output, wanted in zip(outputs, tokens, strict=True):
+        entries = output.outputs[0].logprobs[0] if output.outputs[0].logprobs else {}
+        if any(token not in entries for token in wanted):
+            raise RuntimeError(f"vLLM returned no log-probability for some of the tokens {wanted}")
+        result.append({token: float(entries[token].logprob) for token in wanted})
     return result
-
-
-def scoring_rounds(count: int, targets: Sequence[Sequence[int]]) -> list[list[tuple[int, tuple[int, ...]]]]:
-    """(prompt row, answer prefix) pairs to request: round 1 one per prompt (it fills the prefix cache
-    with the context), round 2 all the others (they read it)."""
-    prefixes = answer_prefixes(targets)
-    return [[(row, prefixes[0]) for row in range(count)], [(row, p) for row in range(count) for p in prefixes[1:]]]
 
 
 def summed_log_probs(
     found: dict[tuple[int, tuple[int, ...]], float], count: int, targets: Sequence[Sequence[int]]
 ) -> np.ndarray:
-    """[count, len(targets)]: each answer's log-probability, the sum over its tokens of log p(token | prefix)."""
+    """[count, len(targets)]: each answer's log-probability, the sum over its tokens of log p(token | prefix).
+
+    `found` maps (row, answer prefix ending with a token) to that token's log-probability."""
     result = np.zeros((count, len(targets)), dtype=np.float64)
     for row in range(count):
         for k, target in enumerate(targets):
@@ -226,14 +250,17 @@ def vllm_label_log_probs(
     """[N, len(answers)] summed log-probs of each closed answer after each prompt, as `label_log_probs`."""
     limit = min(max_length or engine.max_model_len, engine.max_model_len)
     contexts, targets = encode_contexts(engine.tokenizer, prompts, template, answers, limit)
+    follow = next_tokens(targets)
     found: dict[tuple[int, tuple[int, ...]], float] = {}
-    for pairs in scoring_rounds(len(contexts), targets):
+    chunks = row_chunks(len(contexts), max(len(c) for c in contexts), engine.cache_tokens)
+    for pairs in (pairs for rows in chunks for pairs in scoring_rounds(rows, targets)):
         if pairs:
-            values = forced_token_logprobs(
-                engine, [contexts[row] + list(prefix[:-1]) for row, prefix in pairs],
-                [prefix[-1] for _, prefix in pairs], progress,
+            values = next_token_logprobs(
+                engine, [contexts[row] + list(prefix) for row, prefix in pairs],
+                [follow[prefix] for _, prefix in pairs], progress,
             )
-            found.update(zip(pairs, values, strict=True))
+            for (row, prefix), logprobs in zip(pairs, values, strict=True):
+                found.update(((row, prefix + (token,)), value) for token, value in logprobs.items())
     return summed_log_probs(found, len(contexts), targets)
 
 
