@@ -11,7 +11,8 @@ per context and proper prefix of the answers (the empty one included) returns th
 exactly the tokens that follow that prefix in some answer (`logprob_token_ids`; vLLM's default
 `logprobs_mode` is raw). All requests of a prompt share its context, so vLLM's prefix cache computes it
 once: a first round sends the bare contexts (all first answer tokens at once), a second the contexts
-followed by each answer prefix, which find the context cached. Prompt log-probabilities would compute
+followed by each answer prefix, which find the context cached (prompts go in groups whose contexts fill
+at most half the KV cache). Prompt log-probabilities would compute
 full-vocabulary logits for every prompt token, outside vLLM's memory profile, and skip the prefix cache
 (one full prefill per label).
 """
@@ -248,6 +249,8 @@ def vllm_label_log_probs(
     progress: bool = False,
 ) -> np.ndarray:
     """[N, len(answers)] summed log-probs of each closed answer after each prompt, as `label_log_probs`."""
+    if not prompts:
+        return np.zeros((0, len(answers)), dtype=np.float64)
     limit = min(max_length or engine.max_model_len, engine.max_model_len)
     contexts, targets = encode_contexts(engine.tokenizer, prompts, template, answers, limit)
     follow = next_tokens(targets)
