@@ -68,6 +68,13 @@ class TrainConfig:
     batch_dialogues: int = 4
     class_weight_power: float = 0.5  # loss weight ∝ (1 / class frequency) ** power; 0 = unweighted
     seed: int = 0
+    # bert_bigru: stop after `patience` epochs without a higher validation macro-F1 (0 = run all `epochs`,
+    # which are then the cap); the learning-rate schedule always spans `epochs`
+    patience: int = 0
+
+    def __post_init__(self) -> None:
+        if self.patience < 0:
+            raise ConfigError(f"train.patience must be 0 (off) or a number of epochs, not {self.patience}")
 
 
 @dataclass

@@ -52,6 +52,8 @@ def train(config: RunConfig) -> dict:
             raise ConfigError(f"{out} holds a run of another recipe; choose another out= or remove it")
     if config.data.train is None:
         raise ConfigError("data.train is required for training")
+    if config.model == "bert_bigru" and config.train.patience and config.data.validation is None:
+        raise ConfigError("train.patience (early stopping) needs data.validation")
     train_dialogues = _read_split(config, "train", labelled=True)
     validation = _read_split(config, "validation", labelled=True)
     info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__, "config": to_dict(config)}
@@ -66,7 +68,8 @@ def train(config: RunConfig) -> dict:
         from erckit.encoder.train import train_bert_bigru
 
         state = train_bert_bigru(config, train_dialogues, validation, out)
-        summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history")}
+        summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history", "stopped_early")}
+        summary["epochs_run"] = state["epoch"]
         if not validation:
             summary["best_macro_f1"] = None  # no validation: the last epoch is kept
     else:
