@@ -122,3 +122,88 @@ def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(test_file), "--out", str(tmp_path / "report")]) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["n"] == 96 and 0.0 <= metrics["macro_f1"] <= 1.0
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_better_validation_score(
+    tiny_encoder, bmeld_slices, tmp_path, capsys
+):
+    """With learning rates 0 the validation score never rises: patience 2 stops after epoch 3 of the cap 8."""
+    out = tmp_path / "m"
+    overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=0", "train.head_lr=0", "train.patience=2"]
+    assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert "early stopping after epoch 3 of 8" in printed and "best epoch 1:" in printed
+    summary = json.loads((out / "erckit_model.json").read_text())["summary"]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert summary["epochs_run"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
+    assert len({h["val_macro_f1"] for h in summary["history"]}) == 1  # the premise: nothing was learnt
+    from erckit.encoder.model import saved_epoch
+
+    assert saved_epoch(out) == 1
+
+
+def test_without_patience_every_epoch_runs(tiny_encoder, bmeld_slices, tmp_path):
+    overrides = [*recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 3), "train.lr=0", "train.head_lr=0"]
+    summary = train(load_config(REPO / "configs" / "bert_bigru.yaml", overrides))["summary"]
+    assert summary["epochs_run"] == 3 and not summary["stopped_early"] and summary["best_epoch"] == 1
+
+
+@pytest.mark.parametrize(("override", "problem"), [
+    ("train.patience=-1", "train.patience must be 0"),
+    ("data.validation=null", "train.patience (early stopping) needs data.validation"),
+])
+def test_bad_early_stopping_settings_are_refused_before_anything_is_written(
+    tiny_encoder, bmeld_slices, tmp_path, capsys, override, problem
+):
+    out = tmp_path / "m"
+    overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 3), "train.patience=2", override]
+    assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and_resumes(
+    tiny_encoder, bmeld_slices, tmp_path
+):
+    out, preds = tmp_path / "m", tmp_path / "p.jsonl"
+    args = [sys.executable, "-m", "erckit", "train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),
+            *recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=0", "train.head_lr=0", "train.patience=2"]
+    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = out / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 120
+    while not state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    epochs_run = json.loads(state.read_text())["epoch"]
+    assert epochs_run in (1, 2)
+
+    predict = [sys.executable, "-m", "erckit", "predict", "--model", str(out), "--input", str(bmeld_slices[1]),
+               "--out", str(preds)]
+    refused = subprocess.run(predict, capture_output=True, text=True, timeout=120, check=False)
+    assert refused.returncode == 2 and "--best-so-far" in refused.stderr and not preds.exists()
+    early = subprocess.run([*predict, "--best-so-far"], capture_output=True, text=True, timeout=120, check=False)
+    assert early.returncode == 0, early.stderr
+    assert "best epoch so far, epoch 1, validation macro-F1 " in early.stdout
+    assert f"({epochs_run} of 8 epochs run)" in early.stdout
+    assert len(preds.read_text().splitlines()) == sum(len(d) for d in read_dialogues(bmeld_slices[1]))
+
+    resumed = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "early stopping after epoch 3 of 8" in resumed.stdout
+    assert [h["epoch"] for h in json.loads((out / "erckit_model.json").read_text())["summary"]["history"]] == [1, 2, 3]
+    finished = subprocess.run([*predict, "--best-so-far"], capture_output=True, text=True, timeout=120, check=False)
+    assert finished.returncode == 0 and "unfinished" not in finished.stdout
+
+
+def test_best_so_far_is_refused_for_an_unfinished_tfidf_run(tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.test=null"]) == 0
+    info = json.loads((model / "erckit_model.json").read_text())
+    (model / "erckit_model.json").write_text(json.dumps(info | {"finished": False}))
+    capsys.readouterr()
+    out = tmp_path / "p.jsonl"
+    args = ["predict", "--model", str(model), "--input", str(SAMPLE / "annotation_test.json"), "--out", str(out)]
+    assert main([*args, "--best-so-far"]) == 2
+    err = capsys.readouterr().err
+    assert "only bert_bigru runs" in err and len(err.strip().splitlines()) == 1 and not out.exists()

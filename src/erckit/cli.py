@@ -82,7 +82,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
-    from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info
+    from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info, unfinished_epoch
     from erckit.predictions import write_predictions
 
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
@@ -90,8 +90,13 @@ def _predict(args: argparse.Namespace) -> int:
     if kind in ("bert_bigru", "tfidf"):
         if dialogues is None:
             raise DataError(args.model, None, f"a {kind} model labels dialogues: give --input, not --prepared")
-        predictions = predict(args.model, dialogues)
+        early = unfinished_epoch(args.model) if args.best_so_far else None
+        predictions = predict(args.model, dialogues, best_so_far=args.best_so_far)
         write_predictions(args.out, predictions)
+        if early:
+            score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
+            print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
+                  f"({early['epochs_run']} of {early['epochs']} epochs run)")
         print(f"wrote {len(predictions)} predictions to {args.out}")
         return 0
     return _predict_llm(args, dialogues, llm_settings(args.model) if kind == "llm" else {})
@@ -319,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="dialogue file to label (any format)")
     p.add_argument("--prepared", help="LLMs: a prepared data_test.json (erckit prepare) instead of --input")
     p.add_argument("--out", required=True, help="predictions.jsonl to write (resumable: run again after a kill)")
+    p.add_argument("--best-so-far", action="store_true",
+                   help="an unfinished bert_bigru run: predict with its best epoch so far (the output names it)")
     _add_format(p)
     llm = p.add_argument_group("LLMs")
     llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model")

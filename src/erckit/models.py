@@ -110,13 +110,18 @@ def llm_settings(folder: str | Path) -> dict:
     }
 
 
-def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> np.ndarray:
-    """[utterances, 7] label probabilities from a trained model folder, in file order."""
+def predict_probabilities(
+    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
+) -> np.ndarray:
+    """[utterances, 7] label probabilities from a trained model folder, in file order.
+
+    An unfinished run is refused unless `best_so_far` (bert_bigru runs: the best epoch saved so far)."""
     folder = Path(folder)
     info = read_model_info(folder)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))
-    if not info.get("finished"):
-        raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it")
+    if not info.get("finished") and not (best_so_far and info["type"] == "bert_bigru"):
+        hint = " or predict with its best epoch so far (--best-so-far)" if info["type"] == "bert_bigru" else ""
+        raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
     if info["type"] == "tfidf":
         from erckit.tfidf import TfidfClassifier
 
@@ -143,9 +148,24 @@ def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, prog
     raise ConfigError(f"{folder}: unknown model type {info['type']!r}")
 
 
-def predict(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> list[Prediction]:
+def unfinished_epoch(folder: str | Path) -> dict | None:
+    """For an unfinished bert_bigru run: the epoch its saved weights come from (see `best_so_far`);
+    None for a finished run. Raises ValueError for other unfinished runs or when no epoch has finished."""
+    info = read_model_info(folder)
+    if info.get("finished"):
+        return None
+    if info["type"] != "bert_bigru":
+        raise ConfigError(f"{folder}: the run has not finished; only bert_bigru runs predict from an unfinished run")
+    from erckit.encoder.train import best_so_far
+
+    return best_so_far(Path(folder)) | {"epochs": info["config"]["train"]["epochs"]}
+
+
+def predict(
+    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
+) -> list[Prediction]:
     """One prediction per utterance, with label probabilities; calibration offsets applied if the model has them."""
-    probs = predict_probabilities(folder, dialogues, progress=progress)
+    probs = predict_probabilities(folder, dialogues, progress=progress, best_so_far=best_so_far)
     offsets = read_model_info(folder).get("calibration")
     return from_probabilities(
         [u.id for u in iter_utterances(dialogues)], probs, np.array([offsets[l] for l in LABELS]) if offsets else None

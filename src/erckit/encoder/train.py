@@ -19,12 +19,14 @@ from erckit.atomic import atomic_path, write_text_atomic
 from erckit.config import RunConfig
 from erckit.data import Dialogue, iter_utterances
 from erckit.encoder.model import (
+    WEIGHTS,
     DialogueClassifier,
     encode_batch,
     freeze,
     load_pretrained,
     predict_probabilities,
     save_classifier,
+    saved_epoch,
 )
 from erckit.labels import LABELS
 from erckit.metrics import scores
@@ -146,6 +148,18 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
               f"in {recipe.patience} epochs (best epoch {state['best_epoch']}, {state['best_macro_f1']:.4f})")
     (checkpoint / "state.safetensors").unlink()  # finished: the best model is in `out`
     return state
+
+
+def best_so_far(out: Path) -> dict:
+    """Which epoch the weights of an unfinished run in `out` come from: epoch, its validation scores,
+    epochs run so far and the cap. Raises ValueError when no epoch has finished yet."""
+    if not (out / WEIGHTS).is_file():
+        raise ValueError(f"{out}: no epoch has finished yet; nothing to predict with")
+    path = out / CHECKPOINT / "trainer_state.json"
+    state = json.loads(path.read_text()) if path.is_file() else {"history": [], "epoch": 0, "best_epoch": None}
+    epoch = saved_epoch(out) or state["best_epoch"]  # runs trained before epochs were recorded: the checkpoint's
+    record = next((h for h in state["history"] if h["epoch"] == epoch), {})
+    return {"epoch": epoch, "val_macro_f1": record.get("val_macro_f1"), "epochs_run": state["epoch"]}
 
 
 def _patience_spent(state: dict, patience: int) -> bool:
