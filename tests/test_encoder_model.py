@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from conftest import BMELD, REPO, SAMPLE
 from erckit.cli import main
 from erckit.config import ClassifierConfig, EncoderConfig, load_config
 from erckit.encoder.model import DialogueClassifier, load_classifier, predict_probabilities, save_classifier
-from erckit.encoder.packaged import _TOKENIZER_PIP, _TOKENIZER_RESOURCE, _resource
+from erckit.encoder.packaged import tokenizer_json
 from erckit.formats import read_dialogues
 from erckit.formats.jsonl import dump
 from erckit.models import train
@@ -28,7 +29,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with the real multilingual-e5 tokenizer, saved as a local HF folder."""
     folder = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(_resource(*_TOKENIZER_RESOURCE, _TOKENIZER_PIP)),
+        tokenizer_object=Tokenizer.from_str(tokenizer_json()),
         bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
         mask_token="<mask>",
     )

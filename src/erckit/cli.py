@@ -69,7 +69,11 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     info = train(config)
+    if info.get("reused"):  # said so by train(); nothing was trained
+        return 0
     summary = info.get("summary", {})
+    if "val_macro_f1" in summary:
+        print(f"validation macro-F1 {summary['val_macro_f1']:.4f}, weighted-F1 {summary['val_weighted_f1']:.4f}")
     if summary.get("best_macro_f1") is not None and "best_epoch" in summary:
         print(f"best epoch {summary['best_epoch']}: validation macro-F1 {summary['best_macro_f1']:.4f}")
     elif "best_epoch" in summary:
@@ -147,6 +151,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     import json
 
     from erckit.atomic import write_text_atomic
+    from erckit.cache import sha256
     from erckit.calibration import calibrate
     from erckit.data import gold_labels
     from erckit.ensemble import probability_matrix
@@ -161,6 +166,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     else:
         probs = probability_matrix(read_predictions(args.predictions), ids, args.predictions)
     offsets, report = calibrate(probs, dialogues)
+    report["fitted_on"] = {"file": str(args.validation), "sha256": sha256(Path(args.validation))}  # for compare
     print(f"validation macro-F1 {report['macro_f1_before']:.4f} -> {report['macro_f1_after']:.4f} (cross-fitted, "
           f"{report['folds']} folds); weighted-F1 {report['weighted_f1_before']:.4f} -> {report['weighted_f1_after']:.4f}")
     print(f"family {report['family']} (cross-fitted macro-F1 of each: "
@@ -205,14 +211,14 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
+    from erckit.labels import display_names
     from erckit.predictions import read_predictions
-    from erckit.prompts import detect_language
     from erckit.report import write_error_report
 
     dialogues = read_dialogues(args.gold, args.format, text_column=args.text_column)
     path = write_error_report(
         read_predictions(args.predictions), dialogues, args.gold, args.out,
-        predictions_path=args.predictions, chinese=detect_language(dialogues) == "zh",
+        predictions_path=args.predictions, names=display_names(u.text for d in dialogues for u in d.utterances),
     )
     print(f"wrote {path}")
     return 0

@@ -17,6 +17,7 @@ from erckit.config import ConfigError, RunConfig, from_dict, to_dict
 from erckit.data import DataError, Dialogue, gold_labels, iter_utterances
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
+from erckit.metrics import scores
 from erckit.predictions import Prediction, from_probabilities
 
 MODEL_FILE = "erckit_model.json"
@@ -41,13 +42,14 @@ def _read_split(config: RunConfig, split: str, *, labelled: bool) -> list[Dialog
 
 
 def train(config: RunConfig) -> dict:
-    """Train the recipe's model into `config.out`; a finished identical run is reused, not redone."""
+    """Train the recipe's model into `config.out`; a finished identical run is reused, not redone (the
+    returned info then has `reused`: True)."""
     out = Path(config.out)
     if (out / MODEL_FILE).exists():
         previous = read_model_info(out)
         if previous.get("config") == to_dict(config) and previous.get("finished"):
             print(f"{out} already holds this finished run; reusing it")
-            return previous
+            return previous | {"reused": True}
         if previous.get("config") != to_dict(config):
             raise ConfigError(f"{out} holds a run of another recipe; choose another out= or remove it")
     if config.data.train is None:
@@ -62,8 +64,13 @@ def train(config: RunConfig) -> dict:
         from erckit.tfidf import TfidfClassifier
 
         started = time.perf_counter()
-        TfidfClassifier.train(train_dialogues, config.tfidf, config.train.seed).save(out)
+        model = TfidfClassifier.train(train_dialogues, config.tfidf, config.train.seed)
+        model.save(out)
         summary = {"train_seconds": time.perf_counter() - started}
+        if validation:
+            result = scores(list(gold_labels(validation, config.data.validation).values()),
+                            [LABELS[i] for i in model.probabilities(validation).argmax(1)])
+            summary |= {"val_macro_f1": result["macro_f1"], "val_weighted_f1": result["weighted_f1"]}
     elif config.model == "bert_bigru":
         from erckit.encoder.train import train_bert_bigru
 
