@@ -4,9 +4,10 @@
 
 Both runs train on BMELD train and keep their best epoch by dev macro-F1; the early-stopping run stops
 after `--patience` epochs without a higher dev macro-F1, or at `--cap` epochs (its learning-rate schedule
-spans the cap). Reported per run: epochs run, best epoch, dev macro-F1 by epoch, wall time, dev and test
-macro-F1 / weighted-F1 / per-class F1. Killed, the same command resumes the unfinished run and reuses the
-finished one; <out>/results.json and .md are rewritten after each run, so partial results are readable.
+spans the cap). Reported per run: epochs run, best epoch, dev macro-F1 by epoch, time (train s: the
+training loops of all epochs, summed over resumes; wall s: the train call of this invocation, validation
+scoring included), dev and test macro-F1 / weighted-F1 / per-class F1. Killed, the same command resumes the
+unfinished run and reuses the finished one; <out>/results.json and .md are rewritten after each run.
 """
 
 from __future__ import annotations
@@ -27,14 +28,16 @@ from erckit.labels import LABELS
 
 def markdown(runs: dict) -> str:
     """One row per run and split: epochs, time, scores, per-class F1."""
-    head = "| run | epochs run (best) | wall s | split | macro-F1 | weighted-F1 | " + " | ".join(LABELS) + " |"
-    lines = [head, "|---" * (6 + len(LABELS)) + "|"]
+    head = ("| run | epochs run (best) | train s | wall s | split | macro-F1 | weighted-F1 | "
+            + " | ".join(LABELS) + " |")
+    lines = [head, "|---" * (7 + len(LABELS)) + "|"]
     for name, r in runs.items():
+        wall = "reused" if r.get("reused") else f"{r['wall_train_seconds']:.0f}"
         for split in ("dev", "test"):
             s = r[split]
             per = " | ".join(f"{s['per_class'][label]['f1']:.3f}" for label in LABELS)
             lines.append(
-                f"| {name} | {r['epochs_run']} ({r['best_epoch']}) | {r['wall_train_seconds']:.0f} | {split} "
+                f"| {name} | {r['epochs_run']} ({r['best_epoch']}) | {r['train_seconds']:.0f} | {wall} | {split} "
                 f"| **{s['macro_f1']:.4f}** | {s['weighted_f1']:.4f} | {per} |"
             )
     lines.append("")
