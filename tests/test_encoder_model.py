@@ -164,12 +164,13 @@ def test_bad_early_stopping_settings_are_refused_before_anything_is_written(
 
 
 def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and_resumes(
-    tiny_encoder, bmeld_slices, tmp_path
+    tiny_encoder, bmeld_slices, tmp_path, capsys
 ):
     out, preds = tmp_path / "m", tmp_path / "p.jsonl"
-    args = [sys.executable, "-m", "erckit", "train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),
+    args = ["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),
             *recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=0", "train.head_lr=0", "train.patience=2"]
-    process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen([sys.executable, "-m", "erckit", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     state = out / "checkpoint" / "trainer_state.json"
     deadline = time.time() + 120
     while not state.exists() and process.poll() is None and time.time() < deadline:
@@ -179,22 +180,20 @@ def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and
     epochs_run = json.loads(state.read_text())["epoch"]
     assert epochs_run in (1, 2)
 
-    predict = [sys.executable, "-m", "erckit", "predict", "--model", str(out), "--input", str(bmeld_slices[1]),
-               "--out", str(preds)]
-    refused = subprocess.run(predict, capture_output=True, text=True, timeout=120, check=False)
-    assert refused.returncode == 2 and "--best-so-far" in refused.stderr and not preds.exists()
-    early = subprocess.run([*predict, "--best-so-far"], capture_output=True, text=True, timeout=120, check=False)
-    assert early.returncode == 0, early.stderr
-    assert "best epoch so far, epoch 1, validation macro-F1 " in early.stdout
-    assert f"({epochs_run} of 8 epochs run)" in early.stdout
+    predict = ["predict", "--model", str(out), "--input", str(bmeld_slices[1]), "--out", str(preds)]
+    assert main(predict) == 2
+    assert "--best-so-far" in capsys.readouterr().err and not preds.exists()
+    assert main([*predict, "--best-so-far"]) == 0
+    printed = capsys.readouterr().out
+    assert "unfinished run: predicted with its best epoch so far, epoch 1, validation macro-F1 " in printed
+    assert f"({epochs_run} of 8 epochs run)" in printed
     assert len(preds.read_text().splitlines()) == sum(len(d) for d in read_dialogues(bmeld_slices[1]))
 
-    resumed = subprocess.run(args, capture_output=True, text=True, timeout=300, check=False)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "early stopping after epoch 3 of 8" in resumed.stdout
+    assert main(args) == 0  # the same command resumes and stops early
+    printed = capsys.readouterr().out
+    assert f"resuming {out} after epoch {epochs_run}" in printed and "early stopping after epoch 3 of 8" in printed
     assert [h["epoch"] for h in json.loads((out / "erckit_model.json").read_text())["summary"]["history"]] == [1, 2, 3]
-    finished = subprocess.run([*predict, "--best-so-far"], capture_output=True, text=True, timeout=120, check=False)
-    assert finished.returncode == 0 and "unfinished" not in finished.stdout
+    assert main([*predict, "--best-so-far"]) == 0 and "unfinished" not in capsys.readouterr().out
 
 
 def test_best_so_far_is_refused_for_an_unfinished_tfidf_run(tmp_path, capsys):

@@ -55,7 +55,7 @@ def train(config: RunConfig) -> dict:
     if config.data.train is None:
         raise ConfigError("data.train is required for training")
     if config.model == "bert_bigru" and config.train.patience and config.data.validation is None:
-        raise ConfigError("train.patience (early stopping) needs data.validation")
+        raise ConfigError("train.patience (early stopping) needs data.validation; give one, or set train.patience=0")
     train_dialogues = _read_split(config, "train", labelled=True)
     validation = _read_split(config, "validation", labelled=True)
     info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__, "config": to_dict(config)}
