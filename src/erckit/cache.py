@@ -3,7 +3,8 @@
 A packaged model (see `erckit.encoder.packaged`, `erckit.llm.packaged`) is converted into a plain
 folder under the cache. The build runs in a hidden temp folder beside the target and is swapped in
 by rename, so a killed build never leaves a half-written target; the manifest records the sha256 of
-every file and the versions it was built from, and a folder that fails either check is rebuilt.
+every file and the versions it was built from; a folder whose files fail the check, or that an older
+converter wrote, is rebuilt, and one that passes is used whatever is installed.
 """
 
 from __future__ import annotations
@@ -70,10 +71,15 @@ def verify_folder(folder: Path) -> bool:
 
 
 def is_current(folder: Path, source: dict[str, str]) -> bool:
-    """True when the folder verifies and its manifest records exactly `source`."""
+    """True when the folder's files verify and it was written by the same converter version.
+
+    The package versions in the manifest are a record of where the folder came from, not a condition:
+    a folder that verifies is used whatever is installed now (the packages are needed only to build it).
+    """
     if not verify_folder(folder):
         return False
-    return json.loads((folder / MANIFEST_NAME).read_text()).get("source", {}) == source
+    recorded = json.loads((folder / MANIFEST_NAME).read_text()).get("source", {})
+    return recorded.get("converter") == source.get("converter")
 
 
 def remove_stale_builds(parent: Path, name: str) -> None:

@@ -77,7 +77,11 @@ def _train(args: argparse.Namespace) -> int:
     config = load_config(args.config, args.overrides)
     check_folder(config.out, [args.config, config.data.train, config.data.validation, config.data.test], OUTPUT_NAMES)
     info = train(config)
+    if info.get("reused"):  # said so by train(); nothing was trained
+        return 0
     summary = info.get("summary", {})
+    if "val_macro_f1" in summary:
+        print(f"validation macro-F1 {summary['val_macro_f1']:.4f}, weighted-F1 {summary['val_weighted_f1']:.4f}")
     if summary.get("best_macro_f1") is not None and "best_epoch" in summary:
         print(f"best epoch {summary['best_epoch']}: validation macro-F1 {summary['best_macro_f1']:.4f}")
     elif "best_epoch" in summary:
@@ -90,7 +94,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
-    from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info
+    from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info, unfinished_epoch
     from erckit.predictions import write_predictions
 
     model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
@@ -101,8 +105,13 @@ def _predict(args: argparse.Namespace) -> int:
     if kind in ("bert_bigru", "tfidf"):
         if dialogues is None:
             raise DataError(args.model, None, f"a {kind} model labels dialogues: give --input, not --prepared")
-        predictions = predict(args.model, dialogues)
+        early = unfinished_epoch(args.model) if args.best_so_far else None
+        predictions = predict(args.model, dialogues, best_so_far=args.best_so_far)
         write_predictions(args.out, predictions)
+        if early:
+            score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
+            print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
+                  f"({early['epochs_run']} of {early['epochs']} epochs run)")
         print(f"wrote {len(predictions)} predictions to {args.out}")
         return 0
     return _predict_llm(args, dialogues, llm_settings(args.model) if kind == "llm" else {})
@@ -187,6 +196,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     import json
 
     from erckit.atomic import write_text_atomic
+    from erckit.cache import sha256
     from erckit.calibration import calibrate
     from erckit.data import gold_labels
     from erckit.ensemble import probability_matrix
@@ -204,6 +214,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     else:
         probs = probability_matrix(read_predictions(args.predictions), ids, args.predictions)
     offsets, report = calibrate(probs, dialogues)
+    report["fitted_on"] = {"file": str(args.validation), "sha256": sha256(Path(args.validation))}  # for compare
     print(f"validation macro-F1 {report['macro_f1_before']:.4f} -> {report['macro_f1_after']:.4f} (cross-fitted, "
           f"{report['folds']} folds); weighted-F1 {report['weighted_f1_before']:.4f} -> {report['weighted_f1_after']:.4f}")
     print(f"family {report['family']} (cross-fitted macro-F1 of each: "
@@ -250,15 +261,15 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
+    from erckit.labels import display_names
     from erckit.predictions import read_predictions
-    from erckit.prompts import detect_language
     from erckit.report import OUTPUT_NAMES, write_error_report
 
     check_folder(args.out, [args.predictions, args.gold], OUTPUT_NAMES)
     dialogues = read_dialogues(args.gold, args.format, text_column=args.text_column)
     path = write_error_report(
         read_predictions(args.predictions), dialogues, args.gold, args.out,
-        predictions_path=args.predictions, chinese=detect_language(dialogues) == "zh",
+        predictions_path=args.predictions, names=display_names(u.text for d in dialogues for u in d.utterances),
     )
     print(f"wrote {path}")
     return 0
@@ -383,6 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", help="dialogue file to label (any format)")
     p.add_argument("--prepared", help="LLMs: a prepared data_test.json (erckit prepare) instead of --input")
     p.add_argument("--out", required=True, help="predictions.jsonl to write (resumable: run again after a kill)")
+    p.add_argument("--best-so-far", action="store_true",
+                   help="an unfinished bert_bigru run: predict with its best epoch so far (the output names it)")
     _add_format(p)
     llm = p.add_argument_group("LLMs")
     llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model")

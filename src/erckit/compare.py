@@ -50,11 +50,31 @@ class CompareConfig:
     methods: dict[str, Method] = field(default_factory=dict)
 
 
+def _relative_to(folder: Path, data: dict) -> dict:
+    """The file's input paths (data files, recipes, model folders) resolved against the file's folder."""
+
+    def resolve(value):
+        return str(folder / value) if isinstance(value, str) and not Path(value).is_absolute() else value
+
+    data = {k: resolve(v) if k in ("train", "validation", "test") else v for k, v in data.items()}
+    methods = data.get("methods")
+    if isinstance(methods, dict):
+        data["methods"] = {
+            name: {k: resolve(v) if k in ("recipe", "model") else v for k, v in spec.items()}
+            if isinstance(spec, dict) else spec
+            for name, spec in methods.items()
+        }
+    return data
+
+
 def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareConfig:
-    """A CompareConfig from YAML; `key=value` overrides apply to the top-level keys."""
+    """A CompareConfig from YAML; `key=value` overrides apply to the top-level keys.
+
+    Input paths written in the file (train, validation, test, a method's recipe or model) are relative to
+    the file's folder; paths given as overrides, and `out`, are relative to the current directory."""
     from erckit.config import apply_overrides
 
-    data = apply_overrides(read_yaml(path), list(overrides))
+    data = apply_overrides(_relative_to(Path(path).parent, read_yaml(path)), list(overrides))
     methods = data.pop("methods", None)
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"{path}: 'methods' must map method names to {{recipe, overrides}}")
@@ -124,21 +144,50 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
         gold = gold_labels(dialogues, getattr(config, split))
         result[split] = scores([gold[p.id] for p in predictions], [p.label for p in predictions])
         result[f"{split}_predict_seconds"] = round(seconds, 1)
+        if result["calibration"]:
+            result[f"{split}_calibration"] = _calibration_fit(model, scored[split])
     result["summary"] = {k: v for k, v in info.get("summary", {}).items() if k != "history"}
     write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
     return result
 
 
+def _calibration_fit(model: Path, scored_sha256: str) -> dict:
+    """Where a calibrated model's offsets were fitted: on the scored file itself (then its score there is
+    in-sample, and the cross-fitted figure of `erckit calibrate` is the honest one), elsewhere, or unrecorded."""
+    report = read_model_info(model).get("calibration_report") or {}
+    fitted = (report.get("fitted_on") or {}).get("sha256")
+    if fitted is None:
+        return {"fitted_on": "unrecorded"}
+    if fitted != scored_sha256:
+        return {"fitted_on": "another file"}
+    return {"fitted_on": "this split", "cross_fitted_macro_f1": report["macro_f1_after"],
+            "cross_fitted_weighted_f1": report["weighted_f1_after"]}
+
+
+_IN_SAMPLE = ("† calibration offsets fitted on this split: the figure is in-sample; the cross-fitted figure "
+              "(`erckit calibrate`, folds by dialogue) is beside it")
+_UNRECORDED = "‡ calibrated on a file that was not recorded (an older `erckit calibrate`): the figure may be in-sample"
+_MARKS = {"this split": ("†", _IN_SAMPLE), "unrecorded": ("‡", _UNRECORDED)}
+
+
 def table(results: dict[str, dict], split: str) -> str:
-    """A markdown table: macro-F1 first, weighted-F1, per-class F1, train and predict time."""
+    """A markdown table: macro-F1 first, weighted-F1, per-class F1, train and predict time; calibrated rows
+    scored on the split their offsets were fitted on are marked, with the cross-fitted figures beside."""
     header = "| method | macro-F1 | weighted-F1 | " + " | ".join(LABELS) + " | train s | predict s |"
-    lines = [header, "|---" * (5 + len(LABELS)) + "|"]
+    lines, notes = [header, "|---" * (5 + len(LABELS)) + "|"], []
     for name, r in sorted(results.items(), key=lambda item: -item[1][split]["macro_f1"]):
-        s = r[split]
+        s, fit = r[split], r.get(f"{split}_calibration") or {}
+        mark, note = _MARKS.get(fit.get("fitted_on"), ("", ""))
+        macro, weighted = f"**{s['macro_f1']:.4f}**", f"{s['weighted_f1']:.4f}"
+        if "cross_fitted_macro_f1" in fit:
+            macro += f" (cross-fitted {fit['cross_fitted_macro_f1']:.4f})"
+            weighted += f" (cross-fitted {fit['cross_fitted_weighted_f1']:.4f})"
+        if note and note not in notes:
+            notes.append(note)
         per = " | ".join(f"{s['per_class'][l]['f1']:.3f}" for l in LABELS)
-        lines.append(f"| {name} | **{s['macro_f1']:.4f}** | {s['weighted_f1']:.4f} | {per} | "
+        lines.append(f"| {name}{mark} | {macro} | {weighted} | {per} | "
                      f"{r['train_seconds']:.0f} | {r[f'{split}_predict_seconds']:.0f} |")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
 def plot(results: dict[str, dict], split: str, path: Path) -> None:
@@ -156,7 +205,7 @@ def plot(results: dict[str, dict], split: str, path: Path) -> None:
     ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics)
     ax.set_ylabel(f"{split} F1")
     ax.set_ylim(0, 1)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside the bars
     save_figure(fig, path)
 
 

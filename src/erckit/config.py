@@ -104,9 +104,13 @@ class TrainConfig:
     batch_dialogues: int = 4
     class_weight_power: float = 0.5  # loss weight ∝ (1 / class frequency) ** power; 0 = unweighted
     seed: int = 0
+    # bert_bigru: stop after `patience` epochs without a higher validation macro-F1 (0 = run all `epochs`,
+    # which are then the cap); the learning-rate schedule always spans `epochs`
+    patience: int = 0
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", self.epochs, "1 or more")
+        require(self.patience >= 0, "train.patience", self.patience, "0 (off) or a number of epochs")
         require(positive(self.lr), "train.lr", self.lr, "a positive number")
         require(positive(self.head_lr), "train.head_lr", self.head_lr, "a positive number")
         require(non_negative(self.weight_decay), "train.weight_decay", self.weight_decay, "0 or more")

@@ -19,6 +19,33 @@ CHINESE_NAMES: dict[str, str] = {
     "Fear": "恐惧",
 }
 
+TRADITIONAL_CHINESE_NAMES: dict[str, str] = {
+    "Disgust": "厭惡",
+    "Anger": "憤怒",
+    "Sad": "悲傷",
+    "Happy": "高興",
+    "Neutral": "中性",
+    "Surprise": "驚訝",
+    "Fear": "恐懼",
+}
+# Common characters written differently in the two scripts, position for position.
+_SIMPLIFIED = "们这说个来时会对为过还没么样后点见问让车东开关门电话钱长请买书头发现实学听亲爱欢谢难边觉应该两无与经给吗语认识记师饭气岁妈谁"
+_TRADITIONAL = "們這說個來時會對為過還沒麼樣後點見問讓車東開關門電話錢長請買書頭發現實學聽親愛歡謝難邊覺應該兩無與經給嗎語認識記師飯氣歲媽誰"
+
+
+def display_names(texts: Iterable[str]) -> dict[str, str] | None:
+    """Label names in the script of `texts`: Simplified or Traditional Chinese when most texts hold CJK
+    characters (Traditional when its distinctive characters outnumber the Simplified ones), else None
+    (English: the label names themselves)."""
+    texts = list(texts)
+    if sum(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in texts) * 2 < max(len(texts), 1):
+        return None
+    joined = "".join(texts)
+    traditional = sum(joined.count(ch) for ch in _TRADITIONAL)
+    simplified = sum(joined.count(ch) for ch in _SIMPLIFIED)
+    return TRADITIONAL_CHINESE_NAMES if traditional > simplified else CHINESE_NAMES
+
+
 # MELD's own label words, used when writing labels back into a MELD-style CSV.
 MELD_NAMES: dict[str, str] = {
     "Disgust": "disgust",

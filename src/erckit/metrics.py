@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError
-from erckit.labels import CHINESE_NAMES, LABELS
+from erckit.labels import LABELS, display_names
 from erckit.plots import new_figure, save_figure
 
 
@@ -68,12 +68,15 @@ def _cjk_font() -> str | None:
     return font_manager.FontProperties(fname=str(FONT_PATH)).get_name()
 
 
-def plot_confusion(gold: Sequence[str], predicted: Sequence[str], path: str | Path, *, chinese: bool = False) -> None:
-    """A row-normalised confusion matrix (counts written in), saved as PNG."""
+def plot_confusion(
+    gold: Sequence[str], predicted: Sequence[str], path: str | Path, *, names: dict[str, str] | None = None
+) -> None:
+    """A row-normalised confusion matrix (counts written in), saved as PNG; `names` (from
+    `labels.display_names`) writes each label in the data's script beside its English name."""
     from matplotlib import rc_context
 
-    font = _cjk_font() if chinese else None
-    names = [f"{CHINESE_NAMES[l]} {l}" if font else l for l in LABELS]
+    font = _cjk_font() if names else None
+    names = [f"{names[l]} {l}" if font else l for l in LABELS]
     counts = confusion_matrix(gold, predicted, labels=list(LABELS))
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
     with rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
@@ -96,11 +99,13 @@ def plot_confusion(gold: Sequence[str], predicted: Sequence[str], path: str | Pa
 REPORT_NAMES = ("metrics.json", "confusion.png")
 
 
-def write_report(result: dict, gold: Sequence[str], predicted: Sequence[str], out: str | Path, *, chinese: bool) -> None:
+def write_report(
+    result: dict, gold: Sequence[str], predicted: Sequence[str], out: str | Path, *, names: dict[str, str] | None
+) -> None:
     """metrics.json and confusion.png in `out`."""
     out = Path(out)
     write_text_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    plot_confusion(gold, predicted, out / "confusion.png", chinese=chinese)
+    plot_confusion(gold, predicted, out / "confusion.png", names=names)
 
 
 def evaluate_files(
@@ -115,7 +120,6 @@ def evaluate_files(
     from erckit.data import gold_labels
     from erckit.formats import read_dialogues
     from erckit.predictions import read_predictions
-    from erckit.prompts import detect_language
 
     dialogues = read_dialogues(gold_path, format, text_column=text_column)
     gold = gold_labels(dialogues, gold_path)
@@ -123,5 +127,6 @@ def evaluate_files(
     gold_list, predicted_list = aligned(gold, predicted, predictions_path)
     result = scores(gold_list, predicted_list)
     if out is not None:
-        write_report(result, gold_list, predicted_list, out, chinese=detect_language(dialogues) == "zh")
+        names = display_names(u.text for d in dialogues for u in d.utterances)
+        write_report(result, gold_list, predicted_list, out, names=names)
     return result

@@ -19,6 +19,7 @@ from erckit.data import DataError, Dialogue, gold_labels, iter_utterances
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
+from erckit.metrics import scores
 from erckit.predictions import Prediction, from_probabilities
 
 MODEL_FILE = "erckit_model.json"
@@ -76,16 +77,19 @@ def _read_split(config: RunConfig, split: str, *, labelled: bool) -> list[Dialog
 
 
 def train(config: RunConfig) -> dict:
-    """Train the recipe's model into `config.out`; a finished identical run is reused, not redone."""
+    """Train the recipe's model into `config.out`; a finished identical run is reused, not redone (the
+    returned info then has `reused`: True)."""
     out = Path(config.out)
     if config.data.train is None:
         raise ConfigError("data.train is required for training")
+    if config.model == "bert_bigru" and config.train.patience and config.data.validation is None:
+        raise ConfigError("train.patience (early stopping) needs data.validation; give one, or set train.patience=0")
     train_dialogues = _read_split(config, "train", labelled=True)
     validation = _read_split(config, "validation", labelled=True)
     digest = data_digest(config)
     if previous := _check_previous(out, config, digest):
         print(f"{out} already holds this finished run; reusing it")
-        return previous
+        return previous | {"reused": True}
     from erckit.llm.distributed import is_main_process  # a multi-process launch: one process writes
 
     info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__, "config": to_dict(config),
@@ -96,13 +100,19 @@ def train(config: RunConfig) -> dict:
         from erckit.tfidf import TfidfClassifier
 
         started = time.perf_counter()
-        TfidfClassifier.train(train_dialogues, config.tfidf, config.train.seed).save(out)
+        model = TfidfClassifier.train(train_dialogues, config.tfidf, config.train.seed)
+        model.save(out)
         summary = {"train_seconds": time.perf_counter() - started}
+        if validation:
+            result = scores(list(gold_labels(validation, config.data.validation).values()),
+                            [LABELS[i] for i in model.probabilities(validation).argmax(1)])
+            summary |= {"val_macro_f1": result["macro_f1"], "val_weighted_f1": result["weighted_f1"]}
     elif config.model == "bert_bigru":
         from erckit.encoder.train import train_bert_bigru
 
         state = train_bert_bigru(config, train_dialogues, validation, out)
-        summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history")}
+        summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history", "stopped_early")}
+        summary["epochs_run"] = state["epoch"]
         if not validation:
             summary["best_macro_f1"] = None  # no validation: the last epoch is kept
     else:
@@ -137,13 +147,18 @@ def llm_settings(folder: str | Path) -> dict:
     return {"record": record, "model": model, "adapter": adapter, "calibration": info.get("calibration")}
 
 
-def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> np.ndarray:
-    """[utterances, 7] label probabilities from a trained model folder, in file order."""
+def predict_probabilities(
+    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
+) -> np.ndarray:
+    """[utterances, 7] label probabilities from a trained model folder, in file order.
+
+    An unfinished run is refused unless `best_so_far` (bert_bigru runs: the best epoch saved so far)."""
     folder = Path(folder)
     info = read_model_info(folder)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))
-    if not info.get("finished"):
-        raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it")
+    if not info.get("finished") and not (best_so_far and info["type"] == "bert_bigru"):
+        hint = " or predict with its best epoch so far (--best-so-far)" if info["type"] == "bert_bigru" else ""
+        raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
     if info["type"] == "tfidf":
         from erckit.tfidf import TfidfClassifier
 
@@ -172,9 +187,24 @@ def predict_probabilities(folder: str | Path, dialogues: list[Dialogue], *, prog
     raise ConfigError(f"{folder}: unknown model type {info['type']!r}")
 
 
-def predict(folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True) -> list[Prediction]:
+def unfinished_epoch(folder: str | Path) -> dict | None:
+    """For an unfinished bert_bigru run: the epoch its saved weights come from (see `best_so_far`);
+    None for a finished run. Raises ValueError for other unfinished runs or when no epoch has finished."""
+    info = read_model_info(folder)
+    if info.get("finished"):
+        return None
+    if info["type"] != "bert_bigru":
+        raise ConfigError(f"{folder}: the run has not finished; only bert_bigru runs predict from an unfinished run")
+    from erckit.encoder.train import best_so_far
+
+    return best_so_far(Path(folder)) | {"epochs": info["config"]["train"]["epochs"]}
+
+
+def predict(
+    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
+) -> list[Prediction]:
     """One prediction per utterance, with label probabilities; calibration offsets applied if the model has them."""
-    probs = predict_probabilities(folder, dialogues, progress=progress)
+    probs = predict_probabilities(folder, dialogues, progress=progress, best_so_far=best_so_far)
     offsets = read_model_info(folder).get("calibration")
     return from_probabilities(
         [u.id for u in iter_utterances(dialogues)], probs, np.array([offsets[l] for l in LABELS]) if offsets else None

@@ -29,7 +29,7 @@ def plot_per_class_f1(result: dict, path: Path) -> None:
     ax.axhline(result["macro_f1"], color="tab:red", linestyle="--", label=f"macro-F1 {result['macro_f1']:.3f}")
     ax.set_ylim(0, 1)
     ax.set_ylabel("F1")
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.01), frameon=False)  # above the bars
     save_figure(fig, path)
 
 
@@ -44,14 +44,14 @@ def _in_context(dialogue: Dialogue, index: int, before: int = 2) -> str:
 
 def write_error_report(
     predictions: dict[str, Prediction], dialogues: list[Dialogue], gold_path: str | Path, out: str | Path,
-    *, predictions_path: str | Path = "predictions", top_pairs: int = 5, examples: int = 3, chinese: bool = False,
+    *, predictions_path: str | Path = "predictions", top_pairs: int = 5, examples: int = 3, names: dict[str, str] | None = None,
 ) -> Path:
     """report.md, confusion.png and per_class_f1.png in `out`; returns the report's path."""
     out = Path(out)
     gold = gold_labels(dialogues, gold_path)
     gold_list, predicted_list = aligned(gold, {i: p.label for i, p in predictions.items()}, predictions_path)
     result = scores(gold_list, predicted_list)
-    plot_confusion(gold_list, predicted_list, out / "confusion.png", chinese=chinese)
+    plot_confusion(gold_list, predicted_list, out / "confusion.png", names=names)
     plot_per_class_f1(result, out / "per_class_f1.png")
     where = {u.id: (d, i) for d in dialogues for i, u in enumerate(d.utterances)}
     lines = [

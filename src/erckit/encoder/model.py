@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
@@ -116,14 +116,24 @@ def predict_probabilities(
     return np.concatenate(out) if out else np.zeros((0, len(LABELS)))
 
 
-def save_classifier(model: DialogueClassifier, tokenizer: PreTrainedTokenizerBase, folder: Path) -> None:
-    """Weights (safetensors), the encoder's config and the tokenizer: a self-contained folder."""
+def save_classifier(
+    model: DialogueClassifier, tokenizer: PreTrainedTokenizerBase, folder: Path, epoch: int | None = None
+) -> None:
+    """Weights (safetensors, with the epoch they come from), the encoder's config and the tokenizer:
+    a self-contained folder."""
     folder.mkdir(parents=True, exist_ok=True)
     model.encoder.config.save_pretrained(folder / "encoder")
     tokenizer.save_pretrained(folder / "encoder")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp))
+        save_file(state, str(tmp), metadata=None if epoch is None else {"epoch": str(epoch)})
+
+
+def saved_epoch(folder: Path) -> int | None:
+    """The training epoch whose weights `folder` holds (None when not recorded)."""
+    with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
+        epoch = (weights.metadata() or {}).get("epoch")
+    return None if epoch is None else int(epoch)
 
 
 def load_classifier(folder: Path, encoder_config: EncoderConfig, classifier_config: ClassifierConfig):

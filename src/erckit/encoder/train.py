@@ -1,4 +1,5 @@
-"""Training the encoder + BiGRU model: class-weighted loss, best epoch by validation macro-F1, resumable."""
+"""Training the encoder + BiGRU model: class-weighted loss, best epoch by validation macro-F1, early stopping
+(`train.patience`), resumable."""
 
 from __future__ import annotations
 
@@ -17,12 +18,14 @@ from erckit.atomic import atomic_path, write_text_atomic
 from erckit.config import RunConfig
 from erckit.data import Dialogue, iter_utterances
 from erckit.encoder.model import (
+    WEIGHTS,
     DialogueClassifier,
     encode_batch,
     freeze,
     load_pretrained,
     predict_probabilities,
     save_classifier,
+    saved_epoch,
 )
 from erckit.labels import LABELS
 from erckit.labels import class_weights as label_weights
@@ -100,6 +103,8 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
         print(f"resuming {out} after epoch {state['epoch']}")
 
     for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
+        if _patience_spent(state, recipe.patience):
+            break
         model.train()
         torch.manual_seed(recipe.seed + epoch)
         started, losses = time.perf_counter(), []
@@ -126,7 +131,7 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
         if score > state["best_macro_f1"]:
             state["best_macro_f1"], state["best_epoch"] = score, epoch
-            save_classifier(model, tokenizer, out)
+            save_classifier(model, tokenizer, out, epoch)
         state["epoch"] = epoch
         state["history"].append(record)
         _save_checkpoint(checkpoint, model, optimizer, state)
@@ -135,5 +140,26 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
             {f"validation {k[4:].replace('_', '-')}": [(h["epoch"], h[k]) for h in state["history"] if k in h]
              for k in ("val_macro_f1", "val_weighted_f1")},
         )
+    state["stopped_early"] = state["epoch"] < recipe.epochs
+    if state["stopped_early"]:
+        print(f"early stopping after epoch {state['epoch']} of {recipe.epochs}: no higher validation macro-F1 "
+              f"in {recipe.patience} epochs (best epoch {state['best_epoch']}, {state['best_macro_f1']:.4f})")
     (checkpoint / "state.safetensors").unlink()  # finished: the best model is in `out`
     return state
+
+
+def best_so_far(out: Path) -> dict:
+    """Which epoch the weights of an unfinished run in `out` come from: epoch, its validation scores,
+    epochs run so far and the cap. Raises ValueError when no epoch has finished yet."""
+    if not (out / WEIGHTS).is_file():
+        raise ValueError(f"{out}: no epoch has finished yet; nothing to predict with")
+    path = out / CHECKPOINT / "trainer_state.json"
+    state = json.loads(path.read_text()) if path.is_file() else {"history": [], "epoch": 0, "best_epoch": None}
+    epoch = saved_epoch(out) or state["best_epoch"]  # runs trained before epochs were recorded: the checkpoint's
+    record = next((h for h in state["history"] if h["epoch"] == epoch), {})
+    return {"epoch": epoch, "val_macro_f1": record.get("val_macro_f1"), "epochs_run": state["epoch"]}
+
+
+def _patience_spent(state: dict, patience: int) -> bool:
+    """Early stopping: `patience` epochs have passed since the best validation macro-F1."""
+    return patience > 0 and state["epoch"] - state["best_epoch"] >= patience
