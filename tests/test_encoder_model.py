@@ -130,9 +130,9 @@ def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):
 def test_early_stopping_stops_after_patience_epochs_without_a_better_validation_score(
     tiny_encoder, bmeld_slices, tmp_path, capsys
 ):
-    """With learning rates 0 the validation score never rises: patience 2 stops after epoch 3 of the cap 8."""
+    """With learning rates of 1e-30 (nothing moves) the validation score never rises: patience 2 stops after epoch 3 of the cap 8."""
     out = tmp_path / "m"
-    overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=0", "train.head_lr=0", "train.patience=2"]
+    overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=1e-30", "train.head_lr=1e-30", "train.patience=2"]
     assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 0
     printed = capsys.readouterr().out
     assert "early stopping after epoch 3 of 8" in printed and "best epoch 1:" in printed
@@ -146,7 +146,7 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_validation_
 
 
 def test_without_patience_every_epoch_runs(tiny_encoder, bmeld_slices, tmp_path):
-    overrides = [*recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 3), "train.lr=0", "train.head_lr=0"]
+    overrides = [*recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 3), "train.lr=1e-30", "train.head_lr=1e-30"]
     summary = train(load_config(REPO / "configs" / "bert_bigru.yaml", overrides))["summary"]
     assert summary["epochs_run"] == 3 and not summary["stopped_early"] and summary["best_epoch"] == 1
 
@@ -170,7 +170,7 @@ def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and
 ):
     out, preds = tmp_path / "m", tmp_path / "p.jsonl"
     args = ["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),
-            *recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=0", "train.head_lr=0", "train.patience=2"]
+            *recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=1e-30", "train.head_lr=1e-30", "train.patience=2"]
     process = subprocess.Popen([sys.executable, "-m", "erckit", *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     state = out / "checkpoint" / "trainer_state.json"
