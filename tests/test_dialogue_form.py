@@ -75,9 +75,9 @@ def reference(model, tokenizer, template, config, dialogue: Dialogue, max_length
             for k, answer in enumerate(tree.answers[n]):
                 target = tree.segments[answer].ids
                 assert max_length is None or len(context) + len(target) <= max_length
-                with torch.no_grad():
-                    logits = model(input_ids=torch.tensor([context + target])).logits[0].float()
-                log_probs = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
+                with torch.no_grad():  # logits of the positions that predict the answer's tokens
+                    logits = model(input_ids=torch.tensor([context + target]), logits_to_keep=len(target) + 1)
+                log_probs = torch.log_softmax(logits.logits[0, :-1].float(), dim=-1)
                 result[tree.utterances[n], k] = sum(float(log_probs[j, t]) for j, t in enumerate(target))
     return result
 
@@ -157,8 +157,8 @@ def separate_answer_losses(model, tokenizer, template, config, dialogue: Dialogu
     for n, question in enumerate(tree.questions):
         context = chain_ids(tree, question)
         target = tree.segments[tree.answers[n][0]].ids
-        logits = model(input_ids=torch.tensor([context + target])).logits[0].float()
-        log_probs = torch.log_softmax(logits[len(context) - 1 : -1], dim=-1)
+        logits = model(input_ids=torch.tensor([context + target]), logits_to_keep=len(target) + 1).logits
+        log_probs = torch.log_softmax(logits[0, :-1].float(), dim=-1)
         result.append((dialogue.utterances[n].label, [-float(log_probs[j, t]) for j, t in enumerate(target)]))
     return result
 
