@@ -67,8 +67,13 @@ def encode_pair(
     template: ChatTemplate, prompt: str, answer: str, tokenizer: PreTrainedTokenizerBase
 ) -> tuple[list[int], list[int]]:
     """Token ids of the context (with the tokenizer's BOS, if any) and of the closed answer, tokenised apart."""
-    context = tokenizer(context_text(template, prompt), add_special_tokens=True)["input_ids"]
-    if tokenizer.eos_token_id is not None and context and context[-1] == tokenizer.eos_token_id:
-        context = context[:-1]  # some tokenizers append EOS to every text
-    target = tokenizer(answer_text(template, answer, tokenizer), add_special_tokens=False)["input_ids"]
-    return list(context), list(target)
+    context = encode_text(tokenizer, context_text(template, prompt), special=True)
+    return context, encode_text(tokenizer, answer_text(template, answer, tokenizer), special=False)
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str, *, special: bool) -> list[int]:
+    """Token ids of `text`; with `special`, the tokenizer's BOS (if any) but never a trailing EOS."""
+    ids = list(tokenizer(text, add_special_tokens=special)["input_ids"])
+    if special and tokenizer.eos_token_id is not None and ids and ids[-1] == tokenizer.eos_token_id:
+        ids = ids[:-1]  # some tokenizers append EOS to every text
+    return ids

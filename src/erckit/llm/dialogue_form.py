@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from erckit.data import Dialogue
 from erckit.labels import LABELS
-from erckit.llm.chat import ChatTemplate, answer_text
+from erckit.llm.chat import ChatTemplate, answer_text, encode_text
 from erckit.llm.packing import Packed, Segment, batch, pack, sliding_window_of
 from erckit.llm.scoring import forward_parameters, label_log_probs
 from erckit.prompts import PromptConfig, dialogue_prompt, emotion_examples
@@ -33,13 +33,6 @@ class DialogueTree:
     utterances: list[int]
     questions: list[int]
     answers: list[list[int]]
-
-
-def _ids(tokenizer, text: str, special: bool) -> list[int]:
-    ids = list(tokenizer(text, add_special_tokens=special)["input_ids"])
-    if special and tokenizer.eos_token_id is not None and ids and ids[-1] == tokenizer.eos_token_id:
-        ids = ids[:-1]  # some tokenizers append EOS to every text
-    return ids
 
 
 def chunks(lengths: Sequence[int], budget: int, placement: str) -> list[tuple[int, int, int, int]]:
@@ -91,17 +84,15 @@ def dialogue_trees(
     overlapping chunks (`chunks`); a turn longer than the room left keeps its first tokens.
     """
     prompt = dialogue_prompt(dialogue, config)
-    root = _ids(tokenizer, template.prefix + prompt.intro, special=True)
-    turns = [_ids(tokenizer, turn, special=False) for turn in prompt.turns]
-    questions = [_ids(tokenizer, q + template.suffix, special=False) for q in prompt.questions]
+    root = encode_text(tokenizer, template.prefix + prompt.intro, special=True)
+    turns = [encode_text(tokenizer, turn, special=False) for turn in prompt.turns]
+    questions = [encode_text(tokenizer, q + template.suffix, special=False) for q in prompt.questions]
     if gold:
         missing = [u.id for u in dialogue.utterances if u.label is None]
         if missing:
             raise ValueError(f"utterance {missing[0]} has no label to train on")
-        labels = sorted({u.label for u in dialogue.utterances})
-        answer_ids = {a: _ids(tokenizer, answer_text(template, a, tokenizer), special=False) for a in labels}
-    else:
-        answer_ids = {a: _ids(tokenizer, answer_text(template, a, tokenizer), special=False) for a in answers}
+        answers = sorted({u.label for u in dialogue.utterances})
+    answer_ids = {a: encode_text(tokenizer, answer_text(template, a, tokenizer), special=False) for a in answers}
     longest_tail = max(len(q) for q in questions) + max((len(a) for a in answer_ids.values()), default=0)
     budget = (max_length or 10**9) - len(root) - longest_tail
     if budget < 1:
