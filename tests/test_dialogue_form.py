@@ -11,6 +11,7 @@ from erckit.data import Dialogue, Utterance
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
 from erckit.llm.dialogue_form import (
+    chain_ids,
     chunks,
     collate,
     dialogue_log_probs,
@@ -55,15 +56,6 @@ def test_dialogue_prompt_numbers_turns_once() -> None:
     assert prompt.turns[0] == "<1 A：你笑什么？我在问你话呢>" and prompt.turns[3] == " <4 C：没什么，就是觉得好玩>"
     assert prompt.questions == ["### 第1句", "### 第2句", "### 第3句", "### 第4句"]
     assert "<Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear>" in prompt.intro
-
-
-def chain_ids(tree, segment: int) -> list[int]:
-    """The tokens of a segment and all segments above it, as one separate sequence would hold them."""
-    chain = []
-    while segment is not None:
-        chain.append(segment)
-        segment = tree.segments[segment].parent
-    return [t for s in reversed(chain) for t in tree.segments[s].ids]
 
 
 def reference(model, tokenizer, template, config, dialogue: Dialogue, max_length: int | None = None) -> np.ndarray:

@@ -80,9 +80,12 @@ def test_class_weights_in_the_window_form_are_refused(setup, tmp_path):
         recipe(setup, tmp_path / "bad", "llm.prompt.form=window", "llm.class_weight_power=0.5")
 
 
-def test_cli_predicts_a_dialogue_form_run_as_training_scored_it(setup, tmp_path, capsys):
+def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_generation(setup, tmp_path, capsys):
+    from erckit.labels import parse_answer
+    from erckit.llm.backends import DialogueForm, build_backend
     from erckit.llm.chat import get_template
     from erckit.llm.dialogue_form import dialogue_log_probs
+    from erckit.llm.items import items_from_dialogues
     from erckit.llm.loading import load_model
     from erckit.llm.scoring import softmax
     from erckit.prompts import PromptConfig
@@ -103,8 +106,20 @@ def test_cli_predicts_a_dialogue_form_run_as_training_scored_it(setup, tmp_path,
     got = [[r["probs"][label] for label in LABELS] for r in rows]
     assert abs(expected - got).max() <= 1e-5
     assert [r["label"] for r in rows] == [LABELS[i] for i in expected.argmax(axis=1)]
-    capsys.readouterr()
-    args = ["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(tmp_path / "g.jsonl"),
-            "--backend", "generate"]
-    assert main(args) == 2
-    assert "score" in capsys.readouterr().err and not (tmp_path / "g.jsonl").exists()
+    # generation in the dialogue form: one separate sequence per utterance; its label scores (which resolve
+    # the unparsed answers) equal the packed form's
+    generated = tmp_path / "g.jsonl"
+    assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(generated),
+                 "--backend", "generate", "--unparsed", "score", "--max-new-tokens", "4"]) == 0
+    rows = [json.loads(line) for line in generated.read_text(encoding="utf-8").splitlines()]
+    assert [r["id"] for r in rows] == [u.id for d in setup["dev_dialogues"] for u in d.utterances]
+    for row, want in zip(rows, expected, strict=True):
+        assert row["raw"] is not None
+        if parse_answer(row["raw"]) is not None:
+            assert row["label"] == parse_answer(row["raw"]) and row["probs"] is None
+        else:
+            assert abs(want - [row["probs"][label] for label in LABELS]).max() <= 1e-5
+    backend = build_backend("generate", str(setup["base"]), get_template("plain"), adapter=str(run / "best"),
+                            max_length=768, dialogue_form=DialogueForm(prompts, setup["dev_dialogues"]))
+    items = items_from_dialogues(setup["dev_dialogues"], prompts)
+    assert abs(softmax(backend.log_probs(items)) - expected).max() <= 1e-5

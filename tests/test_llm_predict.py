@@ -11,12 +11,13 @@ import torch
 
 from erckit.data import DataError
 from erckit.labels import LABELS, parse_answer
-from erckit.llm import predict as predict_module
 from erckit.llm import scoring
+from erckit.llm.backends import Backend
 from erckit.llm.chat import get_template
 from erckit.llm.generation import DESIGN_DECODING, GREEDY, generate_answers
+from erckit.llm.items import items_from_dialogues
 from erckit.llm.loading import load_model
-from erckit.llm.predict import UnparsedAnswers, items_from_dialogues, predict_file
+from erckit.llm.predict import UnparsedAnswers, predict_file
 from erckit.llm.scoring import label_log_probs
 from erckit.predictions import read_llamafactory, read_predictions
 from llm_tiny import brute_force_log_prob, fit_answers, save_tiny, tiny_model, tiny_tokenizer
@@ -136,7 +137,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatc
 
     out = tmp_path / "out" / "predictions.jsonl"
     partial = out.with_name("predictions.jsonl.partial")
-    real_run, calls = predict_module.ScoreBackend.run, []
+    real_run, calls = Backend.run, []
 
     def dies_after_two_batches(self, batch):
         calls.append(len(batch))
@@ -144,7 +145,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatc
             raise KeyboardInterrupt("killed")
         return real_run(self, batch)
 
-    monkeypatch.setattr(predict_module.ScoreBackend, "run", dies_after_two_batches)
+    monkeypatch.setattr(Backend, "run", dies_after_two_batches)
     with pytest.raises(KeyboardInterrupt):
         predict_file(str(tiny_folder), out, prepared=prepared, template="plain", batch_size=3, progress=False)
     assert not out.exists()
@@ -153,7 +154,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatc
     with open(partial, "a", encoding="utf-8") as handle:
         handle.write('{"id": "u9", "label": "Ha')  # killed in the middle of a line
 
-    monkeypatch.setattr(predict_module.ScoreBackend, "run", real_run)
+    monkeypatch.setattr(Backend, "run", real_run)
     summary = predict_file(str(tiny_folder), out, prepared=prepared, template="plain", batch_size=3, progress=False)
     assert (summary.resumed, summary.computed) == (6, 4)
     assert out.read_text(encoding="utf-8") == reference.read_text(encoding="utf-8")
@@ -218,7 +219,7 @@ def test_unparsed_answers_fail_the_run_then_resolve_by_scoring(taught_folder, tm
     def no_generation(self, prompts):
         raise AssertionError("answers are generated again")
 
-    monkeypatch.setattr(predict_module.GenerateBackend, "run", no_generation)
+    monkeypatch.setattr(Backend, "run", no_generation)
     summary = predict_file(
         str(taught_folder), out, prepared=prepared, template="plain", backend="generate", unparsed="score",
         progress=False,

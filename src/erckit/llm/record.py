@@ -111,9 +111,10 @@ class Overrides:
     window: int | None = None
     placement: str | None = None
     variant: str | None = None
+    form: str | None = None
 
 
-PROMPT_FLAGS = ("language", "window", "placement", "variant")
+PROMPT_FLAGS = ("language", "window", "placement", "variant", "form")
 
 
 def with_overrides(record: RunRecord, overrides: Overrides) -> tuple[RunRecord, list[str]]:

@@ -181,15 +181,24 @@ def label_log_probs(
     Rows are in the order of `prompts`. The model should be in eval mode; its tokenizer needs a pad
     token (any: padded positions are masked). `max_length` truncates over-long contexts as training does.
     """
-    result = np.zeros((len(prompts), len(answers)), dtype=np.float64)
     if not prompts:
-        return result
+        return np.zeros((0, len(answers)), dtype=np.float64)
     contexts, targets = encode_contexts(tokenizer, prompts, template, answers, max_length)
+    return context_log_probs(model, tokenizer, contexts, targets, batch_size=batch_size, progress=progress)
+
+
+def context_log_probs(
+    model, tokenizer, contexts: list[list[int]], targets: list[list[int]], *, batch_size: int = 8, progress: bool = True
+) -> np.ndarray:
+    """[N, len(targets)]: log p(target | context) summed over the target's tokens, for token-id contexts."""
+    result = np.zeros((len(contexts), len(targets)), dtype=np.float64)
+    if not contexts:
+        return result
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad nor an EOS token")
     accepts = forward_parameters(model)
-    bar = tqdm(total=len(prompts), unit="prompt", desc="scoring", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(contexts), unit="prompt", desc="scoring", disable=not progress, dynamic_ncols=True)
     for batch in length_batches([len(c) for c in contexts], batch_size):
         result[batch] = score_batch(model, [contexts[i] for i in batch], targets, pad_id, accepts)
         bar.update(len(batch))

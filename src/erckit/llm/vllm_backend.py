@@ -29,9 +29,15 @@ import numpy as np
 from erckit.cache import MissingPackage
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
-from erckit.llm.generation import GREEDY, Decoding, answer_from_tokens, stop_token_ids
+from erckit.llm.generation import (
+    GREEDY,
+    Decoding,
+    answer_from_tokens,
+    stop_token_ids,
+    truncate_for_generation,
+)
 from erckit.llm.loading import load_tokenizer, resolve_source
-from erckit.llm.scoring import encode_contexts, keep_recent
+from erckit.llm.scoring import encode_contexts
 
 # erckit's --dtype names -> vLLM's; `auto` is erckit's auto (float32 without CUDA, else vLLM's choice).
 VLLM_DTYPES = {
@@ -168,16 +174,6 @@ def generation_config(source: str):
         return None
 
 
-def truncate_for_generation(contexts: list[list[int]], max_model_len: int, max_new_tokens: int) -> list[list[int]]:
-    """Contexts that leave room for `max_new_tokens`, cut as `encode_contexts` cuts (first token kept)."""
-    room = max_model_len - max_new_tokens
-    if room < 2:
-        raise ValueError(
-            f"max_new_tokens ({max_new_tokens}) leaves no room for a context in max_length ({max_model_len})"
-        )
-    return [keep_recent(c, room) for c in contexts]
-
-
 def next_tokens(targets: Sequence[Sequence[int]]) -> dict[tuple[int, ...], list[int]]:
     """Each proper prefix of the targets (the empty one first) -> the distinct tokens that follow it."""
     follow: dict[tuple[int, ...], list[int]] = {}
@@ -253,6 +249,15 @@ def vllm_label_log_probs(
         return np.zeros((0, len(answers)), dtype=np.float64)
     limit = min(max_length or engine.max_model_len, engine.max_model_len)
     contexts, targets = encode_contexts(engine.tokenizer, prompts, template, answers, limit)
+    return vllm_context_log_probs(engine, contexts, targets, progress=progress)
+
+
+def vllm_context_log_probs(
+    engine: VLLMEngine, contexts: list[list[int]], targets: list[list[int]], *, progress: bool = False
+) -> np.ndarray:
+    """[N, len(targets)] summed log-probs of each target after each token-id context, as `context_log_probs`."""
+    if not contexts:
+        return np.zeros((0, len(targets)), dtype=np.float64)
     follow = next_tokens(targets)
     found: dict[tuple[int, tuple[int, ...]], float] = {}
     chunks = row_chunks(len(contexts), max(len(c) for c in contexts), engine.cache_tokens)
@@ -275,13 +280,27 @@ def vllm_generate_answers(
     *,
     progress: bool = False,
 ) -> list[str]:
-    """The model's answer to each prompt, cut at the template's closing marker or EOS, as `generate_answers`.
+    """The model's answer to each prompt, cut at the template's closing marker or EOS, as `generate_answers`."""
+    contexts, _ = encode_contexts(engine.tokenizer, prompts, template, LABELS)
+    return vllm_generate_from_contexts(engine, contexts, template, decoding, progress=progress)
+
+
+def vllm_generate_from_contexts(
+    engine: VLLMEngine,
+    contexts: list[list[int]],
+    template: ChatTemplate,
+    decoding: Decoding = GREEDY,
+    *,
+    progress: bool = False,
+) -> list[str]:
+    """The model's answer after each token-id context, as `generate_from_contexts`.
 
     Contexts longer than `max_model_len - max_new_tokens` lose their oldest tokens (first token kept).
     """
     from vllm import SamplingParams
 
-    contexts, _ = encode_contexts(engine.tokenizer, prompts, template, LABELS)
+    if not contexts:
+        return []
     contexts = truncate_for_generation(contexts, engine.max_model_len, decoding.max_new_tokens)
     stops = stop_token_ids(engine, engine.tokenizer, template)
     params = SamplingParams(

@@ -1,0 +1,228 @@
+"""Prediction backends: an engine (transformers or vLLM) behind the contexts of a prompt form.
+
+A backend answers a batch of items: by label scoring (label + the 7 probabilities, always a valid
+label) or by generation (label parsed from the raw answer, None when it names no single label).
+Every generation backend can also score, which resolves unparsed answers with the same model.
+
+The engines work on token ids. A form gives each item its context:
+  `PromptContexts`    one prompt per item (the window form, prepared files): its text, tokenised;
+  `DialogueContexts`  the dialogue form for engines without tree masks (generation, vLLM): the
+                      utterance's separate sequence (the dialogue once, then its question), chunked as
+                      the packed form is, so its label scores equal the packed form's;
+and `PackedDialogues` scores the dialogue form with transformers, whole dialogues in one pass each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from erckit.data import Dialogue
+from erckit.labels import LABELS, parse_answer
+from erckit.llm.chat import ChatTemplate
+from erckit.llm.dialogue_form import dialogue_log_probs, separate_contexts, token_budget_groups
+from erckit.llm.generation import GREEDY, Decoding, truncate_for_generation
+from erckit.llm.items import Item
+from erckit.llm.resume import Outcome
+from erckit.llm.scoring import encode_contexts, keep_recent, length_batches, predictions_from_log_probs
+from erckit.llm.vllm_backend import VLLMOptions
+from erckit.prompts import PromptConfig
+
+BACKENDS = ("score", "generate", "vllm", "vllm-generate")
+GENERATING = ("generate", "vllm-generate")
+SCORING_BACKENDS = ("score", "vllm")  # labels from the 7 label probabilities: calibration offsets apply
+DEFAULT_BATCH = {"score": 8, "generate": 8, "vllm": 512, "vllm-generate": 512}
+
+
+@dataclass(frozen=True)
+class DialogueForm:
+    """The dialogues being predicted in the dialogue form, and its prompt settings."""
+
+    prompts: PromptConfig
+    dialogues: list[Dialogue]
+
+    def where(self) -> dict[str, tuple[int, int]]:
+        """Utterance id -> (dialogue index, position in the dialogue)."""
+        return {u.id: (d, i) for d, dialogue in enumerate(self.dialogues) for i, u in enumerate(dialogue.utterances)}
+
+    def batches(self, items: Sequence[Item], per_batch: int, *, whole: bool) -> list[list[int]]:
+        """Indices of `items`, whole dialogues together: `per_batch` dialogues per batch (`whole`), or
+        consecutive dialogues of up to `per_batch` items (a longer dialogue alone)."""
+        where = self.where()
+        by_dialogue: dict[int, list[int]] = {}
+        for index, item in enumerate(items):
+            by_dialogue.setdefault(where[item.id][0], []).append(index)
+        groups = list(by_dialogue.values())
+        if whole:
+            chunks = [list(range(k, min(k + per_batch, len(groups)))) for k in range(0, len(groups), per_batch)]
+        else:
+            chunks = token_budget_groups([len(group) for group in groups], per_batch)
+        return [[i for g in chunk for i in groups[g]] for chunk in chunks]
+
+
+class PromptContexts:
+    """One prompt per item (the window form, prepared files): the token ids of its text in the template."""
+
+    def __init__(self, tokenizer, template: ChatTemplate) -> None:
+        self.tokenizer, self.template = tokenizer, template
+
+    def __call__(self, items: Sequence[Item]) -> list[list[int]]:
+        return encode_contexts(self.tokenizer, [item.prompt for item in items], self.template, LABELS[:1])[0]
+
+    def batches(self, items: Sequence[Item], batch_size: int) -> list[list[int]]:
+        """Batches of similar context length (each batch is a resumable unit)."""
+        return length_batches([len(c) for c in self(items)], batch_size)
+
+
+class DialogueContexts:
+    """The dialogue form as one sequence per item: its separate sequence (`dialogue_form.separate_contexts`)."""
+
+    def __init__(self, tokenizer, template: ChatTemplate, form: DialogueForm, max_length: int | None) -> None:
+        self.tokenizer, self.template, self.form, self.max_length = tokenizer, template, form, max_length
+        self.where = form.where()
+
+    def __call__(self, items: Sequence[Item]) -> list[list[int]]:
+        wanted = sorted({self.where[item.id][0] for item in items})
+        contexts = {
+            d: separate_contexts(self.form.dialogues[d], self.tokenizer, self.template, self.form.prompts,
+                                 max_length=self.max_length)
+            for d in wanted
+        }
+        return [contexts[self.where[item.id][0]][self.where[item.id][1]] for item in items]
+
+    def batches(self, items: Sequence[Item], batch_size: int) -> list[list[int]]:
+        """Whole dialogues together (their contexts share the dialogue: one prefix for vLLM's cache)."""
+        return self.form.batches(items, batch_size, whole=False)
+
+
+Contexts = PromptContexts | DialogueContexts
+
+
+@dataclass
+class Backend:
+    """One engine behind one form: `log_probs` gives the 7 label log-probabilities of items, `answers`
+    (generation backends only) their free-text answers, `batches` the resumable units."""
+
+    name: str
+    batches: Callable[[list[Item], int], list[list[int]]]
+    log_probs: Callable[[list[Item]], np.ndarray]
+    answers: Callable[[list[Item]], list[str]] | None = None
+
+    def score(self, items: list[Item]) -> list[Outcome]:
+        """Label scoring: the most likely of the 7 labels and their probabilities."""
+        predictions = predictions_from_log_probs([item.id for item in items], self.log_probs(items))
+        return [Outcome(p.label, p.probs) for p in predictions]
+
+    def run(self, items: list[Item]) -> list[Outcome]:
+        """The backend's own answer: scored, or generated and parsed."""
+        if self.answers is None:
+            return self.score(items)
+        return [Outcome(parse_answer(answer), raw=answer) for answer in self.answers(items)]
+
+
+def scoring_contexts(contexts: list[list[int]], targets: list[list[int]], max_length: int | None) -> list[list[int]]:
+    """Contexts cut so the longest answer still fits in `max_length` (oldest tokens after the first dropped)."""
+    if max_length is None:
+        return contexts
+    room = max_length - max(len(t) for t in targets)
+    return [keep_recent(c, room) for c in contexts]
+
+
+def build_backend(
+    backend: str,
+    model: str,
+    template: ChatTemplate,
+    *,
+    adapter: str | None = None,
+    decoding: Decoding = GREEDY,
+    dtype: str = "auto",
+    device: str | None = None,
+    trust_remote_code: bool = False,
+    tensor_parallel_size: int = 1,
+    max_length: int | None = None,
+    dialogue_form: DialogueForm | None = None,
+    pack_tokens: int = 2048,
+    vllm: VLLMOptions | None = None,
+) -> Backend:
+    """Load the model for `backend` (one of BACKENDS) behind the prompts' form: the window form (or
+    prepared prompts) by default, the dialogue form with `dialogue_form` (packed `pack_tokens` tokens a
+    row with transformers' scoring, separate sequences with generation and vLLM)."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if backend in ("vllm", "vllm-generate"):
+        from erckit.llm.vllm_backend import vllm_context_log_probs, vllm_engine, vllm_generate_from_contexts
+
+        engine = vllm_engine(
+            model, adapter=adapter, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
+            trust_remote_code=trust_remote_code, max_model_len=max_length, options=vllm or VLLMOptions(),
+            seed=decoding.seed,
+        )
+        limit = min(max_length or engine.max_model_len, engine.max_model_len)
+        contexts, targets = form_contexts(engine.tokenizer, template, dialogue_form, limit)
+
+        def vllm_log_probs(items: list[Item]) -> np.ndarray:
+            return vllm_context_log_probs(engine, scoring_contexts(contexts(items), targets, limit), targets)
+
+        def vllm_answers(items: list[Item]) -> list[str]:
+            return vllm_generate_from_contexts(engine, contexts(items), template, decoding)
+
+        return Backend(backend, contexts.batches, vllm_log_probs, vllm_answers if backend in GENERATING else None)
+
+    from erckit.llm.generation import generate_from_contexts
+    from erckit.llm.loading import load_model
+    from erckit.llm.scoring import context_log_probs
+
+    lm, tokenizer = load_model(model, adapter=adapter, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
+    contexts, targets = form_contexts(tokenizer, template, dialogue_form, max_length)
+
+    def hf_log_probs(items: list[Item]) -> np.ndarray:
+        cut = scoring_contexts(contexts(items), targets, max_length)
+        return context_log_probs(lm, tokenizer, cut, targets, batch_size=len(items), progress=False)
+
+    def hf_answers(items: list[Item]) -> list[str]:
+        cut = contexts(items)
+        if max_length is not None:
+            cut = truncate_for_generation(cut, max_length, decoding.max_new_tokens)
+        return generate_from_contexts(lm, tokenizer, cut, template, decoding, batch_size=len(items), progress=False)
+
+    if backend == "generate":
+        return Backend(backend, contexts.batches, hf_log_probs, hf_answers)
+    if dialogue_form is not None:
+        packed = PackedDialogues(lm, tokenizer, template, dialogue_form, max_length, pack_tokens)
+        return Backend(backend, packed.batches, packed.log_probs)
+    return Backend(backend, contexts.batches, hf_log_probs)
+
+
+def form_contexts(
+    tokenizer, template: ChatTemplate, form: DialogueForm | None, max_length: int | None
+) -> tuple[Contexts, list[list[int]]]:
+    """The form's contexts and the token ids of the 7 closed answers."""
+    targets = encode_contexts(tokenizer, [""], template, LABELS)[1]
+    if form is None:
+        return PromptContexts(tokenizer, template), targets
+    return DialogueContexts(tokenizer, template, form, max_length), targets
+
+
+class PackedDialogues:
+    """Label scoring in the dialogue form with transformers: whole dialogues packed into one sequence
+    each (`dialogue_form.dialogue_log_probs`); a batch holds `batch_size` whole dialogues."""
+
+    def __init__(self, model, tokenizer, template: ChatTemplate, form: DialogueForm, max_length: int | None,
+                 pack_tokens: int) -> None:
+        self.model, self.tokenizer, self.template, self.form = model, tokenizer, template, form
+        self.max_length, self.pack_tokens = max_length, pack_tokens
+        self.where = form.where()
+
+    def batches(self, items: Sequence[Item], batch_size: int) -> list[list[int]]:
+        return self.form.batches(items, batch_size, whole=True)
+
+    def log_probs(self, items: list[Item]) -> np.ndarray:
+        chosen = sorted({self.where[item.id][0] for item in items})
+        logp = dialogue_log_probs(
+            self.model, self.tokenizer, [self.form.dialogues[d] for d in chosen], self.template, self.form.prompts,
+            max_tokens=self.pack_tokens, max_length=self.max_length, progress=False,
+        )
+        starts = dict(zip(chosen, np.cumsum([0] + [len(self.form.dialogues[d]) for d in chosen])))
+        return logp[[starts[self.where[item.id][0]] + self.where[item.id][1] for item in items]]
