@@ -1,11 +1,12 @@
 """LoRA on the packaged gemma-3-270m, BMELD Chinese, on CPU: train, select by dev macro-F1, score dev and test.
 
     .venv/bin/python bench/bmeld_gemma.py [--config configs/gemma-270m-lora.yaml] [--out runs/bench_gemma] \
-        [--dev-limit N] [--test-limit N] [key=value ...]
+        [--dev-limit N] [--test-limit N] [--train-only] [key=value ...]
 
 Trains the recipe (the window form by default; configs/gemma-270m-dialogue.yaml for the dialogue form) on BMELD train (overrides set the budget, e.g. llm.max_steps=150),
 keeps the checkpoint with the best macro-F1 on the first `llm.eval_subset` dev utterances, then labels the
-first N dev and test utterances (0 = all) by label scoring. Results: <out>/results.json.
+first N dev and test utterances (0 = all) by label scoring (not with --train-only, which keeps the
+in-training dev figures only). Results: <out>/results.json.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(REPO / "configs" / "gemma-270m-lora.yaml"))
     parser.add_argument("--dev-limit", type=int, default=0)
     parser.add_argument("--test-limit", type=int, default=0)
+    parser.add_argument("--train-only", action="store_true", help="no dev/test prediction after training")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     out = Path(args.out)
@@ -48,7 +50,8 @@ def main() -> None:
         "summary": {k: v for k, v in info["summary"].items() if k != "history"},
         "history": info["summary"]["history"],
     }
-    for split, file, limit in (("dev", "dev", args.dev_limit), ("test", "test", args.test_limit)):
+    splits = () if args.train_only else (("dev", "dev", args.dev_limit), ("test", "test", args.test_limit))
+    for split, file, limit in splits:
         dialogues = first_utterances(read_dialogues(BMELD / f"{file}_sent_emo.csv"), limit)
         started = time.perf_counter()
         predictions = predict(out / "model", dialogues)

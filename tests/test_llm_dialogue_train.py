@@ -75,9 +75,31 @@ def test_dialogue_form_settings_are_refused_when_the_recipe_loads(setup, tmp_pat
     assert not (tmp_path / "bad").exists()
 
 
-def test_class_weights_in_the_window_form_are_refused(setup, tmp_path):
-    with pytest.raises(ConfigError, match="class weights apply to the dialogue form"):
-        recipe(setup, tmp_path / "bad", "llm.prompt.form=window", "llm.class_weight_power=0.5")
+def test_window_form_answer_loss_weighs_each_example_by_its_class_weight(setup):
+    """The window form's weighted loss = sum over answers of weight x token cross-entropy / sum of weights,
+    from separate unpadded forward passes; class_weight_power=0 gives the plain token mean."""
+    from erckit.llm.chat import get_template
+    from erckit.llm.loading import load_model
+    from erckit.llm.train import WindowCollator, answer_loss, tokenize
+    from erckit.prompts import PromptConfig, emotion_examples
+    from llm_tiny import brute_force_log_prob
+
+    model, tokenizer = load_model(str(setup["base"]))
+    template = get_template("plain")
+    examples = emotion_examples(setup["train_dialogues"][:2], PromptConfig(language="zh", window=3))[:6]
+    weights = class_weights([u.label for d in setup["train_dialogues"] for u in d.utterances], 1.0)
+    assert len({weights[e.answer] for e in examples}) > 1  # the check below tells weighted from unweighted
+    for chosen in (weights, None):
+        rows = tokenize(examples, tokenizer, template, 512, chosen).to_list()
+        with torch.no_grad():
+            got = float(answer_loss(model, WindowCollator(tokenizer)(rows)))
+        total = norm = 0.0
+        for row, example in zip(rows, examples, strict=True):
+            answer_tokens = sum(label != -100 for label in row["labels"])
+            total -= row["weight"] * brute_force_log_prob(model, tokenizer, template, example.prompt, example.answer)
+            norm += row["weight"] * answer_tokens
+        assert got == pytest.approx(total / norm, abs=1e-4)
+        assert {row["weight"] for row in rows} == ({weights[e.answer] for e in examples} if chosen else {1.0})
 
 
 def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_generation(setup, tmp_path, capsys):

@@ -189,7 +189,7 @@ class LLMConfig:
     prompt: PromptSettings = field(default_factory=PromptSettings)
     max_length: int = 1024
     pack_tokens: int = 2048  # dialogue form: dialogues packed into rows of up to N tokens (a row per step)
-    class_weight_power: float = 0.0  # dialogue form: answer loss weight ∝ (1 / class frequency) ** power
+    class_weight_power: float = 0.0  # answer loss weight ∝ (1 / class frequency) ** power; 0 = unweighted
     epochs: float = 3.0
     max_steps: int = -1  # > 0 overrides epochs
     lr: float = 1e-4
@@ -213,8 +213,6 @@ class LLMConfig:
         require(self.max_length >= 2, "llm.max_length", self.max_length, "at least 2 tokens")
         require(self.pack_tokens >= 1, "llm.pack_tokens", self.pack_tokens, "1 or more")
         require(non_negative(self.class_weight_power), "llm.class_weight_power", self.class_weight_power, "0 or more")
-        require(self.class_weight_power == 0 or self.prompt.form == "dialogue", "llm.class_weight_power",
-                self.class_weight_power, "0 in the window form (class weights apply to the dialogue form)")
         require(positive(self.epochs), "llm.epochs", self.epochs, "a positive number")
         require(self.max_steps == -1 or self.max_steps >= 1, "llm.max_steps", self.max_steps, "-1 (use epochs) or 1 or more")
         require(positive(self.lr), "llm.lr", self.lr, "a positive number")

@@ -47,18 +47,18 @@ class DialogueForm:
         """Utterance id -> (dialogue index, position in the dialogue)."""
         return {u.id: (d, i) for d, dialogue in enumerate(self.dialogues) for i, u in enumerate(dialogue.utterances)}
 
-    def batches(self, items: Sequence[Item], per_batch: int, *, whole: bool) -> list[list[int]]:
-        """Indices of `items`, whole dialogues together: `per_batch` dialogues per batch (`whole`), or
-        consecutive dialogues of up to `per_batch` items (a longer dialogue alone)."""
+    def batches(self, items: Sequence[Item], size: int, *, unit: str) -> list[list[int]]:
+        """Indices of `items`, each dialogue's together: `size` dialogues per batch (unit "dialogues"), or
+        consecutive dialogues of up to `size` items (unit "items"; a longer dialogue alone)."""
         where = self.where()
         by_dialogue: dict[int, list[int]] = {}
         for index, item in enumerate(items):
             by_dialogue.setdefault(where[item.id][0], []).append(index)
         groups = list(by_dialogue.values())
-        if whole:
-            chunks = [list(range(k, min(k + per_batch, len(groups)))) for k in range(0, len(groups), per_batch)]
+        if unit == "dialogues":
+            chunks = [list(range(k, min(k + size, len(groups)))) for k in range(0, len(groups), size)]
         else:
-            chunks = token_budget_groups([len(group) for group in groups], per_batch)
+            chunks = token_budget_groups([len(group) for group in groups], size)
         return [[i for g in chunk for i in groups[g]] for chunk in chunks]
 
 
@@ -94,7 +94,7 @@ class DialogueContexts:
 
     def batches(self, items: Sequence[Item], batch_size: int) -> list[list[int]]:
         """Whole dialogues together (their contexts share the dialogue: one prefix for vLLM's cache)."""
-        return self.form.batches(items, batch_size, whole=False)
+        return self.form.batches(items, batch_size, unit="items")
 
 
 Contexts = PromptContexts | DialogueContexts
@@ -216,7 +216,7 @@ class PackedDialogues:
         self.where = form.where()
 
     def batches(self, items: Sequence[Item], batch_size: int) -> list[list[int]]:
-        return self.form.batches(items, batch_size, whole=True)
+        return self.form.batches(items, batch_size, unit="dialogues")
 
     def log_probs(self, items: list[Item]) -> np.ndarray:
         chosen = sorted({self.where[item.id][0] for item in items})

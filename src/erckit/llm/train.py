@@ -66,13 +66,15 @@ def training_examples(config: LLMConfig, dialogues: list[Dialogue], prompts: Pro
 
 
 def tokenize(
-    examples: list[Example], tokenizer: PreTrainedTokenizerBase, template: ChatTemplate, max_length: int
+    examples: list[Example], tokenizer: PreTrainedTokenizerBase, template: ChatTemplate, max_length: int,
+    class_weights: dict[str, float] | None = None,
 ) -> Dataset:
-    """input_ids = context + answer; labels mask the context (-100), so the loss is on the answer only.
+    """input_ids = context + answer; labels mask the context (-100), so the loss is on the answer only;
+    `weight`: the answer's loss weight (its label's class weight; 1 without weights or for other answers).
 
     A context too long for `max_length` loses its oldest tokens (after the first, usually BOS).
     """
-    rows: dict[str, list] = {"input_ids": [], "labels": []}
+    rows: dict[str, list] = {"input_ids": [], "labels": [], "weight": []}
     for example in examples:
         context, target = encode_pair(template, example.prompt, example.answer, tokenizer)
         room = max_length - len(target)
@@ -80,7 +82,21 @@ def tokenize(
             context = context[:1] + context[len(context) - room + 1 :]
         rows["input_ids"].append(context + target)
         rows["labels"].append([-100] * len(context) + target)
+        rows["weight"].append((class_weights or {}).get(example.answer, 1.0))
     return Dataset.from_dict(rows)
+
+
+class WindowCollator:
+    """Padded window-form examples (transformers' seq2seq collator) with their loss weights."""
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase) -> None:
+        self.pad = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+
+    def __call__(self, rows: list[dict]) -> dict:
+        weights = torch.tensor([row["weight"] for row in rows], dtype=torch.float32)
+        batch = self.pad([{k: v for k, v in row.items() if k != "weight"} for row in rows])
+        batch["weight"] = weights
+        return batch
 
 
 def precision_flags(precision: str, *, cuda: bool | None = None, bf16: bool | None = None) -> dict[str, bool]:
@@ -165,7 +181,8 @@ def load_trainable(config: LLMConfig, args: TrainingArguments, seed: int):
 
 
 def answer_loss(model, inputs: dict) -> torch.Tensor:
-    """Mean cross-entropy over the batch's answer tokens, computing vocabulary logits only where answers are.
+    """Weighted mean cross-entropy over the batch's answer tokens (each token weighs its example's
+    `weight`; 1 without), computing vocabulary logits only where answers are.
 
     Rows are left-padded, so every answer lies in the last K columns; the model is asked for the
     logits of the last K + 1 positions (`logits_to_keep`), not of the whole prompt: with a vocabulary
@@ -184,7 +201,11 @@ def answer_loss(model, inputs: dict) -> torch.Tensor:
         kwargs["logits_to_keep"] = width + 1
     logits = model(**kwargs).logits[:, -(width + 1) : -1].float()
     targets = labels[:, -width:]
-    return torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+    losses = torch.nn.functional.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100, reduction="none"
+    ).reshape(targets.shape)
+    weights = inputs["weight"][:, None].to(losses.dtype) * (targets != -100) if "weight" in inputs else (targets != -100).float()
+    return (losses * weights).sum() / weights.sum().clamp(min=1e-12)
 
 
 class DialogueCollator:
@@ -304,15 +325,15 @@ def train_llm(
     record = run_record(llm, prompts)
     if args.process_index == 0:
         save_run_record(out, record)  # checkpoint-N folders are read with their run's record
+    weights = class_weights((u.label for d in train for u in d.utterances), llm.class_weight_power)
     if prompts.form == "dialogue":
-        weights = class_weights((u.label for d in train for u in d.utterances), llm.class_weight_power)
         train_set = Dataset.from_list(training_rows(
             train, tokenizer, template, prompts, llm.pack_tokens, max_length=llm.max_length, class_weights=weights,
         ))
         collator = DialogueCollator(tokenizer.pad_token_id, training_dtype(llm), sliding_window_of(model.config))
     else:
-        train_set = tokenize(training_examples(llm, train, prompts), tokenizer, template, llm.max_length)
-        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+        train_set = tokenize(training_examples(llm, train, prompts), tokenizer, template, llm.max_length, weights)
+        collator = WindowCollator(tokenizer)
     trainer = MacroF1Trainer(
         model=model, args=args, train_dataset=train_set,
         eval_dataset=train_set.select(range(1)) if val_dialogues else None,  # unused: evaluate() scores labels
