@@ -1,7 +1,7 @@
 """`erckit predict` for LLMs: items -> predictions.jsonl, resumable, one prediction per utterance id.
 
 Input: a prepared alpaca file (`data_test.json`: records with id, instruction, input) or dialogues with
-a PromptConfig (`items`). Every record is predicted; nothing is truncated. The engines are in
+a PromptConfig (`items`). Every record is predicted, none dropped. The engines are in
 `backends` (score, generate, vllm, vllm-generate; window or dialogue form).
 
 Resuming: finished batches are appended to `<out>.partial` (a settings header, then one JSON line per
