@@ -116,6 +116,7 @@ def test_calibrate_cli_on_validation_predictions(tmp_path):
     assert np.log(2) < offsets["Fear"] < np.log(8.5)
 
 
+@pytest.mark.slow  # 85 s on 2 cores: CI runs it with -m slow
 def test_calibrate_model_stores_offsets_predict_applies_and_removes_them(tmp_path, capsys):
     model = tmp_path / "model"
     assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}",

@@ -89,6 +89,7 @@ def test_save_load_gives_identical_predictions(tiny_encoder, tmp_path):
     np.testing.assert_array_equal(before, after)
 
 
+@pytest.mark.slow  # 28 s on 2 cores: CI runs it with -m slow
 @pytest.mark.needs_data
 def test_killed_run_resumes_after_its_last_epoch(tiny_encoder, bmeld_slices, tmp_path):
     out = tmp_path / "m"
