@@ -39,10 +39,15 @@ def main() -> None:
     for example in emotion_examples(dialogues, config):
         context, target = encode_pair(template, example.prompt, example.answer, tokenizer)
         window_tokens += len(context) + len(target)
-    dialogue_tokens = sum(
-        len(s.ids) for d in dialogues for t in dialogue_trees(d, tokenizer, template, config, gold=True)
-        for s in t.segments
-    )
+    parts = {"instruction": 0, "turns": 0, "questions": 0, "answers": 0}
+    for dialogue in dialogues:
+        for tree in dialogue_trees(dialogue, tokenizer, template, config, gold=True):
+            questions, answers = set(tree.questions), {a for group in tree.answers for a in group}
+            for index, segment in enumerate(tree.segments):
+                part = ("instruction" if index == 0 else "questions" if index in questions
+                        else "answers" if index in answers else "turns")
+                parts[part] += len(segment.ids)
+    dialogue_tokens = sum(parts.values())
     utterances = sum(len(d) for d in dialogues)
     print(json.dumps({
         "data": args.data, "model": args.model, "template": args.template, "window": args.window,
@@ -51,6 +56,7 @@ def main() -> None:
         "ratio": round(window_tokens / dialogue_tokens, 2),
         "tokens_per_utterance": {"window": round(window_tokens / utterances, 1),
                                  "dialogue": round(dialogue_tokens / utterances, 1)},
+        "dialogue_form_per_utterance": {part: round(count / utterances, 2) for part, count in parts.items()},
     }, indent=2))
 
 

@@ -53,8 +53,8 @@ def test_visibility_is_ancestors_and_own_past() -> None:
 
 def test_dialogue_prompt_numbers_turns_once() -> None:
     prompt = dialogue_prompt(DIALOGUES[0], PromptConfig())
-    assert prompt.turns[0] == "<1 A：你笑什么？我在问你话呢>" and prompt.turns[3] == " <4 C：没什么，就是觉得好玩>"
-    assert prompt.questions == ["### 第1句", "### 第2句", "### 第3句", "### 第4句"]
+    assert prompt.turns[0] == "1 A：你笑什么？我在问你话呢\n" and prompt.turns[3] == "4 C：没什么，就是觉得好玩\n"
+    assert prompt.questions == ["1", "2", "3", "4"]
     assert "<Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear>" in prompt.intro
 
 

@@ -54,8 +54,8 @@ def test_prepare_in_the_dialogue_form_writes_each_utterances_separate_sequence(d
     records = json.loads((out / "data_train.json").read_text(encoding="utf-8"))
     assert len(records) == 15 and records[2]["id"] == "Yiwu_1_3" and records[2]["output"] == "Surprise"
     text = records[2]["instruction"]
-    assert "<1 A：你笑什么？我在问你话呢>" in text and "<11 B：那我明天再去问问>" in text  # the whole dialogue
-    assert text.endswith("### 第3句") and "<你笑什么？我在问你话呢>" not in text  # asked by number, not quoted
+    assert "\n1 A：你笑什么？我在问你话呢\n" in text and "\n11 B：那我明天再去问问\n" in text  # the whole dialogue
+    assert text.endswith("\n3") and text.count("你笑什么？我在问你话呢") == 1  # asked by number, not quoted
     capsys.readouterr()
     bad = ["prepare", "--train", str(design_file), "--out", str(tmp_path / "bad"), "--form", "dialogue",
            "--variant", "speaker"]

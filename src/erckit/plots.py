@@ -51,6 +51,7 @@ def plot_training(
         for (name, points), color in zip(curves.items(), ("tab:blue", "tab:green"), strict=False):
             right.plot(*zip(*points), "o-", color=color, label=name)
         right.set_ylabel("validation F1")
+        right.set_ylim(0, 1)  # a fixed scale: 0.06 → 0.08 must not look like a leap
         axes.append(right)
     handles = [h for ax in axes for h in ax.get_legend_handles_labels()[0]]
     left.legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.01), ncol=3, fontsize=8, frameon=False)

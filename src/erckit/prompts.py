@@ -47,11 +47,11 @@ TEMPLATES: dict[str, Template] = {
         yes="是",
         no="否",
         dialogue_intro=(
-            "现在，你是一名情感和情绪分析专家。下面这段标记在'### ###'间的对话涉及多个说话者。"
-            "请从 <{labels}> 中为对话的每一句选择情感标签，无需分析，直接给出结果即可。### "
+            "下面是一段多人对话，每行是编号、说话者和句子。对话后给出编号，请从 <{labels}> 中选择该句的情感标签，"
+            "直接给出结果。\n"
         ),
-        numbered_turn="<{number} {speaker}：{text}>",
-        dialogue_question="### 第{number}句",
+        numbered_turn="{number} {speaker}：{text}\n",
+        dialogue_question="{number}",
     ),
     "en": Template(
         intro=(
@@ -74,12 +74,12 @@ TEMPLATES: dict[str, Template] = {
         yes="Yes",
         no="No",
         dialogue_intro=(
-            "Now you are an expert in sentiment and emotion analysis. The following conversation noted "
-            "between '### ###' involves several speakers. Select the emotional label of each utterance "
-            "from <{labels}>. Answer directly, without analysis. ### "
+            "Below is a conversation between several speakers, one line per utterance: number, speaker, text. "
+            "After it comes a number: select the emotional label of that utterance from <{labels}>. "
+            "Answer directly.\n"
         ),
-        numbered_turn="<{number} {speaker}: {text}>",
-        dialogue_question="### Utterance {number}",
+        numbered_turn="{number} {speaker}: {text}\n",
+        dialogue_question="{number}",
     ),
 }
 
@@ -222,11 +222,15 @@ class DialoguePrompt:
 
 
 def dialogue_prompt(dialogue: Dialogue, config: PromptConfig) -> DialoguePrompt:
-    """The dialogue-form texts of `dialogue` (turns are separated by a space, as in the window form)."""
+    """The dialogue-form texts of `dialogue`: one numbered line per turn, a question that is the number alone.
+
+    Kept short on purpose (it is read once per dialogue and once per utterance): the markers cost about
+    5 tokens a turn and 2-3 a question with gemma's tokenizer (BENCHMARKS.md, tokens per epoch).
+    """
     template = TEMPLATES[config.language]
     letters = speaker_letters(dialogue)
     turns = [
-        ("" if n == 1 else " ") + template.numbered_turn.format(number=n, speaker=letters[u.speaker], text=u.text)
+        template.numbered_turn.format(number=n, speaker=letters[u.speaker], text=u.text)
         for n, u in enumerate(dialogue.utterances, start=1)
     ]
     questions = [template.dialogue_question.format(number=n) for n in range(1, len(dialogue) + 1)]

@@ -21,7 +21,7 @@ from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, answer_text, encode_text
 from erckit.llm.packing import Packed, Segment, batch, pack, sliding_window_of
 from erckit.llm.scoring import forward_parameters, label_log_probs
-from erckit.prompts import PromptConfig, dialogue_prompt, emotion_examples
+from erckit.prompts import DialoguePrompt, PromptConfig, dialogue_prompt, emotion_examples
 
 
 @dataclass(frozen=True)
@@ -75,15 +75,17 @@ def dialogue_trees(
     *,
     gold: bool = False,
     max_length: int | None = None,
+    prompt: DialoguePrompt | None = None,
 ) -> list[DialogueTree]:
     """The trees of a dialogue: root (chat prefix + instruction), one segment per turn (chained), one
     question per utterance and its answers (label word + the template's closing marker).
 
     With `gold`, each question gets the utterance's gold label as its only answer. With `max_length`,
     a dialogue whose longest chain (root + turns + question + answer) exceeds it is cut into
-    overlapping chunks (`chunks`); a turn longer than the room left keeps its first tokens.
+    overlapping chunks (`chunks`); a turn longer than the room left keeps its first tokens. `prompt`:
+    other texts for the same dialogue (default: `dialogue_prompt(dialogue, config)`).
     """
-    prompt = dialogue_prompt(dialogue, config)
+    prompt = prompt or dialogue_prompt(dialogue, config)
     root = encode_text(tokenizer, template.prefix + prompt.intro, special=True)
     turns = [encode_text(tokenizer, turn, special=False) for turn in prompt.turns]
     questions = [encode_text(tokenizer, q + template.suffix, special=False) for q in prompt.questions]
