@@ -60,9 +60,10 @@ test-all: install
 
 # what `pip install erckit` gives: build the wheel, install it alone into a fresh virtualenv, and run the
 # default model there (one epoch) on the sample from another directory: train, predict, evaluate
+# (build/lib is removed first: a file deleted from src must not linger in the wheel)
 WHEEL_CHECK := build/wheel-check
 wheel-check: install
-	rm -rf $(WHEEL_CHECK) && mkdir -p $(WHEEL_CHECK)/work
+	rm -rf $(WHEEL_CHECK) build/lib && mkdir -p $(WHEEL_CHECK)/work
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_CHECK) .
 	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
 	$(WHEEL_CHECK)/venv/bin/pip install -q -c $(CONSTRAINTS) $(WHEEL_CHECK)/erckit-*.whl  # exact versions: torch 2.13.0 CPU
