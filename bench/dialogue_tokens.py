@@ -1,16 +1,19 @@
 """Tokens per training epoch: the design's window form vs the dialogue form, on BMELD train.
 
-    .venv/bin/python bench/dialogue_tokens.py [--model packaged:gemma-3-270m] [--template plain] [--window 10]
+    .venv/bin/python bench/dialogue_tokens.py [--model packaged:gemma-3-270m] [--template plain] [--window 10] \
+        [--question number|quoted]
 
 Counts the tokens a model reads in one epoch: window form = context + answer of every utterance's
 prompt (as `erckit train` tokenises it, untruncated); dialogue form = the packed rows of whole
-dialogues (instruction and turns once, each utterance's question and gold answer). Prints JSON.
+dialogues (instruction and turns once, each utterance's question and gold answer; `--question` as
+`llm.prompt.question`). Prints JSON.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import replace
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -30,6 +33,7 @@ def main() -> None:
     parser.add_argument("--template", default="plain")
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--data", default=str(BMELD / "train_sent_emo.csv"))
+    parser.add_argument("--question", choices=("number", "quoted"), default="number")
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
     template = get_template(args.template)
@@ -40,8 +44,9 @@ def main() -> None:
         context, target = encode_pair(template, example.prompt, example.answer, tokenizer)
         window_tokens += len(context) + len(target)
     parts = {"instruction": 0, "turns": 0, "questions": 0, "answers": 0}
+    dialogue_config = replace(config, form="dialogue", question=args.question)
     for dialogue in dialogues:
-        for tree in dialogue_trees(dialogue, tokenizer, template, config, gold=True):
+        for tree in dialogue_trees(dialogue, tokenizer, template, dialogue_config, gold=True):
             questions, answers = set(tree.questions), {a for group in tree.answers for a in group}
             for index, segment in enumerate(tree.segments):
                 part = ("instruction" if index == 0 else "questions" if index in questions
@@ -51,6 +56,7 @@ def main() -> None:
     utterances = sum(len(d) for d in dialogues)
     print(json.dumps({
         "data": args.data, "model": args.model, "template": args.template, "window": args.window,
+        "question": args.question,
         "dialogues": len(dialogues), "utterances": utterances,
         "window_form_tokens": window_tokens, "dialogue_form_tokens": dialogue_tokens,
         "ratio": round(window_tokens / dialogue_tokens, 2),

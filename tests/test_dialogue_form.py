@@ -56,6 +56,15 @@ def test_dialogue_prompt_numbers_turns_once() -> None:
     assert prompt.turns[0] == "1 A：你笑什么？我在问你话呢\n" and prompt.turns[3] == "4 C：没什么，就是觉得好玩\n"
     assert prompt.questions == ["1", "2", "3", "4"]
     assert "<Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear>" in prompt.intro
+    quoted = dialogue_prompt(DIALOGUES[0], PromptConfig(form="dialogue", question="quoted"))
+    assert quoted.turns == prompt.turns and quoted.questions[1] == "2 B：义乌的"
+    assert "重复其中一行" in quoted.intro and "<Disgust, Anger" in quoted.intro
+    english = dialogue_prompt(DIALOGUES[0], PromptConfig(language="en", form="dialogue", question="quoted"))
+    assert english.questions[3] == "4 C: 没什么，就是觉得好玩" and "one of its lines is repeated" in english.intro
+    with pytest.raises(ValueError, match="dialogue form only"):
+        PromptConfig(form="window", question="quoted")
+    with pytest.raises(ValueError, match="question must be one of"):
+        PromptConfig(form="dialogue", question="both")
 
 
 def reference(model, tokenizer, template, config, dialogue: Dialogue, max_length: int | None = None) -> np.ndarray:
@@ -103,9 +112,10 @@ def tiny_gemma(tokenizer) -> Gemma3ForCausalLM:
     return Gemma3ForCausalLM(config).eval()
 
 
+@pytest.mark.parametrize("question", ["number", "quoted"])
 @pytest.mark.parametrize("placement", ["centered", "past"])
 @pytest.mark.parametrize("kind", ["llama-sdpa", "llama-eager", "gemma3-sliding"])
-def test_packed_labels_equal_separate_sequences(kind: str, placement: str) -> None:
+def test_packed_labels_equal_separate_sequences(kind: str, placement: str, question: str) -> None:
     tokenizer = tiny_tokenizer()
     if kind.startswith("llama"):
         model = tiny_model(tokenizer, attn_implementation=kind.split("-")[1])
@@ -113,7 +123,7 @@ def test_packed_labels_equal_separate_sequences(kind: str, placement: str) -> No
     else:
         model = tiny_gemma(tokenizer)
         template = get_template("gemma")
-    config = PromptConfig(placement=placement)
+    config = PromptConfig(placement=placement, form="dialogue", question=question)
     packed = dialogue_log_probs(model, tokenizer, DIALOGUES, template, config, progress=False, max_tokens=10_000)
     expected = np.concatenate([reference(model, tokenizer, template, config, d) for d in DIALOGUES])
     assert packed.shape == (6, 7)
@@ -130,6 +140,19 @@ def test_packed_labels_equal_separate_sequences(kind: str, placement: str) -> No
     # several dialogues in one row and one dialogue per row give the same numbers
     alone = dialogue_log_probs(model, tokenizer, DIALOGUES, template, config, progress=False, max_tokens=1)
     assert np.abs(alone - packed).max() <= 1e-4
+
+
+def test_a_long_quoted_question_keeps_its_first_tokens_and_its_marker() -> None:
+    """A quoted turn longer than a quarter of max_length is cut, not a reason to refuse the dialogue."""
+    tokenizer, template = tiny_tokenizer(), get_template("gemma")
+    config = PromptConfig(form="dialogue", question="quoted")
+    long = Dialogue("d3", (Utterance("d3_1", "Ann", "好" * 300, "Sad"), Utterance("d3_2", "Bob", "嗯", "Neutral")))
+    trees = dialogue_trees(long, tokenizer, template, config, max_length=200)
+    questions = [tree.segments[q].ids for tree in trees for q in tree.questions]
+    suffix = tokenizer(template.suffix, add_special_tokens=False)["input_ids"]
+    assert len(questions) == 2 and len(questions[0]) == 50 and questions[0][-len(suffix):] == suffix
+    assert questions[1] == tokenizer("2 B：嗯" + template.suffix, add_special_tokens=False)["input_ids"]
+    assert all(len(chain_ids(tree, a)) <= 200 for tree in trees for answers in tree.answers for a in answers)
 
 
 def test_a_label_does_not_see_the_others() -> None:

@@ -32,10 +32,11 @@ def recipe(setup: dict, out: Path, *extra: str):
     ])
 
 
-def test_dialogue_form_trains_selects_and_records_its_form(setup, tmp_path, capsys):
+@pytest.mark.parametrize("question", ["number", "quoted"])
+def test_dialogue_form_trains_selects_and_records_its_form(setup, tmp_path, question):
     snapshot = Snapshot()
     run = tmp_path / "run"
-    config = recipe(setup, run, "llm.class_weight_power=0.5")
+    config = recipe(setup, run, "llm.class_weight_power=0.5", f"llm.prompt.question={question}")
     summary = train_llm(config, setup["train_dialogues"], setup["dev_dialogues"], run, [snapshot])
     assert any(not torch.equal(snapshot.before[n], snapshot.after[n]) for n in snapshot.before if "lora_B" in n)
     losses = [h["loss"] for h in summary["history"] if "loss" in h]
@@ -44,7 +45,7 @@ def test_dialogue_form_trains_selects_and_records_its_form(setup, tmp_path, caps
     assert sorted(evals) == [4, 8, 12]
     assert summary["validation_utterances"] == sum(len(d) for d in setup["dev_dialogues"])
     record = json.loads((run / "best" / "erckit_llm.json").read_text())
-    assert record["prompt"]["form"] == "dialogue"
+    assert record["prompt"]["form"] == "dialogue" and record["prompt"]["question"] == question
     # `erckit select` reads the form from the record and scores each checkpoint as training did
     assert main(["select", "--run", str(run), "--validation", str(setup["dev"]), "--out", str(tmp_path / "s.json")]) == 0
     ranking = json.loads((tmp_path / "s.json").read_text())["ranking"]
@@ -68,10 +69,12 @@ def test_class_weights_follow_inverse_frequency() -> None:
     ("llm.prompt.variant=speaker", "window form only"),
     ("llm.prompt.same_speaker=2", "same-speaker task exists in the window form only"),
     ("llm.pack_tokens=0", "llm.pack_tokens"),
+    ("llm.prompt.question=both", "llm.prompt.question must be one of"),
+    ("llm.prompt.form=window llm.prompt.question=quoted", "llm.prompt.question 'quoted' exists in the dialogue form only"),
 ])
 def test_dialogue_form_settings_are_refused_when_the_recipe_loads(setup, tmp_path, override, message):
     with pytest.raises(ConfigError, match=message):
-        recipe(setup, tmp_path / "bad", override)
+        recipe(setup, tmp_path / "bad", *override.split())
     assert not (tmp_path / "bad").exists()
 
 

@@ -141,7 +141,7 @@ def _overrides(args: argparse.Namespace, base: str | None = None):
 
     return Overrides(base_model=base, template=args.template, max_length=getattr(args, "max_length", None),
                      language=args.language, window=args.window, placement=args.placement, variant=args.variant,
-                     form=args.form)
+                     form=args.form, question=args.question)
 
 
 def _resolve_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None):
@@ -296,13 +296,17 @@ def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--form", choices=("window", "dialogue"),
                         help="window: the design's prompt, one per utterance (default); dialogue: the whole dialogue "
                              "once, then each utterance's question")
+    parser.add_argument("--question", choices=("number", "quoted"),
+                        help="dialogue form: number (the utterance's number alone, default) or quoted (its whole "
+                             "line again: easier to read, about 1.5x the tokens)")
 
 
 def _prompt_config(args: argparse.Namespace, dialogues):
     from erckit.llm.record import Overrides, prompt_from_flags
     from erckit.prompts import detect_language
 
-    flags = Overrides(window=args.window, placement=args.placement, variant=args.variant, form=args.form)
+    flags = Overrides(window=args.window, placement=args.placement, variant=args.variant, form=args.form,
+                      question=args.question)
     return prompt_from_flags(flags, args.language or detect_language(dialogues))
 
 

@@ -147,13 +147,14 @@ class PromptSettings:
     variant: str = "emotion"  # emotion | speaker
     same_speaker: int = 0  # auxiliary same-speaker questions per training dialogue
     form: str = "window"  # window (the design's: a prompt per utterance) | dialogue (each dialogue once)
+    question: str = "number"  # dialogue form: number (the utterance's number) | quoted (its line again)
 
     def __post_init__(self) -> None:
         from erckit.prompts import PromptConfig
 
         try:  # the prompt settings are checked where they live, in erckit.prompts
             PromptConfig("zh" if self.language == "auto" else self.language, self.window, self.placement, self.variant,
-                         self.form)
+                         self.form, self.question)
         except ValueError as err:
             raise ConfigError(f"llm.prompt.{err}") from None
         require(self.same_speaker >= 0, "llm.prompt.same_speaker", self.same_speaker, "0 or more")

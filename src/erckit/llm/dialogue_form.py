@@ -82,13 +82,17 @@ def dialogue_trees(
 
     With `gold`, each question gets the utterance's gold label as its only answer. With `max_length`,
     a dialogue whose longest chain (root + turns + question + answer) exceeds it is cut into
-    overlapping chunks (`chunks`); a turn longer than the room left keeps its first tokens. `prompt`:
+    overlapping chunks (`chunks`); a turn longer than the room left keeps its first tokens, and so does a
+    question longer than a quarter of `max_length` (a quoted one; its closing marker kept). `prompt`:
     other texts for the same dialogue (default: `dialogue_prompt(dialogue, config)`).
     """
     prompt = prompt or dialogue_prompt(dialogue, config)
     root = encode_text(tokenizer, template.prefix + prompt.intro, special=True)
     turns = [encode_text(tokenizer, turn, special=False) for turn in prompt.turns]
     questions = [encode_text(tokenizer, q + template.suffix, special=False) for q in prompt.questions]
+    if max_length and max(len(q) for q in questions) > max_length // 4:
+        cap, suffix = max_length // 4, encode_text(tokenizer, template.suffix, special=False)
+        questions = [q if len(q) <= cap else q[: max(cap - len(suffix), 1)] + suffix for q in questions]
     if gold:
         missing = [u.id for u in dialogue.utterances if u.label is None]
         if missing:

@@ -112,9 +112,10 @@ class Overrides:
     placement: str | None = None
     variant: str | None = None
     form: str | None = None
+    question: str | None = None
 
 
-PROMPT_FLAGS = ("language", "window", "placement", "variant", "form")
+PROMPT_FLAGS = ("language", "window", "placement", "variant", "form", "question")
 
 
 def with_overrides(record: RunRecord, overrides: Overrides) -> tuple[RunRecord, list[str]]:
