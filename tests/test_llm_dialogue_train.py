@@ -112,8 +112,8 @@ def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_g
     from erckit.llm.dialogue_form import dialogue_log_probs
     from erckit.llm.items import items_from_dialogues
     from erckit.llm.loading import load_model
+    from erckit.llm.record import load_run_record
     from erckit.llm.scoring import softmax
-    from erckit.prompts import PromptConfig
 
     run = tmp_path / "run"
     assert main(["train", "--config", "configs/gemma-270m-dialogue.yaml", f"out={run}", f"data.train={setup['train']}",
@@ -125,7 +125,8 @@ def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_g
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
     assert [r["id"] for r in rows] == [u.id for d in setup["dev_dialogues"] for u in d.utterances]
     model, tokenizer = load_model(str(setup["base"]), adapter=str(run / "best"))
-    prompts = PromptConfig(language="zh", form="dialogue")
+    prompts = load_run_record(str(run)).prompt  # the recipe's prompt settings, as training recorded them
+    assert prompts.form == "dialogue" and prompts.language == "zh"
     expected = softmax(dialogue_log_probs(model, tokenizer, setup["dev_dialogues"], get_template("plain"), prompts,
                                           max_length=768, progress=False))
     got = [[r["probs"][label] for label in LABELS] for r in rows]
