@@ -22,7 +22,7 @@ from erckit.formats import read_dialogues
 from erckit.llm.chat import encode_pair, get_template
 from erckit.llm.dialogue_form import dialogue_trees
 from erckit.llm.packaged import resolve_model
-from erckit.prompts import PromptConfig, detect_language, emotion_examples
+from erckit.prompts import QUESTIONS, PromptConfig, detect_language, emotion_examples
 
 BMELD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmeld"
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser.add_argument("--template", default="plain")
     parser.add_argument("--window", type=int, default=10)
     parser.add_argument("--data", default=str(BMELD / "train_sent_emo.csv"))
-    parser.add_argument("--question", choices=("number", "quoted"), default="number")
+    parser.add_argument("--question", choices=QUESTIONS, default="number")
     args = parser.parse_args()
     tokenizer = AutoTokenizer.from_pretrained(resolve_model(args.model))
     template = get_template(args.template)

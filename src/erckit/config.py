@@ -15,6 +15,9 @@ from typing import Any
 
 import yaml
 
+if typing.TYPE_CHECKING:
+    from erckit.prompts import PromptConfig
+
 MODEL_TYPES = ("bert_bigru", "tfidf", "llm")
 FINETUNING = ("lora", "qlora", "full")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -150,16 +153,19 @@ class PromptSettings:
     question: str = "number"  # dialogue form: number (the utterance's number) | quoted (its line again)
 
     def __post_init__(self) -> None:
-        from erckit.prompts import PromptConfig
-
         try:  # the prompt settings are checked where they live, in erckit.prompts
-            PromptConfig("zh" if self.language == "auto" else self.language, self.window, self.placement, self.variant,
-                         self.form, self.question)
+            self.prompt_config("zh" if self.language == "auto" else self.language)
         except ValueError as err:
             raise ConfigError(f"llm.prompt.{err}") from None
         require(self.same_speaker >= 0, "llm.prompt.same_speaker", self.same_speaker, "0 or more")
         require(self.form == "window" or self.same_speaker == 0, "llm.prompt.same_speaker", self.same_speaker,
                 "0 in the dialogue form (the same-speaker task exists in the window form only)")
+
+    def prompt_config(self, language: str) -> PromptConfig:
+        """The erckit.prompts.PromptConfig of these settings, in `language` (a detected one for 'auto')."""
+        from erckit.prompts import PromptConfig
+
+        return PromptConfig(language, self.window, self.placement, self.variant, self.form, self.question)
 
 
 @dataclass

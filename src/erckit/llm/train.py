@@ -54,8 +54,7 @@ def prompt_config(config: LLMConfig, dialogues: list[Dialogue]) -> PromptConfig:
     """The PromptConfig of a recipe; language 'auto' is detected from the dialogues."""
     settings = config.prompt
     language = detect_language(dialogues) if settings.language == "auto" else settings.language
-    return PromptConfig(language, settings.window, settings.placement, settings.variant, settings.form,
-                        settings.question)
+    return settings.prompt_config(language)
 
 
 def training_examples(config: LLMConfig, dialogues: list[Dialogue], prompts: PromptConfig) -> list[Example]:
