@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -147,28 +149,50 @@ def llm_settings(folder: str | Path) -> dict:
     return {"record": record, "model": model, "adapter": adapter, "calibration": info.get("calibration")}
 
 
-def predict_probabilities(
-    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
-) -> np.ndarray:
-    """[utterances, 7] label probabilities from a trained model folder, in file order.
+@dataclass
+class Predictor:
+    """A trained model folder loaded once: labels any number of dialogues without reloading its weights."""
 
-    An unfinished run is refused unless `best_so_far` (bert_bigru runs: the best epoch saved so far)."""
+    folder: Path
+    kind: str
+    score: Callable[[list[Dialogue], bool], np.ndarray]  # (dialogues, progress) -> [utterances, 7]
+    offsets: np.ndarray | None  # calibration stored in the folder (erckit calibrate), in LABELS order
+
+    def probabilities(self, dialogues: list[Dialogue], *, progress: bool = False) -> np.ndarray:
+        """[utterances, 7] label probabilities in file order (before calibration)."""
+        if not dialogues:
+            return np.zeros((0, len(LABELS)))
+        return self.score(dialogues, progress)
+
+    def predict(self, dialogues: list[Dialogue], *, progress: bool = False) -> list[Prediction]:
+        """One prediction per utterance, calibration offsets applied if the model has them."""
+        probs = self.probabilities(dialogues, progress=progress)
+        return from_probabilities([u.id for u in iter_utterances(dialogues)], probs, self.offsets)
+
+
+def load(folder: str | Path, *, best_so_far: bool = False) -> Predictor:
+    """Load a trained model folder once. An unfinished run is refused unless `best_so_far` (bert_bigru runs:
+    the best epoch saved so far)."""
     folder = Path(folder)
     info = read_model_info(folder)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))
     if not info.get("finished") and not (best_so_far and info["type"] == "bert_bigru"):
         hint = " or predict with its best epoch so far (--best-so-far)" if info["type"] == "bert_bigru" else ""
         raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
+    offsets = info.get("calibration")
+    offsets = np.array([offsets[label] for label in LABELS]) if offsets else None
     if info["type"] == "tfidf":
         from erckit.tfidf import TfidfClassifier
 
-        return TfidfClassifier.load(folder).probabilities(dialogues)
+        tfidf = TfidfClassifier.load(folder)
+        return Predictor(folder, "tfidf", lambda dialogues, progress: tfidf.probabilities(dialogues), offsets)
     if info["type"] == "bert_bigru":
         from erckit.encoder.model import load_classifier
         from erckit.encoder.model import predict_probabilities as encoder_probabilities
 
         model, tokenizer = load_classifier(folder, config.encoder, config.classifier)
-        return encoder_probabilities(model, tokenizer, dialogues, config.encoder, progress=progress)
+        return Predictor(folder, "bert_bigru", lambda dialogues, progress: encoder_probabilities(
+            model, tokenizer, dialogues, config.encoder, progress=progress), offsets)
     if info["type"] == "llm":
         from erckit.llm.chat import get_template
         from erckit.llm.dialogue_form import score_dialogues
@@ -179,12 +203,19 @@ def predict_probabilities(
         record = settings["record"]
         model, tokenizer = load_model(settings["model"], adapter=settings["adapter"],
                                       trust_remote_code=record.trust_remote_code)
-        return softmax(score_dialogues(
+        return Predictor(folder, "llm", lambda dialogues, progress: softmax(score_dialogues(
             model, tokenizer, dialogues, get_template(record.template), record.prompt,
             batch_size=config.llm.eval_batch_size, pack_tokens=config.llm.pack_tokens, progress=progress,
             max_length=record.max_length,
-        ))
+        )), offsets)
     raise ConfigError(f"{folder}: unknown model type {info['type']!r}")
+
+
+def predict_probabilities(
+    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
+) -> np.ndarray:
+    """[utterances, 7] label probabilities from a trained model folder, in file order (see `load`)."""
+    return load(folder, best_so_far=best_so_far).probabilities(dialogues, progress=progress)
 
 
 def unfinished_epoch(folder: str | Path) -> dict | None:
@@ -204,8 +235,4 @@ def predict(
     folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
 ) -> list[Prediction]:
     """One prediction per utterance, with label probabilities; calibration offsets applied if the model has them."""
-    probs = predict_probabilities(folder, dialogues, progress=progress, best_so_far=best_so_far)
-    offsets = read_model_info(folder).get("calibration")
-    return from_probabilities(
-        [u.id for u in iter_utterances(dialogues)], probs, np.array([offsets[l] for l in LABELS]) if offsets else None
-    )
+    return load(folder, best_so_far=best_so_far).predict(dialogues, progress=progress)
