@@ -42,7 +42,8 @@ SAMPLE := examples/sample
 # the sample is small (358 training utterances): more epochs, a higher learning rate, 6 layers tuned
 DEMO_RECIPE := train.epochs=8 train.lr=1e-4 train.head_lr=2e-3 encoder.freeze_layers=6
 demo: install
-	$(BIN)/erckit train --config configs/bert_bigru.yaml out=$(DEMO)/model $(DEMO_RECIPE)
+	$(BIN)/erckit train --config bert_bigru --out $(DEMO)/model $(DEMO_RECIPE) \
+	    data.train=$(SAMPLE)/annotation_train.json data.validation=$(SAMPLE)/annotation_validation.json
 	$(BIN)/erckit predict --model $(DEMO)/model --input $(SAMPLE)/annotation_test.json --out $(DEMO)/predictions.jsonl
 	$(BIN)/erckit combine --predictions $(DEMO)/predictions.jsonl --raw $(SAMPLE)/annotation_test.json --out $(DEMO)/test_label.json
 	$(BIN)/erckit evaluate --predictions $(DEMO)/predictions.jsonl --gold $(SAMPLE)/annotation_test.json --out $(DEMO)/report
@@ -67,9 +68,9 @@ wheel-check: install
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_CHECK) .
 	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
 	$(WHEEL_CHECK)/venv/bin/pip install -q -c $(CONSTRAINTS) $(WHEEL_CHECK)/erckit-*.whl  # exact versions: torch 2.13.0 CPU
-	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit train --config $(CURDIR)/configs/bert_bigru.yaml out=model \
+	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit train --config bert_bigru --out model \
 	    data.train=$(CURDIR)/$(SAMPLE)/annotation_train.json \
-	    data.validation=$(CURDIR)/$(SAMPLE)/annotation_validation.json data.test=null train.epochs=1
+	    data.validation=$(CURDIR)/$(SAMPLE)/annotation_validation.json train.epochs=1
 	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit predict --model model \
 	    --input $(CURDIR)/$(SAMPLE)/annotation_test.json --out predictions.jsonl
 	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit evaluate --predictions predictions.jsonl \

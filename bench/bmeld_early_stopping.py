@@ -60,7 +60,7 @@ def main() -> None:
                                                                   f"train.patience={args.patience}"],
         "fixed_4_epochs": ["train.epochs=4", "train.patience=0"],
     }
-    recipe = REPO / "configs" / "bert_bigru.yaml"
+    recipe = "bert_bigru"
     runs: dict[str, dict] = {}
     for name, overrides in plans.items():
         runs[name] = run_method(name, recipe, out, overrides, splits) | {"overrides": overrides}

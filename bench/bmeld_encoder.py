@@ -70,8 +70,8 @@ def main() -> None:
     out = Path(args.out)
     splits = {s: read_dialogues(BMELD / f"{f}_sent_emo.csv") for s, f in (("dev", "dev"), ("test", "test"))}
     methods = {
-        "tfidf": run_method("tfidf", REPO / "configs" / "tfidf.yaml", out, [], splits),
-        "bert_bigru": run_method("bert_bigru", REPO / "configs" / "bert_bigru.yaml", out, args.overrides, splits),
+        "tfidf": run_method("tfidf", "tfidf", out, [], splits),
+        "bert_bigru": run_method("bert_bigru", "bert_bigru", out, args.overrides, splits),
     }
     from erckit.labels import LABELS
 

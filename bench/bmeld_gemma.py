@@ -1,9 +1,9 @@
 """LoRA on the packaged gemma-3-270m, BMELD Chinese, on CPU: train, select by dev macro-F1, score dev and test.
 
-    .venv/bin/python bench/bmeld_gemma.py [--config configs/gemma-270m-lora.yaml] [--out runs/bench_gemma] \
+    .venv/bin/python bench/bmeld_gemma.py [--config gemma-270m-lora] [--out runs/bench_gemma] \
         [--dev-limit N] [--test-limit N] [--train-only] [key=value ...]
 
-Trains the recipe (the window form by default; configs/gemma-270m-dialogue.yaml for the dialogue form) on BMELD train (overrides set the budget, e.g. llm.max_steps=150),
+Trains the recipe (the window form by default; --config gemma-270m-dialogue for the dialogue form) on BMELD train (overrides set the budget, e.g. llm.max_steps=150),
 keeps the checkpoint with the best macro-F1 on the first `llm.eval_subset` dev utterances, then labels the
 first N dev and test utterances (0 = all) by label scoring (not with --train-only, which keeps the
 in-training dev figures only). Results: <out>/results.json.
@@ -33,7 +33,7 @@ BMELD = REPO.parent / "shared" / "data" / "bmeld"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench_gemma")
-    parser.add_argument("--config", default=str(REPO / "configs" / "gemma-270m-lora.yaml"))
+    parser.add_argument("--config", default="gemma-270m-lora")
     parser.add_argument("--dev-limit", type=int, default=0)
     parser.add_argument("--test-limit", type=int, default=0)
     parser.add_argument("--train-only", action="store_true", help="no dev/test prediction after training")

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLE, m3ed_file
+from conftest import SAMPLE, m3ed_file
 from erckit.calibration import calibrate, cross_fitted_gain, fit_offsets, fit_prior_correction
 from erckit.cli import main
 from erckit.labels import LABELS
@@ -119,7 +119,7 @@ def test_calibrate_cli_on_validation_predictions(tmp_path):
 @pytest.mark.slow  # 85 s on 2 cores: CI runs it with -m slow
 def test_calibrate_model_stores_offsets_predict_applies_and_removes_them(tmp_path, capsys):
     model = tmp_path / "model"
-    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}",
+    assert main(["train", "--config", "tfidf", f"out={model}",
                  f"data.train={SAMPLE / 'annotation_train.json'}",
                  f"data.validation={SAMPLE / 'annotation_validation.json'}", "data.test=null"]) == 0
     validation, test = SAMPLE / "annotation_validation.json", SAMPLE / "annotation_test.json"

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conftest import m3ed_file
+from conftest import SAMPLE_DATA, m3ed_file
 from erckit.cli import main
 
 GOOD = [("A", "你好", "Happy"), ("B", "嗯", "Neutral")]
@@ -108,11 +108,11 @@ def test_every_subcommand_has_help(command, capsys):
 
 
 def test_predicting_with_an_unfinished_run_is_refused(tmp_path, capsys):
-    from conftest import REPO, SAMPLE
+    from conftest import SAMPLE
 
     model = tmp_path / "model"
     test = SAMPLE / "annotation_test.json"
-    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.validation=null",
+    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.validation=null",
                  "data.test=null"]) == 0
     info = json.loads((model / "erckit_model.json").read_text())
     (model / "erckit_model.json").write_text(json.dumps(info | {"finished": False}))  # as a killed run leaves it
@@ -124,11 +124,11 @@ def test_predicting_with_an_unfinished_run_is_refused(tmp_path, capsys):
 
 
 def test_tfidf_prints_and_stores_its_validation_score_and_a_reused_run_says_only_that(tmp_path, capsys):
-    from conftest import REPO, SAMPLE
+    from conftest import SAMPLE
     from erckit.metrics import evaluate_files
 
     model, validation = tmp_path / "model", SAMPLE / "annotation_validation.json"
-    args = ["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.test=null"]
+    args = ["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.test=null"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     summary = json.loads((model / "erckit_model.json").read_text())["summary"]

@@ -5,9 +5,10 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO, SAMPLE
+from conftest import REPO, SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.compare import load_compare_config
+from erckit.recipes import resolve
 
 
 def test_shipped_compare_config_parses():
@@ -15,7 +16,7 @@ def test_shipped_compare_config_parses():
     assert {"tfidf", "bert_bigru", "lora_emotion", "lora_speaker_info", "lora_same_speaker_multitask",
             "lora_dialogue_form"} == set(config.methods)
     for method in config.methods.values():
-        assert (REPO / method.recipe).is_file()
+        assert resolve(method.recipe).is_file()
     bmeld = load_compare_config(REPO / "configs" / "compare-bmeld.yaml")
     assert set(bmeld.methods) == set(config.methods) and bmeld.validation.endswith("bmeld/dev_sent_emo.csv")
 
@@ -27,8 +28,8 @@ def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsy
         "validation": str(SAMPLE / "annotation_validation.json"),
         "test": str(SAMPLE / "annotation_test.json"),
         "methods": {
-            "tfidf_1gram": {"recipe": str(REPO / "configs" / "tfidf.yaml"), "overrides": ["tfidf.ngram_max=1"]},
-            "tfidf_3gram": {"recipe": str(REPO / "configs" / "tfidf.yaml")},
+            "tfidf_1gram": {"recipe": "tfidf", "overrides": ["tfidf.ngram_max=1"]},
+            "tfidf_3gram": {"recipe": "tfidf"},
         },
     }
     path = tmp_path / "compare.yaml"
@@ -65,7 +66,7 @@ def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_pat
     from erckit.models import train
 
     model = tmp_path / "trained"
-    train(load_config(REPO / "configs" / "tfidf.yaml", [f"out={model}"]))
+    train(load_config("tfidf", [f"out={model}", *SAMPLE_DATA]))
     before = (model / "tfidf.safetensors").stat().st_mtime_ns
     config = {"out": str(tmp_path / "c"), "train": str(SAMPLE / "annotation_train.json"),
               "validation": str(SAMPLE / "annotation_validation.json"), "methods": {"given": {"model": str(model)}}}
@@ -80,7 +81,7 @@ def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_pat
 def test_paths_in_a_compare_config_are_relative_to_the_file_from_any_directory(tmp_path, monkeypatch):
     folder = tmp_path / "study"
     (folder / "recipes").mkdir(parents=True)
-    (folder / "recipes" / "tfidf.yaml").write_text((REPO / "configs" / "tfidf.yaml").read_text())
+    (folder / "recipes" / "tfidf.yaml").write_text(resolve("tfidf").read_text())
     (folder / "data").mkdir()
     for split in ("train", "validation"):
         (folder / "data" / f"{split}.json").write_bytes((SAMPLE / f"annotation_{split}.json").read_bytes())
@@ -96,7 +97,7 @@ def test_paths_in_a_compare_config_are_relative_to_the_file_from_any_directory(t
     # the shipped configs too: every input path they name exists, seen from another directory
     for name in ("compare.yaml", "compare-bmeld.yaml"):
         shipped = load_compare_config(REPO / "configs" / name)
-        assert all(Path(m.recipe).is_file() for m in shipped.methods.values())
+        assert all(resolve(m.recipe).is_file() for m in shipped.methods.values())
         assert all(Path(getattr(shipped, k)).is_file() for k in ("train", "validation", "test") if getattr(shipped, k))
 
 
@@ -104,7 +105,7 @@ def test_a_calibrated_model_scored_on_its_own_calibration_split_is_marked_with_t
     tmp_path, capsys
 ):
     model, validation = tmp_path / "tfidf", SAMPLE / "annotation_validation.json"
-    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.test=null"]) == 0
     assert main(["calibrate", "--model", str(model), "--validation", str(validation), "--force"]) == 0
     report = json.loads((model / "erckit_model.json").read_text())["calibration_report"]
     config = {"out": str(tmp_path / "c"), "train": str(SAMPLE / "annotation_train.json"),

@@ -6,29 +6,37 @@ import pytest
 import yaml
 
 from conftest import REPO
+from erckit import recipes
 from erckit.cli import main
 from erckit.config import ConfigError, load_config
 from erckit.llm.chat import CHAT_TEMPLATES
 
-RECIPES = sorted(p for p in (REPO / "configs").glob("*.yaml") if not p.name.startswith("compare"))  # test_compare
+RECIPES = [recipes.path(name) for name in recipes.names()]
+
+
+def test_the_configs_folder_keeps_only_compare_and_launcher_configs():
+    assert {p.name for p in (REPO / "configs").glob("*.yaml")} == {"compare.yaml", "compare-bmeld.yaml"}
+    assert [p.stem for p in RECIPES] == ["baichuan2-13b-lora", "bert_bigru", "gemma-270m-dialogue",
+                                         "gemma-270m-lora", "qwen2.5-7b-instruct-lora", "tfidf"]
 
 
 @pytest.mark.parametrize("recipe", RECIPES, ids=lambda p: p.name)
-def test_every_recipe_parses_and_names_its_command(recipe):
-    assert recipe.read_text(encoding="utf-8").startswith("# ")
-    assert f"configs/{recipe.name}" in recipe.read_text(encoding="utf-8").split("\nmodel:")[0]
-    config = load_config(recipe)
+def test_every_recipe_parses_names_its_command_and_no_data(recipe):
+    text = recipe.read_text(encoding="utf-8")
+    assert text.startswith("# ")
+    assert f"--config {recipe.stem}" in text.split("\nmodel:")[0]
+    assert "data" not in yaml.safe_load(text)  # data paths come from the command line
+    assert recipes.summary(recipe.stem)
+    config = load_config(recipe.stem)
     if config.model == "llm":
         assert config.llm.template in CHAT_TEMPLATES
         if config.llm.deepspeed:
             assert json.loads((REPO / config.llm.deepspeed).read_text())["zero_optimization"]["stage"] in (2, 3)
-    for path in (config.data.train, config.data.validation, config.data.test):
-        if path and path.startswith("examples/"):
-            assert (REPO / path).is_file()
+    assert config.data.train is None
 
 
 def test_design_recipe_has_the_designs_hyperparameters():
-    llm = load_config(REPO / "configs" / "baichuan2-13b-lora.yaml").llm
+    llm = load_config("baichuan2-13b-lora").llm
     assert (llm.template, llm.lora.rank, llm.lora.target_modules, llm.lr, llm.scheduler) == (
         "baichuan2", 64, "all-linear", 1e-5, "cosine")
     assert (llm.batch_size, llm.grad_accum, llm.epochs, llm.eval_steps, llm.precision) == (2, 32, 30, 100, "fp16")
@@ -42,14 +50,14 @@ def test_accelerate_configs_are_valid_yaml(name):
 
 
 def test_overrides_are_typed_and_unknown_keys_refused():
-    config = load_config(REPO / "configs" / "bert_bigru.yaml", ["train.epochs=2", "train.lr=1e-4", "data.test=null"])
+    config = load_config("bert_bigru", ["train.epochs=2", "train.lr=1e-4", "data.test=null"])
     assert config.train.epochs == 2 and config.train.lr == 1e-4 and config.data.test is None
     with pytest.raises(ConfigError, match="unknown key 'epoch'"):
-        load_config(REPO / "configs" / "bert_bigru.yaml", ["train.epoch=2"])
+        load_config("bert_bigru", ["train.epoch=2"])
     with pytest.raises(ConfigError, match="expected int"):
-        load_config(REPO / "configs" / "bert_bigru.yaml", ["train.epochs=two"])
+        load_config("bert_bigru", ["train.epochs=two"])
     with pytest.raises(ConfigError, match="encoder.speaker must be name, letter or none"):
-        load_config(REPO / "configs" / "bert_bigru.yaml", ["encoder.speaker=names"])
+        load_config("bert_bigru", ["encoder.speaker=names"])
 
 
 def test_bad_recipe_from_the_cli_is_one_line_exit_2(tmp_path, capsys):

@@ -14,7 +14,7 @@ import torch
 from tokenizers import Tokenizer
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
-from conftest import BMELD, REPO, SAMPLE
+from conftest import BMELD, SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.config import ClassifierConfig, EncoderConfig, load_config
 from erckit.encoder.model import DialogueClassifier, load_classifier, predict_probabilities, save_classifier
@@ -61,7 +61,7 @@ def recipe(tiny_encoder: Path, train_path: Path, dev_path: Path, out: Path, epoc
 
 @pytest.mark.needs_data
 def test_loss_falls_on_real_bmeld_and_best_epoch_is_kept(tiny_encoder, bmeld_slices, tmp_path):
-    config = load_config(REPO / "configs" / "bert_bigru.yaml", recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 10))
+    config = load_config("bert_bigru", recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 10))
     info = train(config)
     history = info["summary"]["history"]
     assert history[-1]["train_loss"] < history[0]["train_loss"] - 0.1
@@ -93,7 +93,7 @@ def test_save_load_gives_identical_predictions(tiny_encoder, tmp_path):
 @pytest.mark.needs_data
 def test_killed_run_resumes_after_its_last_epoch(tiny_encoder, bmeld_slices, tmp_path):
     out = tmp_path / "m"
-    args = [sys.executable, "-m", "erckit", "train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),
+    args = [sys.executable, "-m", "erckit", "train", "--config", "bert_bigru",
             *recipe(tiny_encoder, *bmeld_slices, out, 3)]
     process = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     state = out / "checkpoint" / "trainer_state.json"
@@ -116,8 +116,8 @@ def test_killed_run_resumes_after_its_last_epoch(tiny_encoder, bmeld_slices, tmp
 def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):
     """The steps `make demo` runs (train -> predict -> combine -> evaluate), with a tiny encoder for speed."""
     model, preds = tmp_path / "model", tmp_path / "predictions.jsonl"
-    overrides = [f"out={model}", f"encoder.name={tiny_encoder}", "train.epochs=1", "classifier.gru_hidden=16"]
-    assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 0
+    overrides = [f"out={model}", *SAMPLE_DATA, f"encoder.name={tiny_encoder}", "train.epochs=1", "classifier.gru_hidden=16"]
+    assert main(["train", "--config", "bert_bigru", *overrides]) == 0
     test_file = SAMPLE / "annotation_test.json"
     assert main(["predict", "--model", str(model), "--input", str(test_file), "--out", str(preds)]) == 0
     lines = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
@@ -134,7 +134,7 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_validation_
     """With learning rates of 1e-30 (nothing moves) the validation score never rises: patience 2 stops after epoch 3 of the cap 8."""
     out = tmp_path / "m"
     overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=1e-30", "train.head_lr=1e-30", "train.patience=2"]
-    assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 0
+    assert main(["train", "--config", "bert_bigru", *overrides]) == 0
     printed = capsys.readouterr().out
     assert "early stopping after epoch 3 of 8" in printed and "best epoch 1:" in printed
     summary = json.loads((out / "erckit_model.json").read_text())["summary"]
@@ -148,7 +148,7 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_validation_
 
 def test_without_patience_every_epoch_runs(tiny_encoder, bmeld_slices, tmp_path):
     overrides = [*recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 3), "train.lr=1e-30", "train.head_lr=1e-30"]
-    summary = train(load_config(REPO / "configs" / "bert_bigru.yaml", overrides))["summary"]
+    summary = train(load_config("bert_bigru", overrides))["summary"]
     assert summary["epochs_run"] == 3 and not summary["stopped_early"] and summary["best_epoch"] == 1
 
 
@@ -161,7 +161,7 @@ def test_bad_early_stopping_settings_are_refused_before_anything_is_written(
 ):
     out = tmp_path / "m"
     overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 3), "train.patience=2", override]
-    assert main(["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), *overrides]) == 2
+    assert main(["train", "--config", "bert_bigru", *overrides]) == 2
     err = capsys.readouterr().err
     assert problem in err and len(err.strip().splitlines()) == 1 and not out.exists()
 
@@ -170,7 +170,7 @@ def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and
     tiny_encoder, bmeld_slices, tmp_path, capsys
 ):
     out, preds = tmp_path / "m", tmp_path / "p.jsonl"
-    args = ["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"),
+    args = ["train", "--config", "bert_bigru",
             *recipe(tiny_encoder, *bmeld_slices, out, 8), "train.lr=1e-30", "train.head_lr=1e-30", "train.patience=2"]
     process = subprocess.Popen([sys.executable, "-m", "erckit", *args], stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
@@ -201,7 +201,7 @@ def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and
 
 def test_best_so_far_is_refused_for_an_unfinished_tfidf_run(tmp_path, capsys):
     model = tmp_path / "model"
-    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}", "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.test=null"]) == 0
     info = json.loads((model / "erckit_model.json").read_text())
     (model / "erckit_model.json").write_text(json.dumps(info | {"finished": False}))
     capsys.readouterr()

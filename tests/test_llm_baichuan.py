@@ -136,7 +136,7 @@ def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path, caps
         "llm.max_steps=6", "llm.eval_steps=3", "llm.lr=0.01", "llm.batch_size=8", "llm.eval_batch_size=16",
         "llm.scheduler=constant", "llm.logging_steps=3",
     ]
-    assert main(["train", "--config", "configs/gemma-270m-lora.yaml", *overrides]) == 0
+    assert main(["train", "--config", "gemma-270m-lora", *overrides]) == 0
     adapter = json.loads((run / "best" / "adapter_config.json").read_text())
     targets = {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]}
     assert {"W_pack", "o_proj", "gate_proj", "up_proj", "down_proj"} <= targets and "lm_head" not in targets

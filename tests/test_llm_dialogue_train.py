@@ -116,7 +116,7 @@ def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_g
     from erckit.llm.scoring import softmax
 
     run = tmp_path / "run"
-    assert main(["train", "--config", "configs/gemma-270m-dialogue.yaml", f"out={run}", f"data.train={setup['train']}",
+    assert main(["train", "--config", "gemma-270m-dialogue", f"out={run}", f"data.train={setup['train']}",
                  f"data.validation={setup['dev']}", f"llm.model={setup['base']}", "llm.max_steps=4",
                  "llm.eval_steps=4", "llm.lr=0.01", "llm.pack_tokens=1024"]) == 0
     preds = tmp_path / "p.jsonl"

@@ -10,13 +10,13 @@ the plugin is switched to full state dicts and an export without adapter weights
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
+from conftest import SAMPLE_DATA
 from erckit.config import ConfigError
 from erckit.llm import train as train_module
 from erckit.llm.chat import get_template
@@ -146,7 +146,9 @@ def test_qwen25_template_has_qwen25s_system_prompt():
     assert "You are Qwen, created by Alibaba Cloud. You are a helpful assistant." in template.prefix
     import yaml
 
-    recipe_file = Path(__file__).resolve().parents[1] / "configs" / "qwen2.5-7b-instruct-lora.yaml"
+    from erckit.recipes import path
+
+    recipe_file = path("qwen2.5-7b-instruct-lora")
     assert yaml.safe_load(recipe_file.read_text(encoding="utf-8"))["llm"]["template"] == "qwen2.5"
 
 
@@ -156,8 +158,8 @@ def test_only_the_main_process_writes_the_model_info(tmp_path, monkeypatch):
 
     monkeypatch.setenv("RANK", "1")  # what torchrun tells the second process, before any process group
     monkeypatch.setenv("WORLD_SIZE", "2")
-    train(load_config("configs/tfidf.yaml", [f"out={tmp_path / 'second'}"]))
+    train(load_config("tfidf", [f"out={tmp_path / 'second'}", *SAMPLE_DATA]))
     assert not (tmp_path / "second" / MODEL_FILE).exists()
     monkeypatch.setenv("RANK", "0")
-    train(load_config("configs/tfidf.yaml", [f"out={tmp_path / 'first'}"]))
+    train(load_config("tfidf", [f"out={tmp_path / 'first'}", *SAMPLE_DATA]))
     assert (tmp_path / "first" / MODEL_FILE).exists()

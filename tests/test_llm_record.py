@@ -31,7 +31,7 @@ def run(setup, tmp_path_factory):  # noqa: F811
     out = tmp_path_factory.mktemp("record") / "run"
     overrides = [f"out={out}", f"data.train={setup['train']}", f"data.validation={setup['dev']}",
                  f"llm.model={setup['base']}", *RUN]
-    assert main(["train", "--config", "configs/gemma-270m-lora.yaml", *overrides]) == 0
+    assert main(["train", "--config", "gemma-270m-lora", *overrides]) == 0
     return out
 
 

@@ -201,7 +201,7 @@ def test_cli_train_predict_combine_evaluate_with_an_llm_run(setup, tmp_path):
     overrides = [f"out={run}", f"data.train={setup['train']}", f"data.validation={setup['dev']}",
                  f"llm.model={setup['base']}", "llm.prompt.window=3", "llm.max_steps=8", "llm.eval_steps=4",
                  "llm.lr=0.01", "llm.eval_batch_size=16"]
-    assert main(["train", "--config", "configs/gemma-270m-lora.yaml", *overrides]) == 0
+    assert main(["train", "--config", "gemma-270m-lora", *overrides]) == 0
     info = json.loads((run / "erckit_model.json").read_text())
     assert info["type"] == "llm" and info["finished"] and info["summary"]["prompt"]["window"] == 3
     assert json.loads((run / "best" / "erckit_llm.json").read_text())["template"] == "plain"
@@ -234,7 +234,7 @@ def test_a_full_fine_tuning_run_predicts_from_its_best_model(setup, tmp_path):
     overrides = [f"out={run}", f"data.train={setup['train']}", f"data.validation={setup['dev']}",
                  f"llm.model={setup['base']}", "llm.template=plain", "llm.finetuning=full", "llm.prompt.window=3",
                  "llm.max_steps=4", "llm.eval_steps=4", "llm.lr=0.001", "llm.batch_size=8", "llm.eval_batch_size=16"]
-    assert main(["train", "--config", "configs/gemma-270m-lora.yaml", *overrides]) == 0
+    assert main(["train", "--config", "gemma-270m-lora", *overrides]) == 0
     assert (run / "best" / "model.safetensors").exists() and not (run / "best" / "adapter_config.json").exists()
     preds = tmp_path / "predictions.jsonl"
     assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(preds)]) == 0

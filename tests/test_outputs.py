@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import REPO, SAMPLE, m3ed_file
+from conftest import SAMPLE, SAMPLE_DATA, m3ed_file
 from erckit.cli import main
 from erckit.labels import LABELS
 from erckit.predictions import Prediction, write_predictions
@@ -32,7 +32,7 @@ def digest(path: Path) -> str:
 @pytest.fixture(scope="module")
 def tfidf_model(tmp_path_factory) -> Path:
     model = tmp_path_factory.mktemp("tfidf") / "model"
-    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={model}",
+    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA,
                  "data.validation=null", "data.test=null"]) == 0
     return model
 
@@ -114,7 +114,7 @@ def test_a_train_out_whose_record_is_its_data_is_refused(tmp_path, capsys):
     out.mkdir()
     data = out / "erckit_model.json"
     data.write_bytes((SAMPLE / "annotation_train.json").read_bytes())
-    assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), f"out={out}", f"data.train={data}",
+    assert main(["train", "--config", "tfidf", f"out={out}", f"data.train={data}",
                  "data.validation=null", "data.test=null"]) == 2
     assert "is the input" in capsys.readouterr().err
     assert data.read_bytes() == (SAMPLE / "annotation_train.json").read_bytes()

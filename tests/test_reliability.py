@@ -7,15 +7,15 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLE, m3ed_file
+from conftest import SAMPLE, SAMPLE_DATA, m3ed_file
 from erckit.cli import main
 from erckit.labels import LABELS
 from erckit.predictions import Prediction, read_predictions, write_predictions
 
-TFIDF = str(REPO / "configs" / "tfidf.yaml")
+TFIDF = "tfidf"
 GOOD = [("A", "你好", "Happy"), ("B", "嗯", "Neutral")]
 IDS = ["d1_1", "d1_2"]
-NO_SPLITS = ["data.validation=null", "data.test=null"]
+NO_SPLITS = [*SAMPLE_DATA, "data.validation=null", "data.test=null"]
 
 
 def one_line_error(capsys, *parts: str) -> str:

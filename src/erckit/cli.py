@@ -70,9 +70,10 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from erckit.config import load_config
     from erckit.models import OUTPUT_NAMES, train
+    from erckit.recipes import resolve
 
-    config = load_config(args.config, args.overrides)
-    check_folder(config.out, [args.config, config.data.train, config.data.validation, config.data.test], OUTPUT_NAMES)
+    config = load_config(args.config, [*args.overrides, *([f"out={args.out}"] if args.out else [])])
+    check_folder(config.out, [resolve(args.config), config.data.train, config.data.validation, config.data.test], OUTPUT_NAMES)
     info = train(config)
     if info.get("reused"):  # said so by train(); nothing was trained
         return 0
@@ -86,6 +87,22 @@ def _train(args: argparse.Namespace) -> int:
     if summary.get("best_checkpoint"):
         print(f"best checkpoint {summary['best_checkpoint']}: validation macro-F1 {summary['best_macro_f1']:.4f}")
     print(f"model saved in {config.out}")
+    return 0
+
+
+def _recipes(args: argparse.Namespace) -> int:
+    from erckit import recipes
+
+    if args.action == "ls":
+        if args.name or args.dest:
+            raise DataError("recipes", None, "ls takes no further arguments")
+        width = max(map(len, recipes.names()))
+        for name in recipes.names():
+            print(f"{name:<{width}}  {recipes.summary(name)}")
+        return 0
+    if not (args.name and args.dest):
+        raise DataError("recipes", None, "cp needs a recipe name and a destination: erckit recipes cp tfidf my.yaml")
+    print(f"wrote {recipes.copy(args.name, args.dest)} (train with: erckit train --config PATH ...)")
     return 0
 
 
@@ -386,10 +403,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     p.set_defaults(handler=_evaluate)
 
-    p = commands.add_parser("train", help="train a model from a YAML recipe (configs/*.yaml)")
-    p.add_argument("--config", required=True, help="recipe, e.g. configs/bert_bigru.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override recipe values, e.g. train.epochs=2")
+    p = commands.add_parser("train", help="train a model from a YAML recipe (a shipped one by name, or a file)")
+    p.add_argument("--config", required=True, help="a shipped recipe's name (erckit recipes), e.g. bert_bigru, or a file")
+    p.add_argument("--out", help="output folder (the same as out=...; default: the recipe's)")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override recipe values, e.g. data.train=annotation_train.json train.epochs=2")
     p.set_defaults(handler=_train)
+
+    p = commands.add_parser("recipes", help="list the shipped training recipes, or copy one out to edit")
+    p.add_argument("action", nargs="?", choices=("ls", "cp"), default="ls", help="ls: list (default); cp: copy")
+    p.add_argument("name", nargs="?", help="cp: the recipe to copy")
+    p.add_argument("dest", nargs="?", help="cp: a file or folder to copy it to")
+    p.set_defaults(handler=_recipes)
 
     p = commands.add_parser("predict", help="label every utterance of a dialogue file -> predictions.jsonl")
     p.add_argument("--model", required=True,

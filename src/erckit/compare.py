@@ -50,6 +50,11 @@ class CompareConfig:
     methods: dict[str, Method] = field(default_factory=dict)
 
 
+def _is_path(recipe) -> bool:
+    """A recipe given as a file (resolved against the compare file) rather than a shipped recipe's name."""
+    return isinstance(recipe, str) and ("/" in recipe or recipe.endswith(".yaml"))
+
+
 def _relative_to(folder: Path, data: dict) -> dict:
     """The file's input paths (data files, recipes, model folders) resolved against the file's folder."""
 
@@ -60,7 +65,7 @@ def _relative_to(folder: Path, data: dict) -> dict:
     methods = data.get("methods")
     if isinstance(methods, dict):
         data["methods"] = {
-            name: {k: resolve(v) if k in ("recipe", "model") else v for k, v in spec.items()}
+            name: {k: resolve(v) if k == "model" or (k == "recipe" and _is_path(v)) else v for k, v in spec.items()}
             if isinstance(spec, dict) else spec
             for name, spec in methods.items()
         }
@@ -70,8 +75,9 @@ def _relative_to(folder: Path, data: dict) -> dict:
 def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareConfig:
     """A CompareConfig from YAML; `key=value` overrides apply to the top-level keys.
 
-    Input paths written in the file (train, validation, test, a method's recipe or model) are relative to
-    the file's folder; paths given as overrides, and `out`, are relative to the current directory."""
+    Input paths written in the file (train, validation, test, a recipe file, a model) are relative to
+    the file's folder (a recipe without "/" or ".yaml" is a shipped one); paths given as overrides, and `out`,
+    are relative to the current directory."""
     from erckit.config import apply_overrides
 
     data = apply_overrides(_relative_to(Path(path).parent, read_yaml(path)), list(overrides))

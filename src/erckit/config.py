@@ -1,6 +1,6 @@
 """Run configuration: typed dataclasses read from YAML, with `key=value` overrides from the command line.
 
-    erckit train --config configs/bert_bigru.yaml train.epochs=2 encoder.max_length=48
+    erckit train --config bert_bigru train.epochs=2 encoder.max_length=48
 """
 
 from __future__ import annotations
@@ -343,8 +343,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """A RunConfig from a YAML recipe (or defaults) with overrides applied."""
-    data = read_yaml(path) if path else {}
+    """A RunConfig from a YAML recipe (a file, or a shipped recipe's name: erckit.recipes) or defaults,
+    with overrides applied."""
+    from erckit.recipes import resolve
+
+    data = read_yaml(resolve(path)) if path else {}
     data = apply_overrides(data, list(overrides))
     try:
         return from_dict(RunConfig, data, str(path or "config"))

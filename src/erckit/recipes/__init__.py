@@ -1,0 +1,67 @@
+"""The shipped training recipes (YAML files in this package): found by name, listed, copied out to edit.
+
+A recipe is given to `erckit train --config` as a file path or as the name of a shipped one (`tfidf`,
+`bert_bigru`, ...). Shipped recipes name no data: pass `data.train=...` (and validation) on the command line.
+"""
+
+from __future__ import annotations
+
+import shutil
+from importlib import resources
+from pathlib import Path
+
+from erckit.config import ConfigError
+
+SUFFIX = ".yaml"
+
+
+def _folder() -> Path:
+    return Path(str(resources.files(__name__)))
+
+
+def names() -> list[str]:
+    """The shipped recipes' names, sorted."""
+    return sorted(p.stem for p in _folder().glob(f"*{SUFFIX}"))
+
+
+def summary(name: str) -> str:
+    """A recipe's one-line description: the first comment line that is not its command."""
+    for line in path(name).read_text(encoding="utf-8").splitlines():
+        text = line.lstrip("# ").strip()
+        if not line.startswith("#"):
+            break
+        if text and "erckit train" not in text and not text.startswith(("or:", "make ")):
+            return text.rstrip(":")
+    return ""
+
+
+def path(name: str) -> Path:
+    """The file of a shipped recipe; a one-line error listing the names if there is none."""
+    stem = name.removesuffix(SUFFIX)
+    if stem not in names():
+        raise ConfigError(f"{name}: no such recipe file, and not a shipped recipe ({', '.join(names())}; "
+                          "`erckit recipes` lists them)")
+    return _folder() / f"{stem}{SUFFIX}"
+
+
+def resolve(recipe: str | Path) -> Path:
+    """A recipe argument as a file: an existing path as given, else a shipped recipe by name."""
+    given = Path(recipe)
+    if given.is_file() or given.parent != Path(".") or given.exists():
+        return given  # a path (read_yaml names it if it cannot be read)
+    return path(str(recipe))
+
+
+def copy(name: str, dest: str | Path) -> Path:
+    """Copy a shipped recipe out to edit: into `dest` if it is a folder, else to the file `dest` (never over
+    an existing file)."""
+    source = path(name)
+    target = Path(dest)
+    if target.is_dir():
+        target = target / source.name
+    if target.exists():
+        raise ConfigError(f"{target}: already exists; choose another destination or remove it")
+    if not target.parent.is_dir():
+        raise ConfigError(f"{target.parent}: no such folder")
+    shutil.copyfile(source, target)
+    return target
