@@ -106,6 +106,17 @@ def _recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from erckit.serve import serve
+
+    for flag in ("port", "max_turns", "max_chars", "max_batch_utterances"):
+        if getattr(args, flag) < (0 if flag == "port" else 1):
+            raise DataError("serve", None, f"--{flag.replace('_', '-')} must be a positive number")
+    serve(args.model, host=args.host, port=args.port, max_turns=args.max_turns, max_chars=args.max_chars,
+          max_batch_utterances=args.max_batch_utterances, best_so_far=args.best_so_far)
+    return 0
+
+
 def _predict(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
     from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info, unfinished_epoch
@@ -448,6 +459,17 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vLLM: tokens per engine step, bounds activation memory (default: vLLM's)")
     llm.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
     p.set_defaults(handler=_predict)
+
+    p = commands.add_parser("serve", help="label conversations over HTTP: a JSON API, live mode and a web page")
+    p.add_argument("--model", required=True, help="an erckit model folder (erckit train)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument("--max-turns", type=int, default=200, help="most turns in one request (default 200)")
+    p.add_argument("--max-chars", type=int, default=2000, help="most characters in one turn (default 2000)")
+    p.add_argument("--max-batch-utterances", type=int, default=256,
+                   help="utterances of concurrent requests labelled in one model call (default 256)")
+    p.add_argument("--best-so-far", action="store_true", help="an unfinished bert_bigru run: its best epoch so far")
+    p.set_defaults(handler=_serve)
 
     p = commands.add_parser("calibrate", help="fit label offsets that maximise validation macro-F1 (stored only if they help)")
     source = p.add_mutually_exclusive_group(required=True)

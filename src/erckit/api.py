@@ -1,0 +1,134 @@
+"""The Python API: load a trained model folder once, label dialogues from files, Python objects or a pandas
+DataFrame with MELD's columns; train a model from a recipe.
+
+    import erckit
+    model = erckit.load("runs/my_model")
+    predictions = model.label([[("A", "你好"), ("B", "好久不见！")]])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from erckit import models
+from erckit.data import DataError, Dialogue, Utterance, check_dialogues
+from erckit.formats import read_dialogues
+from erckit.labels import LABELS
+from erckit.predictions import Prediction
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+Turn = Mapping[str, Any] | tuple[str, str] | Utterance
+"""One turn: {"speaker": ..., "text": ..., "id": ... (optional)}, a (speaker, text) pair, or an Utterance."""
+DialogueInput = Dialogue | Sequence[Turn]
+Dialogues = str | Path | Sequence[DialogueInput] | Mapping[str, Sequence[Turn]]
+"""A dialogue file's path, a list of dialogues (each a Dialogue or a list of turns), or {dialogue id: turns}."""
+WHERE = "<dialogues>"  # how errors name Python input
+
+
+def _utterance(turn: Turn, dialogue_id: str, number: int) -> Utterance:
+    where = f"dialogue {dialogue_id}, turn {number}"
+    if isinstance(turn, Utterance):
+        return turn
+    if isinstance(turn, Mapping):
+        if set(turn) - {"id", "speaker", "text"} or "text" not in turn:
+            raise DataError(WHERE, where, f"expected keys speaker, text (and id), got {sorted(turn)}")
+        speaker, text, utt_id = turn.get("speaker", ""), turn["text"], turn.get("id", f"{dialogue_id}_{number}")
+    elif isinstance(turn, tuple) and len(turn) == 2:
+        (speaker, text), utt_id = turn, f"{dialogue_id}_{number}"
+    else:
+        raise DataError(WHERE, where, f"expected a mapping or a (speaker, text) pair, got {type(turn).__name__}")
+    if not all(isinstance(v, str) for v in (speaker, text, utt_id)):
+        raise DataError(WHERE, where, "speaker, text and id must be strings")
+    return Utterance(utt_id, speaker, text)
+
+
+def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue]:
+    """Dialogues from a file path or from Python objects, validated (no empty text, unique utterance ids).
+    Dialogues without ids are numbered from 1; their turns get ids `<dialogue>_<turn>`."""
+    if isinstance(data, (str, Path)):
+        return read_dialogues(data, format)
+    items = data.items() if isinstance(data, Mapping) else ((str(i), d) for i, d in enumerate(data, start=1))
+    dialogues = []
+    for dialogue_id, dialogue in items:
+        if isinstance(dialogue, Dialogue):
+            dialogues.append(dialogue)
+            continue
+        if isinstance(dialogue, (str, bytes)) or not isinstance(dialogue, Sequence):
+            raise DataError(WHERE, f"dialogue {dialogue_id}", "expected a list of turns")
+        turns = tuple(_utterance(turn, str(dialogue_id), n) for n, turn in enumerate(dialogue, start=1))
+        dialogues.append(Dialogue(str(dialogue_id), turns))
+    return check_dialogues(dialogues, WHERE)
+
+
+def frame_to_dialogues(frame: pd.DataFrame, *, text_column: str | None = None) -> list[Dialogue]:
+    """Dialogues from a DataFrame with MELD's columns (Dialogue_ID, Utterance_ID, Speaker, and Utterance or
+    Target; Emotion optional), read exactly as a MELD CSV file: utterance ids are `dia<D>_utt<U>`."""
+    from erckit.formats import meld_csv
+
+    return check_dialogues(meld_csv.parse(frame.to_csv(index=False), "<DataFrame>", text_column=text_column),
+                           "<DataFrame>")
+
+
+class Model:
+    """A trained model folder (erckit train) loaded once; label any number of dialogues with it."""
+
+    def __init__(self, folder: str | Path, *, best_so_far: bool = False) -> None:
+        self.predictor = models.load(folder, best_so_far=best_so_far)
+
+    @property
+    def kind(self) -> str:
+        """The model kind: tfidf, bert_bigru or llm."""
+        return self.predictor.kind
+
+    def probabilities(self, data: Dialogues) -> np.ndarray:
+        """[utterances, 7] label probabilities (columns in erckit.LABELS order), before calibration."""
+        return self.predictor.probabilities(to_dialogues(data))
+
+    def label(self, data: Dialogues) -> list[Prediction]:
+        """One Prediction (id, label, probs) per utterance in input order; calibration applied if stored."""
+        return self.predictor.predict(to_dialogues(data))
+
+    def label_past_only(self, dialogue: DialogueInput) -> list[Prediction]:
+        """Each turn labelled from the turns up to it only, as if the dialogue arrived one turn at a time."""
+        whole = to_dialogues([dialogue])[0]
+        prefixes = [replace(whole, id=f"{whole.id}@{k}", utterances=whole.utterances[:k])
+                    for k in range(1, len(whole) + 1)]
+        predictions = self.predictor.predict(prefixes)
+        ends = np.cumsum([len(p) for p in prefixes]) - 1
+        return [predictions[i] for i in ends]
+
+    def label_frame(self, frame: pd.DataFrame, *, text_column: str | None = None) -> pd.DataFrame:
+        """A copy of a MELD-columns DataFrame with a `label` column and one probability column per label."""
+        dialogues = frame_to_dialogues(frame, text_column=text_column)
+        by_id = {p.id: p for p in self.predictor.predict(dialogues)}
+        ids = [f"dia{int(d)}_utt{int(u)}" for d, u in zip(frame["Dialogue_ID"], frame["Utterance_ID"])]
+        out = frame.copy()
+        out["label"] = [by_id[i].label for i in ids]
+        for label in LABELS:
+            out[label] = [by_id[i].probs[label] for i in ids]
+        return out
+
+
+def load(folder: str | Path, *, best_so_far: bool = False) -> Model:
+    """Load a trained model folder once (see Model). `best_so_far`: an unfinished bert_bigru run's best epoch."""
+    return Model(folder, best_so_far=best_so_far)
+
+
+def train(recipe: str | Path, out: str | Path, overrides: Mapping[str, Any] | None = None) -> Path:
+    """Train a recipe (a shipped recipe's name, or a YAML file) into `out`, with the CLI's `key=value`
+    overrides as a mapping ({"data.train": "annotation_train.json", "train.epochs": 2}). Returns `out`;
+    a finished identical run there is reused."""
+    from erckit.config import load_config
+
+    items = [f"{key}={'null' if value is None else value}" for key, value in (overrides or {}).items()]
+    config = load_config(recipe, [*items, f"out={out}"])
+    models.train(config)
+    return Path(config.out)
+

@@ -1,0 +1,126 @@
+"""The labelling server's FastAPI app: a web page, label a whole conversation, label the last turn live.
+
+Every bad request gets a 4xx answer `{"error": "<one line>"}`; the model runs in the batcher's thread, so the
+server keeps answering while it works.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from importlib import resources
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
+
+from erckit.data import DataError, Dialogue, Utterance, check_dialogues
+from erckit.labels import LABELS
+from erckit.models import Predictor
+from erckit.predictions import Prediction
+from erckit.serve.batcher import Batcher
+from erckit.serve.protocol import Conversation, Info, LabelledTurn, Labels, Limits
+
+# one colour per label, in LABELS order (Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear)
+COLOURS = dict(zip(LABELS, ("#b5d99c", "#f4a3a3", "#a9c7ef", "#ffe08a", "#e3e3e3", "#f6c28b", "#cdb4ef")))
+
+
+class RequestRefused(Exception):
+    """A request the server will not run (too large, inconsistent): its status and one-line reason."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+def _error(status: int, reason: str) -> JSONResponse:
+    return JSONResponse({"error": " ".join(reason.split())}, status_code=status)
+
+
+def _validation_reason(err: RequestValidationError) -> tuple[int, str]:
+    first = err.errors()[0]
+    if first.get("type") == "json_invalid":
+        return 400, f"malformed JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
+    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    if first.get("type") == "extra_forbidden":
+        return 422, f"unknown field {where}"
+    return 422, f"{where}: {first.get('msg')}"
+
+
+def to_dialogue(conversation: Conversation, limits: Limits) -> Dialogue:
+    """The request's turns as a Dialogue, within the limits (ids default to 1, 2, ...)."""
+    turns = conversation.turns
+    if len(turns) > limits.max_turns:
+        raise RequestRefused(413, f"{len(turns)} turns: more than the limit of {limits.max_turns} (--max-turns)")
+    for number, turn in enumerate(turns, start=1):
+        if len(turn.text) > limits.max_chars:
+            raise RequestRefused(413, f"turn {number} has {len(turn.text)} characters: more than the limit of "
+                                      f"{limits.max_chars} (--max-chars)")
+    dialogue = Dialogue("request", tuple(Utterance(t.id or str(n), t.speaker, t.text) for n, t in enumerate(turns, 1)))
+    try:
+        return check_dialogues([dialogue], "request")[0]
+    except DataError as err:
+        raise RequestRefused(422, str(err).removeprefix("request: ")) from None
+
+
+def _answer(kind: str, dialogue: Dialogue, predictions: list[Prediction]) -> Labels:
+    return Labels(kind=kind, turns=[LabelledTurn(id=u.id, label=p.label, probs=p.probs)
+                                    for u, p in zip(dialogue.utterances, predictions, strict=True)])
+
+
+def create_app(predictor: Predictor, limits: Limits, *, max_batch_utterances: int = 256) -> FastAPI:
+    """The app serving one loaded model (erckit.models.load)."""
+    app = FastAPI(title="erckit", summary="Emotion labels for every turn of a conversation")
+    batcher = Batcher(predictor, max_batch_utterances)
+    app.state.batcher = batcher
+    max_bytes = limits.max_turns * (4 * limits.max_chars + 256) + 1024  # UTF-8 text plus JSON per turn
+    page = (resources.files(__package__) / "page.html").read_text(encoding="utf-8")
+
+    @app.middleware("http")
+    async def refuse_large_bodies(request: Request, call_next):
+        length = request.headers.get("content-length")
+        if length and length.isdigit() and int(length) > max_bytes:
+            return _error(413, f"request body of {length} bytes: more than the {max_bytes} the limits allow")
+        return await call_next(request)
+
+    @app.exception_handler(RequestValidationError)
+    async def refuse_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
+        return _error(*_validation_reason(err))
+
+    @app.exception_handler(RequestRefused)
+    async def refuse(request: Request, err: RequestRefused) -> JSONResponse:
+        return _error(err.status, str(err))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        return _error(err.status_code, str(err.detail))
+
+    @app.exception_handler(Exception)
+    async def model_error(request: Request, err: Exception) -> JSONResponse:
+        return _error(500, f"the model failed: {type(err).__name__}: {err}")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def index() -> str:
+        return page
+
+    @app.get("/api/info")
+    async def info() -> Info:
+        return Info(kind=predictor.kind, labels=list(LABELS), colours=COLOURS, limits=limits)
+
+    @app.post("/api/label")
+    async def label(conversation: Conversation) -> Labels:
+        """Every turn labelled, the model seeing the whole conversation (as `erckit predict`)."""
+        dialogue = to_dialogue(conversation, limits)
+        predictions = await asyncio.wrap_future(batcher.submit([dialogue]))
+        return _answer(predictor.kind, dialogue, predictions)
+
+    @app.post("/api/live")
+    async def live(conversation: Conversation) -> Labels:
+        """The last turn labelled from the turns up to it only (send the conversation so far, one turn more
+        each time): the past-only form, for every model kind."""
+        dialogue = to_dialogue(conversation, limits)
+        predictions = await asyncio.wrap_future(batcher.submit([dialogue]))
+        last = Dialogue(dialogue.id, dialogue.utterances[-1:])
+        return _answer(predictor.kind, last, predictions[-1:])
+
+    return app

@@ -1,0 +1,83 @@
+"""Concurrent requests batched into one model call: a worker thread takes every request waiting while the
+model was busy (up to a number of utterances) and labels them together."""
+
+from __future__ import annotations
+
+import queue
+import threading
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from itertools import count
+
+import numpy as np
+
+from erckit.data import Dialogue, Utterance
+from erckit.models import Predictor
+from erckit.predictions import Prediction, from_probabilities
+
+
+@dataclass
+class _Request:
+    dialogues: list[Dialogue]
+    future: Future
+
+
+class Batcher:
+    """Labels dialogues for many callers with one model; `submit` returns a Future of the predictions."""
+
+    def __init__(self, predictor: Predictor, max_utterances: int = 256) -> None:
+        self.predictor = predictor
+        self.max_utterances = max_utterances
+        self.batches = 0  # model calls so far (tests and the load test read them)
+        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._ids = count()
+        threading.Thread(target=self._work, name="erckit-batcher", daemon=True).start()
+
+    def submit(self, dialogues: list[Dialogue]) -> Future:
+        """Queue dialogues for labelling; the Future gives one Prediction per utterance, in order."""
+        future: Future = Future()
+        self._queue.put(_Request(dialogues, future))
+        return future
+
+    def _take(self) -> list[_Request]:
+        """The first waiting request (blocking), then every other already waiting, within the size cap."""
+        batch = [self._queue.get()]
+        size = _size(batch[0])
+        while size < self.max_utterances:
+            try:
+                request = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            batch.append(request)
+            size += _size(request)
+        return batch
+
+    def _work(self) -> None:
+        while True:
+            batch = self._take()
+            try:
+                renamed = [self._renamed(d) for r in batch for d in r.dialogues]  # ids unique across requests
+                probs = self.predictor.probabilities(renamed)
+                self.batches += 1
+            except Exception as err:  # the callers get the error; the worker keeps serving
+                for request in batch:
+                    request.future.set_exception(err)
+                continue
+            start = 0
+            for request in batch:
+                utterances = [u for d in request.dialogues for u in d.utterances]
+                rows = probs[start:start + len(utterances)]
+                start += len(utterances)
+                request.future.set_result(self._predictions(utterances, rows))
+
+    def _renamed(self, dialogue: Dialogue) -> Dialogue:
+        n = next(self._ids)
+        return replace(dialogue, id=f"b{n}", utterances=tuple(
+            Utterance(f"b{n}_{i}", u.speaker, u.text) for i, u in enumerate(dialogue.utterances)))
+
+    def _predictions(self, utterances: list[Utterance], probs: np.ndarray) -> list[Prediction]:
+        return from_probabilities([u.id for u in utterances], probs, self.predictor.offsets)
+
+
+def _size(request: _Request) -> int:
+    return sum(len(d) for d in request.dialogues)

@@ -1,0 +1,51 @@
+"""The HTTP API's request and response bodies (pydantic models: unknown fields and wrong types are refused)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Turn(BaseModel):
+    """One turn of a conversation; `id` defaults to its position (1, 2, ...)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    speaker: str = Field(min_length=1)
+    text: str = Field(min_length=1)
+    id: str | None = None
+
+
+class Conversation(BaseModel):
+    """POST /api/label (every turn labelled, the model seeing the whole conversation) and /api/live (the last
+    turn labelled from the turns up to it only)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    turns: list[Turn] = Field(min_length=1)
+
+
+class LabelledTurn(BaseModel):
+    id: str
+    label: str
+    probs: dict[str, float]
+
+
+class Labels(BaseModel):
+    """The answer: one labelled turn per turn given (/api/label), or the last turn only (/api/live)."""
+
+    kind: str
+    turns: list[LabelledTurn]
+
+
+class Limits(BaseModel):
+    """What one request may hold (erckit serve's --max-turns, --max-chars)."""
+
+    max_turns: int
+    max_chars: int
+
+
+class Info(BaseModel):
+    """GET /api/info: the model kind, the labels in order, a colour per label (the web page uses them), limits."""
+
+    kind: str
+    labels: list[str]
+    colours: dict[str, str]
+    limits: Limits
