@@ -38,7 +38,8 @@ def _error(status: int, reason: str) -> JSONResponse:
 
 
 def _validation_reason(err: RequestValidationError) -> tuple[int, str]:
-    first = err.errors()[0]
+    errors = err.errors()  # an unknown field first: it explains a missing one ({"dialogue": ...} for "turns")
+    first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     if first.get("type") == "json_invalid":
         return 400, f"malformed JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"

@@ -1,0 +1,216 @@
+"""`erckit serve` as a real process on a loopback port: answers equal `erckit predict`'s (whole dialogues and
+past-only prefixes), bad requests get a one-line 4xx and the server keeps serving, concurrent requests batch."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import DESIGN_DIALOGUE, SAMPLE_DATA, m3ed_file
+from erckit.cli import main
+from test_encoder_model import tiny_encoder  # noqa: F401  (fixture)
+
+TURNS = [{"speaker": speaker, "text": text} for speaker, text in DESIGN_DIALOGUE]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def request(url: str, body: object | bytes | None = None) -> tuple[int, dict]:
+    """(status, JSON answer) of a GET (no body) or a JSON POST."""
+    data = body if isinstance(body, bytes) or body is None else json.dumps(body, ensure_ascii=False).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+class Server:
+    """`erckit serve` in a subprocess until closed."""
+
+    def __init__(self, model: Path, *flags: str) -> None:
+        self.url = f"http://127.0.0.1:{free_port()}"
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "erckit", "serve", "--model", str(model), "--port", self.url.rsplit(":", 1)[1],
+             *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert self.process.poll() is None, self.process.stdout.read()
+            try:
+                if request(f"{self.url}/api/info")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise AssertionError("erckit serve did not answer within 60 s")
+
+    def close(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def train_model(kind: str, folder: Path, encoder: Path) -> Path:
+    extra = [f"encoder.name={encoder}", "train.epochs=1", "classifier.gru_hidden=16"] if kind == "bert_bigru" else []
+    assert main(["train", "--config", kind, "--out", str(folder), *SAMPLE_DATA, "data.test=null", *extra]) == 0
+    return folder
+
+
+@pytest.fixture(scope="module", params=["tfidf", "bert_bigru"])
+def served(request, tmp_path_factory, tiny_encoder):  # noqa: F811
+    model = train_model(request.param, tmp_path_factory.mktemp(request.param) / "model", tiny_encoder)
+    server = Server(model, "--max-turns", "40", "--max-chars", "100")
+    yield model, server.url
+    server.close()
+
+
+def predict_file(model: Path, dialogues: dict[str, list], tmp_path: Path) -> list[dict]:
+    """`erckit predict` on the dialogues: its predictions.jsonl lines, in order."""
+    source = m3ed_file(tmp_path / "input.json", {d: [(t["speaker"], t["text"], None) for t in turns]
+                                                  for d, turns in dialogues.items()})
+    out = tmp_path / "predictions.jsonl"
+    assert main(["predict", "--model", str(model), "--input", str(source), "--out", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+def test_a_dialogue_over_http_equals_erckit_predict(served, tmp_path):
+    model, url = served
+    status, answer = request(f"{url}/api/label", {"turns": TURNS})
+    assert status == 200 and answer["kind"] == json.loads((model / "erckit_model.json").read_text())["type"]
+    expected = predict_file(model, {"d": TURNS}, tmp_path)
+    assert [t["id"] for t in answer["turns"]] == [str(i) for i in range(1, len(TURNS) + 1)]
+    assert [t["label"] for t in answer["turns"]] == [e["label"] for e in expected]
+    for got, want in zip(answer["turns"], expected, strict=True):
+        assert got["probs"] == pytest.approx(want["probs"], abs=2e-6)
+
+
+def test_live_mode_equals_erckit_predict_on_the_past_only_prefixes(served, tmp_path):
+    model, url = served
+    live = []
+    for k in range(1, len(TURNS) + 1):  # one turn more each time
+        status, answer = request(f"{url}/api/live", {"turns": TURNS[:k]})
+        assert status == 200 and len(answer["turns"]) == 1 and answer["turns"][0]["id"] == str(k)
+        live.append(answer["turns"][0])
+    lines = predict_file(model, {f"p{k}": TURNS[:k] for k in range(1, len(TURNS) + 1)}, tmp_path)
+    last_of_each = [line for line in lines if line["id"].startswith("p") and
+                    line["id"].split("_")[-1] == line["id"].split("_")[0][1:]]
+    assert len(last_of_each) == len(TURNS)
+    assert [t["label"] for t in live] == [e["label"] for e in last_of_each]
+    for got, want in zip(live, last_of_each, strict=True):
+        assert got["probs"] == pytest.approx(want["probs"], abs=2e-6)
+    if json.loads((model / "erckit_model.json").read_text())["type"] == "bert_bigru":
+        # the BiGRU reads the whole dialogue: whole-dialogue labels use the future, live ones do not
+        whole = request(f"{url}/api/label", {"turns": TURNS})[1]["turns"]
+        assert [t["probs"] for t in whole] != [t["probs"] for t in live]
+
+
+BAD = [
+    (b'{"turns": [', 400, "malformed JSON"),
+    (b"not json at all", 400, "malformed JSON"),
+    ({"turns": [{"speaker": "A", "text": 5}]}, 422, "turns.0.text: Input should be a valid string"),
+    ({"turns": [{"speaker": "A", "text": "hi", "colour": "red"}]}, 422, "unknown field turns.0.colour"),
+    ({"turns": "A: hi"}, 422, "turns: Input should be a valid list"),
+    ({"turns": []}, 422, "turns: List should have at least 1 item"),
+    ({"dialogue": TURNS}, 422, "unknown field dialogue"),
+    ([TURNS], 422, "body: Input should be a valid dictionary"),
+    ({"turns": [{"speaker": "A", "text": "   "}]}, 422, "has no text"),
+    ({"turns": [{"speaker": "A", "text": "a", "id": "x"}, {"speaker": "B", "text": "b", "id": "x"}]}, 422,
+     "duplicate utterance id"),
+    ({"turns": TURNS * 4}, 413, "44 turns: more than the limit of 40 (--max-turns)"),
+    ({"turns": [{"speaker": "A", "text": "好" * 101}]}, 413, "turn 1 has 101 characters: more than the limit of 100"),
+]
+
+
+@pytest.mark.parametrize("body, status, reason", BAD, ids=[str(i) for i in range(len(BAD))])
+@pytest.mark.parametrize("path", ["/api/label", "/api/live"])
+def test_bad_requests_get_a_one_line_4xx_and_the_server_keeps_serving(served, body, status, reason, path):
+    _, url = served
+    got, answer = request(url + path, body)
+    assert (got, list(answer)) == (status, ["error"]) and reason in answer["error"] and "\n" not in answer["error"]
+    assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
+
+
+def test_a_body_larger_than_the_limits_allow_is_refused_before_it_is_read(served):
+    import http.client
+
+    _, url = served
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    connection.putrequest("POST", "/api/label")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Content-Length", "2000000")  # declared, never sent
+    connection.endheaders()
+    response = connection.getresponse()
+    assert response.status == 413 and "request body of 2000000 bytes" in json.loads(response.read())["error"]
+    connection.close()
+    assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
+
+
+def test_unknown_paths_and_methods_are_4xx_too(served):
+    _, url = served
+    assert request(f"{url}/api/nothing")[0] == 404
+    assert request(f"{url}/api/label")[0] == 405  # GET
+
+
+def test_concurrent_requests_each_get_their_own_answer(served):
+    _, url = served
+    conversations = [TURNS[:k] for k in range(1, len(TURNS) + 1)] * 2
+    answers: dict[int, dict] = {}
+
+    def ask(i: int) -> None:
+        answers[i] = request(f"{url}/api/label", {"turns": conversations[i]})[1]
+
+    threads = [threading.Thread(target=ask, args=(i,)) for i in range(len(conversations))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for i, conversation in enumerate(conversations):
+        alone = request(f"{url}/api/label", {"turns": conversation})[1]
+        assert [t["label"] for t in answers[i]["turns"]] == [t["label"] for t in alone["turns"]]
+        for got, want in zip(answers[i]["turns"], alone["turns"], strict=True):
+            assert got["probs"] == pytest.approx(want["probs"], abs=2e-6)
+
+
+def test_the_batcher_labels_requests_waiting_together_in_one_model_call(tmp_path, tiny_encoder):  # noqa: F811
+    from erckit.api import to_dialogues
+    from erckit.models import Predictor, load
+    from erckit.serve.batcher import Batcher
+
+    real = load(train_model("tfidf", tmp_path / "model", tiny_encoder))
+    gate, calls = threading.Event(), []
+
+    def score(dialogues, progress):
+        calls.append(len(dialogues))
+        gate.wait(30)  # the first call holds the model while the others queue
+        return real.probabilities(dialogues)
+
+    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets), max_utterances=1000)
+    requests = [to_dialogues([TURNS[:k]]) for k in range(1, 7)]
+    first = batcher.submit(requests[0])
+    while not calls:
+        time.sleep(0.01)
+    rest = [batcher.submit(r) for r in requests[1:]]
+    gate.set()
+    results = [first.result(30), *(future.result(30) for future in rest)]
+    assert calls == [1, 5] and batcher.batches == 2  # one call for the first, one for the five waiting
+    for dialogues, result in zip(requests, results, strict=True):
+        assert result == real.predict(dialogues)
+
+
+def test_serve_refuses_bad_flags_and_models_in_one_line(tmp_path, capsys):
+    assert main(["serve", "--model", str(tmp_path)]) == 2
+    assert "not an erckit model folder" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--max-turns", "0"]) == 2
+    assert "--max-turns must be a positive number" in capsys.readouterr().err
