@@ -252,11 +252,17 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tfidf: TfidfConfig = field(default_factory=TfidfConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    report_to: list[str] = field(default_factory=list)  # experiment tracking, e.g. [tensorboard] (erckit.tracking)
 
     def __post_init__(self) -> None:
+        from erckit.tracking import REPORTERS
+
         if self.model not in MODEL_TYPES:
             raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, not {self.model!r}")
         require(bool(self.out), "out", self.out, "a folder")
+        allowed = REPORTERS.get(self.model, ())
+        require(all(r in allowed for r in self.report_to), "report_to", self.report_to,
+                f"a list of {', '.join(allowed)}" if allowed else f"empty: a {self.model} run has nothing to track")
         if self.model == "llm":
             self.llm.check_names()
 

@@ -31,6 +31,7 @@ from erckit.labels import LABELS
 from erckit.labels import class_weights as label_weights
 from erckit.metrics import scores
 from erckit.plots import plot_training
+from erckit.tracking import log_epoch
 
 CHECKPOINT = "checkpoint"
 
@@ -135,6 +136,7 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
         state["epoch"] = epoch
         state["history"].append(record)
         _save_checkpoint(checkpoint, model, optimizer, state)
+        log_epoch(out, config.report_to, record)  # TensorBoard, if the recipe reports to it
         plot_training(
             out / "training.png", "epoch", [(h["epoch"], h["train_loss"]) for h in state["history"]],
             {f"validation {k[4:].replace('_', '-')}": [(h["epoch"], h[k]) for h in state["history"] if k in h]

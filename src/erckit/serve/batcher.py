@@ -59,7 +59,7 @@ class Batcher:
                 renamed = [self._renamed(d) for r in batch for d in r.dialogues]  # ids unique across requests
                 probs = self.predictor.probabilities(renamed)
                 self.batches += 1
-            except Exception as err:  # the callers get the error; the worker keeps serving
+            except Exception as err:  # noqa: BLE001  (the callers get any error; the worker keeps serving)
                 for request in batch:
                     request.future.set_exception(err)
                 continue
