@@ -1,0 +1,101 @@
+"""The Python API: the README's example as written, and each input form against `erckit predict`."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import erckit
+from conftest import BMELD, DESIGN_DIALOGUE, REPO, SAMPLE, SAMPLE_DATA, m3ed_file
+from erckit.cli import main
+from erckit.data import DataError
+from readme_example import python_example
+
+
+def test_the_readme_example_runs_as_written(tmp_path):
+    (tmp_path / "examples").symlink_to(REPO / "examples")  # it runs from the checkout's root
+    result = subprocess.run([sys.executable, "-c", python_example()], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    labelled = [line.split() for line in lines if line.startswith("1_")]
+    assert [fields[0] for fields in labelled] == ["1_1", "1_2"]
+    assert all(fields[1] in erckit.LABELS and 0 < float(fields[2]) <= 1 for fields in labelled)
+    assert lines[-3].split() == ["Speaker", "Utterance", "label", "Anger"]
+    for line, speaker in zip(lines[-2:], ("Ross", "Rachel"), strict=True):
+        assert line.split()[0] == speaker and line.split()[-2] in erckit.LABELS and 0 < float(line.split()[-1]) < 1
+    assert json.loads((tmp_path / "runs" / "python_example" / "erckit_model.json").read_text())["finished"]
+
+
+def test_the_public_names_are_exported_and_documented():
+    for name in erckit.__all__:
+        value = getattr(erckit, name)
+        assert name == "__version__" or name == "LABELS" or value.__doc__, name
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> erckit.Model:
+    folder = tmp_path_factory.mktemp("api") / "model"
+    assert main(["train", "--config", "tfidf", "--out", str(folder), *SAMPLE_DATA, "data.test=null"]) == 0
+    return erckit.load(folder)
+
+
+def predicted(folder, path, tmp_path) -> list[dict]:
+    out = tmp_path / "predictions.jsonl"
+    assert main(["predict", "--model", str(folder), "--input", str(path), "--out", str(out)]) == 0
+    return [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+
+
+def test_lists_dicts_and_files_label_as_erckit_predict(model, tmp_path):
+    source = m3ed_file(tmp_path / "d.json", {"d": [(s, t, None) for s, t in DESIGN_DIALOGUE]})
+    expected = predicted(model.predictor.folder, source, tmp_path)
+    as_pairs = model.label([DESIGN_DIALOGUE])
+    as_dicts = model.label({"d": [{"speaker": s, "text": t} for s, t in DESIGN_DIALOGUE]})
+    from_file = model.label(source)
+    assert [p.id for p in as_pairs] == [f"1_{i}" for i in range(1, 12)]
+    assert [p.id for p in as_dicts] == [p.id for p in from_file] == [e["id"] for e in expected]
+    for predictions in (as_pairs, as_dicts, from_file):
+        assert [(p.label, p.probs) for p in predictions] == [(e["label"], e["probs"]) for e in expected]
+    probs = model.probabilities([DESIGN_DIALOGUE])
+    assert probs.shape == (11, 7) and np.allclose(probs.sum(1), 1)
+    assert model.kind == "tfidf"
+
+
+def test_past_only_labels_equal_the_last_turn_of_each_prefix(model):
+    live = model.label_past_only(DESIGN_DIALOGUE)
+    for k in range(1, len(DESIGN_DIALOGUE) + 1):
+        last = model.label([DESIGN_DIALOGUE[:k]])[-1]
+        assert (live[k - 1].label, live[k - 1].probs) == (last.label, last.probs)
+
+
+@pytest.mark.needs_data
+def test_a_meld_dataframe_labels_as_the_csv_file(model, tmp_path):
+    frame = pd.read_csv(BMELD / "dev_sent_emo.csv", encoding="gbk").iloc[:60]
+    frame.to_csv(tmp_path / "slice.csv", index=False)
+    expected = {e["id"]: e for e in predicted(model.predictor.folder, tmp_path / "slice.csv", tmp_path)}
+    labelled = model.label_frame(frame)
+    assert len(labelled) == 60 and list(labelled.columns[: len(frame.columns)]) == list(frame.columns)
+    for row in labelled.itertuples(index=False):
+        want = expected[f"dia{row.Dialogue_ID}_utt{row.Utterance_ID}"]
+        assert row.label == want["label"]
+        assert [getattr(row, label) for label in erckit.LABELS] == [want["probs"][label] for label in erckit.LABELS]
+
+
+@pytest.mark.parametrize("data, problem", [
+    ([[("A",)]], "expected a mapping or a (speaker, text) pair"),
+    ([[{"speaker": "A", "txt": "hi"}]], "expected keys speaker, text (and id)"),
+    ([[{"speaker": "A", "text": 3}]], "speaker, text and id must be strings"),
+    ([[("A", "  ")]], "has no text"),
+    (["A: hello"], "expected a list of turns"),
+    ([], "holds no dialogues"),
+    (str(SAMPLE / "nope.json"), "no such file"),
+])
+def test_bad_python_input_is_one_line_data_error(model, data, problem):
+    with pytest.raises(DataError, match=re.escape(problem)):
+        model.label(data)
