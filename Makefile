@@ -59,8 +59,9 @@ test: install
 test-all: install
 	$(BIN)/python -m pytest -m ''
 
-# what `pip install erckit` gives: build the wheel, install it alone into a fresh virtualenv, and run the
-# default model there (one epoch) on the sample from another directory: train, predict, evaluate
+# what `pip install erckit` gives: build the wheel, install it alone into a fresh virtualenv and, from an empty
+# folder, list the recipes, train the TF-IDF baseline and the default model (one epoch) on the sample, predict,
+# evaluate, and run the README's Python example as written (it reads the sample from ./examples/sample)
 # (build/lib is removed first: a file deleted from src must not linger in the wheel)
 WHEEL_CHECK := build/wheel-check
 wheel-check: install
@@ -68,6 +69,9 @@ wheel-check: install
 	$(BIN)/pip wheel -q --no-deps --no-build-isolation -w $(WHEEL_CHECK) .
 	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
 	$(WHEEL_CHECK)/venv/bin/pip install -q -c $(CONSTRAINTS) $(WHEEL_CHECK)/erckit-*.whl  # exact versions: torch 2.13.0 CPU
+	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit recipes | grep -q '^tfidf '
+	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit train --config tfidf --out tfidf \
+	    data.train=$(CURDIR)/$(SAMPLE)/annotation_train.json data.validation=$(CURDIR)/$(SAMPLE)/annotation_validation.json
 	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit train --config bert_bigru --out model \
 	    data.train=$(CURDIR)/$(SAMPLE)/annotation_train.json \
 	    data.validation=$(CURDIR)/$(SAMPLE)/annotation_validation.json train.epochs=1
@@ -76,7 +80,11 @@ wheel-check: install
 	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit evaluate --predictions predictions.jsonl \
 	    --gold $(CURDIR)/$(SAMPLE)/annotation_test.json --out report
 	test -s $(WHEEL_CHECK)/work/report/metrics.json
-	@echo "wheel-check done: the wheel alone trains, predicts and evaluates the default model"
+	mkdir -p $(WHEEL_CHECK)/example/examples && cp -r $(SAMPLE) $(WHEEL_CHECK)/example/examples/
+	$(BIN)/python tests/readme_example.py > $(WHEEL_CHECK)/readme_example.py
+	cd $(WHEEL_CHECK)/example && ../venv/bin/python ../readme_example.py
+	test -s $(WHEEL_CHECK)/example/runs/python_example/erckit_model.json
+	@echo "wheel-check done: the wheel alone lists recipes, trains, predicts, evaluates and runs the README example"
 
 bench: install
 	$(BIN)/python bench/bmeld_encoder.py
