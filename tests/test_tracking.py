@@ -5,6 +5,7 @@ import json
 import pytest
 
 from conftest import SAMPLE_DATA
+from erckit import recipes
 from erckit.cli import main
 from erckit.config import ConfigError, load_config
 from erckit.models import train
@@ -30,10 +31,8 @@ def test_the_encoders_epochs_read_back_from_its_tensorboard_files(tmp_path, tiny
         assert [value for _, value in scalars[tag]] == pytest.approx([h[key] for h in history], rel=1e-6)
 
 
-def test_tracking_is_off_by_default(tmp_path, tiny_encoder):  # noqa: F811
-    out = tmp_path / "model"
-    assert main(encoder_run(out, tiny_encoder, "train.epochs=1")) == 0
-    assert not (out / "runs").exists()
+def test_tracking_is_off_by_default_in_every_shipped_recipe():
+    assert all(load_config(name).report_to == [] for name in recipes.names())  # test_serve: no runs/ written
 
 
 @pytest.mark.needs_data
