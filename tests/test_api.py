@@ -80,6 +80,7 @@ def test_a_meld_dataframe_labels_as_the_csv_file(model, tmp_path):
     frame.to_csv(tmp_path / "slice.csv", index=False)
     expected = {e["id"]: e for e in predicted(model.predictor.folder, tmp_path / "slice.csv", tmp_path)}
     labelled = model.label_frame(frame)
+    assert [(p.id, p.label) for p in model.label(frame)] == [(e["id"], e["label"]) for e in expected.values()]
     assert len(labelled) == 60 and list(labelled.columns[: len(frame.columns)]) == list(frame.columns)
     for row in labelled.itertuples(index=False):
         want = expected[f"dia{row.Dialogue_ID}_utt{row.Utterance_ID}"]

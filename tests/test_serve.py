@@ -160,6 +160,8 @@ def test_a_body_larger_than_the_limits_allow_is_refused_before_it_is_read(served
 
 def test_unknown_paths_and_methods_are_4xx_too(served):
     _, url = served
+    assert request(f"{url}/docs")[0] == 404  # its page would load scripts from a CDN; the schema is served
+    assert request(f"{url}/openapi.json")[1]["paths"].keys() == {"/api/info", "/api/label", "/api/live"}
     assert request(f"{url}/api/nothing")[0] == 404
     assert request(f"{url}/api/label")[0] == 405  # GET
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Union
 
 import numpy as np
 
@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 Turn = Mapping[str, Any] | tuple[str, str] | Utterance
 """One turn: {"speaker": ..., "text": ..., "id": ... (optional)}, a (speaker, text) pair, or an Utterance."""
 DialogueInput = Dialogue | Sequence[Turn]
-Dialogues = str | Path | Sequence[DialogueInput] | Mapping[str, Sequence[Turn]]
-"""A dialogue file's path, a list of dialogues (each a Dialogue or a list of turns), or {dialogue id: turns}."""
+Dialogues = Union[str, Path, Sequence[DialogueInput], Mapping[str, Sequence[Turn]], "pd.DataFrame"]
+"""A dialogue file's path, a list of dialogues (each a Dialogue or a list of turns), {dialogue id: turns}, or
+a DataFrame with MELD's columns (see frame_to_dialogues)."""
 WHERE = "<dialogues>"  # how errors name Python input
 
 
@@ -54,6 +55,8 @@ def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue
     Dialogues without ids are numbered from 1; their turns get ids `<dialogue>_<turn>`."""
     if isinstance(data, (str, Path)):
         return read_dialogues(data, format)
+    if type(data).__module__.startswith("pandas"):
+        return frame_to_dialogues(data)
     items = data.items() if isinstance(data, Mapping) else ((str(i), d) for i, d in enumerate(data, start=1))
     dialogues = []
     for dialogue_id, dialogue in items:

@@ -1,7 +1,7 @@
 """`erckit serve`: label conversations over HTTP (JSON API + a web page), one loaded model, requests batched.
 
 Built on FastAPI (typed request models that refuse unknown fields and wrong types, an OpenAPI schema at
-/docs) served by uvicorn; see app.py for the routes.
+/openapi.json) served by uvicorn; see app.py for the routes.
 """
 
 from __future__ import annotations

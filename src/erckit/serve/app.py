@@ -71,7 +71,9 @@ def _answer(kind: str, dialogue: Dialogue, predictions: list[Prediction]) -> Lab
 
 def create_app(predictor: Predictor, limits: Limits, *, max_batch_utterances: int = 256) -> FastAPI:
     """The app serving one loaded model (erckit.models.load)."""
-    app = FastAPI(title="erckit", summary="Emotion labels for every turn of a conversation")
+    # no /docs or /redoc pages: they load their scripts from a CDN, and the server may be offline
+    app = FastAPI(title="erckit", summary="Emotion labels for every turn of a conversation", docs_url=None,
+                  redoc_url=None)
     batcher = Batcher(predictor, max_batch_utterances)
     app.state.batcher = batcher
     max_bytes = limits.max_turns * (4 * limits.max_chars + 256) + 1024  # UTF-8 text plus JSON per turn
