@@ -19,7 +19,7 @@ import platform
 from datetime import date
 from pathlib import Path
 
-from bmeld_encoder import BMELD, REPO, run_method
+from bmeld_encoder import BMELD, run_method
 
 from erckit.atomic import write_text_atomic
 from erckit.formats import read_dialogues
@@ -66,7 +66,7 @@ def main() -> None:
         runs[name] = run_method(name, recipe, out, overrides, splits) | {"overrides": overrides}
         results = {
             "date": date.today().isoformat(), "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
-            "recipe": str(recipe.relative_to(REPO)), "labels": list(LABELS), "runs": runs,
+            "recipe": recipe, "labels": list(LABELS), "runs": runs,
         }
         write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
         write_text_atomic(out / "results.md", markdown(runs))
