@@ -69,7 +69,8 @@ def train_model(kind: str, folder: Path, encoder: Path) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module", params=["tfidf", "bert_bigru"])
+# the encoder's server (a tiny encoder trained here, then torch loaded by the server) takes ~10-20 s: slow tier
+@pytest.fixture(scope="module", params=["tfidf", pytest.param("bert_bigru", marks=pytest.mark.slow)])
 def served(request, tmp_path_factory, tiny_encoder):  # noqa: F811
     model = train_model(request.param, tmp_path_factory.mktemp(request.param) / "model", tiny_encoder)
     server = Server(model, "--max-turns", "40", "--max-chars", "100")
