@@ -280,6 +280,7 @@ def _compare(args: argparse.Namespace) -> int:
     check_folder(config.out, [args.config, config.train, config.validation, config.test], OUTPUT_NAMES)
     results = compare(config)
     split = "test" if all("test" in r for r in results.values()) else "validation"
+    print(f"{split}: {getattr(config, split)}")
     print(table(results, split))
     print(f"wrote {config.out}/comparison.md, comparison.json and PNGs")
     return 0

@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError
+from erckit.intervals import bootstrap, describe_interval
 from erckit.labels import LABELS, display_names
 from erckit.plots import new_figure, save_figure
 
@@ -45,11 +46,15 @@ def aligned(gold: dict[str, str], predicted: dict[str, str], predictions_path: s
 
 def format_scores(result: dict) -> str:
     """A short human-readable report."""
+    intervals = result.get("intervals")
     lines = [
         (
             f"macro-F1 {result['macro_f1']:.4f} · weighted-F1 {result['weighted_f1']:.4f} · "
             f"accuracy {result['accuracy']:.4f} · n={result['n']}"
         ),
+        *([(f"bootstrap over {intervals['dialogues']} dialogues: macro-F1 "
+           f"{describe_interval(intervals['macro_f1'], intervals['level'])}, weighted-F1 "
+           f"{describe_interval(intervals['weighted_f1'], intervals['level'])}")] if intervals else []),
         f"{'label':<10}{'prec':>7}{'rec':>7}{'F1':>7}{'n':>7}",
     ]
     for label, row in result["per_class"].items():
@@ -126,6 +131,8 @@ def evaluate_files(
     predicted = {i: p.label for i, p in read_predictions(predictions_path).items()}
     gold_list, predicted_list = aligned(gold, predicted, predictions_path)
     result = scores(gold_list, predicted_list)
+    groups = [d.id for d in dialogues for _ in d.utterances]
+    result["intervals"] = bootstrap(gold_list, predicted_list, groups)
     if out is not None:
         names = display_names(u.text for d in dialogues for u in d.utterances)
         write_report(result, gold_list, predicted_list, out, names=names)
