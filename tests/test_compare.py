@@ -188,3 +188,29 @@ def test_a_fusion_of_unknown_methods_fusions_or_one_method_is_refused_before_any
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert main(["compare", "--config", str(path)]) == 2
     assert not (tmp_path / "o").exists()
+
+
+def test_a_recipe_with_seeds_runs_once_per_seed_reports_mean_and_spread_and_fuses_its_seeds(tmp_path):
+    import statistics
+
+    config = {
+        "out": str(tmp_path / "compare"), "train": str(SAMPLE / "annotation_train.json"),
+        "validation": str(SAMPLE / "annotation_validation.json"),
+        "methods": {"tfidf": {"recipe": str(REPO / "configs" / "tfidf.yaml"), "seeds": [0, 1, 2]},
+                    "seeds_fused": {"fusion": ["tfidf"]}},
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 0
+    out = tmp_path / "compare"
+    results = json.loads((out / "comparison.json").read_text())
+    members = ["tfidf-seed0", "tfidf-seed1", "tfidf-seed2"]
+    assert set(results) == {*members, "seeds_fused"} and results["seeds_fused"]["fusion"] == members
+    for seed, name in enumerate(members):
+        assert json.loads((out / name / "model" / "erckit_model.json").read_text())["config"]["train"]["seed"] == seed
+    row = results["tfidf-seed1"]["validation_seeds"]
+    values = [results[m]["validation"]["macro_f1"] for m in members]
+    assert row["recipe"] == "tfidf" and row["macro_f1"]["values"] == values
+    assert row["macro_f1"]["mean"] == pytest.approx(statistics.fmean(values))
+    assert row["macro_f1"]["sd"] == pytest.approx(statistics.stdev(values))
+    assert "| tfidf | 3 |" in (out / "comparison.md").read_text(encoding="utf-8")

@@ -37,13 +37,16 @@ OUTPUT_NAMES = ("comparison.md", "comparison.json", "comparison_validation.png",
 @dataclass
 class Method:
     """A recipe and its overrides, `model`: a finished erckit model folder trained on the same split, or
-    `fusion`: earlier methods whose probabilities are averaged (`weights`, or chosen on validation when null)."""
+    `fusion`: other methods whose probabilities are averaged (`weights`, or chosen on validation when null).
+    A recipe with `seeds` is trained once per seed (methods `<name>-seed<N>`, with train.seed=N); their mean and
+    spread are reported, and a fusion that names `<name>` averages all its seeds."""
 
     recipe: str | None = None
     overrides: list[str] = field(default_factory=list)
     model: str | None = None
     fusion: list[str] = field(default_factory=list)
     weights: list[float] | None = None
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -57,6 +60,7 @@ class CompareConfig:
     format: str | None = None
     text_column: str | None = None
     methods: dict[str, Method] = field(default_factory=dict)
+    seed_groups: dict[str, list[str]] = field(default_factory=dict)  # a seeded recipe -> its methods, one per seed
 
 
 def _relative_to(folder: Path, data: dict) -> dict:
@@ -94,7 +98,8 @@ def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareC
         if not isinstance(spec, dict):
             raise ConfigError(f"{path}: method {name!r} must be a mapping with 'recipe' (and 'overrides'), 'model' "
                               f"or 'fusion', not {spec!r}")
-    config.methods = {name: from_dict(Method, spec, f"{path}.methods.{name}") for name, spec in methods.items()}
+    config.methods = _expand_seeds({name: from_dict(Method, spec, f"{path}.methods.{name}")
+                                    for name, spec in methods.items()}, config, path)
     for name, method in config.methods.items():
         if sum((method.recipe is not None, method.model is not None, bool(method.fusion))) != 1:
             raise ConfigError(f"{path}: method {name!r} needs exactly one of 'recipe', 'model' and 'fusion'")
@@ -116,6 +121,51 @@ def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareC
             except ConfigError as err:
                 raise ConfigError(f"{path}: method {name!r}: {err}") from None
     return config
+
+
+def _expand_seeds(methods: dict[str, Method], config: CompareConfig, path: str | Path) -> dict[str, Method]:
+    """One method per seed of each seeded recipe; fusion members naming a seeded recipe become all its seeds."""
+    expanded: dict[str, Method] = {}
+    for name, method in methods.items():
+        if not method.seeds:
+            expanded[name] = method
+            continue
+        if method.recipe is None or len(set(method.seeds)) != len(method.seeds):
+            raise ConfigError(f"{path}: method {name!r}: seeds need a recipe and distinct seeds")
+        config.seed_groups[name] = [f"{name}-seed{seed}" for seed in method.seeds]
+        for seed, seeded in zip(method.seeds, config.seed_groups[name], strict=True):
+            expanded[seeded] = Method(recipe=method.recipe, overrides=[*method.overrides, f"train.seed={seed}"])
+    for method in expanded.values():
+        method.fusion = [m for member in method.fusion for m in config.seed_groups.get(member, [member])]
+    return expanded
+
+
+def seed_summary(results: dict[str, dict], groups: dict[str, list[str]], split: str) -> dict[str, dict]:
+    """Mean, standard deviation (n - 1) and values of macro-F1 and weighted-F1 over each seeded recipe's seeds."""
+    import statistics
+
+    summary = {}
+    for name, members in groups.items():
+        row = {"seeds": len(members)}
+        for metric in ("macro_f1", "weighted_f1"):
+            values = [results[m][split][metric] for m in members]
+            row[metric] = {"mean": statistics.fmean(values), "values": values,
+                           "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+        summary[name] = row
+    return summary
+
+
+def seed_table(summary: dict[str, dict]) -> str:
+    """Seeded recipes: mean ± standard deviation over seeds."""
+    if not summary:
+        return ""
+    lines = ["Seeds (the same recipe, one run per seed):", "",
+             "| recipe | seeds | macro-F1 mean ± sd | weighted-F1 mean ± sd | macro-F1 of each seed |", "|---|---|---|---|---|"]
+    for name, row in summary.items():
+        macro, weighted = row["macro_f1"], row["weighted_f1"]
+        lines.append(f"| {name} | {row['seeds']} | {macro['mean']:.4f} ± {macro['sd']:.4f} | "
+                     f"{weighted['mean']:.4f} ± {weighted['sd']:.4f} | {', '.join(f'{v:.4f}' for v in macro['values'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def method_recipe(method: Method, config: CompareConfig, folder: Path) -> RunConfig:
@@ -313,8 +363,12 @@ def compare(config: CompareConfig) -> dict[str, dict]:
         differences = paired(config, results, split, dialogues) if len(results) > 1 else {}
         for name, difference in differences.items():
             results[name][f"{split}_paired"] = difference
+        seeds = seed_summary(results, config.seed_groups, split)
+        for name, row in seeds.items():
+            for member in config.seed_groups[name]:
+                results[member][f"{split}_seeds"] = {"recipe": name} | row
         parts += [f"## {split} ({getattr(config, split)})", "", table(results, split), paired_table(differences),
-                  f"![{split}](comparison_{split}.png)", ""]
+                  seed_table(seeds), f"![{split}](comparison_{split}.png)", ""]
         plot(results, split, out / f"comparison_{split}.png")
     write_text_atomic(out / "comparison.md", "\n".join(parts))
     write_text_atomic(out / "comparison.json", json.dumps(results, indent=2) + "\n")
