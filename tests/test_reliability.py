@@ -102,9 +102,9 @@ def test_compare_checks_every_recipe_before_training_any(tmp_path, capsys):
     assert main(["compare", "--config", str(config)]) == 2
     one_line_error(capsys, str(config), "method 'bad'", "tfidf.max_features must be 1 or more")
     assert not out.exists()
-    config.write_text(config.read_text(encoding="utf-8").replace("  good: {", "  empty:\n  good: {"), encoding="utf-8")
+    config.write_text(config.read_text(encoding="utf-8").replace("  good: {", "  number: 3\n  good: {"), encoding="utf-8")
     assert main(["compare", "--config", str(config)]) == 2
-    one_line_error(capsys, str(config), "method 'empty' must be a mapping")
+    one_line_error(capsys, str(config), "method 'number' must be a mapping")
 
 
 # ------------------------------------------------------------------------------ nothing silently wrong
