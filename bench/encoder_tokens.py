@@ -10,6 +10,7 @@ to the recipe (e.g. encoder.max_length=64).
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
 
 from transformers import AutoTokenizer
@@ -19,7 +20,7 @@ from erckit.encoder.packaged import resolve_encoder
 from erckit.encoder.train import _batches
 from erckit.formats import read_dialogues
 
-BMELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "bmeld"
+BMELD = Path(os.environ.get("BMELD") or Path(__file__).resolve().parents[2] / "shared" / "data" / "bmeld")  # $BMELD, else beside the repo
 REPO = Path(__file__).resolve().parents[1]
 
 

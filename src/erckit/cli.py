@@ -92,7 +92,7 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
     from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info, unfinished_epoch
-    from erckit.predictions import write_predictions
+    from erckit.predictions import moved_by_calibration, moved_note, write_predictions
 
     model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
     check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
@@ -109,7 +109,7 @@ def _predict(args: argparse.Namespace) -> int:
             score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
             print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
                   f"({early['epochs_run']} of {early['epochs']} epochs run)")
-        print(f"wrote {len(predictions)} predictions to {args.out}")
+        print(f"wrote {len(predictions)} predictions to {args.out}{moved_note(moved_by_calibration(predictions))}")
         return 0
     return _predict_llm(args, dialogues, llm_settings(args.model) if kind == "llm" else {})
 

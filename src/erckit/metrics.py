@@ -73,18 +73,26 @@ def _cjk_font() -> str | None:
     return font_manager.FontProperties(fname=str(FONT_PATH)).get_name()
 
 
+def label_names(names: dict[str, str] | None) -> tuple[dict, list[str]]:
+    """(matplotlib rc settings, tick names) for the 7 labels: with `names` (from `labels.display_names`) and
+    the CJK font installed, each label in the data's script beside its English name; else English alone.
+    Every plot of labels uses this, so a report's figures name the labels alike."""
+    font = _cjk_font() if names else None
+    if not font or names is None:
+        return {}, list(LABELS)
+    return {"font.family": [font, "DejaVu Sans"]}, [f"{names[label]} {label}" for label in LABELS]
+
+
 def plot_confusion(
     gold: Sequence[str], predicted: Sequence[str], path: str | Path, *, names: dict[str, str] | None = None
 ) -> None:
-    """A row-normalised confusion matrix (counts written in), saved as PNG; `names` (from
-    `labels.display_names`) writes each label in the data's script beside its English name."""
+    """A row-normalised confusion matrix (counts written in), saved as PNG; label names as `label_names`."""
     from matplotlib import rc_context
 
-    font = _cjk_font() if names else None
-    names = [f"{names[l]} {l}" if font else l for l in LABELS]
+    rc, names = label_names(names)
     counts = confusion_matrix(gold, predicted, labels=list(LABELS))
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    with rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
+    with rc_context(rc):
         fig, ax = new_figure((7.5, 6.5))
         image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(len(LABELS)), names, rotation=45, ha="right")
