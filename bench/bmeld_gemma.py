@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import date
@@ -27,7 +28,7 @@ from erckit.models import predict, train
 from erckit.predictions import write_predictions
 
 REPO = Path(__file__).resolve().parents[1]
-BMELD = REPO.parent / "shared" / "data" / "bmeld"
+BMELD = Path(os.environ.get("BMELD") or REPO.parent / "shared" / "data" / "bmeld")  # $BMELD, else beside the repo
 
 
 def main() -> None:

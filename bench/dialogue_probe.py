@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +31,7 @@ from erckit.llm.packaged import resolve_model
 from erckit.llm.packing import batch, pack, sliding_window_of
 from erckit.prompts import DialoguePrompt, PromptConfig, dialogue_prompt
 
-BMELD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmeld"
+BMELD = Path(os.environ.get("BMELD") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmeld")  # $BMELD, else beside the repo
 
 
 def prompt_of(dialogue: Dialogue, config: PromptConfig, question: str) -> DialoguePrompt:

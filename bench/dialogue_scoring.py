@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import time
 from datetime import date
@@ -26,7 +27,7 @@ from erckit.llm.dialogue_form import score_dialogues
 from erckit.llm.loading import load_model
 from erckit.prompts import PromptConfig
 
-BMELD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmeld"
+BMELD = Path(os.environ.get("BMELD") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmeld")  # $BMELD, else beside the repo
 
 
 def main() -> None:

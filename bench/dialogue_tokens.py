@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from dataclasses import replace
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from erckit.llm.dialogue_form import dialogue_trees
 from erckit.llm.packaged import resolve_model
 from erckit.prompts import QUESTIONS, PromptConfig, detect_language, emotion_examples
 
-BMELD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmeld"
+BMELD = Path(os.environ.get("BMELD") or Path(__file__).resolve().parents[1].parent / "shared" / "data" / "bmeld")  # $BMELD, else beside the repo
 
 
 def main() -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -27,7 +28,7 @@ from erckit.predictions import read_predictions
 from erckit.prompts import PromptConfig
 
 REPO = Path(__file__).resolve().parents[1]
-BMELD = REPO.parent / "shared" / "data" / "bmeld"
+BMELD = Path(os.environ.get("BMELD") or REPO.parent / "shared" / "data" / "bmeld")  # $BMELD, else beside the repo
 
 
 def dev_utterances(limit: int):

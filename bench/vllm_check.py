@@ -1,6 +1,7 @@
 """`make vllm-check`: erckit's vLLM backends, really run, against its transformers backends on a real model.
 
-    .venv/bin/python bench/vllm_check.py --vllm-python .venv-vllm/bin/python [--input FILE] [--max-length N]
+    .venv/bin/python bench/vllm_check.py --vllm-python .venv-vllm/bin/python [--input FILE] [--dialogues N]
+        [--max-length N]
         [--out runs/vllm-check]
 
 The packaged gemma-3-270m (`make gemma`; float32) labels every utterance of --input through the real CLI:
@@ -30,6 +31,7 @@ from pathlib import Path
 
 from erckit.atomic import write_text_atomic
 from erckit.formats import read_dialogues
+from erckit.formats.jsonl import dump
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
 from erckit.llm.items import items_from_dialogues
@@ -110,6 +112,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--vllm-python", required=True, help="python of the vLLM virtualenv (.venv-vllm/bin/python)")
     parser.add_argument("--input", type=Path, default=REPO / "examples" / "sample" / "annotation_test.json")
+    parser.add_argument("--dialogues", type=int, default=0,
+                        help="check only the first N dialogues of --input (0 = all; CI checks 2 to stay fast)")
     parser.add_argument("--window", type=int, default=10, help="context utterances per prompt")
     parser.add_argument("--max-length", type=int, default=256, help="max_length (vLLM's max_model_len)")
     parser.add_argument("--gpu-memory-utilization", type=float, default=0.25,
@@ -118,6 +122,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=REPO / "runs" / "vllm-check")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.dialogues:
+        trimmed = args.out / "input.jsonl"
+        write_text_atomic(trimmed, dump(read_dialogues(args.input)[: args.dialogues]))
+        args.input = trimmed
     model = packaged_lm_path()
     runs = {backend: predict(sys.executable, backend, model, args) for backend in ("score", "generate")}
     runs |= {backend: predict(args.vllm_python, backend, model, args) for backend in ("vllm", "vllm-generate")}

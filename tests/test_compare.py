@@ -3,6 +3,8 @@
 import json
 from pathlib import Path
 
+import numpy as np
+import pytest
 import yaml
 
 from conftest import REPO, SAMPLE, SAMPLE_DATA
@@ -125,3 +127,91 @@ def test_a_calibrated_model_scored_on_its_own_calibration_split_is_marked_with_t
     assert f"(cross-fitted {report['macro_f1_after']:.4f})" in row and "† calibration offsets fitted on this split" in validation_table
     assert "| calibrated |" in test_table and "†" not in test_table
     assert "| calibrated |" in capsys.readouterr().out  # the printed table is the test split's
+
+
+def test_a_fusion_takes_weights_from_validation_only_and_every_score_has_an_interval(tmp_path, capsys):
+    from erckit.ensemble import probability_matrix, weight_grid
+    from erckit.formats import read_dialogues
+    from erckit.metrics import scores
+    from erckit.predictions import read_predictions
+
+    tfidf = str(REPO / "configs" / "tfidf.yaml")
+    config = {
+        "out": str(tmp_path / "compare"), "train": str(SAMPLE / "annotation_train.json"),
+        "validation": str(SAMPLE / "annotation_validation.json"), "test": str(SAMPLE / "annotation_test.json"),
+        "methods": {
+            "words": {"recipe": tfidf, "overrides": ["tfidf.ngram_max=1", "tfidf.c=0.1"]},
+            "trigrams": {"recipe": tfidf},
+            "dropped": {"recipe": tfidf, "overrides": ["tfidf.c=9"]},
+            "fused": {"fusion": ["words", "trigrams"]},
+        },
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path), "methods.dropped=null"]) == 0
+    out = tmp_path / "compare"
+    results = json.loads((out / "comparison.json").read_text())
+    assert set(results) == {"words", "trigrams", "fused"} and not (out / "dropped").exists()
+
+    def probs(name, split):
+        file = {"validation": "annotation_validation.json", "test": "annotation_test.json"}[split]
+        ids = [u.id for d in read_dialogues(SAMPLE / file) for u in d.utterances]
+        gold = [u.label for d in read_dialogues(SAMPLE / file) for u in d.utterances]
+        path = out / name / f"predictions_{split}.jsonl"
+        return probability_matrix(read_predictions(path), ids, path), gold
+
+    (words, gold), (trigrams, _) = probs("words", "validation"), probs("trigrams", "validation")
+    from erckit.labels import LABELS
+
+    macro = {w: scores(gold, [LABELS[i] for i in (w[0] * words + w[1] * trigrams).argmax(1)])["macro_f1"]
+             for w in weight_grid(2)}
+    weights = results["fused"]["weights"]
+    assert macro[tuple(round(w, 1) for w in weights)] == max(macro.values())  # the best on validation
+    assert results["fused"]["weights_from"] == "validation macro-F1"
+    (test_words, _test_gold), (test_trigrams, _) = probs("words", "test"), probs("trigrams", "test")
+    fused, _ = probs("fused", "test")
+    np.testing.assert_allclose(fused, weights[0] * test_words + weights[1] * test_trigrams, atol=2e-6)
+    for name in results:
+        low, high = results[name]["test"]["intervals"]["macro_f1"]
+        assert low <= high and results[name]["test"]["intervals"]["dialogues"] == 8
+    table = (out / "comparison.md").read_text(encoding="utf-8")
+    assert "95% interval" in table and "Paired bootstrap over dialogues" in table
+    best = max(results, key=lambda n: results[n]["test"]["macro_f1"])
+    assert all(results[n]["test_paired"]["against"] == best for n in results if n != best)
+
+
+@pytest.mark.parametrize("fusion", [["a", "b"], ["a", "fused"], ["a"]])
+def test_a_fusion_of_unknown_methods_fusions_or_one_method_is_refused_before_anything_runs(tmp_path, fusion):
+    config = {"out": str(tmp_path / "o"), "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(SAMPLE / "annotation_validation.json"),
+              "methods": {"fused": {"fusion": fusion}, "a": {"recipe": str(REPO / "configs" / "tfidf.yaml")}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 2
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_recipe_with_seeds_runs_once_per_seed_reports_mean_and_spread_and_fuses_its_seeds(tmp_path):
+    import statistics
+
+    config = {
+        "out": str(tmp_path / "compare"), "train": str(SAMPLE / "annotation_train.json"),
+        "validation": str(SAMPLE / "annotation_validation.json"),
+        "methods": {"tfidf": {"recipe": str(REPO / "configs" / "tfidf.yaml"), "seeds": [0, 1, 2]},
+                    "seeds_fused": {"fusion": ["tfidf"]}},
+    }
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 0
+    out = tmp_path / "compare"
+    results = json.loads((out / "comparison.json").read_text())
+    members = ["tfidf-seed0", "tfidf-seed1", "tfidf-seed2"]
+    assert set(results) == {*members, "seeds_fused"} and results["seeds_fused"]["fusion"] == members
+    for seed, name in enumerate(members):
+        assert json.loads((out / name / "model" / "erckit_model.json").read_text())["config"]["train"]["seed"] == seed
+    row = results["tfidf-seed1"]["validation_seeds"]
+    values = [results[m]["validation"]["macro_f1"] for m in members]
+    assert row["recipe"] == "tfidf" and row["macro_f1"]["values"] == values
+    assert row["macro_f1"]["mean"] == pytest.approx(statistics.fmean(values))
+    assert row["macro_f1"]["sd"] == pytest.approx(statistics.stdev(values))
+    assert "| tfidf | 3 |" in (out / "comparison.md").read_text(encoding="utf-8")

@@ -87,7 +87,7 @@ class Model:
 
     @property
     def kind(self) -> str:
-        """The model kind: tfidf, bert_bigru or llm."""
+        """The model kind: tfidf, bert_bigru, llm or fusion (erckit ensemble --models)."""
         return self.predictor.kind
 
     def probabilities(self, data: Dialogues) -> np.ndarray:

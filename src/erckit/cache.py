@@ -21,7 +21,17 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
-DEFAULT_CACHE_DIR: Path = Path(os.environ.get("ERCKIT_CACHE", "~/.cache/erckit")).expanduser()
+
+def default_cache_dir() -> Path:
+    """Where converted models live: `$ERCKIT_CACHE`, else `$XDG_CACHE_HOME/erckit`, else `~/.cache/erckit`
+    (read when called, so a variable set after import counts)."""
+    if own := os.environ.get("ERCKIT_CACHE"):
+        return Path(own).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and Path(xdg).expanduser().is_absolute() else Path("~/.cache").expanduser()
+    return base / "erckit"
+
+
 MANIFEST_NAME = "erckit-manifest.json"
 STALE_BUILD_S = 3600.0
 
@@ -121,8 +131,8 @@ def cached_folder(
     *,
     rebuild: bool = False,
 ) -> Path:
-    """`cache_dir / name` (default DEFAULT_CACHE_DIR), built with `build` when missing, damaged or outdated."""
-    target = Path(cache_dir if cache_dir is not None else DEFAULT_CACHE_DIR).expanduser() / name
+    """`cache_dir / name` (default `default_cache_dir()`), built with `build` when missing, damaged or outdated."""
+    target = Path(cache_dir if cache_dir is not None else default_cache_dir()).expanduser() / name
     if rebuild or not is_current(target, source):
         build_atomically(target, build, source, label)
     return target

@@ -76,9 +76,13 @@ def cross_fitted_gain(
 ) -> dict:
     """Macro-F1 before and after calibration on validation, each fold scored with offsets fitted on the others.
 
-    `groups` (e.g. dialogue ids) keep a dialogue's utterances in one fold.
+    `groups` (e.g. dialogue ids) keep a dialogue's utterances in one fold, so there are at most as many
+    folds as groups; the report's `folds` is the number used. Fewer than two groups is a ValueError.
     """
     unique = np.unique(groups)
+    if len(unique) < 2:
+        raise ValueError("cross-fitting needs two or more dialogues")
+    folds = min(folds, len(unique))
     fold_of = {g: i % folds for i, g in enumerate(np.random.default_rng(0).permutation(unique))}
     fold = np.array([fold_of[g] for g in groups])
     calibrated = np.empty(len(gold), dtype=int)

@@ -120,14 +120,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
     from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info, unfinished_epoch
-    from erckit.predictions import write_predictions
+    from erckit.predictions import moved_by_calibration, moved_note, write_predictions
 
     model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
     check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
     check_output(args.llamafactory, [args.input, args.prepared, args.out, *model_files])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
     kind = read_model_info(args.model)["type"] if (Path(args.model) / MODEL_FILE).exists() else "llm-weights"
-    if kind in ("bert_bigru", "tfidf"):
+    if kind in ("bert_bigru", "tfidf", "fusion"):
         if dialogues is None:
             raise DataError(args.model, None, f"a {kind} model labels dialogues: give --input, not --prepared")
         early = unfinished_epoch(args.model) if args.best_so_far else None
@@ -137,7 +137,7 @@ def _predict(args: argparse.Namespace) -> int:
             score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
             print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
                   f"({early['epochs_run']} of {early['epochs']} epochs run)")
-        print(f"wrote {len(predictions)} predictions to {args.out}")
+        print(f"wrote {len(predictions)} predictions to {args.out}{moved_note(moved_by_calibration(predictions))}")
         return 0
     return _predict_llm(args, dialogues, llm_settings(args.model) if kind == "llm" else {})
 
@@ -264,6 +264,10 @@ def _ensemble(args: argparse.Namespace) -> int:
     from erckit.ensemble import average, calibrated_labels, probability_matrix, read_offsets, weight_shares
     from erckit.predictions import from_probabilities, read_predictions, write_predictions
 
+    if args.models:
+        return _fuse_models(args)
+    if args.validation:
+        raise DataError("ensemble", None, "--validation chooses the weights of --models; with --predictions give --weights")
     if len(args.predictions) < 2:
         raise DataError("ensemble", None, "give two or more --predictions files to average")
     check_output(args.out, [*args.predictions, args.offsets])
@@ -282,6 +286,23 @@ def _ensemble(args: argparse.Namespace) -> int:
         predictions = from_probabilities(ids, probs, offsets)
     write_predictions(args.out, predictions)
     print(f"wrote {len(predictions)} predictions averaged over {len(runs)} runs to {args.out}")
+    return 0
+
+
+def _fuse_models(args: argparse.Namespace) -> int:
+    """erckit ensemble --models: a fusion model folder (erckit.fusion) that predict and the API load."""
+    from erckit.fusion import build_fusion
+    from erckit.models import MODEL_FILE
+
+    if args.offsets:
+        raise DataError("ensemble", None, "--offsets applies to --predictions; calibrate a fusion with erckit calibrate --model")
+    check_folder(args.out, [args.validation, *(Path(m) / MODEL_FILE for m in args.models)], (MODEL_FILE,))
+    info = build_fusion(args.models, args.out, weights=args.weights, validation=args.validation)
+    shares = ", ".join(f"{w:.2f}" for w in info["config"]["weights"])
+    chosen = info["summary"]
+    origin = f"chosen on {args.validation}: macro-F1 {chosen['val_macro_f1']:.4f}" if "val_macro_f1" in chosen else "given"
+    print(f"wrote the fusion {args.out} of {len(args.models)} models, weights {shares} ({origin}); "
+          f"label with erckit predict --model {args.out}")
     return 0
 
 
@@ -308,6 +329,7 @@ def _compare(args: argparse.Namespace) -> int:
     check_folder(config.out, [args.config, config.train, config.validation, config.test], OUTPUT_NAMES)
     results = compare(config)
     split = "test" if all("test" in r for r in results.values()) else "validation"
+    print(f"{split}: {getattr(config, split)}")
     print(table(results, split))
     print(f"wrote {config.out}/comparison.md, comparison.json and PNGs")
     return 0
@@ -483,11 +505,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     p.set_defaults(handler=_calibrate)
 
-    p = commands.add_parser("ensemble", help="average the label probabilities of several predictions.jsonl files")
-    p.add_argument("--predictions", nargs="+", required=True, help="two or more predictions.jsonl files with probs")
-    p.add_argument("--weights", nargs="+", type=float, help="one weight per file (default: equal)")
+    p = commands.add_parser("ensemble", help="average the label probabilities of several predictions files, "
+                                             "or fuse model folders into one model")
+    members = p.add_mutually_exclusive_group(required=True)
+    members.add_argument("--predictions", nargs="+", help="two or more predictions.jsonl files with probs")
+    members.add_argument("--models", nargs="+",
+                         help="two or more model folders: --out becomes a fusion model folder for erckit predict")
+    p.add_argument("--weights", nargs="+", type=float,
+                   help="one weight per file or model (default: equal for files; chosen on --validation for models)")
+    p.add_argument("--validation", help="--models: the labelled file the weights are chosen on (macro-F1)")
     p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average")
-    p.add_argument("--out", required=True, help="predictions.jsonl to write")
+    p.add_argument("--out", required=True, help="predictions.jsonl to write (--predictions) or the fusion folder (--models)")
     p.set_defaults(handler=_ensemble)
 
     p = commands.add_parser("report", help="error analysis: confusion, per-class F1, confused pairs in context")

@@ -1,7 +1,9 @@
 """`erckit compare`: several methods on the same split, one table and one chart.
 
-Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, then scored on validation
-(and test, when labelled). A method whose result.json exists for the same recipe, the same training
+Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, a finished model folder, or a
+fusion of earlier methods (their probabilities averaged, weights chosen on validation only); each is scored on
+validation (and test, when labelled), with bootstrap intervals over dialogues and paired differences against
+the best method. A method whose result.json exists for the same recipe, the same training
 and scored files (by content) and the same stored calibration is reused, not recomputed; a killed comparison
 resumes with the next unfinished method.
 """
@@ -13,28 +15,38 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from erckit.atomic import write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml, to_dict
 from erckit.data import Dialogue, gold_labels
+from erckit.ensemble import choose_weights, probability_matrix, weight_shares
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import read_json
+from erckit.intervals import bootstrap, paired_difference
 from erckit.labels import LABELS
 from erckit.metrics import scores
 from erckit.models import MODEL_FILE, predict, read_model_info, train
 from erckit.plots import new_figure, save_figure
-from erckit.predictions import write_predictions
+from erckit.predictions import Prediction, from_probabilities, read_predictions, write_predictions
 
 OUTPUT_NAMES = ("comparison.md", "comparison.json", "comparison_validation.png", "comparison_test.png")
 
 
 @dataclass
 class Method:
-    """A recipe and its overrides, or `model`: a finished erckit model folder trained on the same split."""
+    """A recipe and its overrides, `model`: a finished erckit model folder trained on the same split, or
+    `fusion`: other methods whose probabilities are averaged (`weights`, or chosen on validation when null).
+    A recipe with `seeds` is trained once per seed (methods `<name>-seed<N>`, with train.seed=N); their mean and
+    spread are reported, and a fusion that names `<name>` averages all its seeds."""
 
     recipe: str | None = None
     overrides: list[str] = field(default_factory=list)
     model: str | None = None
+    fusion: list[str] = field(default_factory=list)
+    weights: list[float] | None = None
+    seeds: list[int] = field(default_factory=list)
 
 
 @dataclass
@@ -48,6 +60,7 @@ class CompareConfig:
     format: str | None = None
     text_column: str | None = None
     methods: dict[str, Method] = field(default_factory=dict)
+    seed_groups: dict[str, list[str]] = field(default_factory=dict)  # a seeded recipe -> its methods, one per seed
 
 
 def _is_path(recipe) -> bool:
@@ -82,17 +95,29 @@ def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareC
 
     data = apply_overrides(_relative_to(Path(path).parent, read_yaml(path)), list(overrides))
     methods = data.pop("methods", None)
+    if isinstance(methods, dict):  # methods.<name>=null drops a method
+        methods = {name: spec for name, spec in methods.items() if spec is not None}
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"{path}: 'methods' must map method names to {{recipe, overrides}}")
     config = from_dict(CompareConfig, data, str(path))
     for name, spec in methods.items():
         if not isinstance(spec, dict):
-            raise ConfigError(f"{path}: method {name!r} must be a mapping with 'recipe' (and 'overrides') or 'model', "
-                              f"not {spec!r}")
-    config.methods = {name: from_dict(Method, spec, f"{path}.methods.{name}") for name, spec in methods.items()}
+            raise ConfigError(f"{path}: method {name!r} must be a mapping with 'recipe' (and 'overrides'), 'model' "
+                              f"or 'fusion', not {spec!r}")
+    config.methods = _expand_seeds({name: from_dict(Method, spec, f"{path}.methods.{name}")
+                                    for name, spec in methods.items()}, config, path)
     for name, method in config.methods.items():
-        if (method.recipe is None) == (method.model is None):
-            raise ConfigError(f"{path}: method {name!r} needs exactly one of 'recipe' and 'model'")
+        if sum((method.recipe is not None, method.model is not None, bool(method.fusion))) != 1:
+            raise ConfigError(f"{path}: method {name!r} needs exactly one of 'recipe', 'model' and 'fusion'")
+        members = [m for m, other in config.methods.items() if not other.fusion]
+        if unknown := [m for m in method.fusion if m not in members]:
+            raise ConfigError(f"{path}: method {name!r}: fusion member {unknown[0]!r} is not a trained method of "
+                              f"this comparison ({', '.join(members)})")
+        if method.fusion and len(method.fusion) < 2:
+            raise ConfigError(f"{path}: method {name!r}: a fusion needs two or more methods")
+        if method.weights is not None and len(method.weights) != len(method.fusion):
+            raise ConfigError(f"{path}: method {name!r}: {len(method.weights)} weights for {len(method.fusion)} "
+                              "fusion members")
     if config.train is None or config.validation is None:
         raise ConfigError(f"{path}: train and validation are required")
     for name, method in config.methods.items():  # every recipe value is checked before anything is trained
@@ -102,6 +127,51 @@ def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareC
             except ConfigError as err:
                 raise ConfigError(f"{path}: method {name!r}: {err}") from None
     return config
+
+
+def _expand_seeds(methods: dict[str, Method], config: CompareConfig, path: str | Path) -> dict[str, Method]:
+    """One method per seed of each seeded recipe; fusion members naming a seeded recipe become all its seeds."""
+    expanded: dict[str, Method] = {}
+    for name, method in methods.items():
+        if not method.seeds:
+            expanded[name] = method
+            continue
+        if method.recipe is None or len(set(method.seeds)) != len(method.seeds):
+            raise ConfigError(f"{path}: method {name!r}: seeds need a recipe and distinct seeds")
+        config.seed_groups[name] = [f"{name}-seed{seed}" for seed in method.seeds]
+        for seed, seeded in zip(method.seeds, config.seed_groups[name], strict=True):
+            expanded[seeded] = Method(recipe=method.recipe, overrides=[*method.overrides, f"train.seed={seed}"])
+    for method in expanded.values():
+        method.fusion = [m for member in method.fusion for m in config.seed_groups.get(member, [member])]
+    return expanded
+
+
+def seed_summary(results: dict[str, dict], groups: dict[str, list[str]], split: str) -> dict[str, dict]:
+    """Mean, standard deviation (n - 1) and values of macro-F1 and weighted-F1 over each seeded recipe's seeds."""
+    import statistics
+
+    summary = {}
+    for name, members in groups.items():
+        row = {"seeds": len(members)}
+        for metric in ("macro_f1", "weighted_f1"):
+            values = [results[m][split][metric] for m in members]
+            row[metric] = {"mean": statistics.fmean(values), "values": values,
+                           "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+        summary[name] = row
+    return summary
+
+
+def seed_table(summary: dict[str, dict]) -> str:
+    """Seeded recipes: mean ± standard deviation over seeds."""
+    if not summary:
+        return ""
+    lines = ["Seeds (the same recipe, one run per seed):", "",
+             "| recipe | seeds | macro-F1 mean ± sd | weighted-F1 mean ± sd | macro-F1 of each seed |", "|---|---|---|---|---|"]
+    for name, row in summary.items():
+        macro, weighted = row["macro_f1"], row["weighted_f1"]
+        lines.append(f"| {name} | {row['seeds']} | {macro['mean']:.4f} ± {macro['sd']:.4f} | "
+                     f"{weighted['mean']:.4f} ± {weighted['sd']:.4f} | {', '.join(f'{v:.4f}' for v in macro['values'])} |")
+    return "\n".join(lines) + "\n"
 
 
 def method_recipe(method: Method, config: CompareConfig, folder: Path) -> RunConfig:
@@ -147,14 +217,61 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
         predictions = predict(model, dialogues)
         seconds = time.perf_counter() - started
         write_predictions(folder / f"predictions_{split}.jsonl", predictions)
-        gold = gold_labels(dialogues, getattr(config, split))
-        result[split] = scores([gold[p.id] for p in predictions], [p.label for p in predictions])
+        result[split] = _scored(predictions, dialogues, getattr(config, split))
         result[f"{split}_predict_seconds"] = round(seconds, 1)
         if result["calibration"]:
             result[f"{split}_calibration"] = _calibration_fit(model, scored[split])
     result["summary"] = {k: v for k, v in info.get("summary", {}).items() if k != "history"}
     write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def _scored(predictions: list[Prediction], dialogues: list[Dialogue], path: str) -> dict:
+    """Scores of `predictions` (file order) with bootstrap intervals over the dialogues."""
+    gold = gold_labels(dialogues, path)
+    labels = [gold[p.id] for p in predictions], [p.label for p in predictions]
+    return scores(*labels) | {"intervals": bootstrap(*labels, [d.id for d in dialogues for _ in d.utterances])}
+
+
+def _split_probabilities(config: CompareConfig, name: str, split: str, ids: list[str]) -> np.ndarray:
+    path = Path(config.out) / name / f"predictions_{split}.jsonl"
+    return probability_matrix(read_predictions(path), ids, path)
+
+
+def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]],
+               results: dict[str, dict]) -> dict:
+    """Average the members' probabilities on every split; weights given, or chosen on validation macro-F1."""
+    ids = {split: [u.id for d in dialogues for u in d.utterances] for split, dialogues in splits.items()}
+    probs = {split: [_split_probabilities(config, m, split, ids[split]) for m in method.fusion] for split in splits}
+    weights, chosen = method.weights, "given"
+    if weights is None:
+        gold = gold_labels(splits["validation"], config.validation)
+        weights, _ = choose_weights(probs["validation"], [gold[i] for i in ids["validation"]])
+        chosen = "validation macro-F1"
+    shares = weight_shares(weights, len(weights))
+    members = [results[m] for m in method.fusion]
+    result = {"fusion": method.fusion, "weights": shares, "weights_from": chosen,
+              "train_seconds": round(sum(r["train_seconds"] for r in members), 1)}
+    for split, dialogues in splits.items():
+        predictions = from_probabilities(ids[split], sum(w * p for w, p in zip(shares, probs[split], strict=True)))
+        write_predictions(Path(config.out) / name / f"predictions_{split}.jsonl", predictions)
+        result[split] = _scored(predictions, dialogues, getattr(config, split))
+        result[f"{split}_predict_seconds"] = round(sum(r[f"{split}_predict_seconds"] for r in members), 1)
+    print(f"{name}: fusion of {', '.join(method.fusion)} with weights "
+          + ", ".join(f"{w:.2f}" for w in shares) + f" ({chosen})")
+    return result
+
+
+def paired(config: CompareConfig, results: dict[str, dict], split: str, dialogues: list[Dialogue]) -> dict[str, dict]:
+    """Each method against the best one on `split`: the paired bootstrap of their macro-F1 difference."""
+    best = max(results, key=lambda name: results[name][split]["macro_f1"])
+    ids = [u.id for d in dialogues for u in d.utterances]
+    gold = gold_labels(dialogues, getattr(config, split))
+    labels = {name: read_predictions(Path(config.out) / name / f"predictions_{split}.jsonl") for name in results}
+    groups = [d.id for d in dialogues for _ in d.utterances]
+    return {name: {"against": best} | paired_difference([gold[i] for i in ids], [labels[best][i].label for i in ids],
+                                                        [labels[name][i].label for i in ids], groups)
+            for name in results if name != best}
 
 
 def _calibration_fit(model: Path, scored_sha256: str) -> dict:
@@ -179,8 +296,8 @@ _MARKS = {"this split": ("†", _IN_SAMPLE), "unrecorded": ("‡", _UNRECORDED)}
 def table(results: dict[str, dict], split: str) -> str:
     """A markdown table: macro-F1 first, weighted-F1, per-class F1, train and predict time; calibrated rows
     scored on the split their offsets were fitted on are marked, with the cross-fitted figures beside."""
-    header = "| method | macro-F1 | weighted-F1 | " + " | ".join(LABELS) + " | train s | predict s |"
-    lines, notes = [header, "|---" * (5 + len(LABELS)) + "|"], []
+    header = "| method | macro-F1 | 95% interval | weighted-F1 | " + " | ".join(LABELS) + " | train s | predict s |"
+    lines, notes = [header, "|---" * (6 + len(LABELS)) + "|"], []
     for name, r in sorted(results.items(), key=lambda item: -item[1][split]["macro_f1"]):
         s, fit = r[split], r.get(f"{split}_calibration") or {}
         mark, note = _MARKS.get(fit.get("fitted_on"), ("", ""))
@@ -191,9 +308,23 @@ def table(results: dict[str, dict], split: str) -> str:
         if note and note not in notes:
             notes.append(note)
         per = " | ".join(f"{s['per_class'][l]['f1']:.3f}" for l in LABELS)
-        lines.append(f"| {name}{mark} | {macro} | {weighted} | {per} | "
+        interval = "{:.3f}–{:.3f}".format(*s["intervals"]["macro_f1"]) if "intervals" in s else ""
+        lines.append(f"| {name}{mark} | {macro} | {interval} | {weighted} | {per} | "
                      f"{r['train_seconds']:.0f} | {r[f'{split}_predict_seconds']:.0f} |")
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
+
+
+def paired_table(differences: dict[str, dict]) -> str:
+    """The paired bootstrap of each method against the best: is the gap more than the data's noise?"""
+    if not differences:
+        return ""
+    best = next(iter(differences.values()))["against"]
+    lines = [f"Paired bootstrap over dialogues, {best} minus each method (macro-F1):", "",
+             "| method | difference | 95% interval | resamples where the best is higher |", "|---|---|---|---|"]
+    for name, d in sorted(differences.items(), key=lambda item: item[1]["difference"]):
+        lines.append(f"| {name} | {d['difference']:+.4f} | {d['interval'][0]:+.3f} to {d['interval'][1]:+.3f} "
+                     f"| {d['share_first_higher']:.1%} |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(results: dict[str, dict], split: str, path: Path) -> None:
@@ -225,11 +356,25 @@ def compare(config: CompareConfig) -> dict[str, dict]:
         dialogues = read_dialogues(path, config.format, text_column=config.text_column)
         if all(u.label is not None for d in dialogues for u in d.utterances):
             splits[split] = dialogues
-    results = {name: run_method(name, method, config, splits) for name, method in config.methods.items()}
+    if any(m.fusion and m.weights is None for m in config.methods.values()) and "validation" not in splits:
+        raise ConfigError(f"{config.validation}: a fusion without weights chooses them on validation, which must be labelled")
+    results = {name: run_method(name, method, config, splits) for name, method in config.methods.items()
+               if not method.fusion}
+    for name, method in config.methods.items():  # fusions after the methods they average
+        if method.fusion:
+            results[name] = run_fusion(name, method, config, splits, results)
     out = Path(config.out)
     parts = []
-    for split in splits:
-        parts += [f"## {split}", "", table(results, split), f"![{split}](comparison_{split}.png)", ""]
+    for split, dialogues in splits.items():
+        differences = paired(config, results, split, dialogues) if len(results) > 1 else {}
+        for name, difference in differences.items():
+            results[name][f"{split}_paired"] = difference
+        seeds = seed_summary(results, config.seed_groups, split)
+        for name, row in seeds.items():
+            for member in config.seed_groups[name]:
+                results[member][f"{split}_seeds"] = {"recipe": name} | row
+        parts += [f"## {split} ({getattr(config, split)})", "", table(results, split), paired_table(differences),
+                  seed_table(seeds), f"![{split}](comparison_{split}.png)", ""]
         plot(results, split, out / f"comparison_{split}.png")
     write_text_atomic(out / "comparison.md", "\n".join(parts))
     write_text_atomic(out / "comparison.json", json.dumps(results, indent=2) + "\n")

@@ -69,7 +69,10 @@ class EncoderConfig:
     """The utterance encoder of the bert_bigru model."""
 
     name: str = "packaged:multilingual-e5-small"
-    max_length: int = 64
+    # utterance: each utterance encoded alone | dialogue: a dialogue's turns encoded together (erckit.encoder.model)
+    context: str = "utterance"
+    max_length: int = 64  # tokens per utterance (utterance context: with "query:" and the special tokens)
+    dialogue_tokens: int = 512  # dialogue context: longer dialogues are cut into overlapping chunks of N tokens
     speaker: str = "name"  # how the speaker is written before the text: name | letter | none
     freeze_embeddings: bool = True
     freeze_layers: int = 0  # the lowest N transformer layers (and the embeddings with them) are frozen
@@ -79,7 +82,10 @@ class EncoderConfig:
         if self.speaker not in ("name", "letter", "none"):
             raise ConfigError(f"encoder.speaker must be name, letter or none, not {self.speaker!r}")
         require(bool(self.name), "encoder.name", self.name, "a model folder, hub id or packaged:<name>")
+        require(self.context in ("utterance", "dialogue"), "encoder.context", self.context, "utterance or dialogue")
         require(self.max_length >= 2, "encoder.max_length", self.max_length, "at least 2 tokens")
+        require(self.dialogue_tokens >= 4 * (self.max_length + 1) + 8, "encoder.dialogue_tokens", self.dialogue_tokens,
+                f"at least 4 × (encoder.max_length + 1) + 8 = {4 * (self.max_length + 1) + 8} (a turn and context)")
         require(self.freeze_layers >= 0, "encoder.freeze_layers", self.freeze_layers, "0 or more")
 
 

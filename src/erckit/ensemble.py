@@ -79,3 +79,30 @@ def calibrated_labels(predictions: dict[str, Prediction]) -> int:
         1 for p in predictions.values()
         if p.probs is not None and p.label != max(LABELS, key=lambda label: p.probs[label])
     )
+
+
+def weight_grid(members: int, step: float = 0.1) -> list[tuple[float, ...]]:
+    """Every way to share 1 between `members` in multiples of `step`, each member at least one step."""
+    units = round(1 / step)
+
+    def shares(left: int, slots: int) -> list[tuple[int, ...]]:
+        if slots == 1:
+            return [(left,)]
+        return [(first, *rest) for first in range(1, left - slots + 2) for rest in shares(left - first, slots - 1)]
+
+    return [tuple(u / units for u in combo) for combo in shares(units, members)]
+
+
+def choose_weights(probs: list[np.ndarray], gold: list[str], *, step: float = 0.1) -> tuple[list[float], float]:
+    """The weights (on `weight_grid`) whose averaged probabilities give the highest macro-F1 against `gold`
+    (validation only), and that macro-F1; ties go to the most even weights."""
+    from erckit.metrics import scores
+
+    best: tuple[float, float, tuple[float, ...]] | None = None
+    for weights in weight_grid(len(probs), step):
+        mixed = sum(w * p for w, p in zip(weights, probs, strict=True))
+        macro = scores(gold, [LABELS[i] for i in mixed.argmax(1)])["macro_f1"]
+        key = (round(macro, 12), -float(np.ptp(weights)), weights)
+        if best is None or key[:2] > best[:2]:
+            best = key
+    return list(best[2]), best[0]

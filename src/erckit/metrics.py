@@ -11,6 +11,7 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError
+from erckit.intervals import bootstrap, describe_interval
 from erckit.labels import LABELS, display_names
 from erckit.plots import new_figure, save_figure
 
@@ -45,11 +46,15 @@ def aligned(gold: dict[str, str], predicted: dict[str, str], predictions_path: s
 
 def format_scores(result: dict) -> str:
     """A short human-readable report."""
+    intervals = result.get("intervals")
     lines = [
         (
             f"macro-F1 {result['macro_f1']:.4f} · weighted-F1 {result['weighted_f1']:.4f} · "
             f"accuracy {result['accuracy']:.4f} · n={result['n']}"
         ),
+        *([(f"bootstrap over {intervals['dialogues']} dialogues: macro-F1 "
+           f"{describe_interval(intervals['macro_f1'], intervals['level'])}, weighted-F1 "
+           f"{describe_interval(intervals['weighted_f1'], intervals['level'])}")] if intervals else []),
         f"{'label':<10}{'prec':>7}{'rec':>7}{'F1':>7}{'n':>7}",
     ]
     for label, row in result["per_class"].items():
@@ -68,18 +73,26 @@ def _cjk_font() -> str | None:
     return font_manager.FontProperties(fname=str(FONT_PATH)).get_name()
 
 
+def label_names(names: dict[str, str] | None) -> tuple[dict, list[str]]:
+    """(matplotlib rc settings, tick names) for the 7 labels: with `names` (from `labels.display_names`) and
+    the CJK font installed, each label in the data's script beside its English name; else English alone.
+    Every plot of labels uses this, so a report's figures name the labels alike."""
+    font = _cjk_font() if names else None
+    if not font or names is None:
+        return {}, list(LABELS)
+    return {"font.family": [font, "DejaVu Sans"]}, [f"{names[label]} {label}" for label in LABELS]
+
+
 def plot_confusion(
     gold: Sequence[str], predicted: Sequence[str], path: str | Path, *, names: dict[str, str] | None = None
 ) -> None:
-    """A row-normalised confusion matrix (counts written in), saved as PNG; `names` (from
-    `labels.display_names`) writes each label in the data's script beside its English name."""
+    """A row-normalised confusion matrix (counts written in), saved as PNG; label names as `label_names`."""
     from matplotlib import rc_context
 
-    font = _cjk_font() if names else None
-    names = [f"{names[l]} {l}" if font else l for l in LABELS]
+    rc, names = label_names(names)
     counts = confusion_matrix(gold, predicted, labels=list(LABELS))
     rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    with rc_context({"font.family": [font, "DejaVu Sans"]} if font else {}):
+    with rc_context(rc):
         fig, ax = new_figure((7.5, 6.5))
         image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
         ax.set_xticks(range(len(LABELS)), names, rotation=45, ha="right")
@@ -126,6 +139,8 @@ def evaluate_files(
     predicted = {i: p.label for i, p in read_predictions(predictions_path).items()}
     gold_list, predicted_list = aligned(gold, predicted, predictions_path)
     result = scores(gold_list, predicted_list)
+    groups = [d.id for d in dialogues for _ in d.utterances]
+    result["intervals"] = bootstrap(gold_list, predicted_list, groups)
     if out is not None:
         names = display_names(u.text for d in dialogues for u in d.utterances)
         write_report(result, gold_list, predicted_list, out, names=names)

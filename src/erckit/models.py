@@ -175,12 +175,16 @@ def load(folder: str | Path, *, best_so_far: bool = False) -> Predictor:
     the best epoch saved so far)."""
     folder = Path(folder)
     info = read_model_info(folder)
+    offsets = info.get("calibration")
+    offsets = np.array([offsets[label] for label in LABELS]) if offsets else None
+    if info["type"] == "fusion":
+        from erckit.fusion import fused_scorer
+
+        return Predictor(folder, "fusion", fused_scorer(folder, info["config"]), offsets)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))
     if not info.get("finished") and not (best_so_far and info["type"] == "bert_bigru"):
         hint = " or predict with its best epoch so far (--best-so-far)" if info["type"] == "bert_bigru" else ""
         raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
-    offsets = info.get("calibration")
-    offsets = np.array([offsets[label] for label in LABELS]) if offsets else None
     if info["type"] == "tfidf":
         from erckit.tfidf import TfidfClassifier
 

@@ -1,6 +1,10 @@
 """The one contract between the paths: predictions.jsonl, one line per utterance, keyed by id.
 
-    {"id": "...", "label": "Happy", "probs": {"Disgust": 0.01, ...}?, "raw": "model answer"?}
+    {"id": "...", "label": "Happy", "probs": {"Disgust": 0.01, ...}?, "raw": "model answer"?,
+     "uncalibrated": "Neutral"?}
+
+`uncalibrated` is written only where a model's calibration (`erckit calibrate`) moved the label: it is the
+label the probabilities alone give (their argmax). Files without it are read as before.
 
 Also reads LLaMA-Factory's generated_predictions.jsonl (rows in dataset order) with the prepared
 data file that recovers the utterance ids.
@@ -10,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -24,12 +28,14 @@ from erckit.labels import LABELS, normalize_label, parse_answer
 
 @dataclass(frozen=True)
 class Prediction:
-    """A predicted label for one utterance, with label probabilities or the raw answer when known."""
+    """A predicted label for one utterance, with label probabilities or the raw answer when known;
+    `uncalibrated` is the label calibration moved it from (None when it moved nothing)."""
 
     id: str
     label: str
     probs: dict[str, float] | None = None
     raw: str | None = None
+    uncalibrated: str | None = None
 
     def to_json(self) -> str:
         return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, ensure_ascii=False)
@@ -50,7 +56,14 @@ def prediction_from_record(record: object, path: str | Path, where: str) -> Pred
         probs = check_probs(probs, path, f"{where} (id {utt_id})")
     if raw is not None and not isinstance(raw, str):
         raise DataError(path, f"{where} (id {utt_id})", '"raw" must be a string')
-    return Prediction(utt_id, label, probs, raw)
+    moved = record.get("uncalibrated")
+    if moved is not None:
+        moved = normalize_label(moved) if isinstance(moved, str) else None
+        if moved is None or moved == label:
+            raise DataError(path, f"{where} (id {utt_id})", f'"uncalibrated" is {json.dumps(record["uncalibrated"])}: '
+                            f"expected the label calibration moved this one from, one of {', '.join(LABELS)} "
+                            f"other than {label}")
+    return Prediction(utt_id, label, probs, raw, moved)
 
 
 PROBS_SUM_TOLERANCE = 0.01  # probabilities written with 2 decimals still pass; all zeros do not
@@ -84,12 +97,29 @@ def read_json_lines(path: str | Path) -> list[tuple[int, object]]:
 
 
 def from_probabilities(ids: list[str], probs: np.ndarray, offsets: np.ndarray | None = None) -> list[Prediction]:
-    """Predictions from [N, 7] probabilities; the label is argmax(log probs + offsets)."""
+    """Predictions from [N, 7] probabilities; the label is argmax(log probs + offsets), and where the
+    offsets moved it, `uncalibrated` names argmax(probs)."""
     scores = np.log(np.clip(probs, 1e-12, 1.0)) + (offsets if offsets is not None else 0.0)
+    labels = np.argmax(scores, axis=1)
+    plain = np.argmax(probs, axis=1)
     return [
-        Prediction(utt_id, LABELS[int(np.argmax(score))], {l: round(float(p), 6) for l, p in zip(LABELS, row)})
-        for utt_id, score, row in zip(ids, scores, probs, strict=True)
+        Prediction(utt_id, LABELS[label], {l: round(float(p), 6) for l, p in zip(LABELS, row)},
+                   uncalibrated=LABELS[argmax] if label != argmax else None)
+        for utt_id, label, argmax, row in zip(ids, labels.tolist(), plain.tolist(), probs, strict=True)
     ]
+
+
+def moved_by_calibration(predictions: Iterable[Prediction]) -> int:
+    """How many labels calibration moved away from the argmax of their probabilities."""
+    return sum(p.uncalibrated is not None for p in predictions)
+
+
+def moved_note(count: int) -> str:
+    """The summary line's words for `count` labels moved by calibration ("" for none)."""
+    if not count:
+        return ""
+    return (f"; {count} label{'s' if count != 1 else ''} moved by the model's calibration "
+            '(each marked "uncalibrated": the label its probabilities alone give)')
 
 
 def read_predictions(path: str | Path) -> dict[str, Prediction]:
@@ -114,7 +144,7 @@ def calibrated(predictions: list[Prediction], offsets: Mapping[str, float]) -> l
     """Labels re-chosen as argmax(log probs + offsets) (`erckit calibrate`); probabilities and raw answers kept."""
     probs = np.array([[prediction.probs[label] for label in LABELS] for prediction in predictions], dtype=float)
     relabelled = from_probabilities([p.id for p in predictions], probs, np.array([offsets[l] for l in LABELS]))
-    return [replace(p, label=r.label) for p, r in zip(predictions, relabelled, strict=True)]
+    return [replace(p, label=r.label, uncalibrated=r.uncalibrated) for p, r in zip(predictions, relabelled, strict=True)]
 
 
 def write_llamafactory(path: str | Path, prompts: list[str], golds: list[str], predictions: list[Prediction]) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 from erckit.atomic import write_text_atomic
 from erckit.data import Dialogue, gold_labels
 from erckit.labels import LABELS
-from erckit.metrics import aligned, format_scores, plot_confusion, scores
+from erckit.metrics import aligned, format_scores, label_names, plot_confusion, scores
 from erckit.plots import new_figure, save_figure
 from erckit.predictions import Prediction
 
@@ -21,16 +21,29 @@ def confused_pairs(gold: list[str], predicted: list[str], top: int) -> list[tupl
     return Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p).most_common(top)
 
 
-def plot_per_class_f1(result: dict, path: Path) -> None:
-    """A bar chart of per-class F1 with support in the labels."""
+def plot_per_class_f1(result: dict, path: Path, names: dict[str, str] | None = None) -> None:
+    """A bar chart of per-class F1, each bar's value written above it (a zero F1 reads "0.00", not a
+    missing bar), support in the tick labels, label names as in the confusion matrix (`label_names`)."""
+    from matplotlib import rc_context
+
     rows = result["per_class"]
-    fig, ax = new_figure((7, 3.5))
-    ax.bar([f"{l}\n(n={rows[l]['support']})" for l in LABELS], [rows[l]["f1"] for l in LABELS], color="tab:blue")
-    ax.axhline(result["macro_f1"], color="tab:red", linestyle="--", label=f"macro-F1 {result['macro_f1']:.3f}")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("F1")
-    ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.01), frameon=False)  # above the bars
-    save_figure(fig, path)
+    rc, ticks = label_names(names)
+    values = [rows[label]["f1"] for label in LABELS]
+    with rc_context(rc):
+        fig, ax = new_figure((8, 4))
+        bars = ax.bar([f"{tick}\n(n={rows[label]['support']})" for tick, label in zip(ticks, LABELS, strict=True)],
+                      values, color="tab:blue")
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=2, fontsize=8)
+        ax.axhline(result["macro_f1"], color="tab:red", linestyle="--", label=f"macro-F1 {result['macro_f1']:.3f}")
+        ax.set_ylim(0, 1)
+        ax.set_ylabel("F1")
+        ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.01), frameon=False)  # above the bars
+        save_figure(fig, path)
+
+
+def utterances(count: int) -> str:
+    """'1 utterance', '2 utterances'."""
+    return f"{count} utterance{'' if count == 1 else 's'}"
 
 
 def _in_context(dialogue: Dialogue, index: int, before: int = 2) -> str:
@@ -52,7 +65,7 @@ def write_error_report(
     gold_list, predicted_list = aligned(gold, {i: p.label for i, p in predictions.items()}, predictions_path)
     result = scores(gold_list, predicted_list)
     plot_confusion(gold_list, predicted_list, out / "confusion.png", names=names)
-    plot_per_class_f1(result, out / "per_class_f1.png")
+    plot_per_class_f1(result, out / "per_class_f1.png", names)
     where = {u.id: (d, i) for d in dialogues for i, u in enumerate(d.utterances)}
     lines = [
         f"# Error analysis: {Path(predictions_path).name} vs {Path(gold_path).name}", "",
@@ -61,7 +74,7 @@ def write_error_report(
         "## Most confused label pairs", "",
     ]
     for (g, p), count in confused_pairs(gold_list, predicted_list, top_pairs):
-        lines += [f"### gold {g} → predicted {p} ({count} utterances)", "", "| id | context (target in bold) |", "|---|---|"]
+        lines += [f"### gold {g} → predicted {p} ({utterances(count)})", "", "| id | context (target in bold) |", "|---|---|"]
         wrong = [i for i in gold if gold[i] == g and predictions[i].label == p][:examples]
         lines += [f"| {i} | {_in_context(*where[i])} |" for i in wrong]
         lines.append("")

@@ -1,5 +1,11 @@
-"""Encoder + BiGRU: each utterance embedded by a pretrained encoder, a BiGRU across the dialogue, a linear head.
+"""Encoder + BiGRU: utterance vectors from a pretrained encoder, a BiGRU across the dialogue, a linear head.
 
+Two ways to read a dialogue (`encoder.context`):
+  utterance  each utterance is encoded alone ("query: A: text"), its tokens mean-pooled;
+  dialogue   the dialogue's turns go through the encoder together ("query: A: text </s> B: text </s> ..."),
+             so the words of one turn attend to the others; each utterance's vector is the mean of its own
+             tokens in that shared pass. A dialogue longer than `encoder.dialogue_tokens` is cut into
+             overlapping chunks, each utterance pooled from the chunk that gives it context on both sides.
 One forward pass labels every utterance of a batch of dialogues.
 """
 
@@ -17,7 +23,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from erckit.atomic import atomic_path
-from erckit.config import ClassifierConfig, EncoderConfig
+from erckit.config import ClassifierConfig, ConfigError, EncoderConfig
 from erckit.data import DataError, Dialogue, speaker_letters
 from erckit.encoder.packaged import resolve_encoder
 from erckit.labels import LABELS
@@ -41,11 +47,13 @@ class DialogueClassifier(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.head = nn.Linear(hidden + 2 * config.gru_hidden, len(LABELS))
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, lengths: list[int]) -> torch.Tensor:
-        """Logits [utterances, 7] for the concatenated utterances of dialogues of `lengths`."""
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, pool: torch.Tensor, lengths: list[int]
+    ) -> torch.Tensor:
+        """Logits [utterances, 7] for the utterances of dialogues of `lengths`; `pool` [utterances, rows * tokens]
+        averages each utterance's own tokens (see `encode_batch`)."""
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        vectors = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        vectors = pool.to(hidden.dtype) @ hidden.flatten(0, 1)
         padded = pad_sequence(list(vectors.split(lengths)), batch_first=True)
         packed = pack_padded_sequence(padded, torch.tensor(lengths), batch_first=True, enforce_sorted=False)
         context, _ = pad_packed_sequence(self.gru(packed)[0], batch_first=True)
@@ -54,22 +62,89 @@ class DialogueClassifier(nn.Module):
 
 
 def utterance_texts(dialogue: Dialogue, speaker: str) -> list[str]:
-    """Encoder inputs: e5's "query: " prefix, the speaker (name, letter or none), the text."""
+    """Each turn as the encoder reads it: the speaker (name, letter or none), then the text."""
     letters = speaker_letters(dialogue)
     texts = []
     for utt in dialogue.utterances:
         who = {"name": utt.speaker, "letter": letters[utt.speaker], "none": ""}[speaker]
-        texts.append(f"query: {who}: {utt.text}" if who else f"query: {utt.text}")
+        texts.append(f"{who}: {utt.text}" if who else utt.text)
     return texts
+
+
+def dialogue_chunks(lengths: list[int], budget: int) -> list[tuple[int, int, int, int]]:
+    """Cut a dialogue of turns with `lengths` tokens into chunks of at most `budget` tokens: (first, end) turns
+    encoded together and (own_first, own_end) turns pooled from that chunk. Every turn is owned by exactly one
+    chunk. Before its owned turns a chunk holds as many earlier turns as fit in a quarter of the budget; after
+    them, at least a quarter of the budget of later turns where the dialogue goes on (unless it owns one turn)."""
+    if sum(lengths) <= budget:
+        return [(0, len(lengths), 0, len(lengths))]
+    quarter, chunks, own = budget // 4, [], 0
+    while own < len(lengths):
+        first = own
+        while first > 0 and sum(lengths[first - 1 : own]) <= quarter:
+            first -= 1
+        end = own + 1
+        while end < len(lengths) and sum(lengths[first : end + 1]) <= budget:
+            end += 1
+        own_end = end
+        if end < len(lengths):  # the last owned turn keeps a quarter of right context; the next chunk goes on
+            while own_end > own + 1 and sum(lengths[own_end:end]) < quarter:
+                own_end -= 1
+        chunks.append((first, end, own, own_end))
+        own = own_end
+    return chunks
+
+
+def _utterance_rows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[tuple[list[int], list[range]]]:
+    """context: utterance — one row per turn, <s> query: turn </s>, all its tokens pooled."""
+    rows = tokenizer([f"query: {text}" for text in texts], truncation=True, max_length=max_length)["input_ids"]
+    return [(ids, [range(len(ids))]) for ids in rows]
+
+
+def _dialogue_rows(
+    tokenizer: PreTrainedTokenizerBase, turns: list[list[int]], budget: int
+) -> list[tuple[list[int], list[range]]]:
+    """context: dialogue — the turns together: <s> query: turn </s> turn </s> ..., cut into chunks of `budget`
+    tokens; each row lists the token ranges of the turns it owns."""
+    prefix = [tokenizer.cls_token_id, *tokenizer("query:", add_special_tokens=False)["input_ids"]]
+    lengths = [len(ids) + 1 for ids in turns]  # each turn ends with </s>
+    rows = []
+    for first, end, own, own_end in dialogue_chunks(lengths, budget - len(prefix)):
+        row, spans = list(prefix), []
+        for index in range(first, end):
+            if own <= index < own_end:
+                spans.append(range(len(row), len(row) + len(turns[index])))
+            row += [*turns[index], tokenizer.sep_token_id]
+        rows.append((row, spans))
+    return rows
 
 
 def encode_batch(
     tokenizer: PreTrainedTokenizerBase, dialogues: list[Dialogue], config: EncoderConfig
 ) -> tuple[dict[str, torch.Tensor], list[int]]:
-    """Tokenised utterances of `dialogues` (padded to the longest) and the dialogue lengths."""
+    """The model's inputs for `dialogues` (rows padded to the longest, and the `pool` matrix that averages each
+    utterance's own tokens, in file order) and the dialogue lengths."""
     texts = [t for d in dialogues for t in utterance_texts(d, config.speaker)]
-    batch = tokenizer(texts, padding=True, truncation=True, max_length=config.max_length, return_tensors="pt")
-    return {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}, [len(d) for d in dialogues]
+    if config.context == "dialogue":
+        turns = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=config.max_length)["input_ids"]
+        rows, start = [], 0
+        for dialogue in dialogues:
+            rows += _dialogue_rows(tokenizer, turns[start : start + len(dialogue)], config.dialogue_tokens)
+            start += len(dialogue)
+    else:
+        rows = _utterance_rows(tokenizer, texts, config.max_length)
+    width = max(len(ids) for ids, _ in rows)
+    input_ids = torch.full((len(rows), width), tokenizer.pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
+    pool = torch.zeros((len(texts), len(rows) * width))
+    utterance = 0
+    for r, (ids, spans) in enumerate(rows):
+        input_ids[r, : len(ids)] = torch.tensor(ids)
+        attention_mask[r, : len(ids)] = 1
+        for span in spans:
+            pool[utterance, r * width + span.start : r * width + span.stop] = 1.0 / max(len(span), 1)
+            utterance += 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "pool": pool}, [len(d) for d in dialogues]
 
 
 def load_pretrained(config: EncoderConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
@@ -79,6 +154,15 @@ def load_pretrained(config: EncoderConfig) -> tuple[PreTrainedModel, PreTrainedT
     encoder = AutoModel.from_pretrained(source, trust_remote_code=config.trust_remote_code, **_no_pooler(model_type))
     tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=config.trust_remote_code)
     return encoder, tokenizer
+
+
+def check_positions(encoder: PreTrainedModel, config: EncoderConfig) -> None:
+    """Refuse dialogue chunks longer than the encoder has positions for (RoBERTa-style models reserve pad + 1)."""
+    hf = encoder.config
+    limit = hf.max_position_embeddings - (hf.pad_token_id + 1 if hf.model_type in ("roberta", "xlm-roberta") else 0)
+    if config.context == "dialogue" and config.dialogue_tokens > limit:
+        raise ConfigError(f"encoder.dialogue_tokens is {config.dialogue_tokens}, more than {config.name} has "
+                          f"positions for ({limit}); set encoder.dialogue_tokens={limit} or less")
 
 
 def freeze(model: DialogueClassifier, config: EncoderConfig) -> None:

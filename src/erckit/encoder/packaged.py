@@ -42,19 +42,19 @@ from typing import BinaryIO
 import numpy as np
 
 from erckit.cache import (
-    DEFAULT_CACHE_DIR,
     MANIFEST_NAME,
     MissingPackage,
     cached_folder,
+    default_cache_dir,
     resolve_name,
     source_info,
     verify_folder,
 )
 
 __all__ = [
-    "DEFAULT_CACHE_DIR",
     "MANIFEST_NAME",
     "PACKAGED_ENCODER_NAME",
+    "default_cache_dir",
     "dequantise_q4_0",
     "packaged_encoder_path",
     "resolve_encoder",

@@ -20,6 +20,7 @@ from erckit.data import Dialogue, iter_utterances
 from erckit.encoder.model import (
     WEIGHTS,
     DialogueClassifier,
+    check_positions,
     encode_batch,
     freeze,
     load_pretrained,
@@ -83,6 +84,7 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
     recipe = config.train
     torch.manual_seed(recipe.seed)
     encoder, tokenizer = load_pretrained(config.encoder)
+    check_positions(encoder, config.encoder)
     model = DialogueClassifier(encoder, config.classifier)
     freeze(model, config.encoder)
     head = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("encoder.")]

@@ -45,7 +45,14 @@ from erckit.llm.generation import GREEDY, Decoding
 from erckit.llm.items import Item, check_items, inputs_digest, items_from_dialogues, items_from_prepared
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
 from erckit.llm.vllm_backend import VLLMOptions
-from erckit.predictions import Prediction, calibrated, write_llamafactory, write_predictions
+from erckit.predictions import (
+    Prediction,
+    calibrated,
+    moved_by_calibration,
+    moved_note,
+    write_llamafactory,
+    write_predictions,
+)
 from erckit.prompts import PromptConfig
 
 UNPARSED_POLICIES = ("fail", "score")
@@ -65,6 +72,7 @@ class PredictSummary:
     computed: int
     seconds: float
     unparsed: list[tuple[str, str]] = field(default_factory=list)
+    moved: int = 0  # labels moved by the run's calibration
 
     @property
     def unparsed_rate(self) -> float:
@@ -82,7 +90,7 @@ class PredictSummary:
             text += f"; {self.computed} predicted in {self.seconds:.1f} s ({self.per_second:.2f}/s)"
         if self.unparsed:
             text += f"; {len(self.unparsed)} unparsed answers ({self.unparsed_rate:.1%}) resolved by label scoring"
-        return text
+        return text + moved_note(self.moved)
 
 
 # ------------------------------------------------------------------------------------------ the run
@@ -165,7 +173,8 @@ def _predict_items(
         write_llamafactory(llamafactory, prompts, [item.gold for item in items], predictions)
     partial.unlink(missing_ok=True)
     seconds = time.perf_counter() - started
-    return PredictSummary(out, len(items), resumed, computed, seconds, [(item.id, raw) for item, raw in failed])
+    return PredictSummary(out, len(items), resumed, computed, seconds, [(item.id, raw) for item, raw in failed],
+                          moved_by_calibration(predictions))
 
 
 def unparsed_message(failed: list[tuple[Item, str]], total: int, out: Path, shown: int = 5) -> str:

@@ -4,18 +4,20 @@
 (`{"id", "label", "probs"?, "raw"?}`; label null for an unparsed generated answer), appended batch by
 batch, each batch flushed and fsynced. A run killed mid-write leaves at most one torn last line, which
 the next run cuts off; a file from a run with other settings is refused, never mixed in. A run holds
-an exclusive lock (flock) on the file: a second run into the same output is refused while it runs.
+an exclusive lock on `<out>.partial.lock` (filelock: flock on POSIX, msvcrt on Windows): a second run
+into the same output is refused while it runs.
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from filelock import FileLock, Timeout
 
 from erckit.data import DataError
 
@@ -35,23 +37,30 @@ def partial_path(out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
+def lock_path(partial: Path) -> Path:
+    return partial.with_name(partial.name + ".lock")
+
+
 @contextlib.contextmanager
 def lock_partial(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the partial file for a whole run: a second run into the same output
-    is refused instead of mixing its lines in. An empty partial file is removed at the end."""
+    """Hold an exclusive lock beside the partial file for a whole run: a second run into the same output
+    is refused instead of mixing its lines in. An empty partial file and the lock file are removed at the end."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DataError(path, None, "is in use by another erckit predict writing the same --out; "
-                            "wait for it to finish or choose another --out") from None
-        try:
-            yield
-        finally:
-            with contextlib.suppress(FileNotFoundError):
-                if path.stat().st_size == 0:
-                    path.unlink()
+    lock = FileLock(lock_path(path), timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DataError(path, None, "is in use by another erckit predict writing the same --out; "
+                        "wait for it to finish or choose another --out") from None
+    try:
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            if path.stat().st_size == 0:
+                path.unlink()
+        lock.release()
+        with contextlib.suppress(OSError):  # a run waiting on the old file sees it unlinked and retries
+            lock_path(path).unlink()
 
 
 def outcome_line(utt_id: str, outcome: Outcome) -> str:

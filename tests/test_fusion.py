@@ -1,0 +1,79 @@
+"""A fusion model folder: erckit ensemble --models writes it, erckit predict and erckit.models.load label with it."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import REPO, SAMPLE
+from erckit.cli import main
+from erckit.ensemble import probability_matrix, weight_grid
+from erckit.formats import read_dialogues
+from erckit.labels import LABELS
+from erckit.metrics import scores
+from erckit.models import load
+from erckit.predictions import read_predictions
+
+VALIDATION, TEST = SAMPLE / "annotation_validation.json", SAMPLE / "annotation_test.json"
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("members")
+    data = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={VALIDATION}", "data.test=null"]
+    for name, extra in (("words", ["tfidf.ngram_max=1", "tfidf.c=0.1"]), ("trigrams", [])):
+        assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), *data, *extra,
+                     f"out={folder / name}"]) == 0
+    return folder / "words", folder / "trigrams"
+
+
+def predicted_probs(path, dialogues):
+    ids = [u.id for d in dialogues for u in d.utterances]
+    return probability_matrix(read_predictions(path), ids, path)
+
+
+def test_weights_are_the_best_on_validation_and_predict_averages_the_members(members, tmp_path, capsys):
+    fused = tmp_path / "fused"
+    assert main(["ensemble", "--models", *map(str, members), "--validation", str(VALIDATION), "--out", str(fused)]) == 0
+    assert "macro-F1" in capsys.readouterr().out
+    weights = json.loads((fused / "erckit_model.json").read_text())["config"]["weights"]
+    validation = read_dialogues(VALIDATION)
+    gold = [u.label for d in validation for u in d.utterances]
+    words, trigrams = (load(m).probabilities(validation) for m in members)
+    macro = {w: scores(gold, [LABELS[i] for i in (w[0] * words + w[1] * trigrams).argmax(1)])["macro_f1"]
+             for w in weight_grid(2)}
+    assert macro[tuple(round(w, 1) for w in weights)] == max(macro.values())
+    test = read_dialogues(TEST)
+    for name, model in (("fused", fused), *zip(("words", "trigrams"), members, strict=True)):
+        assert main(["predict", "--model", str(model), "--input", str(TEST), "--out", str(tmp_path / f"{name}.jsonl")]) == 0
+    expected = weights[0] * predicted_probs(tmp_path / "words.jsonl", test) + weights[1] * predicted_probs(
+        tmp_path / "trigrams.jsonl", test)
+    np.testing.assert_allclose(predicted_probs(tmp_path / "fused.jsonl", test), expected, atol=2e-6)
+    assert load(fused).kind == "fusion"
+
+
+def test_given_weights_are_kept_and_bad_fusions_end_in_one_line(members, tmp_path, capsys):
+    fused = tmp_path / "fused"
+    assert main(["ensemble", "--models", *map(str, members), "--weights", "1", "3", "--out", str(fused)]) == 0
+    assert json.loads((fused / "erckit_model.json").read_text())["config"]["weights"] == [0.25, 0.75]
+    capsys.readouterr()
+    cases = [
+        ["ensemble", "--models", str(members[0]), "--weights", "1", "--out", str(tmp_path / "one")],
+        ["ensemble", "--models", *map(str, members), "--out", str(tmp_path / "no-weights")],
+        ["ensemble", "--models", str(members[0]), str(tmp_path), "--weights", "1", "1", "--out", str(tmp_path / "x")],
+        ["ensemble", "--predictions", "a.jsonl", "b.jsonl", "--validation", str(VALIDATION), "--out", str(tmp_path / "y")],
+    ]
+    for argv in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("erckit ensemble: error:") and err.count("\n") == 1
+        assert not (tmp_path / argv[-1]).exists()
+    moved = tmp_path / "moved"
+    shutil.copytree(members[0], moved)
+    assert main(["ensemble", "--models", str(moved), str(members[1]), "--weights", "1", "1", "--out", str(tmp_path / "f2")]) == 0
+    shutil.rmtree(moved)
+    assert main(["predict", "--model", str(tmp_path / "f2"), "--input", str(TEST), "--out", str(tmp_path / "p.jsonl")]) == 2
+    assert "is gone" in capsys.readouterr().err and not (tmp_path / "p.jsonl").exists()
