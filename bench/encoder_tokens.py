@@ -33,7 +33,7 @@ def main() -> None:
     dialogues = read_dialogues(BMELD / "train_sent_emo.csv")
     counts = {}
     for context in ("utterance", "dialogue"):
-        config = load_config(REPO / "configs" / "bert_bigru.yaml", [*args.overrides, f"encoder.context={context}"])
+        config = load_config("bert_bigru", [*args.overrides, f"encoder.context={context}"])
         tokenizer = AutoTokenizer.from_pretrained(resolve_encoder(config.encoder.name))
         real = padded = rows = 0
         for batch in _batches(dialogues, config.train.batch_dialogues, config.train.seed + 1):

@@ -135,7 +135,7 @@ def test_a_fusion_takes_weights_from_validation_only_and_every_score_has_an_inte
     from erckit.metrics import scores
     from erckit.predictions import read_predictions
 
-    tfidf = str(REPO / "configs" / "tfidf.yaml")
+    tfidf = "tfidf"
     config = {
         "out": str(tmp_path / "compare"), "train": str(SAMPLE / "annotation_train.json"),
         "validation": str(SAMPLE / "annotation_validation.json"), "test": str(SAMPLE / "annotation_test.json"),
@@ -184,7 +184,7 @@ def test_a_fusion_takes_weights_from_validation_only_and_every_score_has_an_inte
 def test_a_fusion_of_unknown_methods_fusions_or_one_method_is_refused_before_anything_runs(tmp_path, fusion):
     config = {"out": str(tmp_path / "o"), "train": str(SAMPLE / "annotation_train.json"),
               "validation": str(SAMPLE / "annotation_validation.json"),
-              "methods": {"fused": {"fusion": fusion}, "a": {"recipe": str(REPO / "configs" / "tfidf.yaml")}}}
+              "methods": {"fused": {"fusion": fusion}, "a": {"recipe": "tfidf"}}}
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert main(["compare", "--config", str(path)]) == 2
@@ -197,7 +197,7 @@ def test_a_recipe_with_seeds_runs_once_per_seed_reports_mean_and_spread_and_fuse
     config = {
         "out": str(tmp_path / "compare"), "train": str(SAMPLE / "annotation_train.json"),
         "validation": str(SAMPLE / "annotation_validation.json"),
-        "methods": {"tfidf": {"recipe": str(REPO / "configs" / "tfidf.yaml"), "seeds": [0, 1, 2]},
+        "methods": {"tfidf": {"recipe": "tfidf", "seeds": [0, 1, 2]},
                     "seeds_fused": {"fusion": ["tfidf"]}},
     }
     path = tmp_path / "compare.yaml"

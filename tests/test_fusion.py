@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import REPO, SAMPLE
+from conftest import SAMPLE
 from erckit.cli import main
 from erckit.ensemble import probability_matrix, weight_grid
 from erckit.formats import read_dialogues
@@ -25,7 +25,7 @@ def members(tmp_path_factory):
     folder = tmp_path_factory.mktemp("members")
     data = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={VALIDATION}", "data.test=null"]
     for name, extra in (("words", ["tfidf.ngram_max=1", "tfidf.c=0.1"]), ("trigrams", [])):
-        assert main(["train", "--config", str(REPO / "configs" / "tfidf.yaml"), *data, *extra,
+        assert main(["train", "--config", "tfidf", *data, *extra,
                      f"out={folder / name}"]) == 0
     return folder / "words", folder / "trigrams"
 
