@@ -69,6 +69,7 @@ def test_lists_dicts_and_files_label_as_erckit_predict(model, tmp_path):
 
 def test_past_only_labels_equal_the_last_turn_of_each_prefix(model):
     live = model.label_past_only(DESIGN_DIALOGUE)
+    assert [p.id for p in live] == [f"1_{k}" for k in range(1, len(DESIGN_DIALOGUE) + 1)]
     for k in range(1, len(DESIGN_DIALOGUE) + 1):
         last = model.label([DESIGN_DIALOGUE[:k]])[-1]
         assert (live[k - 1].label, live[k - 1].probs) == (last.label, last.probs)

@@ -101,11 +101,11 @@ class Model:
     def label_past_only(self, dialogue: DialogueInput) -> list[Prediction]:
         """Each turn labelled from the turns up to it only, as if the dialogue arrived one turn at a time."""
         whole = to_dialogues([dialogue])[0]
-        prefixes = [replace(whole, id=f"{whole.id}@{k}", utterances=whole.utterances[:k])
-                    for k in range(1, len(whole) + 1)]
+        prefixes = [replace(whole, id=f"{whole.id}@{k}", utterances=tuple(  # ids unique across the prefixes
+            replace(u, id=f"{u.id}@{k}") for u in whole.utterances[:k])) for k in range(1, len(whole) + 1)]
         predictions = self.predictor.predict(prefixes)
         ends = np.cumsum([len(p) for p in prefixes]) - 1
-        return [predictions[i] for i in ends]
+        return [replace(predictions[i], id=u.id) for i, u in zip(ends, whole.utterances, strict=True)]
 
     def label_frame(self, frame: pd.DataFrame, *, text_column: str | None = None) -> pd.DataFrame:
         """A copy of a MELD-columns DataFrame with a `label` column and one probability column per label."""
