@@ -10,15 +10,8 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 from erckit.data import Dialogue, Utterance
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
-from erckit.llm.dialogue_form import (
-    chain_ids,
-    chunks,
-    collate,
-    dialogue_log_probs,
-    dialogue_trees,
-    packed_answer_loss,
-    training_rows,
-)
+from erckit.llm.dialogue_form import chain_ids, chunks, dialogue_log_probs, dialogue_trees
+from erckit.llm.dialogue_training import collate, packed_answer_loss, training_rows
 from erckit.llm.packing import Segment, pack, sliding_window_of, visibility
 from erckit.prompts import PromptConfig, dialogue_prompt
 from llm_tiny import tiny_model, tiny_tokenizer

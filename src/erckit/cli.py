@@ -91,43 +91,55 @@ def _train(args: argparse.Namespace) -> int:
 
 def _predict(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
-    from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info, unfinished_epoch
+    from erckit.models import folder_kind, predict, unfinished_epoch
     from erckit.predictions import write_predictions
 
     model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
     check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
     check_output(args.llamafactory, [args.input, args.prepared, args.out, *model_files])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
-    kind = read_model_info(args.model)["type"] if (Path(args.model) / MODEL_FILE).exists() else "llm-weights"
-    if kind in ("bert_bigru", "tfidf"):
-        if dialogues is None:
-            raise DataError(args.model, None, f"a {kind} model labels dialogues: give --input, not --prepared")
-        early = unfinished_epoch(args.model) if args.best_so_far else None
-        predictions = predict(args.model, dialogues, best_so_far=args.best_so_far)
-        write_predictions(args.out, predictions)
-        if early:
-            score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
-            print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
-                  f"({early['epochs_run']} of {early['epochs']} epochs run)")
-        print(f"wrote {len(predictions)} predictions to {args.out}")
-        return 0
-    return _predict_llm(args, dialogues, llm_settings(args.model) if kind == "llm" else {})
+    kind = folder_kind(args.model)
+    if kind is None or kind.ENGINES:  # an LLM: an erckit run, a merged folder, any causal LM
+        return _predict_llm(args, dialogues)
+    if dialogues is None:
+        raise DataError(args.model, None, f"a {kind.NAME} model labels dialogues: give --input, not --prepared")
+    early = unfinished_epoch(args.model) if args.best_so_far else None
+    predictions = predict(args.model, dialogues, best_so_far=args.best_so_far)
+    write_predictions(args.out, predictions)
+    if early:
+        score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
+        print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
+              f"({early['epochs_run']} of {early['epochs']} epochs run)")
+    print(f"wrote {len(predictions)} predictions to {args.out}")
+    return 0
 
 
-def _predict_llm(args: argparse.Namespace, dialogues, run: dict) -> int:
-    """An erckit LLM run (`run` holds its calibration) or any causal LM given by path / hub id."""
+def _predict_llm(args: argparse.Namespace, dialogues) -> int:
+    """An erckit LLM run (with its calibration) or any causal LM given by path / hub id."""
     import dataclasses
 
+    from erckit.llm.backends import SCORING_BACKENDS
+    from erckit.llm.engines import EngineOptions
     from erckit.llm.generation import DECODING_PRESETS
-    from erckit.llm.predict import UnparsedAnswers, predict_file
+    from erckit.llm.predict import UnparsedAnswers, predict_run
+    from erckit.llm.vllm_backend import VLLMOptions
 
     if (args.input is None) == (args.prepared is None):
         raise DataError("predict", None, "give exactly one of --input (raw dialogues) and --prepared (data_test.json)")
     decoding = DECODING_PRESETS[args.decoding]
     if args.max_new_tokens:
         decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
+    run = _open_run(args.adapter or args.model, args, dialogues, base=args.model if args.adapter else None)
+    calibrate = args.backend in SCORING_BACKENDS
+    if run.calibration and not calibrate:
+        print(f"note: the run's calibration applies to label scoring only; {args.backend} labels are not calibrated",
+              file=sys.stderr)
+    options = EngineOptions(args.dtype, args.device, decoding, args.trust_remote_code, args.tensor_parallel_size,
+                            VLLMOptions(args.gpu_memory_utilization, args.max_num_batched_tokens))
     try:
-        summary = _run_predict_file(args, dialogues, run, decoding, predict_file)
+        summary = predict_run(run, args.out, prepared=args.prepared, dialogues=dialogues, backend=args.backend,
+                              options=options, batch_size=args.batch_size, unparsed=args.unparsed,
+                              llamafactory=args.llamafactory, calibrate=calibrate)
     except UnparsedAnswers as err:
         print(f"erckit predict: error: {err}".replace("\n", " "), file=sys.stderr)
         return 2
@@ -135,59 +147,27 @@ def _predict_llm(args: argparse.Namespace, dialogues, run: dict) -> int:
     return 0
 
 
-def _overrides(args: argparse.Namespace, base: str | None = None):
-    """The settings given explicitly on the command line (None: as the run record says)."""
-    from erckit.llm.record import Overrides
+def _open_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None):
+    """The LLM run behind `weights`, with the flags given (`erckit.llm.run.open_run`); notes on stderr."""
+    from erckit.flags import given
+    from erckit.llm.run import RunFlags, open_run
+    from erckit.prompts import PromptConfig, detect_language
 
-    return Overrides(base_model=base, template=args.template, max_length=getattr(args, "max_length", None),
-                     language=args.language, window=args.window, placement=args.placement, variant=args.variant,
-                     form=args.form, question=args.question)
-
-
-def _resolve_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None):
-    """The model, adapter and settings of `weights` (its run record, flags applied); notes on stderr."""
-    from erckit.llm.record import resolve_run
-    from erckit.prompts import detect_language
-
+    flags = RunFlags(base, args.template, getattr(args, "max_length", None), given(args, PromptConfig))
     language = args.language or (detect_language(dialogues) if dialogues else "zh")
-    resolved = resolve_run(weights, _overrides(args, base), language)
-    _print_notes(resolved, args)
-    return resolved
+    run = open_run(weights, flags, language)
+    _print_notes(run, args)
+    return run
 
 
-def _print_notes(resolved, args: argparse.Namespace) -> None:
+def _print_notes(run, args: argparse.Namespace) -> None:
     """What the command line changed in the run's settings, and remote code run on the record's word."""
-    notes = list(resolved.notes)
-    if resolved.record.trust_remote_code and not args.trust_remote_code:
-        notes.append(f"running the model's own code: the run record of {resolved.adapter or resolved.model} asks for "
+    notes = list(run.notes)
+    if run.record.trust_remote_code and not args.trust_remote_code:
+        notes.append(f"running the model's own code: the run record of {run.adapter or run.model} asks for "
                      "trust_remote_code")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-
-
-def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, predict_file):
-    from erckit.llm.backends import SCORING_BACKENDS
-    from erckit.llm.vllm_backend import VLLMOptions
-
-    offsets = run.get("calibration")
-    if offsets and args.backend not in SCORING_BACKENDS:
-        print(f"note: the run's calibration applies to label scoring only; {args.backend} labels are not calibrated",
-              file=sys.stderr)
-        offsets = None
-    if args.adapter:
-        resolved = _resolve_run(args.adapter, args, dialogues, base=args.model)
-    else:
-        resolved = _resolve_run(args.model, args, dialogues)
-    record = resolved.record
-    return predict_file(
-        resolved.model, args.out, prepared=args.prepared, dialogues=dialogues,
-        prompts=record.prompt if dialogues else None, template=record.template, backend=args.backend,
-        adapter=resolved.adapter, batch_size=args.batch_size, decoding=decoding,
-        unparsed=args.unparsed, llamafactory=args.llamafactory, dtype=args.dtype, device=args.device,
-        trust_remote_code=args.trust_remote_code or record.trust_remote_code,
-        tensor_parallel_size=args.tensor_parallel_size, max_length=record.max_length,
-        offsets=offsets, vllm=VLLMOptions(args.gpu_memory_utilization, args.max_num_batched_tokens),
-    )
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -286,28 +266,19 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
-    # No defaults here: unset means "as the run record says" (predict, select), else PromptConfig's defaults.
-    parser.add_argument("--window", type=int, help="utterances in the dialogue window (default: the run's, else 10)")
-    parser.add_argument("--placement", choices=("centered", "past"),
-                        help="centered: around the target, kept inside the dialogue (the design, default); past: target last")
-    parser.add_argument("--variant", choices=("emotion", "speaker"),
-                        help="emotion (the design's prompt, default) or speaker (the question names the speaker)")
-    parser.add_argument("--language", choices=("zh", "en"), help="prompt template (default: detected from the text)")
-    parser.add_argument("--form", choices=("window", "dialogue"),
-                        help="window: the design's prompt, one per utterance (default); dialogue: the whole dialogue "
-                             "once, then each utterance's question")
-    parser.add_argument("--question", choices=("number", "quoted"),
-                        help="dialogue form: number (the utterance's number alone, default) or quoted (its whole "
-                             "line again: easier to read, about 1.5x the tokens)")
+    """The prompt settings as flags (`erckit.prompts.PromptConfig`); unset means "as the run record says"."""
+    from erckit.flags import add_flags
+    from erckit.prompts import PromptConfig
+
+    add_flags(parser, PromptConfig)
 
 
 def _prompt_config(args: argparse.Namespace, dialogues):
-    from erckit.llm.record import Overrides, prompt_from_flags
-    from erckit.prompts import detect_language
+    from erckit.flags import given
+    from erckit.llm.run import RunFlags, prompt_from_flags
+    from erckit.prompts import PromptConfig, detect_language
 
-    flags = Overrides(window=args.window, placement=args.placement, variant=args.variant, form=args.form,
-                      question=args.question)
-    return prompt_from_flags(flags, args.language or detect_language(dialogues))
+    return prompt_from_flags(RunFlags(prompt=given(args, PromptConfig)), args.language or detect_language(dialogues))
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -315,6 +286,7 @@ def _select(args: argparse.Namespace) -> int:
 
     from erckit.atomic import write_text_atomic
     from erckit.formats import read_dialogues
+    from erckit.llm.engines import EngineOptions
     from erckit.llm.select import find_checkpoints, rank_checkpoints
 
     check_output(args.out, [args.validation])
@@ -322,11 +294,9 @@ def _select(args: argparse.Namespace) -> int:
     if not checkpoints:
         raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")
     validation = read_dialogues(args.validation, args.format, text_column=args.text_column)
-    runs = [_resolve_run(str(c), args, validation, base=args.base) for c in checkpoints]
-    ranking = rank_checkpoints(
-        checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
-        trust_remote_code=args.trust_remote_code,
-    )
+    runs = [_open_run(str(c), args, validation, base=args.base) for c in checkpoints]
+    ranking = rank_checkpoints(checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
+                               options=EngineOptions(trust_remote_code=args.trust_remote_code))
     for row in ranking:
         print(f"{row['macro_f1']:.4f} macro-F1  {row['weighted_f1']:.4f} weighted-F1  {row['checkpoint']}")
     print(f"best: {ranking[0]['checkpoint']}")
@@ -338,10 +308,10 @@ def _select(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from erckit.llm.loading import resolve_source
     from erckit.llm.merge import merge_adapter
-    from erckit.llm.record import Overrides, resolve_run
+    from erckit.llm.run import RunFlags, open_run
 
     check_folder(args.out, [args.base, args.adapter], whole=True)
-    resolved = resolve_run(args.adapter, Overrides(base_model=args.base, template=args.template), "zh")
+    resolved = open_run(args.adapter, RunFlags(base_model=args.base, template=args.template))
     _print_notes(resolved, args)
     if resolved.adapter is None:
         raise DataError(args.adapter, None, "is not a LoRA adapter folder (no adapter_config.json): nothing to merge")
@@ -406,7 +376,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="score: label log-probabilities, always valid (default); generate: free text, parsed")
     llm.add_argument("--template", help="chat template: baichuan2, chatml, gemma, plain, qwen2.5 (default: the run's)")
     _add_prompt_options(llm)
-    llm.add_argument("--batch-size", type=int, help="prompts per batch (default 8; vLLM 512)")
+    llm.add_argument("--batch-size", type=int,
+                     help="prompts (dialogue form: dialogues) per batch (default: the run's, else 8; vLLM 512)")
     llm.add_argument("--decoding", choices=("greedy", "design"), default="greedy",
                      help="generate: greedy (default) or the design's temperature 0.3 + repetition penalty 1.05")
     llm.add_argument("--max-new-tokens", type=int, help="generate: answer length cap (default 8)")
@@ -463,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompt_options(p)
     p.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, help="prompts (dialogue form: dialogues) per batch (default: the run's)")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
     p.add_argument("--out", help="write the ranking to this JSON file")
     _add_format(p)

@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-if typing.TYPE_CHECKING:
-    from erckit.prompts import PromptConfig
+from erckit import kinds
+from erckit.prompts import TEMPLATES, PromptConfig, setting
 
-MODEL_TYPES = ("bert_bigru", "tfidf", "llm")
+MODEL_TYPES = kinds.NAMES
 FINETUNING = ("lora", "qlora", "full")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -140,20 +140,16 @@ class TfidfConfig:
         require(positive(self.c), "tfidf.c", self.c, "a positive number")
 
 
-@dataclass
-class PromptSettings:
-    """How the LLM path turns dialogues into prompts (see erckit.prompts)."""
+@dataclass(frozen=True)
+class PromptSettings(PromptConfig):
+    """The recipe's `llm.prompt`: the prompt settings (declared once, in `erckit.prompts.PromptConfig`), with
+    language `auto` (detected from the training text), and the auxiliary same-speaker task."""
 
-    language: str = "auto"  # zh | en | auto (detected from the training text)
-    window: int = 10
-    placement: str = "centered"
-    variant: str = "emotion"  # emotion | speaker
-    same_speaker: int = 0  # auxiliary same-speaker questions per training dialogue
-    form: str = "window"  # window (the design's: a prompt per utterance) | dialogue (each dialogue once)
-    question: str = "number"  # dialogue form: number (the utterance's number) | quoted (its line again)
+    language: str = setting("auto", "zh | en | auto (detected from the training text)", ("auto", *TEMPLATES))
+    same_speaker: int = setting(0, "auxiliary same-speaker questions per training dialogue (window form)")
 
     def __post_init__(self) -> None:
-        try:  # the prompt settings are checked where they live, in erckit.prompts
+        try:  # the prompt settings are checked where they are declared, in erckit.prompts
             self.prompt_config("zh" if self.language == "auto" else self.language)
         except ValueError as err:
             raise ConfigError(f"llm.prompt.{err}") from None
@@ -163,9 +159,8 @@ class PromptSettings:
 
     def prompt_config(self, language: str) -> PromptConfig:
         """The erckit.prompts.PromptConfig of these settings, in `language` (a detected one for 'auto')."""
-        from erckit.prompts import PromptConfig
-
-        return PromptConfig(language, self.window, self.placement, self.variant, self.form, self.question)
+        return PromptConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PromptConfig)}
+                            | {"language": language})
 
 
 @dataclass
@@ -257,8 +252,7 @@ class RunConfig:
         if self.model not in MODEL_TYPES:
             raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, not {self.model!r}")
         require(bool(self.out), "out", self.out, "a folder")
-        if self.model == "llm":
-            self.llm.check_names()
+        kinds.get(self.model).check(self)  # what spans its sections
 
 
 def _convert(value: Any, kind: Any, where: str) -> Any:
@@ -343,11 +337,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
-    """A RunConfig from a YAML recipe (or defaults) with overrides applied."""
+    """A RunConfig from a YAML recipe (or defaults) with overrides applied; a key its model kind never
+    reads (`train.epochs` in an llm recipe) is refused, naming it."""
     data = read_yaml(path) if path else {}
     data = apply_overrides(data, list(overrides))
     try:
-        return from_dict(RunConfig, data, str(path or "config"))
+        config = from_dict(RunConfig, data, str(path or "config"))
+        if unread := kinds.unread_key(config.model, data):
+            raise ConfigError(f"{unread} is not read by model {config.model} (it reads {kinds.described(config.model)}, "
+                              "model and out); remove it")
+        return config
     except ConfigError as err:
         message = str(err)
         if path and not message.startswith(str(path)):
