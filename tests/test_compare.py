@@ -110,6 +110,7 @@ def assert_inputs_exist(config: Path) -> None:
     assert all(Path(getattr(shipped, k)).is_file() for k in ("train", "validation", "test") if getattr(shipped, k))
 
 
+@pytest.mark.integration
 def test_a_calibrated_model_scored_on_its_own_calibration_split_is_marked_with_the_cross_fitted_figure(
     tmp_path, capsys
 ):

@@ -32,7 +32,7 @@ def recipe(setup: dict, out: Path, *extra: str):
     ])
 
 
-@pytest.mark.parametrize("question", ["number", "quoted"])
+@pytest.mark.parametrize("question", [pytest.param("number", marks=pytest.mark.integration), "quoted"])
 def test_dialogue_form_trains_selects_and_records_its_form(setup, tmp_path, question):
     snapshot = Snapshot()
     run = tmp_path / "run"

@@ -90,23 +90,25 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from erckit import kinds
     from erckit.formats import read_dialogues
-    from erckit.models import folder_kind, predict, unfinished_epoch
+    from erckit.models import load, model_info
     from erckit.predictions import write_predictions
 
     model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
     check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
     check_output(args.llamafactory, [args.input, args.prepared, args.out, *model_files])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
-    kind = folder_kind(args.model)
+    info = model_info(args.model)
+    kind = kinds.get(info["type"]) if info else None
     if kind is None or kind.ENGINES:  # an LLM: an erckit run, a merged folder, any causal LM
-        return _predict_llm(args, dialogues)
+        return _predict_llm(args, dialogues, info)
     if dialogues is None:
         raise DataError(args.model, None, f"a {kind.NAME} model labels dialogues: give --input, not --prepared")
-    early = unfinished_epoch(args.model) if args.best_so_far else None
-    predictions = predict(args.model, dialogues, best_so_far=args.best_so_far)
+    predictor = load(args.model, best_so_far=args.best_so_far, info=info)
+    predictions = predictor.predict(dialogues, progress=True)
     write_predictions(args.out, predictions)
-    if early:
+    if early := predictor.unfinished:
         score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
         print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
               f"({early['epochs_run']} of {early['epochs']} epochs run)")
@@ -114,7 +116,7 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict_llm(args: argparse.Namespace, dialogues) -> int:
+def _predict_llm(args: argparse.Namespace, dialogues, info: dict | None) -> int:
     """An erckit LLM run (with its calibration) or any causal LM given by path / hub id."""
     import dataclasses
 
@@ -129,7 +131,10 @@ def _predict_llm(args: argparse.Namespace, dialogues) -> int:
     decoding = DECODING_PRESETS[args.decoding]
     if args.max_new_tokens:
         decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
-    run = _open_run(args.adapter or args.model, args, dialogues, base=args.model if args.adapter else None)
+    if args.adapter:
+        run = _open_run(args.adapter, args, dialogues, base=args.model)
+    else:
+        run = _open_run(args.model, args, dialogues, info=info)
     calibrate = args.backend in SCORING_BACKENDS
     if run.calibration and not calibrate:
         print(f"note: the run's calibration applies to label scoring only; {args.backend} labels are not calibrated",
@@ -147,7 +152,7 @@ def _predict_llm(args: argparse.Namespace, dialogues) -> int:
     return 0
 
 
-def _open_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None):
+def _open_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None, info: dict | None = None):
     """The LLM run behind `weights`, with the flags given (`erckit.llm.run.open_run`); notes on stderr."""
     from erckit.flags import given
     from erckit.llm.run import RunFlags, open_run
@@ -155,7 +160,7 @@ def _open_run(weights: str, args: argparse.Namespace, dialogues, base: str | Non
 
     flags = RunFlags(base, args.template, getattr(args, "max_length", None), given(args, PromptConfig))
     language = args.language or (detect_language(dialogues) if dialogues else "zh")
-    run = open_run(weights, flags, language)
+    run = open_run(weights, flags, language, info=info)
     _print_notes(run, args)
     return run
 

@@ -120,22 +120,31 @@ def store_calibration(folder: str | Path, offsets: dict[str, float] | None, repo
     write_text_atomic(Path(folder) / MODEL_FILE, json.dumps(info, indent=2) + "\n")
 
 
-def load(folder: str | Path, *, best_so_far: bool = False) -> Predictor:
+def model_info(path: str | Path) -> dict | None:
+    """The erckit_model.json of a model folder, or None for any other path (a model id, a merged folder)."""
+    return read_model_info(path) if (Path(path) / MODEL_FILE).is_file() else None
+
+
+def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = None) -> Predictor:
     """Load a trained model folder once. An unfinished run is refused unless `best_so_far` (kinds that keep
-    their best epoch so far: bert_bigru)."""
+    their best epoch so far: bert_bigru; the predictor's `unfinished` then names the epoch). `info`: the
+    folder's erckit_model.json when already read."""
     folder = Path(folder)
-    info = read_model_info(folder)
+    info = info or read_model_info(folder)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))  # unused sections: defaults
     kind = kinds.get(info["type"])
-    if not info.get("finished") and not (best_so_far and kind.BEST_SO_FAR):
-        hint = " or predict with its best epoch so far (--best-so-far)" if kind.BEST_SO_FAR else ""
-        raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
-    return kind.load(folder, config, info, best_so_far)
-
-
-def folder_kind(path: str | Path):
-    """The kind of an erckit model folder (its `erckit.kinds` module), or None for any other path."""
-    return kinds.get(read_model_info(path)["type"]) if (Path(path) / MODEL_FILE).is_file() else None
+    unfinished = None
+    if not info.get("finished"):
+        if best_so_far and not kind.BEST_SO_FAR:
+            which = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
+            raise ConfigError(f"{folder}: the run has not finished; only {which} runs predict from an unfinished run")
+        if not best_so_far:
+            hint = " or predict with its best epoch so far (--best-so-far)" if kind.BEST_SO_FAR else ""
+            raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
+        unfinished = kind.unfinished_epoch(folder, info)
+    predictor = kind.load(folder, config, info, best_so_far)
+    predictor.unfinished = unfinished
+    return predictor
 
 
 def predict_probabilities(
@@ -147,15 +156,9 @@ def predict_probabilities(
 
 def unfinished_epoch(folder: str | Path) -> dict | None:
     """For an unfinished run of a kind that keeps its best epoch so far: the epoch its saved weights come
-    from (see `best_so_far`); None for a finished run. Refused for other unfinished runs."""
+    from (see `load`'s `best_so_far`); None for a finished run. Refused for other unfinished runs."""
     info = read_model_info(folder)
-    if info.get("finished"):
-        return None
-    kind = kinds.get(info["type"])
-    if not kind.BEST_SO_FAR:
-        which = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
-        raise ConfigError(f"{folder}: the run has not finished; only {which} runs predict from an unfinished run")
-    return kind.unfinished_epoch(Path(folder), info)
+    return None if info.get("finished") else load(folder, best_so_far=True, info=info).unfinished
 
 
 def predict(

@@ -21,6 +21,7 @@ class Predictor:
     kind: str
     score: Callable[[list[Dialogue], bool], np.ndarray]  # (dialogues, progress) -> [utterances, 7]
     offsets: np.ndarray | None  # calibration stored in the folder (erckit calibrate), in LABELS order
+    unfinished: dict | None = None  # an unfinished run loaded with best_so_far: the epoch it predicts with
 
     def probabilities(self, dialogues: list[Dialogue], *, progress: bool = False) -> np.ndarray:
         """[utterances, 7] label probabilities in file order (before calibration)."""

@@ -30,7 +30,7 @@ def load(folder: Path, config: RunConfig, info: dict, best_so_far: bool) -> Pred
     from erckit.llm.run import open_run
     from erckit.llm.scoring import softmax
 
-    run = open_run(str(folder))
+    run = open_run(str(folder), info=info)
     engine = load_engine(run)
     return Predictor(folder, NAME, lambda dialogues, progress: softmax(score_dialogues(
         engine, dialogues, run.record.prompt, run.record.eval_batch_size, progress=progress)), offsets_of(info))

@@ -17,7 +17,7 @@ from erckit.config import ConfigError
 from erckit.data import DataError
 from erckit.flags import flag
 from erckit.llm.record import BEST, RECORD_FILE, RunRecord, load_run_record
-from erckit.models import MODEL_FILE, read_model_info
+from erckit.models import model_info
 from erckit.prompts import PromptConfig
 
 
@@ -67,22 +67,21 @@ def prompt_from_flags(flags: RunFlags, language: str) -> PromptConfig:
     return replace(PromptConfig(language=language), **flags.prompt)
 
 
-def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh") -> LLMRun:
+def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *, info: dict | None = None) -> LLMRun:
     """The run behind `weights` — an erckit run, its best/, a checkpoint, a merged folder, an adapter, or
     any model id — with its settings: the run record with explicit flags applied (each change noted),
     or, with no record, the flags (a template is then required) and defaults. `language` is the
-    prompt language when there is no record. An unfinished erckit run is refused."""
-    from erckit.llm.loading import check_adapter, is_adapter
+    prompt language when there is no record; `info`: the erckit_model.json of an erckit run, when already
+    read. An unfinished erckit run is refused."""
+    from erckit.llm.loading import is_adapter
 
     path = Path(weights)
-    info = read_model_info(path) if (path / MODEL_FILE).is_file() else None
+    info = info or model_info(path)
     if info is not None and not info.get("finished"):
         raise ConfigError(f"{path}: the LLM run has not finished (no run record in {BEST}/); rerun its train "
                           "command to resume it")
     folder = path / BEST if info is not None else path
-    adapter = is_adapter(folder)
-    if adapter:
-        check_adapter(folder)  # a broken adapter_config.json is named before anything else
+    adapter = is_adapter(folder)  # checked (and a broken adapter_config.json named) when loaded
     record = load_run_record(weights)
     notes: list[str] = []
     if record is None:
