@@ -118,36 +118,29 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _predict_llm(args: argparse.Namespace, dialogues, info: dict | None) -> int:
     """An erckit LLM run (with its calibration) or any causal LM given by path / hub id."""
-    import dataclasses
-
-    from erckit.llm.backends import SCORING_BACKENDS
     from erckit.llm.engines import EngineOptions
-    from erckit.llm.generation import DECODING_PRESETS
     from erckit.llm.predict import UnparsedAnswers, predict_run
-    from erckit.llm.vllm_backend import VLLMOptions
 
     if (args.input is None) == (args.prepared is None):
         raise DataError("predict", None, "give exactly one of --input (raw dialogues) and --prepared (data_test.json)")
-    decoding = DECODING_PRESETS[args.decoding]
-    if args.max_new_tokens:
-        decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
+    options = EngineOptions.of(
+        decoding=args.decoding, max_new_tokens=args.max_new_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
+        max_num_batched_tokens=args.max_num_batched_tokens, dtype=args.dtype, device=args.device,
+        trust_remote_code=args.trust_remote_code, tensor_parallel_size=args.tensor_parallel_size,
+    )
     if args.adapter:
         run = _open_run(args.adapter, args, dialogues, base=args.model)
     else:
         run = _open_run(args.model, args, dialogues, info=info)
-    calibrate = args.backend in SCORING_BACKENDS
-    if run.calibration and not calibrate:
-        print(f"note: the run's calibration applies to label scoring only; {args.backend} labels are not calibrated",
-              file=sys.stderr)
-    options = EngineOptions(args.dtype, args.device, decoding, args.trust_remote_code, args.tensor_parallel_size,
-                            VLLMOptions(args.gpu_memory_utilization, args.max_num_batched_tokens))
     try:
         summary = predict_run(run, args.out, prepared=args.prepared, dialogues=dialogues, backend=args.backend,
                               options=options, batch_size=args.batch_size, unparsed=args.unparsed,
-                              llamafactory=args.llamafactory, calibrate=calibrate)
+                              llamafactory=args.llamafactory)
     except UnparsedAnswers as err:
         print(f"erckit predict: error: {err}".replace("\n", " "), file=sys.stderr)
         return 2
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(summary.describe())
     return 0
 

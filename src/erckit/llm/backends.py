@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from erckit.config import LLMConfig
 from erckit.data import Dialogue
 from erckit.labels import LABELS, parse_answer
 from erckit.llm.chat import ChatTemplate
@@ -31,7 +32,7 @@ from erckit.prompts import PromptConfig
 BACKENDS = ("score", "generate", "vllm", "vllm-generate")
 GENERATING = ("generate", "vllm-generate")
 SCORING_BACKENDS = ("score", "vllm")  # labels from the 7 label probabilities: calibration offsets apply
-DEFAULT_BATCH = {"score": 8, "generate": 8, "vllm": 512, "vllm-generate": 512}
+DEFAULT_BATCH = {"score": LLMConfig.eval_batch_size, "generate": 8, "vllm": 512, "vllm-generate": 512}
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ packed (`PackedDialogues`, `pack_tokens` tokens a row), other forms and engines 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 import numpy as np
@@ -27,7 +27,7 @@ from erckit.llm.backends import (
     scoring_contexts,
 )
 from erckit.llm.chat import ChatTemplate, get_template
-from erckit.llm.generation import GREEDY, Decoding, truncate_for_generation
+from erckit.llm.generation import DECODING_PRESETS, GREEDY, Decoding, truncate_for_generation
 from erckit.llm.items import Item, items_from_dialogues
 from erckit.llm.run import LLMRun
 from erckit.llm.vllm_backend import VLLMOptions
@@ -54,6 +54,16 @@ class EngineOptions:
     trust_remote_code: bool = False
     tensor_parallel_size: int = 1
     vllm: VLLMOptions = field(default_factory=VLLMOptions)
+
+    @classmethod
+    def of(cls, *, decoding: str = "greedy", max_new_tokens: int | None = None, gpu_memory_utilization: float = 0.9,
+           max_num_batched_tokens: int | None = None, **options) -> EngineOptions:
+        """Options by the command line's names: a decoding preset (DECODING_PRESETS) and its answer length
+        cap, the vLLM memory settings; the rest as the fields."""
+        chosen = DECODING_PRESETS[decoding]
+        if max_new_tokens:
+            chosen = replace(chosen, max_new_tokens=max_new_tokens)
+        return cls(decoding=chosen, vllm=VLLMOptions(gpu_memory_utilization, max_num_batched_tokens), **options)
 
 
 DEFAULT_OPTIONS = EngineOptions()

@@ -60,6 +60,7 @@ class PredictSummary:
     computed: int
     seconds: float
     unparsed: list[tuple[str, str]] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # for stderr: what the run's settings could not apply
 
     @property
     def unparsed_rate(self) -> float:
@@ -201,33 +202,34 @@ def predict_run(
     batch_size: int | None = None,
     unparsed: str = "fail",
     llamafactory: str | Path | None = None,
-    calibrate: bool = True,
     progress: bool = True,
 ) -> PredictSummary:
     """Predict a prepared file or dialogues with an LLM run (`erckit.llm.run.open_run`) into `out`.
 
     `batch_size`: prompts (dialogue form: dialogues) per batch and resumable unit; default the run's
     `eval_batch_size` for label scoring, 8 for generation, 512 for vLLM. The run's calibration applies
-    to the scoring backends when `calibrate`.
+    to the scoring backends (the summary notes it is left out for the generating ones).
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if (prepared is None) == (dialogues is None):
         raise ValueError("give either a prepared data file or dialogues")
-    offsets = run.calibration if calibrate else None
-    if offsets is not None and backend not in SCORING_BACKENDS:
-        raise ValueError(f"calibration offsets need a scoring backend ({', '.join(SCORING_BACKENDS)}), not {backend!r}")
+    offsets = run.calibration if backend in SCORING_BACKENDS else None
+    notes = [] if offsets == run.calibration else [
+        f"the run's calibration applies to label scoring only; {backend} labels are not calibrated"]
     record = run.record
     items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, record.prompt)
     chat = get_template(record.template)
     settings = run_settings(backend, run.model, run.adapter, chat, options.decoding, items, record.max_length)
     default_batch = record.eval_batch_size if backend == "score" else DEFAULT_BATCH[backend]
     form = DialogueForm.of(dialogues, record.prompt)
-    return predict_items(
+    summary = predict_items(
         items, out, lambda: load_engine(run, backend, options).backend(form), settings=settings,
         batch_size=batch_size or default_batch, unparsed=unparsed, llamafactory=llamafactory, template=chat,
         offsets=offsets, progress=progress,
     )
+    summary.notes = notes
+    return summary
 
 
 def predict_file(
@@ -247,6 +249,9 @@ def predict_file(
     """`predict_run` with the settings given here rather than read from a run: `model` (+ `adapter`),
     `template` (None: the one recorded beside the weights), prompts (default: detected language), max
     length, packing and calibration `offsets`. Other keywords: `predict_run`'s, and EngineOptions'."""
+    if offsets is not None and options.get("backend", "score") not in SCORING_BACKENDS:
+        raise ValueError(f"calibration offsets need a scoring backend ({', '.join(SCORING_BACKENDS)}), not "
+                         f"{options['backend']!r}")
     if template is None:
         record = load_run_record(adapter) or load_run_record(model)
         if record is None:

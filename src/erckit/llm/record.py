@@ -85,11 +85,10 @@ def record_folder(path: str | Path) -> Path | None:
 def load_run_record(path: str | Path | None) -> RunRecord | None:
     """The run record of a model folder, adapter folder, checkpoint or erckit run; None if it has none.
 
-    `packaged:` names and hub ids have none. A record that is not valid JSON is refused, naming the file.
+    `packaged:` names and hub ids (not folders) have none. A record that is not valid JSON is refused, naming
+    the file.
     """
-    from erckit.llm.loading import is_packaged
-
-    if path is None or is_packaged(str(path)) or not Path(path).is_dir():
+    if path is None or not Path(path).is_dir():
         return None
     folder = record_folder(path)
     if folder is None:
