@@ -125,24 +125,30 @@ def model_info(path: str | Path) -> dict | None:
     return read_model_info(path) if (Path(path) / MODEL_FILE).is_file() else None
 
 
+def _unfinished(folder: Path, info: dict, best_so_far: bool) -> dict | None:
+    """What an unfinished run predicts with (kinds that keep their best epoch so far, on request), or a
+    refusal; None for a finished run."""
+    if info.get("finished"):
+        return None
+    kind = kinds.get(info["type"])
+    if best_so_far and not kind.BEST_SO_FAR:
+        which = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
+        raise ConfigError(f"{folder}: the run has not finished; only {which} runs predict from an unfinished run")
+    if not best_so_far:
+        hint = " or predict with its best epoch so far (--best-so-far)" if kind.BEST_SO_FAR else ""
+        raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
+    return kind.unfinished_epoch(folder, info)
+
+
 def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = None) -> Predictor:
     """Load a trained model folder once. An unfinished run is refused unless `best_so_far` (kinds that keep
     their best epoch so far: bert_bigru; the predictor's `unfinished` then names the epoch). `info`: the
     folder's erckit_model.json when already read."""
     folder = Path(folder)
     info = info or read_model_info(folder)
+    unfinished = _unfinished(folder, info, best_so_far)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))  # unused sections: defaults
-    kind = kinds.get(info["type"])
-    unfinished = None
-    if not info.get("finished"):
-        if best_so_far and not kind.BEST_SO_FAR:
-            which = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
-            raise ConfigError(f"{folder}: the run has not finished; only {which} runs predict from an unfinished run")
-        if not best_so_far:
-            hint = " or predict with its best epoch so far (--best-so-far)" if kind.BEST_SO_FAR else ""
-            raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
-        unfinished = kind.unfinished_epoch(folder, info)
-    predictor = kind.load(folder, config, info, best_so_far)
+    predictor = kinds.get(info["type"]).load(folder, config, info)
     predictor.unfinished = unfinished
     return predictor
 
@@ -157,8 +163,7 @@ def predict_probabilities(
 def unfinished_epoch(folder: str | Path) -> dict | None:
     """For an unfinished run of a kind that keeps its best epoch so far: the epoch its saved weights come
     from (see `load`'s `best_so_far`); None for a finished run. Refused for other unfinished runs."""
-    info = read_model_info(folder)
-    return None if info.get("finished") else load(folder, best_so_far=True, info=info).unfinished
+    return _unfinished(Path(folder), read_model_info(folder), best_so_far=True)
 
 
 def predict(

@@ -1,34 +1,51 @@
 """Model kinds: each owns the recipe keys it reads (and their checks), its training and its loading.
 
-A kind is a module of this package with:
-  NAME       the `model:` value of its recipes
-  READS      recipe section -> the fields it reads (None: all of them); `model` and `out` always
-  ENGINES    whether its folders are scored by the LLM engines (`erckit predict`'s backends, prepared files)
-  BEST_SO_FAR  whether an unfinished run predicts with its best epoch so far (then `unfinished_epoch(folder,
-             info) -> dict` says which)
-  check(config)                                   refusals that span sections (run when a recipe loads)
-  train(config, train, validation, out) -> dict   the training summary kept in erckit_model.json
-  load(folder, config, info, best_so_far) -> Predictor
-
-`models` and the CLI go through `get`; nothing else switches on the kind's name.
+A kind is a module of this package (tfidf.py, encoder.py, llm.py) implementing `Kind`. `models` and the
+CLI go through `get`; nothing else switches on the kind's name.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+if TYPE_CHECKING:
+    from erckit.config import RunConfig
+    from erckit.data import Dialogue
+    from erckit.predictor import Predictor
+
+
+class Kind(Protocol):
+    """What a kind module provides."""
+
+    NAME: str  # the `model:` value of its recipes
+    READS: dict[str, tuple[str, ...] | None]  # recipe section -> the fields it reads (None: all)
+    ENGINES: bool  # its folders are scored by the LLM engines (`erckit predict`'s backends, prepared files)
+    BEST_SO_FAR: bool  # an unfinished run predicts with its best epoch so far (`unfinished_epoch` says which)
+
+    def check(self, config: RunConfig) -> None:
+        """Refusals that span sections (run when a recipe loads)."""
+
+    def train(self, config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
+        """Train into `out`; the summary kept in erckit_model.json."""
+
+    def load(self, folder: Path, config: RunConfig, info: dict) -> Predictor:
+        """The folder's weights, loaded once."""
+
+    def unfinished_epoch(self, folder: Path, info: dict) -> dict:
+        """Kinds with BEST_SO_FAR only: the epoch an unfinished run's weights come from, epochs run, the cap."""
 
 MODULES = {"bert_bigru": "erckit.kinds.encoder", "tfidf": "erckit.kinds.tfidf", "llm": "erckit.kinds.llm"}
 NAMES = tuple(MODULES)
 ALWAYS = ("model", "out")  # the top-level keys every kind reads
 
 
-def get(name: str) -> ModuleType:
+def get(name: str) -> Kind:
     """The module of kind `name` (imported on first use: torch only when a kind needs it)."""
     if name not in MODULES:
         raise ValueError(f"model must be one of {', '.join(NAMES)}, not {name!r}")
-    return importlib.import_module(MODULES[name])
+    return cast(Kind, importlib.import_module(MODULES[name]))
 
 
 def flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:

@@ -30,7 +30,7 @@ def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] |
     return summary
 
 
-def load(folder: Path, config: RunConfig, info: dict, best_so_far: bool) -> Predictor:
+def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
     """The classifier in `folder`: its best epoch (the best so far, in an unfinished run)."""
     from erckit.encoder.model import load_classifier, predict_probabilities
 

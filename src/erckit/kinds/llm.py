@@ -24,7 +24,7 @@ def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] |
     return train_llm(config, train, validation, out)
 
 
-def load(folder: Path, config: RunConfig, info: dict, best_so_far: bool) -> Predictor:
+def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
     """The run's best weights in one engine; labels are scored as `erckit predict` scores them."""
     from erckit.llm.engines import load_engine, score_dialogues
     from erckit.llm.run import open_run
