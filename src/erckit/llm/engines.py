@@ -27,9 +27,16 @@ from erckit.llm.backends import (
     scoring_contexts,
 )
 from erckit.llm.chat import ChatTemplate, get_template
-from erckit.llm.generation import DECODING_PRESETS, GREEDY, Decoding, truncate_for_generation
+from erckit.llm.generation import (
+    DECODING_PRESETS,
+    GREEDY,
+    Decoding,
+    generate_from_contexts,
+    truncate_for_generation,
+)
 from erckit.llm.items import Item, items_from_dialogues
 from erckit.llm.run import LLMRun
+from erckit.llm.scoring import context_log_probs
 from erckit.llm.vllm_backend import VLLMOptions
 from erckit.prompts import PromptConfig
 
@@ -82,9 +89,6 @@ class TransformersEngine:
     decoding: Decoding = GREEDY
 
     def backend(self, form: DialogueForm | None) -> Backend:
-        from erckit.llm.generation import generate_from_contexts
-        from erckit.llm.scoring import context_log_probs
-
         if form is not None and self.name == "score":
             packed = PackedDialogues(self.model, self.tokenizer, self.template, form, self.max_length, self.pack_tokens)
             return Backend(self.name, packed.batches, packed.log_probs)
