@@ -73,7 +73,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     or, with no record, the flags (a template is then required) and defaults. `language` is the
     prompt language when there is no record; `info`: the erckit_model.json of an erckit run, when already
     read. An unfinished erckit run is refused."""
-    from erckit.llm.loading import is_adapter
+    from erckit.llm.loading import check_adapter, is_adapter
 
     path = Path(weights)
     info = info or model_info(path)
@@ -81,7 +81,9 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
         raise ConfigError(f"{path}: the LLM run has not finished (no run record in {BEST}/); rerun its train "
                           "command to resume it")
     folder = path / BEST if info is not None else path
-    adapter = is_adapter(folder)  # checked (and a broken adapter_config.json named) when loaded
+    adapter = is_adapter(folder)
+    if adapter:
+        check_adapter(folder)  # a broken adapter_config.json is named before anything else (and read once)
     record = load_run_record(weights)
     notes: list[str] = []
     if record is None:
