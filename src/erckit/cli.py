@@ -177,7 +177,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from erckit.data import gold_labels
     from erckit.ensemble import probability_matrix
     from erckit.formats import read_dialogues
-    from erckit.models import MODEL_FILE, predict_probabilities, store_calibration
+    from erckit.models import MODEL_FILE, load, read_model_info, store_calibration
     from erckit.predictions import read_predictions
 
     check_output(args.out, [args.predictions, args.validation, args.model and Path(args.model) / MODEL_FILE])
@@ -185,8 +185,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     ids = list(gold_labels(dialogues, args.validation))
     if len(dialogues) < 2:
         raise DataError(args.validation, None, "holds one dialogue: calibration is cross-fitted by dialogue and needs two or more")
+    info = read_model_info(args.model) if args.model else None  # read once: scored, then offsets stored in it
     if args.model:
-        probs = predict_probabilities(args.model, dialogues)
+        probs = load(args.model, info=info).probabilities(dialogues, progress=True)
     else:
         probs = probability_matrix(read_predictions(args.predictions), ids, args.predictions)
     offsets, report = calibrate(probs, dialogues)
@@ -198,10 +199,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     print("offsets: " + ", ".join(f"{k} {v:+.2f}" for k, v in offsets.items()))
     gain = report["macro_f1_after"] - report["macro_f1_before"]
     if args.model and ((gain > 0 and gain >= args.min_gain) or args.force):
-        store_calibration(args.model, offsets, report)
+        store_calibration(args.model, offsets, report, info)
         print(f"stored in {args.model}; erckit predict applies them")
     elif args.model:
-        store_calibration(args.model, None, report)
+        store_calibration(args.model, None, report, info)
         print(f"not stored (offsets stored before are removed): the cross-fitted validation gain {gain:+.4f} "
               f"is below --min-gain {args.min_gain}; --force stores anyway")
     if args.out:

@@ -140,7 +140,7 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     train_seconds = info.get("summary", {}).get("train_seconds", time.perf_counter() - started)
     result = {"recipe": recipe, "scored": scored, "calibration": info.get("calibration"),
               "model": str(model), "train_seconds": round(train_seconds, 1)}
-    predictor = load(model)
+    predictor = load(model, info=info)
     for split, dialogues in splits.items():
         started = time.perf_counter()
         predictions = predictor.predict(dialogues)

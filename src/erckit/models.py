@@ -13,10 +13,9 @@ import numpy as np
 
 from erckit import __version__, kinds
 from erckit.atomic import write_text_atomic
-from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, to_dict
 from erckit.data import DataError, Dialogue, gold_labels
-from erckit.formats import read_dialogues
+from erckit.formats import read_dialogue_file
 from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.predictions import Prediction
@@ -37,11 +36,6 @@ def read_model_info(folder: str | Path) -> dict:
     if not isinstance(info, dict) or not isinstance(info.get("type"), str) or not isinstance(info.get("config"), dict):
         raise DataError(path, None, 'expected an object with "type" and "config" (written by erckit train)')
     return info
-
-
-def data_digest(config: RunConfig) -> dict[str, str]:
-    """sha256 of the training and validation files: a finished run is reused only for the same data."""
-    return {split: sha256(Path(path)) for split in ("train", "validation") if (path := getattr(config.data, split))}
 
 
 def _has_progress(out: Path) -> bool:
@@ -77,14 +71,15 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
     return previous if previous.get("finished") else None
 
 
-def _read_split(config: RunConfig, split: str, *, labelled: bool) -> list[Dialogue] | None:
+def _read_split(config: RunConfig, split: str) -> tuple[list[Dialogue] | None, str | None]:
+    """A labelled split of the recipe and the sha256 of its file (a finished run is reused only for the
+    same data); (None, None) when the recipe has none."""
     path = getattr(config.data, split)
     if path is None:
-        return None
-    dialogues = read_dialogues(path, config.data.format, text_column=config.data.text_column)
-    if labelled:
-        gold_labels(dialogues, path)  # refuses unlabelled utterances
-    return dialogues
+        return None, None
+    dialogues, digest = read_dialogue_file(path, config.data.format, text_column=config.data.text_column)
+    gold_labels(dialogues, path)  # refuses unlabelled utterances
+    return dialogues, digest
 
 
 def train(config: RunConfig) -> dict:
@@ -93,9 +88,9 @@ def train(config: RunConfig) -> dict:
     out = Path(config.out)
     if config.data.train is None:
         raise ConfigError("data.train is required for training")
-    train_dialogues = _read_split(config, "train", labelled=True)
-    validation = _read_split(config, "validation", labelled=True)
-    digest = data_digest(config)
+    train_dialogues, train_digest = _read_split(config, "train")
+    validation, validation_digest = _read_split(config, "validation")
+    digest = {split: d for split, d in (("train", train_digest), ("validation", validation_digest)) if d}
     if previous := _check_previous(out, config, digest):
         print(f"{out} already holds this finished run; reusing it")
         return previous | {"reused": True}
@@ -112,9 +107,11 @@ def train(config: RunConfig) -> dict:
     return info
 
 
-def store_calibration(folder: str | Path, offsets: dict[str, float] | None, report: dict) -> None:
-    """Keep calibration offsets in the model folder (`predict` applies them); None removes stored ones."""
-    info = read_model_info(folder) | {"calibration": offsets, "calibration_report": report}
+def store_calibration(folder: str | Path, offsets: dict[str, float] | None, report: dict,
+                      info: dict | None = None) -> None:
+    """Keep calibration offsets in the model folder (`predict` applies them); None removes stored ones.
+    `info`: the folder's erckit_model.json when already read."""
+    info = (info or read_model_info(folder)) | {"calibration": offsets, "calibration_report": report}
     if offsets is None:
         del info["calibration"]
     write_text_atomic(Path(folder) / MODEL_FILE, json.dumps(info, indent=2) + "\n")
