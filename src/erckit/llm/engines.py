@@ -26,7 +26,7 @@ from erckit.llm.backends import (
     form_contexts,
     scoring_contexts,
 )
-from erckit.llm.chat import ChatTemplate, get_template
+from erckit.llm.chat import ChatTemplate
 from erckit.llm.generation import (
     DECODING_PRESETS,
     GREEDY,
@@ -138,7 +138,7 @@ def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DE
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     record = run.record
-    template = get_template(record.template)
+    template = run.template
     trust = options.trust_remote_code or record.trust_remote_code
     if backend in ("vllm", "vllm-generate"):
         from erckit.llm.vllm_backend import vllm_engine

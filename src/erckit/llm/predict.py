@@ -219,7 +219,7 @@ def predict_run(
         f"the run's calibration applies to label scoring only; {backend} labels are not calibrated"]
     record = run.record
     items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, record.prompt)
-    chat = get_template(record.template)
+    chat = run.template
     settings = run_settings(backend, run.model, run.adapter, chat, options.decoding, items, record.max_length)
     default_batch = record.eval_batch_size if backend == "score" else DEFAULT_BATCH[backend]
     form = DialogueForm.of(dialogues, record.prompt)
@@ -263,5 +263,5 @@ def predict_file(
     engine = {k: options.pop(k) for k in [f.name for f in fields(EngineOptions)] if k in options}
     if engine.get("vllm") is None:
         engine.pop("vllm", None)
-    run = LLMRun(model, adapter, record, dict(offsets) if offsets is not None else None)
+    run = LLMRun(model, adapter, record, get_template(template), dict(offsets) if offsets is not None else None)
     return predict_run(run, out, prepared=prepared, dialogues=dialogues, options=EngineOptions(**engine), **options)

@@ -16,6 +16,7 @@ from typing import Any
 from erckit.config import ConfigError
 from erckit.data import DataError
 from erckit.flags import flag
+from erckit.llm.chat import ChatTemplate, get_template
 from erckit.llm.record import BEST, RECORD_FILE, RunRecord, load_run_record
 from erckit.models import model_info
 from erckit.prompts import PromptConfig
@@ -38,6 +39,7 @@ class LLMRun:
     model: str
     adapter: str | None
     record: RunRecord
+    template: ChatTemplate  # the record's chat template, resolved (an unknown name is refused on opening)
     calibration: dict[str, float] | None = None  # offsets stored by erckit calibrate (erckit runs only)
     notes: tuple[str, ...] = ()  # what the flags changed in the record
 
@@ -96,6 +98,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     else:
         record, notes = with_overrides(record, flags if adapter else replace(flags, base_model=None))
     calibration = info.get("calibration") if info is not None else None
+    template = get_template(record.template)
     if adapter:
-        return LLMRun(record.base_model, str(folder), record, calibration, tuple(notes))
-    return LLMRun(str(folder) if folder.is_dir() else weights, None, record, calibration, tuple(notes))
+        return LLMRun(record.base_model, str(folder), record, template, calibration, tuple(notes))
+    return LLMRun(str(folder) if folder.is_dir() else weights, None, record, template, calibration, tuple(notes))
