@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install gemma demo test test-all wheel-check bench lint clean vllm-check
+.PHONY: install gemma demo test test-integration test-all wheel-check bench lint clean vllm-check
 
 # the exact CPU versions (pyproject.toml holds compatible ranges); torch==2.13.0 is the CPU wheel here
 CONSTRAINTS := constraints/cpu.txt
@@ -55,8 +55,13 @@ demo: install
 	@echo "           metrics           $(DEMO)/report/metrics.json, $(DEMO)/report/confusion.png"
 	@echo "           model             $(DEMO)/model (training curve: $(DEMO)/model/training.png)"
 
+# the default tier: unit tests on tiny models, one CLI smoke test per model kind
 test: install
 	$(BIN)/python -m pytest
+
+# the tests that train through the CLI and the full equivalence sweeps
+test-integration: install
+	$(BIN)/python -m pytest -m integration
 
 test-all: install
 	$(BIN)/python -m pytest -m ''

@@ -23,7 +23,7 @@ import torch
 from erckit.data import first_utterances
 from erckit.formats import read_dialogues
 from erckit.llm.chat import get_template
-from erckit.llm.dialogue_form import score_dialogues
+from erckit.llm.engines import TransformersEngine, score_dialogues
 from erckit.llm.loading import load_model
 from erckit.prompts import PromptConfig
 
@@ -47,7 +47,8 @@ def main() -> None:
     for form in ("window", "dialogue"):
         prompts = PromptConfig(language="zh", window=args.window, form=form)
         started = time.perf_counter()
-        logp = score_dialogues(model, tokenizer, dialogues, template, prompts, batch_size=8, progress=False)
+        engine = TransformersEngine("score", model, tokenizer, template, max_length=None, pack_tokens=2048)
+        logp = score_dialogues(engine, dialogues, prompts, batch_size=8)
         seconds = time.perf_counter() - started
         labels[form] = logp.argmax(axis=1)
         result[form] = {"seconds": round(seconds, 1), "utterances_per_second": round(count / seconds, 2)}

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import REPO, SAMPLE, SAMPLE_DATA
+from conftest import BMELD, REPO, SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.compare import load_compare_config
 from erckit.recipes import resolve
@@ -19,8 +19,11 @@ def test_shipped_compare_config_parses():
             "lora_dialogue_form"} == set(config.methods)
     for method in config.methods.values():
         assert resolve(method.recipe).is_file()
-    bmeld = load_compare_config(REPO / "configs" / "compare-bmeld.yaml")
-    assert set(bmeld.methods) == set(config.methods) and bmeld.validation.endswith("bmeld/dev_sent_emo.csv")
+    splits = [f"train={SAMPLE / 'annotation_train.json'}", f"validation={SAMPLE / 'annotation_validation.json'}"]
+    bmeld = load_compare_config(REPO / "configs" / "compare-bmeld.yaml", splits)  # the data comes from the command
+    assert {"tfidf", "encoder_utterance", "encoder_dialogue", "gemma_dialogue", "fusion_encoders",
+            "fusion_all"} == set(bmeld.methods)
+    assert bmeld.methods["fusion_all"].fusion == ["tfidf", "encoder_utterance", "encoder_dialogue", "gemma_dialogue"]
 
 
 def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsys):
@@ -96,13 +99,25 @@ def test_paths_in_a_compare_config_are_relative_to_the_file_from_any_directory(t
     assert main(["compare", "--config", str(folder / "compare.yaml")]) == 0
     assert (elsewhere / "out" / "comparison.md").is_file()  # `out` is where the command runs
     assert json.loads((elsewhere / "out" / "comparison.json").read_text())["tfidf"]["validation"]["n"] == 89
-    # the shipped configs too: every input path they name exists, seen from another directory
-    for name in ("compare.yaml", "compare-bmeld.yaml"):
-        shipped = load_compare_config(REPO / "configs" / name)
-        assert all(resolve(m.recipe).is_file() for m in shipped.methods.values())
-        assert all(Path(getattr(shipped, k)).is_file() for k in ("train", "validation", "test") if getattr(shipped, k))
+    assert_inputs_exist(REPO / "configs" / "compare.yaml")  # the shipped config on the bundled sample
 
 
+@pytest.mark.needs_data
+def test_the_shipped_bmeld_compare_config_names_inputs_that_exist(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    splits = [f"{key}={BMELD / f'{name}_sent_emo.csv'}" for key, name in
+              (("train", "train"), ("validation", "dev"), ("test", "test"))]
+    assert_inputs_exist(REPO / "configs" / "compare-bmeld.yaml", splits)
+
+
+def assert_inputs_exist(config: Path, overrides: list[str] = ()) -> None:
+    """Every input path a shipped compare config names exists, seen from another directory."""
+    shipped = load_compare_config(config, overrides)
+    assert all(resolve(m.recipe).is_file() for m in shipped.methods.values() if m.recipe)
+    assert all(Path(getattr(shipped, k)).is_file() for k in ("train", "validation", "test") if getattr(shipped, k))
+
+
+@pytest.mark.integration
 def test_a_calibrated_model_scored_on_its_own_calibration_split_is_marked_with_the_cross_fitted_figure(
     tmp_path, capsys
 ):

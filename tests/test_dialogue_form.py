@@ -10,15 +10,8 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 from erckit.data import Dialogue, Utterance
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
-from erckit.llm.dialogue_form import (
-    chain_ids,
-    chunks,
-    collate,
-    dialogue_log_probs,
-    dialogue_trees,
-    packed_answer_loss,
-    training_rows,
-)
+from erckit.llm.dialogue_form import chain_ids, chunks, dialogue_log_probs, dialogue_trees
+from erckit.llm.dialogue_training import collate, packed_answer_loss, training_rows
 from erckit.llm.packing import Segment, pack, sliding_window_of, visibility
 from erckit.prompts import PromptConfig, dialogue_prompt
 from llm_tiny import tiny_model, tiny_tokenizer
@@ -112,9 +105,17 @@ def tiny_gemma(tokenizer) -> Gemma3ForCausalLM:
     return Gemma3ForCausalLM(config).eval()
 
 
-@pytest.mark.parametrize("question", ["number", "quoted"])
-@pytest.mark.parametrize("placement", ["centered", "past"])
-@pytest.mark.parametrize("kind", ["llama-sdpa", "llama-eager", "gemma3-sliding"])
+DEFAULT_TIER = {("llama-sdpa", "centered", "number"), ("gemma3-sliding", "past", "quoted")}  # the rest: integration
+EVERY_MODEL_PLACEMENT_AND_QUESTION = [
+    pytest.param(kind, placement, question, id=f"{kind}-{placement}-{question}",
+                 marks=() if (kind, placement, question) in DEFAULT_TIER else pytest.mark.integration)
+    for kind in ("llama-sdpa", "llama-eager", "gemma3-sliding")
+    for placement in ("centered", "past")
+    for question in ("number", "quoted")
+]
+
+
+@pytest.mark.parametrize(("kind", "placement", "question"), EVERY_MODEL_PLACEMENT_AND_QUESTION)
 def test_packed_labels_equal_separate_sequences(kind: str, placement: str, question: str) -> None:
     tokenizer = tiny_tokenizer()
     if kind.startswith("llama"):
@@ -178,7 +179,7 @@ def separate_answer_losses(model, tokenizer, template, config, dialogue: Dialogu
     return result
 
 
-@pytest.mark.parametrize("weighted", [False, True])
+@pytest.mark.parametrize("weighted", [pytest.param(False, marks=pytest.mark.integration), True])
 def test_packed_training_loss_equals_separate_sequences(weighted: bool) -> None:
     tokenizer = tiny_tokenizer()
     model = tiny_gemma(tokenizer)

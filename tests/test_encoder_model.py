@@ -59,6 +59,7 @@ def recipe(tiny_encoder: Path, train_path: Path, dev_path: Path, out: Path, epoc
     ]
 
 
+@pytest.mark.integration
 @pytest.mark.needs_data
 def test_loss_falls_on_real_bmeld_and_best_epoch_is_kept(tiny_encoder, bmeld_slices, tmp_path):
     config = load_config("bert_bigru", recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 10))
@@ -128,6 +129,8 @@ def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):
     assert metrics["n"] == 96 and 0.0 <= metrics["macro_f1"] <= 1.0
 
 
+@pytest.mark.integration
+@pytest.mark.needs_data
 def test_early_stopping_stops_after_patience_epochs_without_a_better_validation_score(
     tiny_encoder, bmeld_slices, tmp_path, capsys
 ):
@@ -146,6 +149,8 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_validation_
     assert saved_epoch(out) == 1
 
 
+@pytest.mark.integration
+@pytest.mark.needs_data
 def test_without_patience_every_epoch_runs(tiny_encoder, bmeld_slices, tmp_path):
     overrides = [*recipe(tiny_encoder, *bmeld_slices, tmp_path / "m", 3), "train.lr=1e-30", "train.head_lr=1e-30"]
     summary = train(load_config("bert_bigru", overrides))["summary"]
@@ -157,15 +162,18 @@ def test_without_patience_every_epoch_runs(tiny_encoder, bmeld_slices, tmp_path)
     ("data.validation=null", "train.patience (early stopping) needs data.validation"),
 ])
 def test_bad_early_stopping_settings_are_refused_before_anything_is_written(
-    tiny_encoder, bmeld_slices, tmp_path, capsys, override, problem
+    tiny_encoder, tmp_path, capsys, override, problem
 ):
-    out = tmp_path / "m"
-    overrides = [*recipe(tiny_encoder, *bmeld_slices, out, 3), "train.patience=2", override]
+    out = tmp_path / "m"  # refused before any data is read: the bundled sample stands in
+    overrides = [*recipe(tiny_encoder, SAMPLE / "annotation_train.json", SAMPLE / "annotation_validation.json", out, 3),
+                 "train.patience=2", override]
     assert main(["train", "--config", "bert_bigru", *overrides]) == 2
     err = capsys.readouterr().err
     assert problem in err and len(err.strip().splitlines()) == 1 and not out.exists()
 
 
+@pytest.mark.integration
+@pytest.mark.needs_data
 def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and_resumes(
     tiny_encoder, bmeld_slices, tmp_path, capsys
 ):

@@ -39,7 +39,7 @@ def test_weights_are_the_best_on_validation_and_predict_averages_the_members(mem
     fused = tmp_path / "fused"
     assert main(["ensemble", "--models", *map(str, members), "--validation", str(VALIDATION), "--out", str(fused)]) == 0
     assert "macro-F1" in capsys.readouterr().out
-    weights = json.loads((fused / "erckit_model.json").read_text())["config"]["weights"]
+    weights = json.loads((fused / "erckit_model.json").read_text())["summary"]["weights"]
     validation = read_dialogues(VALIDATION)
     gold = [u.label for d in validation for u in d.utterances]
     words, trigrams = (load(m).probabilities(validation) for m in members)
@@ -58,7 +58,7 @@ def test_weights_are_the_best_on_validation_and_predict_averages_the_members(mem
 def test_given_weights_are_kept_and_bad_fusions_end_in_one_line(members, tmp_path, capsys):
     fused = tmp_path / "fused"
     assert main(["ensemble", "--models", *map(str, members), "--weights", "1", "3", "--out", str(fused)]) == 0
-    assert json.loads((fused / "erckit_model.json").read_text())["config"]["weights"] == [0.25, 0.75]
+    assert json.loads((fused / "erckit_model.json").read_text())["summary"]["weights"] == [0.25, 0.75]
     capsys.readouterr()
     cases = [
         ["ensemble", "--models", str(members[0]), "--weights", "1", "--out", str(tmp_path / "one")],
@@ -76,4 +76,4 @@ def test_given_weights_are_kept_and_bad_fusions_end_in_one_line(members, tmp_pat
     assert main(["ensemble", "--models", str(moved), str(members[1]), "--weights", "1", "1", "--out", str(tmp_path / "f2")]) == 0
     shutil.rmtree(moved)
     assert main(["predict", "--model", str(tmp_path / "f2"), "--input", str(TEST), "--out", str(tmp_path / "p.jsonl")]) == 2
-    assert "is gone" in capsys.readouterr().err and not (tmp_path / "p.jsonl").exists()
+    assert "is not an erckit model folder" in capsys.readouterr().err and not (tmp_path / "p.jsonl").exists()

@@ -127,6 +127,7 @@ def test_its_tuple_gradient_checkpointing_is_not_switched_on(data):
     assert model.model.gradient_checkpointing is False and not model.is_activation_checkpointing
 
 
+@pytest.mark.integration
 def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path, capsys):
     run, merged = tmp_path / "run", tmp_path / "merged"
     overrides = [

@@ -32,7 +32,7 @@ def recipe(setup: dict, out: Path, *extra: str):
     ])
 
 
-@pytest.mark.parametrize("question", ["number", "quoted"])
+@pytest.mark.parametrize("question", [pytest.param("number", marks=pytest.mark.integration), "quoted"])
 def test_dialogue_form_trains_selects_and_records_its_form(setup, tmp_path, question):
     snapshot = Snapshot()
     run = tmp_path / "run"
@@ -107,12 +107,14 @@ def test_window_form_answer_loss_weighs_each_example_by_its_class_weight(setup):
 
 def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_generation(setup, tmp_path, capsys):
     from erckit.labels import parse_answer
-    from erckit.llm.backends import DialogueForm, build_backend
+    from erckit.llm.backends import DialogueForm
     from erckit.llm.chat import get_template
     from erckit.llm.dialogue_form import dialogue_log_probs
+    from erckit.llm.engines import EngineOptions, load_engine
     from erckit.llm.items import items_from_dialogues
     from erckit.llm.loading import load_model
     from erckit.llm.record import load_run_record
+    from erckit.llm.run import open_run
     from erckit.llm.scoring import softmax
 
     run = tmp_path / "run"
@@ -145,7 +147,7 @@ def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_g
             assert row["label"] == parse_answer(row["raw"]) and row["probs"] is None
         else:
             assert abs(want - [row["probs"][label] for label in LABELS]).max() <= 1e-5
-    backend = build_backend("generate", str(setup["base"]), get_template("plain"), adapter=str(run / "best"),
-                            max_length=768, dialogue_form=DialogueForm(prompts, setup["dev_dialogues"]))
+    engine = load_engine(open_run(str(run)), "generate", EngineOptions())
+    backend = engine.backend(DialogueForm(prompts, setup["dev_dialogues"]))
     items = items_from_dialogues(setup["dev_dialogues"], prompts)
     assert abs(softmax(backend.log_probs(items)) - expected).max() <= 1e-5

@@ -129,6 +129,7 @@ def test_score_backend_writes_valid_predictions_for_every_id(tiny_folder, tmp_pa
     assert not (tmp_path / "predictions.jsonl.partial").exists()
 
 
+@pytest.mark.integration
 def test_killed_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatch):
     prompts = [f"第{i}句：{'好' * (i % 5)}今天天气怎么样？" for i in range(10)]
     prepared = prepared_file(tmp_path / "data_test.json", prompts)

@@ -13,7 +13,8 @@ from safetensors import safe_open
 from erckit.cli import main
 from erckit.data import DataError
 from erckit.labels import LABELS
-from erckit.llm.record import Overrides, RunRecord, load_run_record, save_run_record, with_overrides
+from erckit.llm.record import RunRecord, load_run_record, save_run_record
+from erckit.llm.run import RunFlags, with_overrides
 from erckit.prompts import PromptConfig
 from test_llm_train import setup  # noqa: F401  (the module fixture: tiny Llama + BMELD slices)
 
@@ -40,7 +41,8 @@ def test_merge_then_predict_uses_the_runs_window_template_and_max_length(setup, 
     merged = tmp_path / "merged"
     assert main(["merge", "--adapter", str(run), "--out", str(merged)]) == 0  # no --base, no --template
     record = load_run_record(merged)
-    assert record == RunRecord(str(setup["base"]), "gemma", PromptConfig("zh", window=4), 300, "fp32", adapter=False)
+    assert record == RunRecord(str(setup["base"]), "gemma", PromptConfig("zh", window=4), 300, "fp32", adapter=False,
+                               eval_batch_size=16)
     from_merged = tmp_path / "merged.jsonl"
     assert main(["predict", "--model", str(merged), "--input", str(setup["dev"]), "--out", str(from_merged)]) == 0
     explicit = tmp_path / "explicit.jsonl"
@@ -95,9 +97,9 @@ def test_merge_keeps_the_base_dtype(setup, tmp_path):  # noqa: F811
 
 def test_overrides_change_only_what_is_given_and_say_so():
     record = RunRecord("base", "gemma", PromptConfig("zh", window=4), 300)
-    same, notes = with_overrides(record, Overrides(window=4, template="gemma"))
+    same, notes = with_overrides(record, RunFlags(template="gemma", prompt={"window": 4}))
     assert same == record and notes == []
-    changed, notes = with_overrides(record, Overrides(window=6, max_length=128, variant="speaker"))
+    changed, notes = with_overrides(record, RunFlags(max_length=128, prompt={"window": 6, "variant": "speaker"}))
     assert changed == RunRecord("base", "gemma", PromptConfig("zh", 6, "centered", "speaker"), 128)
     assert notes == ["--max-length 128 overrides the run's 300", "--window 6 overrides the run's 4",
                      "--variant speaker overrides the run's emotion"]

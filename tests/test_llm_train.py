@@ -128,6 +128,7 @@ class StopAt(TrainerCallback):
             raise KeyboardInterrupt  # a kill, as far as the run is concerned
 
 
+@pytest.mark.integration
 def test_killed_run_resumes_at_the_right_step(setup, tmp_path, capsys):
     out = tmp_path / "run"
     config = recipe(setup, out)
@@ -148,6 +149,7 @@ def zero_lora_b(adapter: Path) -> None:
               str(adapter / "adapter_model.safetensors"))
 
 
+@pytest.mark.integration
 def test_select_picks_highest_macro_f1_not_last_not_lowest_loss(setup, tmp_path, capsys):
     trained = tmp_path / "trained"
     config = recipe(setup, trained, f"data.train={setup['dev']}", "llm.max_steps=80", "llm.eval_steps=80",

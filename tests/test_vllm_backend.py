@@ -115,7 +115,7 @@ def next_token_log_prob(model, ids: list[int], token: int) -> float:
     return float(torch.log_softmax(logits, -1)[token])
 
 
-@pytest.mark.parametrize("template", [PLAIN, CHATML], ids=["plain", "chatml"])
+@pytest.mark.parametrize("template", [PLAIN, pytest.param(CHATML, marks=pytest.mark.integration)], ids=["plain", "chatml"])
 def test_next_token_requests_sum_to_the_transformers_scores(tokenizer, template):
     """What vLLM is asked (log-probs of the tokens after each context + answer prefix) gives label_log_probs."""
     torch.manual_seed(0)

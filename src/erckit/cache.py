@@ -67,11 +67,20 @@ def write_manifest(folder: Path, source: dict[str, str]) -> None:
     (folder / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def verify_folder(folder: Path) -> bool:
-    """True when the manifest exists and every file it lists has the recorded sha256."""
-    folder = Path(folder)
+def read_manifest(folder: Path) -> dict | None:
+    """The folder's manifest, or None when it is missing or unreadable."""
     try:
-        manifest = json.loads((folder / MANIFEST_NAME).read_text())
+        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text())
+    except (OSError, ValueError):
+        return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def verify_folder(folder: Path, manifest: dict | None = None) -> bool:
+    """True when the manifest exists and every file it lists has the recorded sha256 (`manifest`: already read)."""
+    folder = Path(folder)
+    manifest = manifest or read_manifest(folder)
+    try:
         expected: dict[str, str] = manifest["sha256"]
         return bool(expected) and all(
             (folder / name).is_file() and sha256(folder / name) == digest for name, digest in expected.items()
@@ -86,10 +95,11 @@ def is_current(folder: Path, source: dict[str, str]) -> bool:
     The package versions in the manifest are a record of where the folder came from, not a condition:
     a folder that verifies is used whatever is installed now (the packages are needed only to build it).
     """
-    if not verify_folder(folder):
+    manifest = read_manifest(folder)
+    if manifest is None or not verify_folder(folder, manifest):
         return False
-    recorded = json.loads((folder / MANIFEST_NAME).read_text()).get("source", {})
-    return recorded.get("converter") == source.get("converter")
+    recorded = manifest.get("source", {})
+    return isinstance(recorded, dict) and recorded.get("converter") == source.get("converter")
 
 
 def remove_stale_builds(parent: Path, name: str) -> None:

@@ -118,104 +118,82 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _predict(args: argparse.Namespace) -> int:
+    from erckit import kinds
     from erckit.formats import read_dialogues
-    from erckit.models import MODEL_FILE, llm_settings, predict, read_model_info, unfinished_epoch
+    from erckit.models import load, model_info
     from erckit.predictions import moved_by_calibration, moved_note, write_predictions
 
     model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
     check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
     check_output(args.llamafactory, [args.input, args.prepared, args.out, *model_files])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
-    kind = read_model_info(args.model)["type"] if (Path(args.model) / MODEL_FILE).exists() else "llm-weights"
-    if kind in ("bert_bigru", "tfidf", "fusion"):
-        if dialogues is None:
-            raise DataError(args.model, None, f"a {kind} model labels dialogues: give --input, not --prepared")
-        early = unfinished_epoch(args.model) if args.best_so_far else None
-        predictions = predict(args.model, dialogues, best_so_far=args.best_so_far)
-        write_predictions(args.out, predictions)
-        if early:
-            score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
-            print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
-                  f"({early['epochs_run']} of {early['epochs']} epochs run)")
-        print(f"wrote {len(predictions)} predictions to {args.out}{moved_note(moved_by_calibration(predictions))}")
-        return 0
-    return _predict_llm(args, dialogues, llm_settings(args.model) if kind == "llm" else {})
+    info = model_info(args.model)
+    kind = kinds.get(info["type"]) if info else None
+    if kind is None or kind.ENGINES:  # an LLM: an erckit run, a merged folder, any causal LM
+        return _predict_llm(args, dialogues, info)
+    if dialogues is None:
+        raise DataError(args.model, None, f"a {kind.NAME} model labels dialogues: give --input, not --prepared")
+    predictor = load(args.model, best_so_far=args.best_so_far, info=info)
+    predictions = predictor.predict(dialogues, progress=True)
+    write_predictions(args.out, predictions)
+    if early := predictor.unfinished:
+        score = "" if early["val_macro_f1"] is None else f", validation macro-F1 {early['val_macro_f1']:.4f}"
+        print(f"unfinished run: predicted with its best epoch so far, epoch {early['epoch']}{score} "
+              f"({early['epochs_run']} of {early['epochs']} epochs run)")
+    print(f"wrote {len(predictions)} predictions to {args.out}{moved_note(moved_by_calibration(predictions))}")
+    return 0
 
 
-def _predict_llm(args: argparse.Namespace, dialogues, run: dict) -> int:
-    """An erckit LLM run (`run` holds its calibration) or any causal LM given by path / hub id."""
-    import dataclasses
-
-    from erckit.llm.generation import DECODING_PRESETS
-    from erckit.llm.predict import UnparsedAnswers, predict_file
+def _predict_llm(args: argparse.Namespace, dialogues, info: dict | None) -> int:
+    """An erckit LLM run (with its calibration) or any causal LM given by path / hub id."""
+    from erckit.llm.engines import EngineOptions
+    from erckit.llm.predict import UnparsedAnswers, predict_run
 
     if (args.input is None) == (args.prepared is None):
         raise DataError("predict", None, "give exactly one of --input (raw dialogues) and --prepared (data_test.json)")
-    decoding = DECODING_PRESETS[args.decoding]
-    if args.max_new_tokens:
-        decoding = dataclasses.replace(decoding, max_new_tokens=args.max_new_tokens)
+    options = EngineOptions.of(
+        decoding=args.decoding, max_new_tokens=args.max_new_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
+        max_num_batched_tokens=args.max_num_batched_tokens, dtype=args.dtype, device=args.device,
+        trust_remote_code=args.trust_remote_code, tensor_parallel_size=args.tensor_parallel_size,
+    )
+    if args.adapter:
+        run = _open_run(args.adapter, args, dialogues, base=args.model)
+    else:
+        run = _open_run(args.model, args, dialogues, info=info)
     try:
-        summary = _run_predict_file(args, dialogues, run, decoding, predict_file)
+        summary = predict_run(run, args.out, prepared=args.prepared, dialogues=dialogues, backend=args.backend,
+                              options=options, batch_size=args.batch_size, unparsed=args.unparsed,
+                              llamafactory=args.llamafactory)
     except UnparsedAnswers as err:
         print(f"erckit predict: error: {err}".replace("\n", " "), file=sys.stderr)
         return 2
+    for note in summary.notes:
+        print(f"note: {note}", file=sys.stderr)
     print(summary.describe())
     return 0
 
 
-def _overrides(args: argparse.Namespace, base: str | None = None):
-    """The settings given explicitly on the command line (None: as the run record says)."""
-    from erckit.llm.record import Overrides
+def _open_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None, info: dict | None = None):
+    """The LLM run behind `weights`, with the flags given (`erckit.llm.run.open_run`); notes on stderr."""
+    from erckit.flags import given
+    from erckit.llm.run import RunFlags, open_run
+    from erckit.prompts import PromptConfig, detect_language
 
-    return Overrides(base_model=base, template=args.template, max_length=getattr(args, "max_length", None),
-                     language=args.language, window=args.window, placement=args.placement, variant=args.variant,
-                     form=args.form, question=args.question)
-
-
-def _resolve_run(weights: str, args: argparse.Namespace, dialogues, base: str | None = None):
-    """The model, adapter and settings of `weights` (its run record, flags applied); notes on stderr."""
-    from erckit.llm.record import resolve_run
-    from erckit.prompts import detect_language
-
+    flags = RunFlags(base, args.template, getattr(args, "max_length", None), given(args, PromptConfig))
     language = args.language or (detect_language(dialogues) if dialogues else "zh")
-    resolved = resolve_run(weights, _overrides(args, base), language)
-    _print_notes(resolved, args)
-    return resolved
+    run = open_run(weights, flags, language, info=info)
+    _print_notes(run, args)
+    return run
 
 
-def _print_notes(resolved, args: argparse.Namespace) -> None:
+def _print_notes(run, args: argparse.Namespace) -> None:
     """What the command line changed in the run's settings, and remote code run on the record's word."""
-    notes = list(resolved.notes)
-    if resolved.record.trust_remote_code and not args.trust_remote_code:
-        notes.append(f"running the model's own code: the run record of {resolved.adapter or resolved.model} asks for "
+    notes = list(run.notes)
+    if run.record.trust_remote_code and not args.trust_remote_code:
+        notes.append(f"running the model's own code: the run record of {run.adapter or run.model} asks for "
                      "trust_remote_code")
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-
-
-def _run_predict_file(args: argparse.Namespace, dialogues, run: dict, decoding, predict_file):
-    from erckit.llm.backends import SCORING_BACKENDS
-    from erckit.llm.vllm_backend import VLLMOptions
-
-    offsets = run.get("calibration")
-    if offsets and args.backend not in SCORING_BACKENDS:
-        print(f"note: the run's calibration applies to label scoring only; {args.backend} labels are not calibrated",
-              file=sys.stderr)
-        offsets = None
-    if args.adapter:
-        resolved = _resolve_run(args.adapter, args, dialogues, base=args.model)
-    else:
-        resolved = _resolve_run(args.model, args, dialogues)
-    record = resolved.record
-    return predict_file(
-        resolved.model, args.out, prepared=args.prepared, dialogues=dialogues,
-        prompts=record.prompt if dialogues else None, template=record.template, backend=args.backend,
-        adapter=resolved.adapter, batch_size=args.batch_size, decoding=decoding,
-        unparsed=args.unparsed, llamafactory=args.llamafactory, dtype=args.dtype, device=args.device,
-        trust_remote_code=args.trust_remote_code or record.trust_remote_code,
-        tensor_parallel_size=args.tensor_parallel_size, max_length=record.max_length,
-        offsets=offsets, vllm=VLLMOptions(args.gpu_memory_utilization, args.max_num_batched_tokens),
-    )
 
 
 def _calibrate(args: argparse.Namespace) -> int:
@@ -227,7 +205,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     from erckit.data import gold_labels
     from erckit.ensemble import probability_matrix
     from erckit.formats import read_dialogues
-    from erckit.models import MODEL_FILE, predict_probabilities, store_calibration
+    from erckit.models import MODEL_FILE, load, read_model_info, store_calibration
     from erckit.predictions import read_predictions
 
     check_output(args.out, [args.predictions, args.validation, args.model and Path(args.model) / MODEL_FILE])
@@ -235,8 +213,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     ids = list(gold_labels(dialogues, args.validation))
     if len(dialogues) < 2:
         raise DataError(args.validation, None, "holds one dialogue: calibration is cross-fitted by dialogue and needs two or more")
+    info = read_model_info(args.model) if args.model else None  # read once: scored, then offsets stored in it
     if args.model:
-        probs = predict_probabilities(args.model, dialogues)
+        probs = load(args.model, info=info).probabilities(dialogues, progress=True)
     else:
         probs = probability_matrix(read_predictions(args.predictions), ids, args.predictions)
     offsets, report = calibrate(probs, dialogues)
@@ -248,10 +227,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     print("offsets: " + ", ".join(f"{k} {v:+.2f}" for k, v in offsets.items()))
     gain = report["macro_f1_after"] - report["macro_f1_before"]
     if args.model and ((gain > 0 and gain >= args.min_gain) or args.force):
-        store_calibration(args.model, offsets, report)
+        store_calibration(args.model, offsets, report, info)
         print(f"stored in {args.model}; erckit predict applies them")
     elif args.model:
-        store_calibration(args.model, None, report)
+        store_calibration(args.model, None, report, info)
         print(f"not stored (offsets stored before are removed): the cross-fitted validation gain {gain:+.4f} "
               f"is below --min-gain {args.min_gain}; --force stores anyway")
     if args.out:
@@ -290,19 +269,22 @@ def _ensemble(args: argparse.Namespace) -> int:
 
 
 def _fuse_models(args: argparse.Namespace) -> int:
-    """erckit ensemble --models: a fusion model folder (erckit.fusion) that predict and the API load."""
-    from erckit.fusion import build_fusion
-    from erckit.models import MODEL_FILE
+    """erckit ensemble --models: a fusion model folder (`model: fusion`) that predict, serve and the API load."""
+    from erckit.config import RunConfig, from_dict
+    from erckit.models import MODEL_FILE, OUTPUT_NAMES, train
 
     if args.offsets:
         raise DataError("ensemble", None, "--offsets applies to --predictions; calibrate a fusion with erckit calibrate --model")
-    check_folder(args.out, [args.validation, *(Path(m) / MODEL_FILE for m in args.models)], (MODEL_FILE,))
-    info = build_fusion(args.models, args.out, weights=args.weights, validation=args.validation)
-    shares = ", ".join(f"{w:.2f}" for w in info["config"]["weights"])
-    chosen = info["summary"]
-    origin = f"chosen on {args.validation}: macro-F1 {chosen['val_macro_f1']:.4f}" if "val_macro_f1" in chosen else "given"
-    print(f"wrote the fusion {args.out} of {len(args.models)} models, weights {shares} ({origin}); "
-          f"label with erckit predict --model {args.out}")
+    recipe = {"model": "fusion", "out": args.out, "data": {"validation": args.validation},
+              "fusion": {"members": args.models, "weights": args.weights}}
+    config = from_dict(RunConfig, recipe, "erckit ensemble")
+    check_folder(args.out, [args.validation, *(Path(m) / MODEL_FILE for m in args.models)], OUTPUT_NAMES)
+    info = train(config)
+    summary = info["summary"]
+    origin = (f"chosen on {args.validation}: macro-F1 {summary['val_macro_f1']:.4f}" if "val_macro_f1" in summary
+              else "given")
+    print(f"wrote the fusion {args.out} of {len(args.models)} models, weights "
+          + ", ".join(f"{w:.2f}" for w in summary["weights"]) + f" ({origin}); label with erckit predict --model {args.out}")
     return 0
 
 
@@ -336,28 +318,19 @@ def _compare(args: argparse.Namespace) -> int:
 
 
 def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
-    # No defaults here: unset means "as the run record says" (predict, select), else PromptConfig's defaults.
-    parser.add_argument("--window", type=int, help="utterances in the dialogue window (default: the run's, else 10)")
-    parser.add_argument("--placement", choices=("centered", "past"),
-                        help="centered: around the target, kept inside the dialogue (the design, default); past: target last")
-    parser.add_argument("--variant", choices=("emotion", "speaker"),
-                        help="emotion (the design's prompt, default) or speaker (the question names the speaker)")
-    parser.add_argument("--language", choices=("zh", "en"), help="prompt template (default: detected from the text)")
-    parser.add_argument("--form", choices=("window", "dialogue"),
-                        help="window: the design's prompt, one per utterance (default); dialogue: the whole dialogue "
-                             "once, then each utterance's question")
-    parser.add_argument("--question", choices=("number", "quoted"),
-                        help="dialogue form: number (the utterance's number alone, default) or quoted (its whole "
-                             "line again: easier to read, about 1.5x the tokens)")
+    """The prompt settings as flags (`erckit.prompts.PromptConfig`); unset means "as the run record says"."""
+    from erckit.flags import add_flags
+    from erckit.prompts import PromptConfig
+
+    add_flags(parser, PromptConfig)
 
 
 def _prompt_config(args: argparse.Namespace, dialogues):
-    from erckit.llm.record import Overrides, prompt_from_flags
-    from erckit.prompts import detect_language
+    from erckit.flags import given
+    from erckit.llm.run import RunFlags, prompt_from_flags
+    from erckit.prompts import PromptConfig, detect_language
 
-    flags = Overrides(window=args.window, placement=args.placement, variant=args.variant, form=args.form,
-                      question=args.question)
-    return prompt_from_flags(flags, args.language or detect_language(dialogues))
+    return prompt_from_flags(RunFlags(prompt=given(args, PromptConfig)), args.language or detect_language(dialogues))
 
 
 def _select(args: argparse.Namespace) -> int:
@@ -365,6 +338,7 @@ def _select(args: argparse.Namespace) -> int:
 
     from erckit.atomic import write_text_atomic
     from erckit.formats import read_dialogues
+    from erckit.llm.engines import EngineOptions
     from erckit.llm.select import find_checkpoints, rank_checkpoints
 
     check_output(args.out, [args.validation])
@@ -372,11 +346,9 @@ def _select(args: argparse.Namespace) -> int:
     if not checkpoints:
         raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")
     validation = read_dialogues(args.validation, args.format, text_column=args.text_column)
-    runs = [_resolve_run(str(c), args, validation, base=args.base) for c in checkpoints]
-    ranking = rank_checkpoints(
-        checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
-        trust_remote_code=args.trust_remote_code,
-    )
+    runs = [_open_run(str(c), args, validation, base=args.base) for c in checkpoints]
+    ranking = rank_checkpoints(checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
+                               options=EngineOptions(trust_remote_code=args.trust_remote_code))
     for row in ranking:
         print(f"{row['macro_f1']:.4f} macro-F1  {row['weighted_f1']:.4f} weighted-F1  {row['checkpoint']}")
     print(f"best: {ranking[0]['checkpoint']}")
@@ -388,10 +360,10 @@ def _select(args: argparse.Namespace) -> int:
 def _merge(args: argparse.Namespace) -> int:
     from erckit.llm.loading import resolve_source
     from erckit.llm.merge import merge_adapter
-    from erckit.llm.record import Overrides, resolve_run
+    from erckit.llm.run import RunFlags, open_run
 
     check_folder(args.out, [args.base, args.adapter], whole=True)
-    resolved = resolve_run(args.adapter, Overrides(base_model=args.base, template=args.template), "zh")
+    resolved = open_run(args.adapter, RunFlags(base_model=args.base, template=args.template))
     _print_notes(resolved, args)
     if resolved.adapter is None:
         raise DataError(args.adapter, None, "is not a LoRA adapter folder (no adapter_config.json): nothing to merge")
@@ -464,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="score: label log-probabilities, always valid (default); generate: free text, parsed")
     llm.add_argument("--template", help="chat template: baichuan2, chatml, gemma, plain, qwen2.5 (default: the run's)")
     _add_prompt_options(llm)
-    llm.add_argument("--batch-size", type=int, help="prompts per batch (default 8; vLLM 512)")
+    llm.add_argument("--batch-size", type=int,
+                     help="prompts (dialogue form: dialogues) per batch (default: the run's, else 8; vLLM 512)")
     llm.add_argument("--decoding", choices=("greedy", "design"), default="greedy",
                      help="generate: greedy (default) or the design's temperature 0.3 + repetition penalty 1.05")
     llm.add_argument("--max-new-tokens", type=int, help="generate: answer length cap (default 8)")
@@ -538,7 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prompt_options(p)
     p.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, help="prompts (dialogue form: dialogues) per batch (default: the run's)")
     p.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
     p.add_argument("--out", help="write the ranking to this JSON file")
     _add_format(p)

@@ -19,7 +19,7 @@ import numpy as np
 
 from erckit.atomic import write_text_atomic
 from erckit.cache import sha256
-from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml, to_dict
+from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
 from erckit.data import Dialogue, gold_labels
 from erckit.ensemble import choose_weights, probability_matrix, weight_shares
 from erckit.formats import read_dialogues
@@ -27,7 +27,7 @@ from erckit.formats.encoding import read_json
 from erckit.intervals import bootstrap, paired_difference
 from erckit.labels import LABELS
 from erckit.metrics import scores
-from erckit.models import MODEL_FILE, predict, read_model_info, train
+from erckit.models import MODEL_FILE, load, read_model_info, saved_config, train
 from erckit.plots import new_figure, save_figure
 from erckit.predictions import Prediction, from_probabilities, read_predictions, write_predictions
 
@@ -181,46 +181,51 @@ def method_recipe(method: Method, config: CompareConfig, folder: Path) -> RunCon
     return load_config(method.recipe, [*method.overrides, *data, f"out={folder / 'model'}"])
 
 
-def _trained_model(name: str, method: Method, config: CompareConfig, folder: Path) -> tuple[Path, dict, dict]:
-    """(model folder, recipe as a dict, training info): a given finished model, or the recipe's run."""
+def _trained_model(name: str, method: Method, config: CompareConfig, folder: Path) -> tuple[Path, RunConfig | None, dict]:
+    """(model folder, recipe to train, info of a given model): a given finished model, or the recipe's run
+    (loaded and checked here, before anything is trained)."""
     if method.model is not None:
         info = read_model_info(method.model)
         if not info.get("finished"):
             raise ConfigError(f"method {name}: {method.model} is not a finished run")
-        return Path(method.model), info["config"], info
-    return folder / "model", to_dict(method_recipe(method, config, folder)), {}
+        return Path(method.model), None, info
+    return folder / "model", method_recipe(method, config, folder), {}
 
 
-def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]]) -> dict:
+def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]],
+               trained: tuple[Path, RunConfig | None, dict]) -> dict:
     """Train (or reuse) one method and score it on every split."""
     folder = Path(config.out) / name
-    model, recipe, info = _trained_model(name, method, config, folder)
+    model, run_config, info = trained
+    recipe = info["config"] if run_config is None else saved_config(run_config)
     result_path = folder / "result.json"
     scored = {split: sha256(Path(getattr(config, split))) for split in ("train", *splits)}  # trained and scored on
+    if not info and (model / MODEL_FILE).exists():
+        info = read_model_info(model)  # a run of an earlier comparison: reused, or retrained below
     if result_path.exists():
         previous = read_json(result_path)
-        calibration = read_model_info(model).get("calibration") if (model / MODEL_FILE).exists() else None
         if isinstance(previous, dict) and (previous.get("recipe"), previous.get("scored"), previous.get("calibration")) == (
-            recipe, scored, calibration
+            recipe, scored, info.get("calibration")
         ):
             print(f"{name}: reusing {result_path}")
             return previous
     started = time.perf_counter()
-    if not info:
+    if run_config is not None:
         print(f"{name}: training ({method.recipe})")
-        info = train(from_dict(RunConfig, recipe))
+        info = train(run_config)
     train_seconds = info.get("summary", {}).get("train_seconds", time.perf_counter() - started)
-    result = {"recipe": recipe, "scored": scored, "calibration": read_model_info(model).get("calibration"),
+    result = {"recipe": recipe, "scored": scored, "calibration": info.get("calibration"),
               "model": str(model), "train_seconds": round(train_seconds, 1)}
+    predictor = load(model, info=info)
     for split, dialogues in splits.items():
         started = time.perf_counter()
-        predictions = predict(model, dialogues)
+        predictions = predictor.predict(dialogues)
         seconds = time.perf_counter() - started
         write_predictions(folder / f"predictions_{split}.jsonl", predictions)
         result[split] = _scored(predictions, dialogues, getattr(config, split))
         result[f"{split}_predict_seconds"] = round(seconds, 1)
         if result["calibration"]:
-            result[f"{split}_calibration"] = _calibration_fit(model, scored[split])
+            result[f"{split}_calibration"] = _calibration_fit(info, scored[split])
     result["summary"] = {k: v for k, v in info.get("summary", {}).items() if k != "history"}
     write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
     return result
@@ -274,10 +279,10 @@ def paired(config: CompareConfig, results: dict[str, dict], split: str, dialogue
             for name in results if name != best}
 
 
-def _calibration_fit(model: Path, scored_sha256: str) -> dict:
+def _calibration_fit(info: dict, scored_sha256: str) -> dict:
     """Where a calibrated model's offsets were fitted: on the scored file itself (then its score there is
     in-sample, and the cross-fitted figure of `erckit calibrate` is the honest one), elsewhere, or unrecorded."""
-    report = read_model_info(model).get("calibration_report") or {}
+    report = info.get("calibration_report") or {}
     fitted = (report.get("fitted_on") or {}).get("sha256")
     if fitted is None:
         return {"fitted_on": "unrecorded"}
@@ -358,8 +363,9 @@ def compare(config: CompareConfig) -> dict[str, dict]:
             splits[split] = dialogues
     if any(m.fusion and m.weights is None for m in config.methods.values()) and "validation" not in splits:
         raise ConfigError(f"{config.validation}: a fusion without weights chooses them on validation, which must be labelled")
-    results = {name: run_method(name, method, config, splits) for name, method in config.methods.items()
-               if not method.fusion}
+    trained = {name: _trained_model(name, m, config, Path(config.out) / name)  # every method checked first
+               for name, m in config.methods.items() if not m.fusion}
+    results = {name: run_method(name, config.methods[name], config, splits, trained[name]) for name in trained}
     for name, method in config.methods.items():  # fusions after the methods they average
         if method.fusion:
             results[name] = run_fusion(name, method, config, splits, results)

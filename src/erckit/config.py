@@ -15,10 +15,10 @@ from typing import Any
 
 import yaml
 
-if typing.TYPE_CHECKING:
-    from erckit.prompts import PromptConfig
+from erckit import kinds
+from erckit.prompts import TEMPLATES, PromptConfig, setting
 
-MODEL_TYPES = ("bert_bigru", "tfidf", "llm")
+MODEL_TYPES = kinds.NAMES
 FINETUNING = ("lora", "qlora", "full")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
@@ -146,20 +146,16 @@ class TfidfConfig:
         require(positive(self.c), "tfidf.c", self.c, "a positive number")
 
 
-@dataclass
-class PromptSettings:
-    """How the LLM path turns dialogues into prompts (see erckit.prompts)."""
+@dataclass(frozen=True)
+class PromptSettings(PromptConfig):
+    """The recipe's `llm.prompt`: the prompt settings (declared once, in `erckit.prompts.PromptConfig`), with
+    language `auto` (detected from the training text), and the auxiliary same-speaker task."""
 
-    language: str = "auto"  # zh | en | auto (detected from the training text)
-    window: int = 10
-    placement: str = "centered"
-    variant: str = "emotion"  # emotion | speaker
-    same_speaker: int = 0  # auxiliary same-speaker questions per training dialogue
-    form: str = "window"  # window (the design's: a prompt per utterance) | dialogue (each dialogue once)
-    question: str = "number"  # dialogue form: number (the utterance's number) | quoted (its line again)
+    language: str = setting("auto", "zh | en | auto (detected from the training text)", ("auto", *TEMPLATES))
+    same_speaker: int = setting(0, "auxiliary same-speaker questions per training dialogue (window form)")
 
     def __post_init__(self) -> None:
-        try:  # the prompt settings are checked where they live, in erckit.prompts
+        try:  # the prompt settings are checked where they are declared, in erckit.prompts
             self.prompt_config("zh" if self.language == "auto" else self.language)
         except ValueError as err:
             raise ConfigError(f"llm.prompt.{err}") from None
@@ -169,9 +165,8 @@ class PromptSettings:
 
     def prompt_config(self, language: str) -> PromptConfig:
         """The erckit.prompts.PromptConfig of these settings, in `language` (a detected one for 'auto')."""
-        from erckit.prompts import PromptConfig
-
-        return PromptConfig(language, self.window, self.placement, self.variant, self.form, self.question)
+        return PromptConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(PromptConfig)}
+                            | {"language": language})
 
 
 @dataclass
@@ -247,6 +242,17 @@ class LLMConfig:
 
 
 @dataclass
+class FusionConfig:
+    """Trained model folders whose label probabilities are averaged (`model: fusion`, erckit ensemble --models)."""
+
+    members: list[str] = field(default_factory=list)  # model folders, kept as absolute paths
+    weights: list[float] | None = None  # one per member; null: chosen on data.validation (macro-F1)
+
+    def __post_init__(self) -> None:
+        self.members = [str(Path(member).resolve()) for member in self.members]
+
+
+@dataclass
 class RunConfig:
     """One training run: what model, on what data, written where."""
 
@@ -258,6 +264,7 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tfidf: TfidfConfig = field(default_factory=TfidfConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
+    fusion: FusionConfig = field(default_factory=FusionConfig)
     report_to: list[str] = field(default_factory=list)  # experiment tracking, e.g. [tensorboard] (erckit.tracking)
 
     def __post_init__(self) -> None:
@@ -269,8 +276,7 @@ class RunConfig:
         allowed = REPORTERS.get(self.model, ())
         require(all(r in allowed for r in self.report_to), "report_to", self.report_to,
                 f"a list of {', '.join(allowed)}" if allowed else f"empty: a {self.model} run has nothing to track")
-        if self.model == "llm":
-            self.llm.check_names()
+        kinds.get(self.model).check(self)  # what spans its sections
 
 
 def _convert(value: Any, kind: Any, where: str) -> Any:
@@ -356,13 +362,18 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
 
 def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
     """A RunConfig from a YAML recipe (a file, or a shipped recipe's name: erckit.recipes) or defaults,
-    with overrides applied."""
+    with overrides applied; a key its model kind never reads (`train.epochs` in an llm recipe) is refused,
+    naming it."""
     from erckit.recipes import resolve
 
     data = read_yaml(resolve(path)) if path else {}
     data = apply_overrides(data, list(overrides))
     try:
-        return from_dict(RunConfig, data, str(path or "config"))
+        config = from_dict(RunConfig, data, str(path or "config"))
+        if unread := kinds.unread_key(config.model, data):
+            raise ConfigError(f"{unread} is not read by model {config.model} (it reads {kinds.described(config.model)}, "
+                              f"{', '.join(kinds.ALWAYS)}); remove it")
+        return config
     except ConfigError as err:
         message = str(err)
         if path and not message.startswith(str(path)):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 from erckit.data import Dialogue, speaker_letters
 from erckit.labels import LABELS
@@ -95,37 +95,45 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
+def setting(default, help: str, choices: tuple | None = None):
+    """A declared setting: its default, help text and choices (the CLI flags and checks are derived from them)."""
+    return field(default=default, metadata={"help": help, "choices": choices})
+
+
 @dataclass(frozen=True)
 class PromptConfig:
     """How prompts are built: template language, window size and placement, variant, and form.
 
+    The one declaration of the prompt settings: the recipe's `llm.prompt` (`erckit.config.PromptSettings`),
+    the run record (`erckit.llm.record`) and the CLI flags (`erckit.flags`) are derived from these fields.
     `form`: `window` is the design's (one prompt per utterance, holding a window of the dialogue);
     `dialogue` writes each dialogue once and asks one short question per utterance
     (`dialogue_prompt`, `erckit.llm.dialogue_form`); `window` and `variant` apply to the window form,
-    `question` to the dialogue form: `number` (the utterance's number alone) or `quoted` (its whole
-    numbered line again, as the window form quotes its target: easier to read, about 1.5x the tokens).
+    `question` to the dialogue form.
     """
 
-    language: str = "zh"
-    window: int = 10
-    placement: str = "centered"
-    variant: str = "emotion"
-    form: str = "window"
-    question: str = "number"
+    language: str = setting("zh", "prompt template language (default: detected from the text)", tuple(TEMPLATES))
+    window: int = setting(10, "window form: utterances in the dialogue window (default 10)")
+    placement: str = setting(
+        "centered", "centered: around the target, kept inside the dialogue (the design, default); past: target "
+        "last (dialogue form: a question sees no later turn)", PLACEMENTS)
+    variant: str = setting(
+        "emotion", "window form: emotion (the design's prompt, default) or speaker (the question names the "
+        "speaker)", VARIANTS)
+    form: str = setting(
+        "window", "window: the design's prompt, one per utterance (default); dialogue: the whole dialogue once, "
+        "then each utterance's question", FORMS)
+    question: str = setting(
+        "number", "dialogue form: number (the utterance's number alone, default) or quoted (its whole line "
+        "again: easier to read, about 1.5x the tokens)", QUESTIONS)
 
     def __post_init__(self) -> None:
-        if self.language not in TEMPLATES:
-            raise ValueError(f"language must be one of {sorted(TEMPLATES)}, not {self.language!r}")
+        for item in fields(PromptConfig):
+            value, choices = getattr(self, item.name), item.metadata["choices"]
+            if choices and value not in choices:
+                raise ValueError(f"{item.name} must be one of {choices}, not {value!r}")
         if self.window < 1:
             raise ValueError(f"window must be at least 1, not {self.window}")
-        if self.placement not in PLACEMENTS:
-            raise ValueError(f"placement must be one of {PLACEMENTS}, not {self.placement!r}")
-        if self.variant not in VARIANTS:
-            raise ValueError(f"variant must be one of {VARIANTS}, not {self.variant!r}")
-        if self.form not in FORMS:
-            raise ValueError(f"form must be one of {FORMS}, not {self.form!r}")
-        if self.question not in QUESTIONS:
-            raise ValueError(f"question must be one of {QUESTIONS}, not {self.question!r}")
         if self.form == "window" and self.question != "number":
             raise ValueError(f"question {self.question!r} exists in the dialogue form only (form is 'window')")
         if self.form == "dialogue" and self.variant != "emotion":

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
 from erckit.data import DataError, Dialogue, check_dialogues
 from erckit.formats import jsonl, m3ed, meld_csv
-from erckit.formats.encoding import read_text
+from erckit.formats.encoding import decode_text, read_bytes, read_text
 
 FORMATS = ("m3ed", "csv", "jsonl")
 _MODULES = {"m3ed": m3ed, "csv": meld_csv, "jsonl": jsonl}
@@ -62,10 +63,22 @@ def read_dialogues(
     encoding: str | None = None,
 ) -> list[Dialogue]:
     """Read and validate a dialogue file of any supported format."""
+    return read_dialogue_file(path, format, text_column=text_column, encoding=encoding)[0]
+
+
+def read_dialogue_file(
+    path: str | Path,
+    format: str | None = None,
+    *,
+    text_column: str | None = None,
+    encoding: str | None = None,
+) -> tuple[list[Dialogue], str]:
+    """`read_dialogues`, and the sha256 of the file's bytes (the file is read once)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, None, "no such file")
-    text, _ = read_text(path, encoding)
+    raw = read_bytes(path)
+    text, _ = decode_text(raw, path, encoding)
     if format is None:
         _check_not_json_list(text, path)
     fmt = format if format is not None else detect_format(text)
@@ -75,7 +88,7 @@ def read_dialogues(
         dialogues = meld_csv.parse(text, path, text_column=text_column)
     else:
         dialogues = _MODULES[fmt].parse(text, path)
-    return check_dialogues(dialogues, path)
+    return check_dialogues(dialogues, path), hashlib.sha256(raw).hexdigest()
 
 
 def write_labels(

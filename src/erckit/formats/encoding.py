@@ -13,10 +13,19 @@ AUTO_ENCODINGS = ("utf-8-sig", "gbk")
 def read_text(path: str | Path, encoding: str | None = None) -> tuple[str, str]:
     """The file's text and the encoding that decoded it: one encoding for the whole file (tried in
     order: UTF-8, GBK); a file mixing them, or cut in the middle of a character, is refused."""
+    return decode_text(read_bytes(path), path, encoding)
+
+
+def read_bytes(path: str | Path) -> bytes:
+    """The file's bytes; an unreadable file is refused, naming it."""
     try:
-        raw = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError as err:
         raise DataError(path, None, f"cannot read: {err.strerror}") from None
+
+
+def decode_text(raw: bytes, path: str | Path, encoding: str | None = None) -> tuple[str, str]:
+    """`read_text` of bytes already read from `path`."""
     encodings = (encoding,) if encoding else AUTO_ENCODINGS
     first_error: UnicodeDecodeError | None = None
     for name in encodings:

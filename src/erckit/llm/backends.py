@@ -1,4 +1,4 @@
-"""Prediction backends: an engine (transformers or vLLM) behind the contexts of a prompt form.
+"""Backends: what an engine (`erckit.llm.engines`) answers for a batch of items, in a prompt form.
 
 A backend answers a batch of items: by label scoring (label + the 7 probabilities, always a valid
 label) or by generation (label parsed from the raw answer, None when it names no single label).
@@ -19,21 +19,20 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from erckit.config import LLMConfig
 from erckit.data import Dialogue
 from erckit.labels import LABELS, parse_answer
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.dialogue_form import dialogue_log_probs, separate_contexts, token_budget_groups
-from erckit.llm.generation import GREEDY, Decoding, truncate_for_generation
 from erckit.llm.items import Item
 from erckit.llm.resume import Outcome
 from erckit.llm.scoring import encode_contexts, keep_recent, length_batches, predictions_from_log_probs
-from erckit.llm.vllm_backend import VLLMOptions
 from erckit.prompts import PromptConfig
 
 BACKENDS = ("score", "generate", "vllm", "vllm-generate")
 GENERATING = ("generate", "vllm-generate")
 SCORING_BACKENDS = ("score", "vllm")  # labels from the 7 label probabilities: calibration offsets apply
-DEFAULT_BATCH = {"score": 8, "generate": 8, "vllm": 512, "vllm-generate": 512}
+DEFAULT_BATCH = {"score": LLMConfig.eval_batch_size, "generate": 8, "vllm": 512, "vllm-generate": 512}
 
 
 @dataclass(frozen=True)
@@ -42,6 +41,11 @@ class DialogueForm:
 
     prompts: PromptConfig
     dialogues: list[Dialogue]
+
+    @classmethod
+    def of(cls, dialogues: list[Dialogue] | None, prompts: PromptConfig | None) -> DialogueForm | None:
+        """The dialogue form of these dialogues, or None (window form, or prepared prompts)."""
+        return cls(prompts, dialogues) if dialogues is not None and prompts and prompts.form == "dialogue" else None
 
     def where(self) -> dict[str, tuple[int, int]]:
         """Utterance id -> (dialogue index, position in the dialogue)."""
@@ -128,71 +132,6 @@ def scoring_contexts(contexts: list[list[int]], targets: list[list[int]], max_le
         return contexts
     room = max_length - max(len(t) for t in targets)
     return [keep_recent(c, room) for c in contexts]
-
-
-def build_backend(
-    backend: str,
-    model: str,
-    template: ChatTemplate,
-    *,
-    adapter: str | None = None,
-    decoding: Decoding = GREEDY,
-    dtype: str = "auto",
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    tensor_parallel_size: int = 1,
-    max_length: int | None = None,
-    dialogue_form: DialogueForm | None = None,
-    pack_tokens: int = 2048,
-    vllm: VLLMOptions | None = None,
-) -> Backend:
-    """Load the model for `backend` (one of BACKENDS) behind the prompts' form: the window form (or
-    prepared prompts) by default, the dialogue form with `dialogue_form` (packed `pack_tokens` tokens a
-    row with transformers' scoring, separate sequences with generation and vLLM)."""
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if backend in ("vllm", "vllm-generate"):
-        from erckit.llm.vllm_backend import vllm_context_log_probs, vllm_engine, vllm_generate_from_contexts
-
-        engine = vllm_engine(
-            model, adapter=adapter, tensor_parallel_size=tensor_parallel_size, dtype=dtype,
-            trust_remote_code=trust_remote_code, max_model_len=max_length, options=vllm or VLLMOptions(),
-            seed=decoding.seed,
-        )
-        limit = min(max_length or engine.max_model_len, engine.max_model_len)
-        contexts, targets = form_contexts(engine.tokenizer, template, dialogue_form, limit)
-
-        def vllm_log_probs(items: list[Item]) -> np.ndarray:
-            return vllm_context_log_probs(engine, scoring_contexts(contexts(items), targets, limit), targets)
-
-        def vllm_answers(items: list[Item]) -> list[str]:
-            return vllm_generate_from_contexts(engine, contexts(items), template, decoding)
-
-        return Backend(backend, contexts.batches, vllm_log_probs, vllm_answers if backend in GENERATING else None)
-
-    from erckit.llm.generation import generate_from_contexts
-    from erckit.llm.loading import load_model
-    from erckit.llm.scoring import context_log_probs
-
-    lm, tokenizer = load_model(model, adapter=adapter, dtype=dtype, trust_remote_code=trust_remote_code, device=device)
-    contexts, targets = form_contexts(tokenizer, template, dialogue_form, max_length)
-
-    def hf_log_probs(items: list[Item]) -> np.ndarray:
-        cut = scoring_contexts(contexts(items), targets, max_length)
-        return context_log_probs(lm, tokenizer, cut, targets, batch_size=len(items), progress=False)
-
-    def hf_answers(items: list[Item]) -> list[str]:
-        cut = contexts(items)
-        if max_length is not None:
-            cut = truncate_for_generation(cut, max_length, decoding.max_new_tokens)
-        return generate_from_contexts(lm, tokenizer, cut, template, decoding, batch_size=len(items), progress=False)
-
-    if backend == "generate":
-        return Backend(backend, contexts.batches, hf_log_probs, hf_answers)
-    if dialogue_form is not None:
-        packed = PackedDialogues(lm, tokenizer, template, dialogue_form, max_length, pack_tokens)
-        return Backend(backend, packed.batches, packed.log_probs)
-    return Backend(backend, contexts.batches, hf_log_probs)
 
 
 def form_contexts(

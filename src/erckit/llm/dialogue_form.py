@@ -20,8 +20,8 @@ from erckit.data import Dialogue
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, answer_text, encode_text
 from erckit.llm.packing import Packed, Segment, batch, pack, sliding_window_of
-from erckit.llm.scoring import forward_parameters, label_log_probs
-from erckit.prompts import DialoguePrompt, PromptConfig, dialogue_prompt, emotion_examples
+from erckit.llm.scoring import forward_parameters
+from erckit.prompts import DialoguePrompt, PromptConfig, dialogue_prompt
 
 
 @dataclass(frozen=True)
@@ -152,90 +152,6 @@ def separate_contexts(
     return contexts
 
 
-def training_rows(
-    dialogues: Sequence[Dialogue],
-    tokenizer,
-    template: ChatTemplate,
-    config: PromptConfig,
-    max_tokens: int,
-    *,
-    max_length: int | None = None,
-    class_weights: dict[str, float] | None = None,
-) -> list[dict]:
-    """Packed training rows of whole dialogues (or chunks of long ones), up to `max_tokens` each.
-
-    A row holds the token ids, position ids, the segment of each token and each segment's parent
-    (from which `collate` rebuilds the mask), and per position the answer token it must predict
-    (-100 elsewhere) with its loss weight (the gold label's class weight, 1 without weights).
-    """
-    trees, labels = [], []
-    for dialogue in dialogues:
-        for tree in dialogue_trees(dialogue, tokenizer, template, config, gold=True, max_length=max_length):
-            trees.append(tree)
-            labels.append([dialogue.utterances[i].label for i in tree.utterances])
-    lengths = [sum(len(s.ids) for s in tree.segments) for tree in trees]
-    rows = []
-    for group in token_budget_groups(lengths, max_tokens):
-        segments, offsets = merge_trees([trees[i] for i in group])
-        packed = pack(segments)
-        targets = [-100] * len(packed.ids)
-        weights = [0.0] * len(packed.ids)
-        for i, offset in zip(group, offsets):
-            for n, question in enumerate(trees[i].questions):
-                weight = class_weights[labels[i][n]] if class_weights else 1.0
-                answer = offset + trees[i].answers[n][0]
-                for index, token in answer_targets(packed, segments, offset + question, answer):
-                    targets[index], weights[index] = token, weight
-        rows.append({
-            "input_ids": packed.ids, "position_ids": packed.positions, "segment_of": packed.segment_of,
-            "parents": [-1 if s.parent is None else s.parent for s in segments],
-            "targets": targets, "weights": weights,
-        })
-    return rows
-
-
-def collate(rows: Sequence[dict], pad_id: int, dtype: torch.dtype, sliding_window: int | None = None) -> dict:
-    """A batch of training rows: model inputs with their masks, and `targets` / `weights` (right-padded)."""
-    packs = [
-        pack([Segment(row["input_ids"][start:end], None if parent < 0 else parent)
-              for (start, end), parent in zip(_spans(row["segment_of"]), row["parents"])])
-        for row in rows
-    ]
-    inputs = batch(packs, pad_id, dtype, "cpu", sliding_window)
-    width = inputs["input_ids"].shape[1]
-    inputs["targets"] = torch.tensor([row["targets"] + [-100] * (width - len(row["targets"])) for row in rows])
-    inputs["weights"] = torch.tensor([row["weights"] + [0.0] * (width - len(row["weights"])) for row in rows])
-    return inputs
-
-
-def _spans(segment_of: Sequence[int]) -> list[tuple[int, int]]:
-    """[start, end) of each segment in a packed row (segments are contiguous and in order)."""
-    spans: list[tuple[int, int]] = []
-    for index, segment in enumerate(segment_of):
-        if segment == len(spans):
-            spans.append((index, index + 1))
-        else:
-            spans[-1] = (spans[-1][0], index + 1)
-    return spans
-
-
-def packed_answer_loss(model, inputs: dict) -> torch.Tensor:
-    """Weighted mean cross-entropy of the answer tokens; vocabulary logits only at answer positions."""
-    targets, weights = inputs["targets"], inputs["weights"]
-    needed = (targets != -100).any(dim=0).nonzero().squeeze(-1)
-    kwargs = {k: inputs[k] for k in ("input_ids", "position_ids", "attention_mask")}
-    if "logits_to_keep" in forward_parameters(model):
-        logits = model(**kwargs, logits_to_keep=needed).logits.float()
-    else:
-        logits = model(**kwargs).logits[:, needed].float()
-    chosen = targets[:, needed]
-    losses = torch.nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), chosen.reshape(-1), ignore_index=-100, reduction="none"
-    )
-    weight = weights[:, needed].reshape(-1)
-    return (losses * weight).sum() / weight.sum().clamp(min=1e-12)
-
-
 def merge_trees(trees: Sequence[DialogueTree]) -> tuple[list[Segment], list[int]]:
     """The segments of several trees in one list (parents renumbered); the offset of each tree."""
     segments: list[Segment] = []
@@ -324,28 +240,3 @@ def dialogue_log_probs(
         bar.update(sum(len(trees[i].utterances) for i in group))
     bar.close()
     return result
-
-
-def score_dialogues(
-    model,
-    tokenizer,
-    dialogues: Sequence[Dialogue],
-    template: ChatTemplate,
-    prompts: PromptConfig,
-    *,
-    batch_size: int = 8,
-    pack_tokens: int = 2048,
-    max_length: int | None = None,
-    progress: bool = True,
-) -> np.ndarray:
-    """[utterances, 7] label log-probs of every utterance, in dialogue order, in the prompts' form:
-    one prompt per utterance (window form, `label_log_probs`) or packed dialogues (dialogue form)."""
-    if prompts.form == "dialogue":
-        return dialogue_log_probs(
-            model, tokenizer, dialogues, template, prompts, max_tokens=pack_tokens, max_length=max_length,
-            progress=progress,
-        )
-    texts = [e.prompt for e in emotion_examples(dialogues, prompts)]
-    return label_log_probs(
-        model, tokenizer, texts, template, batch_size=batch_size, progress=progress, max_length=max_length
-    )

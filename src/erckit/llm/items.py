@@ -31,7 +31,7 @@ def alpaca_prompt(record: dict) -> str:
 def items_from_prepared(path: str | Path) -> list[Item]:
     """Items of a prepared alpaca file (`erckit prepare` output), in file order."""
     records = read_prepared(path)
-    return [Item(r["id"], alpaca_prompt(r), str(r.get("output") or "")) for r in records]
+    return check_items([Item(r["id"], alpaca_prompt(r), str(r.get("output") or "")) for r in records], path)
 
 
 def items_from_dialogues(dialogues: list[Dialogue], config: PromptConfig | None = None) -> list[Item]:

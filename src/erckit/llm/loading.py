@@ -216,13 +216,11 @@ def load_model(
 ):
     """(model in eval mode, tokenizer) for prediction.
 
-    `adapter`: a PEFT LoRA folder applied on top; merged into the weights (`merge=True`, faster
-    inference, same results up to rounding) or kept as a PeftModel. `dtype`: `auto` is float32 on
-    CPU, bf16 (native) or fp16 on GPU. `device`: None = cuda if available else cpu; `auto` =
+    `adapter`: a PEFT LoRA folder (checked by `erckit.llm.run.open_run`) applied on top; merged into the
+    weights (`merge=True`, faster inference, same results up to rounding) or kept as a PeftModel.
+    `dtype`: `auto` is float32 on CPU, bf16 (native) or fp16 on GPU. `device`: None = cuda if available else cpu; `auto` =
     accelerate's device_map over all GPUs. Remote code runs only with `trust_remote_code=True`.
     """
-    if adapter is not None:
-        check_adapter(adapter)
     tokenizer = load_tokenizer(model, adapter=adapter, trust_remote_code=trust_remote_code)  # fails fast
     device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, "cuda" if device == "auto" else device)

@@ -35,12 +35,12 @@ def jinja_template(template: ChatTemplate) -> str:
 
 
 def merge_adapter(record: RunRecord, adapter: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:
-    """Merge `adapter` into `record.base_model` in the base's dtype and save it, with the record, to `out`."""
+    """Merge `adapter` (checked by `erckit.llm.run.open_run`) into `record.base_model` in the base's dtype and
+    save it, with the record, to `out`."""
     from peft import PeftModel
 
-    from erckit.llm.loading import check_adapter, load_causal_lm, load_tokenizer
+    from erckit.llm.loading import load_causal_lm, load_tokenizer
 
-    check_adapter(adapter)
     tokenizer = load_tokenizer(record.base_model, adapter=str(adapter), trust_remote_code=trust_remote_code)
     base = load_causal_lm(record.base_model, dtype="auto", trust_remote_code=trust_remote_code)
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()

@@ -23,28 +23,23 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
 from erckit.atomic import write_text_atomic
+from erckit.config import LLMConfig
 from erckit.data import Dialogue
 from erckit.labels import LABELS
-from erckit.llm.backends import (
-    BACKENDS,
-    DEFAULT_BATCH,
-    GENERATING,
-    SCORING_BACKENDS,
-    Backend,
-    DialogueForm,
-    build_backend,
-)
+from erckit.llm.backends import BACKENDS, DEFAULT_BATCH, GENERATING, SCORING_BACKENDS, Backend, DialogueForm
 from erckit.llm.chat import ChatTemplate, context_text, get_template
-from erckit.llm.generation import GREEDY, Decoding
-from erckit.llm.items import Item, check_items, inputs_digest, items_from_dialogues, items_from_prepared
+from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, load_engine
+from erckit.llm.generation import Decoding
+from erckit.llm.items import Item, inputs_digest, items_from_dialogues, items_from_prepared
+from erckit.llm.record import RECORD_FILE, RunRecord, load_run_record
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
-from erckit.llm.vllm_backend import VLLMOptions
+from erckit.llm.run import LLMRun
 from erckit.predictions import (
     Prediction,
     calibrated,
@@ -53,7 +48,7 @@ from erckit.predictions import (
     write_llamafactory,
     write_predictions,
 )
-from erckit.prompts import PromptConfig
+from erckit.prompts import PromptConfig, detect_language
 
 UNPARSED_POLICIES = ("fail", "score")
 
@@ -73,6 +68,7 @@ class PredictSummary:
     seconds: float
     unparsed: list[tuple[str, str]] = field(default_factory=list)
     moved: int = 0  # labels moved by the run's calibration
+    notes: list[str] = field(default_factory=list)  # for stderr: what the run's settings could not apply
 
     @property
     def unparsed_rate(self) -> float:
@@ -127,7 +123,6 @@ def _predict_items(
     if unparsed not in UNPARSED_POLICIES:
         raise ValueError(f"unparsed must be one of {UNPARSED_POLICIES}, not {unparsed!r}")
     out = Path(out)
-    check_items(items, "inputs")
     partial = partial_path(out)
     done = read_partial(partial, settings, {item.id for item in items})
     resumed = len(done)
@@ -205,6 +200,47 @@ def run_settings(
     return settings
 
 
+def predict_run(
+    run: LLMRun,
+    out: str | Path,
+    *,
+    prepared: str | Path | None = None,
+    dialogues: list[Dialogue] | None = None,
+    backend: str = "score",
+    options: EngineOptions = DEFAULT_OPTIONS,
+    batch_size: int | None = None,
+    unparsed: str = "fail",
+    llamafactory: str | Path | None = None,
+    progress: bool = True,
+) -> PredictSummary:
+    """Predict a prepared file or dialogues with an LLM run (`erckit.llm.run.open_run`) into `out`.
+
+    `batch_size`: prompts (dialogue form: dialogues) per batch and resumable unit; default the run's
+    `eval_batch_size` for label scoring, 8 for generation, 512 for vLLM. The run's calibration applies
+    to the scoring backends (the summary notes it is left out for the generating ones).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    if (prepared is None) == (dialogues is None):
+        raise ValueError("give either a prepared data file or dialogues")
+    offsets = run.calibration if backend in SCORING_BACKENDS else None
+    notes = [] if offsets == run.calibration else [
+        f"the run's calibration applies to label scoring only; {backend} labels are not calibrated"]
+    record = run.record
+    items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, record.prompt)
+    chat = run.template
+    settings = run_settings(backend, run.model, run.adapter, chat, options.decoding, items, record.max_length)
+    default_batch = record.eval_batch_size if backend == "score" else DEFAULT_BATCH[backend]
+    form = DialogueForm.of(dialogues, record.prompt)
+    summary = predict_items(
+        items, out, lambda: load_engine(run, backend, options).backend(form), settings=settings,
+        batch_size=batch_size or default_batch, unparsed=unparsed, llamafactory=llamafactory, template=chat,
+        offsets=offsets, progress=progress,
+    )
+    summary.notes = notes
+    return summary
+
+
 def predict_file(
     model: str,
     out: str | Path,
@@ -212,64 +248,29 @@ def predict_file(
     prepared: str | Path | None = None,
     dialogues: list[Dialogue] | None = None,
     prompts: PromptConfig | None = None,
-    template: str | ChatTemplate | None = None,
-    backend: str = "score",
+    template: str | None = None,
     adapter: str | None = None,
-    batch_size: int | None = None,
-    decoding: Decoding = GREEDY,
-    unparsed: str = "fail",
-    llamafactory: str | Path | None = None,
-    dtype: str = "auto",
-    device: str | None = None,
-    trust_remote_code: bool = False,
-    tensor_parallel_size: int = 1,
     max_length: int | None = None,
+    pack_tokens: int = LLMConfig.pack_tokens,
     offsets: Mapping[str, float] | None = None,
-    progress: bool = True,
-    vllm: VLLMOptions | None = None,
-    pack_tokens: int = 2048,
+    **options,
 ) -> PredictSummary:
-    """Predict a prepared file or dialogues with `model` (+ `adapter`) into `out` (predictions.jsonl).
-
-    `template`: a chat template name; None reads the one `erckit merge` recorded next to the model.
-    `batch_size`: prompts per batch (and per resumable unit); default 8 (transformers) or 512 (vLLM).
-    `offsets`: calibration offsets (`erckit calibrate`), for the scoring backends only.
-    `vllm`: engine memory settings of the vLLM backends.
-    `pack_tokens`: tokens per packed row when the dialogue form is scored with transformers.
-    """
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
-    if offsets is not None and backend not in SCORING_BACKENDS:
-        raise ValueError(f"calibration offsets need a scoring backend ({', '.join(SCORING_BACKENDS)}), not {backend!r}")
-    if (prepared is None) == (dialogues is None):
-        raise ValueError("give either a prepared data file or dialogues")
-    items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, prompts)
-    chat = resolve_template(template, model, adapter)
-    form = DialogueForm(prompts, dialogues) if dialogues is not None and prompts is not None and prompts.form == "dialogue" else None
-    settings = run_settings(backend, model, adapter, chat, decoding, items, max_length)
-
-    def load() -> Backend:
-        return build_backend(
-            backend, model, chat, adapter=adapter, decoding=decoding, dtype=dtype, device=device,
-            trust_remote_code=trust_remote_code, tensor_parallel_size=tensor_parallel_size, max_length=max_length,
-            dialogue_form=form, pack_tokens=pack_tokens, vllm=vllm,
-        )
-
-    return predict_items(
-        items, out, load, settings=settings, batch_size=batch_size or DEFAULT_BATCH[backend],
-        unparsed=unparsed, llamafactory=llamafactory, template=chat, offsets=offsets, progress=progress,
-    )
-
-
-def resolve_template(template: str | ChatTemplate | None, model: str, adapter: str | None) -> ChatTemplate:
-    """The named template, or the one in the run record beside the weights (`erckit.llm.record`)."""
-    if isinstance(template, ChatTemplate):
-        return template
+    """`predict_run` with the settings given here rather than read from a run: `model` (+ `adapter`),
+    `template` (None: the one recorded beside the weights), prompts (default: detected language), max
+    length, packing and calibration `offsets`. Other keywords: `predict_run`'s, and EngineOptions'."""
+    if offsets is not None and options.get("backend", "score") not in SCORING_BACKENDS:
+        raise ValueError(f"calibration offsets need a scoring backend ({', '.join(SCORING_BACKENDS)}), not "
+                         f"{options['backend']!r}")
     if template is None:
-        from erckit.llm.record import RECORD_FILE, load_run_record
-
         record = load_run_record(adapter) or load_run_record(model)
         if record is None:
             raise ValueError(f"name the chat template of {model} (no {RECORD_FILE} records one)")
         template = record.template
-    return get_template(template)
+    prompts = prompts or (PromptConfig(language=detect_language(dialogues)) if dialogues is not None else PromptConfig())
+    record = RunRecord(model, template, prompts, max_length, adapter=adapter is not None, pack_tokens=pack_tokens,
+                       eval_batch_size=DEFAULT_BATCH["score"])
+    engine = {k: options.pop(k) for k in [f.name for f in fields(EngineOptions)] if k in options}
+    if engine.get("vllm") is None:
+        engine.pop("vllm", None)
+    run = LLMRun(model, adapter, record, get_template(template), dict(offsets) if offsets is not None else None)
+    return predict_run(run, out, prepared=prepared, dialogues=dialogues, options=EngineOptions(**engine), **options)

@@ -12,10 +12,9 @@ import numpy as np
 
 from erckit.data import Dialogue, first_utterances
 from erckit.labels import LABELS
-from erckit.llm.chat import get_template
-from erckit.llm.dialogue_form import score_dialogues
+from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, load_engine, score_dialogues
 from erckit.llm.loading import is_adapter
-from erckit.llm.record import Resolved
+from erckit.llm.run import LLMRun
 from erckit.metrics import scores
 
 
@@ -33,32 +32,29 @@ def find_checkpoints(run: Path) -> list[Path]:
 
 def rank_checkpoints(
     checkpoints: list[Path],
-    runs: list[Resolved],
+    runs: list[LLMRun],
     validation: list[Dialogue],
     *,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     limit: int = 0,
-    trust_remote_code: bool = False,
+    options: EngineOptions = DEFAULT_OPTIONS,
 ) -> list[dict]:
     """Validation scores of every checkpoint, best macro-F1 first (ties: the earlier checkpoint).
 
-    `runs[i]`: what to load for `checkpoints[i]` and its settings (`erckit.llm.record.resolve_run`):
-    each checkpoint is scored with the template, prompts and max length it was trained with.
+    `runs[i]`: `checkpoints[i]` opened (`erckit.llm.run.open_run`): each checkpoint is scored with the
+    template, prompts, max length and batch settings it was trained with, by the engine `erckit predict`
+    uses (`batch_size`: None for the run's).
     """
-    from erckit.llm.loading import load_model
-
     rows = []
+    dialogues = first_utterances(validation, limit)
+    gold = [u.label for d in dialogues for u in d.utterances]
     for order, (checkpoint, run) in enumerate(zip(checkpoints, runs, strict=True)):
-        dialogues = first_utterances(validation, limit)
-        model, tokenizer = load_model(
-            run.model, adapter=run.adapter, trust_remote_code=trust_remote_code or run.record.trust_remote_code
-        )
-        logp = score_dialogues(model, tokenizer, dialogues, get_template(run.record.template), run.record.prompt,
-                               batch_size=batch_size, max_length=run.record.max_length)
-        gold = [u.label for d in dialogues for u in d.utterances]
+        engine = load_engine(run, "score", options)
+        logp = score_dialogues(engine, dialogues, run.record.prompt, batch_size or run.record.eval_batch_size,
+                               progress=True)
         result = scores(gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
         rows.append({"checkpoint": str(checkpoint), "order": order} | {
             k: result[k] for k in ("macro_f1", "weighted_f1", "accuracy")
         })
-        del model
+        del engine
     return sorted(rows, key=lambda r: (-r["macro_f1"], r["order"]))

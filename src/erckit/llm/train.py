@@ -37,17 +37,16 @@ from erckit.config import ConfigError, LLMConfig, RunConfig
 from erckit.data import Dialogue, first_utterances
 from erckit.labels import LABELS, class_weights
 from erckit.llm.chat import ChatTemplate, encode_pair, get_template
-from erckit.llm.dialogue_form import collate, packed_answer_loss, score_dialogues, training_rows
+from erckit.llm.dialogue_training import collate, packed_answer_loss, training_rows
 from erckit.llm.distributed import barrier, gather_objects, shard
+from erckit.llm.engines import TransformersEngine, score_dialogues
 from erckit.llm.loading import load_causal_lm, load_tokenizer, native_bf16, precision_dtype, rank_device_map
 from erckit.llm.packing import sliding_window_of
-from erckit.llm.record import RunRecord, save_run_record
+from erckit.llm.record import BEST, RunRecord, save_run_record
 from erckit.llm.scoring import forward_parameters
 from erckit.metrics import scores
 from erckit.plots import plot_training
 from erckit.prompts import Example, PromptConfig, detect_language, emotion_examples, same_speaker_examples
-
-BEST = "best"
 
 
 def prompt_config(config: LLMConfig, dialogues: list[Dialogue]) -> PromptConfig:
@@ -222,12 +221,10 @@ class MacroF1Trainer(Trainer):
     """A Trainer whose loss is on the answer tokens only and whose evaluation is validation macro-F1
     by label scoring (always-valid labels), in the run's prompt form."""
 
-    def __init__(self, *args, validation: list[Dialogue], prompts: PromptConfig, template: ChatTemplate,
-                 eval_batch_size: int, max_length: int | None = None, pack_tokens: int = 2048, **kwargs) -> None:
+    def __init__(self, *args, validation: list[Dialogue], record: RunRecord, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.validation, self.prompts, self.template = validation, prompts, template
+        self.validation, self.record = validation, record
         self.val_gold = [u.label for d in validation for u in d.utterances]
-        self.eval_batch_size, self.max_length, self.pack_tokens = eval_batch_size, max_length, pack_tokens
         self.loss_is_scaled_for_ga = False  # a per-micro-batch mean: the Trainer divides by accumulation steps
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -238,11 +235,11 @@ class MacroF1Trainer(Trainer):
         """Validation log-probs: each process scores its share of the dialogues, and every process
         gets all rows back (in order), so every process picks the same best checkpoint."""
         mine = shard(len(self.validation), self.args.process_index, self.args.world_size)
-        logp = score_dialogues(
-            model, self.processing_class, [self.validation[i] for i in mine], self.template, self.prompts,
-            batch_size=self.eval_batch_size, pack_tokens=self.pack_tokens, progress=self.is_world_process_zero(),
-            max_length=self.max_length,  # truncated as in training
-        )
+        record = self.record  # scored as `erckit predict` scores the saved run: truncated as in training
+        engine = TransformersEngine("score", model, self.processing_class, get_template(record.template),
+                                    record.max_length, record.pack_tokens)
+        logp = score_dialogues(engine, [self.validation[i] for i in mine], record.prompt, record.eval_batch_size,
+                               progress=self.is_world_process_zero())
         bounds = np.cumsum([0] + [len(self.validation[i]) for i in mine])
         per_dialogue = [logp[start:end] for start, end in itertools.pairwise(bounds)]
         return np.concatenate(gather_objects(mine, per_dialogue, len(self.validation)))
@@ -300,6 +297,7 @@ def run_record(config: LLMConfig, prompts: PromptConfig) -> RunRecord:
     return RunRecord(
         base_model=config.model, template=config.template, prompt=prompts, max_length=config.max_length,
         precision=config.precision, adapter=config.finetuning != "full", trust_remote_code=config.trust_remote_code,
+        pack_tokens=config.pack_tokens, eval_batch_size=config.eval_batch_size,
     )
 
 
@@ -338,8 +336,7 @@ def train_llm(
         model=model, args=args, train_dataset=train_set,
         eval_dataset=train_set.select(range(1)) if val_dialogues else None,  # unused: evaluate() scores labels
         data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks),
-        validation=val_dialogues, prompts=prompts, template=template, eval_batch_size=llm.eval_batch_size,
-        max_length=llm.max_length, pack_tokens=llm.pack_tokens,
+        validation=val_dialogues, record=record,
     )
     full_fsdp_state(trainer)
     resume = _last_checkpoint(out)

@@ -272,19 +272,6 @@ def vllm_context_log_probs(
     return summed_log_probs(found, len(contexts), targets)
 
 
-def vllm_generate_answers(
-    engine: VLLMEngine,
-    prompts: list[str],
-    template: ChatTemplate,
-    decoding: Decoding = GREEDY,
-    *,
-    progress: bool = False,
-) -> list[str]:
-    """The model's answer to each prompt, cut at the template's closing marker or EOS, as `generate_answers`."""
-    contexts, _ = encode_contexts(engine.tokenizer, prompts, template, LABELS)
-    return vllm_generate_from_contexts(engine, contexts, template, decoding, progress=progress)
-
-
 def vllm_generate_from_contexts(
     engine: VLLMEngine,
     contexts: list[list[int]],

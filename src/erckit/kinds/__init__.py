@@ -1,0 +1,104 @@
+"""Model kinds: each owns the recipe keys it reads (and their checks), its training and its loading.
+
+A kind is a module of this package (tfidf.py, encoder.py, llm.py, fusion.py) implementing `Kind`. `models` and the
+CLI go through `get`; nothing else switches on the kind's name.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, cast
+
+if TYPE_CHECKING:
+    from erckit.config import RunConfig
+    from erckit.data import Dialogue
+    from erckit.predictor import Predictor
+
+
+class Kind(Protocol):
+    """What a kind module provides."""
+
+    NAME: str  # the `model:` value of its recipes
+    READS: dict[str, tuple[str, ...] | None]  # recipe section -> the fields it reads (None: all)
+    ENGINES: bool  # its folders are scored by the LLM engines (`erckit predict`'s backends, prepared files)
+    BEST_SO_FAR: bool  # an unfinished run predicts with its best epoch so far (`unfinished_epoch` says which)
+
+    def check(self, config: RunConfig) -> None:
+        """Refusals that span sections (run when a recipe loads)."""
+
+    def train(self, config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
+        """Train into `out`; the summary kept in erckit_model.json."""
+
+    def load(self, folder: Path, config: RunConfig, info: dict) -> Predictor:
+        """The folder's weights, loaded once."""
+
+    def unfinished_epoch(self, folder: Path, info: dict) -> dict:
+        """Kinds with BEST_SO_FAR only: the epoch an unfinished run's weights come from, epochs run, the cap."""
+
+MODULES = {"bert_bigru": "erckit.kinds.encoder", "tfidf": "erckit.kinds.tfidf", "llm": "erckit.kinds.llm",
+           "fusion": "erckit.kinds.fusion"}
+NAMES = tuple(MODULES)
+ALWAYS = ("model", "out", "report_to")  # the top-level keys every kind reads (report_to: checked by RunConfig)
+
+
+def get(name: str) -> Kind:
+    """The module of kind `name` (imported on first use: torch only when a kind needs it)."""
+    if name not in MODULES:
+        raise ValueError(f"model must be one of {', '.join(NAMES)}, not {name!r}")
+    return cast(Kind, importlib.import_module(MODULES[name]))
+
+
+def flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted keys set in a (nested) recipe mapping, in order: `llm.prompt.form`, `train.epochs`."""
+    keys = []
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        keys.extend(flat_keys(value, f"{name}.") if isinstance(value, dict) and value else [name])
+    return keys
+
+
+def reads(name: str, key: str) -> bool:
+    """Whether kind `name` reads the dotted recipe key `key`."""
+    section, _, rest = key.partition(".")
+    if section in ALWAYS:
+        return True
+    table = get(name).READS
+    if section not in table:
+        return False
+    fields = table[section]
+    return fields is None or rest.split(".")[0] in fields
+
+
+def unread_key(name: str, data: dict[str, Any]) -> str | None:
+    """The first key of a recipe mapping that kind `name` never reads, or None."""
+    return next((key for key in flat_keys(data) if not reads(name, key)), None)
+
+
+def described(name: str) -> str:
+    """What kind `name` reads, for messages: `data, llm, train.seed`."""
+    table = get(name).READS
+    return ", ".join(s if f is None else ", ".join(f"{s}.{k}" for k in f) for s, f in table.items())
+
+
+def kept(name: str, config: dict[str, Any]) -> dict[str, Any]:
+    """A recipe mapping (`config.to_dict`) cut to what kind `name` reads: the config a run folder keeps."""
+    table = get(name).READS
+    result = {key: config[key] for key in ALWAYS if key in config}
+    for section, fields in table.items():
+        if section in config:
+            value = config[section]
+            result[section] = value if fields is None else {k: value[k] for k in fields if k in value}
+    return result
+
+
+def first_difference(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str | None:
+    """The first dotted key whose value differs between two recipe mappings, or None."""
+    for key in [*old, *(k for k in new if k not in old)]:
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            if found := first_difference(a, b, f"{prefix}{key}."):
+                return found
+        elif a != b or (key in old) != (key in new):
+            return f"{prefix}{key}"
+    return None

@@ -1,0 +1,47 @@
+"""`model: bert_bigru`: a pretrained utterance encoder under a BiGRU over the dialogue (erckit.encoder)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from erckit.config import ConfigError, RunConfig
+from erckit.data import Dialogue
+from erckit.predictor import Predictor, offsets_of
+
+NAME = "bert_bigru"
+READS = {"data": None, "encoder": None, "classifier": None, "train": None}
+ENGINES = False
+BEST_SO_FAR = True  # an unfinished run predicts with its best epoch so far
+
+
+def check(config: RunConfig) -> None:
+    """A training recipe (one that names its data) with early stopping needs validation data."""
+    if config.train.patience and config.data.train is not None and config.data.validation is None:
+        raise ConfigError("train.patience (early stopping) needs data.validation; give one, or set train.patience=0")
+
+
+def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
+    from erckit.encoder.train import train_bert_bigru
+
+    state = train_bert_bigru(config, train, validation, out)
+    summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history", "stopped_early")}
+    summary["epochs_run"] = state["epoch"]
+    if not validation:
+        summary["best_macro_f1"] = None  # no validation: the last epoch is kept
+    return summary
+
+
+def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
+    """The classifier in `folder`: its best epoch (the best so far, in an unfinished run)."""
+    from erckit.encoder.model import load_classifier, predict_probabilities
+
+    model, tokenizer = load_classifier(folder, config.encoder, config.classifier)
+    return Predictor(folder, NAME, lambda dialogues, progress: predict_probabilities(
+        model, tokenizer, dialogues, config.encoder, progress=progress), offsets_of(info))
+
+
+def unfinished_epoch(folder: Path, info: dict) -> dict:
+    """The epoch the weights of an unfinished run come from, its validation score, epochs run and the cap."""
+    from erckit.encoder.train import best_so_far
+
+    return best_so_far(folder) | {"epochs": info["config"]["train"]["epochs"]}

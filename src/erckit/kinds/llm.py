@@ -1,0 +1,36 @@
+"""`model: llm`: a chat LLM fine-tuned (LoRA, QLoRA or full) on the emotion prompts (erckit.llm)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from erckit.config import RunConfig
+from erckit.data import Dialogue
+from erckit.predictor import Predictor, offsets_of
+
+NAME = "llm"
+READS = {"data": None, "llm": None, "train": ("seed",)}
+ENGINES = True  # also scored by `erckit predict`'s backends (generation, vLLM, prepared files)
+BEST_SO_FAR = False
+
+
+def check(config: RunConfig) -> None:
+    config.llm.check_names()
+
+
+def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
+    from erckit.llm.train import train_llm
+
+    return train_llm(config, train, validation, out)
+
+
+def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
+    """The run's best weights in one engine; labels are scored as `erckit predict` scores them."""
+    from erckit.llm.engines import load_engine, score_dialogues
+    from erckit.llm.run import open_run
+    from erckit.llm.scoring import softmax
+
+    run = open_run(str(folder), info=info)
+    engine = load_engine(run)
+    return Predictor(folder, NAME, lambda dialogues, progress: softmax(score_dialogues(
+        engine, dialogues, run.record.prompt, run.record.eval_batch_size, progress=progress)), offsets_of(info))

@@ -1,0 +1,174 @@
+"""Engines: loaded weights (transformers or vLLM) that give a backend for any prompt form.
+
+One interface, used by `erckit predict`, `calibrate`, `compare`, `select` and training's validation:
+`Engine.backend(form)` answers items by label scoring (and by generation for the generating backends),
+and `score_dialogues` labels dialogues through it, batch by batch, as `erckit predict` does, so every
+command gives the same probabilities for the same run. The transformers engine scores the dialogue form
+packed (`PackedDialogues`, `pack_tokens` tokens a row), other forms and engines per separate sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Protocol
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from erckit.data import Dialogue
+from erckit.labels import LABELS
+from erckit.llm.backends import (
+    BACKENDS,
+    GENERATING,
+    Backend,
+    DialogueForm,
+    PackedDialogues,
+    form_contexts,
+    scoring_contexts,
+)
+from erckit.llm.chat import ChatTemplate
+from erckit.llm.generation import (
+    DECODING_PRESETS,
+    GREEDY,
+    Decoding,
+    generate_from_contexts,
+    truncate_for_generation,
+)
+from erckit.llm.items import Item, items_from_dialogues
+from erckit.llm.run import LLMRun
+from erckit.llm.scoring import context_log_probs
+from erckit.llm.vllm_backend import VLLMOptions
+from erckit.prompts import PromptConfig
+
+
+class Engine(Protocol):
+    """Loaded weights behind one backend name (BACKENDS)."""
+
+    name: str
+    template: ChatTemplate
+
+    def backend(self, form: DialogueForm | None) -> Backend:
+        """The backend for the window form or prepared prompts (None), or for `form`."""
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How an engine loads and answers; `trust_remote_code` adds to what the run record asks."""
+
+    dtype: str = "auto"
+    device: str | None = None
+    decoding: Decoding = GREEDY
+    trust_remote_code: bool = False
+    tensor_parallel_size: int = 1
+    vllm: VLLMOptions = field(default_factory=VLLMOptions)
+
+    @classmethod
+    def of(cls, *, decoding: str = "greedy", max_new_tokens: int | None = None, gpu_memory_utilization: float = 0.9,
+           max_num_batched_tokens: int | None = None, **options) -> EngineOptions:
+        """Options by the command line's names: a decoding preset (DECODING_PRESETS) and its answer length
+        cap, the vLLM memory settings; the rest as the fields."""
+        chosen = DECODING_PRESETS[decoding]
+        if max_new_tokens:
+            chosen = replace(chosen, max_new_tokens=max_new_tokens)
+        return cls(decoding=chosen, vllm=VLLMOptions(gpu_memory_utilization, max_num_batched_tokens), **options)
+
+
+DEFAULT_OPTIONS = EngineOptions()
+
+
+@dataclass
+class TransformersEngine:
+    """A transformers model and tokenizer (already loaded: a run's weights, or the model being trained)."""
+
+    name: str
+    model: object
+    tokenizer: object
+    template: ChatTemplate
+    max_length: int | None
+    pack_tokens: int
+    decoding: Decoding = GREEDY
+
+    def backend(self, form: DialogueForm | None) -> Backend:
+        if form is not None and self.name == "score":
+            packed = PackedDialogues(self.model, self.tokenizer, self.template, form, self.max_length, self.pack_tokens)
+            return Backend(self.name, packed.batches, packed.log_probs)
+        contexts, targets = form_contexts(self.tokenizer, self.template, form, self.max_length)
+
+        def log_probs(items: list[Item]) -> np.ndarray:
+            cut = scoring_contexts(contexts(items), targets, self.max_length)
+            return context_log_probs(self.model, self.tokenizer, cut, targets, batch_size=len(items), progress=False)
+
+        def answers(items: list[Item]) -> list[str]:
+            cut = contexts(items)
+            if self.max_length is not None:
+                cut = truncate_for_generation(cut, self.max_length, self.decoding.max_new_tokens)
+            return generate_from_contexts(self.model, self.tokenizer, cut, self.template, self.decoding,
+                                          batch_size=len(items), progress=False)
+
+        return Backend(self.name, contexts.batches, log_probs, answers if self.name in GENERATING else None)
+
+
+@dataclass
+class VLLMEngine:
+    """A vLLM engine (`erckit.llm.vllm_backend`): separate sequences, whole dialogues together."""
+
+    name: str
+    engine: object
+    template: ChatTemplate
+    max_length: int | None
+    decoding: Decoding = GREEDY
+
+    def backend(self, form: DialogueForm | None) -> Backend:
+        from erckit.llm.vllm_backend import vllm_context_log_probs, vllm_generate_from_contexts
+
+        limit = min(self.max_length or self.engine.max_model_len, self.engine.max_model_len)
+        contexts, targets = form_contexts(self.engine.tokenizer, self.template, form, limit)
+
+        def log_probs(items: list[Item]) -> np.ndarray:
+            return vllm_context_log_probs(self.engine, scoring_contexts(contexts(items), targets, limit), targets)
+
+        def answers(items: list[Item]) -> list[str]:
+            return vllm_generate_from_contexts(self.engine, contexts(items), self.template, self.decoding)
+
+        return Backend(self.name, contexts.batches, log_probs, answers if self.name in GENERATING else None)
+
+
+def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DEFAULT_OPTIONS) -> Engine:
+    """Load the run's weights for `backend` (one of BACKENDS), with its template, max length and packing."""
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    record = run.record
+    template = run.template
+    trust = options.trust_remote_code or record.trust_remote_code
+    if backend in ("vllm", "vllm-generate"):
+        from erckit.llm.vllm_backend import vllm_engine
+
+        engine = vllm_engine(
+            run.model, adapter=run.adapter, tensor_parallel_size=options.tensor_parallel_size, dtype=options.dtype,
+            trust_remote_code=trust, max_model_len=record.max_length, options=options.vllm,
+            seed=options.decoding.seed,
+        )
+        return VLLMEngine(backend, engine, template, record.max_length, options.decoding)
+    from erckit.llm.loading import load_model
+
+    model, tokenizer = load_model(run.model, adapter=run.adapter, dtype=options.dtype, trust_remote_code=trust,
+                                  device=options.device)
+    return TransformersEngine(backend, model, tokenizer, template, record.max_length, record.pack_tokens,
+                              options.decoding)
+
+
+def score_dialogues(
+    engine: Engine, dialogues: list[Dialogue], prompts: PromptConfig, batch_size: int, *, progress: bool = False
+) -> np.ndarray:
+    """[utterances, 7] label log-probabilities of every utterance in dialogue order, scored batch by batch
+    as `erckit predict` scores them (`batch_size` prompts, or dialogues in the dialogue form)."""
+    if not dialogues:
+        return np.zeros((0, len(LABELS)))
+    items = items_from_dialogues(dialogues, prompts)
+    backend = engine.backend(DialogueForm.of(dialogues, prompts))
+    result = np.zeros((len(items), len(LABELS)))
+    with tqdm(total=len(items), unit="utt", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
+        for batch in backend.batches(items, batch_size):
+            result[batch] = backend.log_probs([items[i] for i in batch])
+            bar.update(len(batch))
+    return result

@@ -1,0 +1,104 @@
+"""An LLM run resolved once: the weights to load, the settings to score them with, the calibration.
+
+A run is an erckit LLM run folder (its `best/`), a checkpoint of one, a merged folder, a LoRA adapter
+or any causal LM (folder, hub id, `packaged:<name>`). `open_run` reads its files once (the run record,
+and `erckit_model.json` for an erckit run) and applies the flags given on the command line, noting each
+change; `predict`, `calibrate`, `compare`, `select` and training's validation then score it through one
+engine (`erckit.llm.engines`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from erckit.config import ConfigError
+from erckit.data import DataError
+from erckit.flags import flag
+from erckit.llm.chat import ChatTemplate, get_template
+from erckit.llm.record import BEST, RECORD_FILE, RunRecord, load_run_record
+from erckit.models import model_info
+from erckit.prompts import PromptConfig
+
+
+@dataclass(frozen=True)
+class RunFlags:
+    """Settings given explicitly on the command line (None or absent: as the run record says)."""
+
+    base_model: str | None = None
+    template: str | None = None
+    max_length: int | None = None
+    prompt: dict[str, Any] = field(default_factory=dict)  # PromptConfig fields (erckit.flags.given)
+
+
+@dataclass(frozen=True)
+class LLMRun:
+    """What to load (`model`, and `adapter` on top of it), the settings to score it with, its calibration."""
+
+    model: str
+    adapter: str | None
+    record: RunRecord
+    template: ChatTemplate  # the record's chat template, resolved (an unknown name is refused on opening)
+    calibration: dict[str, float] | None = None  # offsets stored by erckit calibrate (erckit runs only)
+    notes: tuple[str, ...] = ()  # what the flags changed in the record
+
+
+def with_overrides(record: RunRecord, flags: RunFlags) -> tuple[RunRecord, list[str]]:
+    """The record with every explicit flag applied, and one note per value that changed."""
+    notes: list[str] = []
+    changes: dict = {}
+    for name in ("base_model", "template", "max_length"):
+        value = getattr(flags, name)
+        if value is not None and value != getattr(record, name):
+            changes[name] = value
+            notes.append(f"{_flag(name)} {value} overrides the run's {getattr(record, name)}")
+    prompt_changes = {k: v for k, v in flags.prompt.items() if v != getattr(record.prompt, k)}
+    notes += [f"{flag(k)} {v} overrides the run's {getattr(record.prompt, k)}" for k, v in prompt_changes.items()]
+    if prompt_changes:
+        changes["prompt"] = replace(record.prompt, **prompt_changes)
+    return replace(record, **changes), notes
+
+
+def _flag(name: str) -> str:
+    return "--base" if name == "base_model" else flag(name)
+
+
+def prompt_from_flags(flags: RunFlags, language: str) -> PromptConfig:
+    """Prompt settings from flags, defaults for the rest (a model without a record, and `prepare`)."""
+    return replace(PromptConfig(language=language), **flags.prompt)
+
+
+def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *, info: dict | None = None) -> LLMRun:
+    """The run behind `weights` — an erckit run, its best/, a checkpoint, a merged folder, an adapter, or
+    any model id — with its settings: the run record with explicit flags applied (each change noted),
+    or, with no record, the flags (a template is then required) and defaults. `language` is the
+    prompt language when there is no record; `info`: the erckit_model.json of an erckit run, when already
+    read. An unfinished erckit run is refused."""
+    from erckit.llm.loading import check_adapter, is_adapter
+
+    path = Path(weights)
+    info = info or model_info(path)
+    if info is not None and not info.get("finished"):
+        raise ConfigError(f"{path}: the LLM run has not finished (no run record in {BEST}/); rerun its train "
+                          "command to resume it")
+    folder = path / BEST if info is not None else path
+    adapter = is_adapter(folder)
+    if adapter:
+        check_adapter(folder)  # a broken adapter_config.json is named before anything else (and read once)
+    record = load_run_record(weights)
+    notes: list[str] = []
+    if record is None:
+        base = flags.base_model or (None if adapter else weights)
+        if base is None:
+            raise DataError(folder, None, "is a LoRA adapter with no run record: give --base, the model it was trained on")
+        if flags.template is None:
+            raise ValueError(f"name the chat template of {weights} with --template (no {RECORD_FILE} records one)")
+        record = RunRecord(base, flags.template, prompt_from_flags(flags, language), flags.max_length, adapter=adapter)
+    else:
+        record, notes = with_overrides(record, flags if adapter else replace(flags, base_model=None))
+    calibration = info.get("calibration") if info is not None else None
+    template = get_template(record.template)
+    if adapter:
+        return LLMRun(record.base_model, str(folder), record, template, calibration, tuple(notes))
+    return LLMRun(str(folder) if folder.is_dir() else weights, None, record, template, calibration, tuple(notes))
