@@ -439,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
     llm.add_argument("--batch-size", type=int,
                      help="prompts (dialogue form: dialogues) per batch (default: the run's, else 8; vLLM 512)")
     llm.add_argument("--decoding", choices=("greedy", "design"), default="greedy",
-                     help="generate: greedy (default) or the design's temperature 0.3 + repetition penalty 1.05")
+                     help="generate: greedy (default) or the reference pipeline's temperature 0.3 + repetition penalty 1.05")
     llm.add_argument("--max-new-tokens", type=int, help="generate: answer length cap (default 8)")
     llm.add_argument("--unparsed", choices=("fail", "score"), default="fail",
                      help="generate: unparseable answers stop the run (fail) or are resolved by label scoring")

@@ -1,7 +1,7 @@
 """The design's instruction prompts: a dialogue window, the target utterance, the label question.
 
-The Chinese template reproduces the design character for character; an English one serves English data.
-Variants: `emotion` (the design's), `speaker` (the question names the target's speaker) and the
+The Chinese template reproduces the reference pipeline's prompt character for character; an English one serves English data.
+Variants: `emotion` (the reference pipeline's), `speaker` (the question names the target's speaker) and the
 auxiliary same-speaker task (is utterance X said by the same speaker as utterance Y?).
 """
 
@@ -106,7 +106,7 @@ class PromptConfig:
 
     The one declaration of the prompt settings: the recipe's `llm.prompt` (`erckit.config.PromptSettings`),
     the run record (`erckit.llm.record`) and the CLI flags (`erckit.flags`) are derived from these fields.
-    `form`: `window` is the design's (one prompt per utterance, holding a window of the dialogue);
+    `form`: `window` is the reference pipeline's (one prompt per utterance, holding a window of the dialogue);
     `dialogue` writes each dialogue once and asks one short question per utterance
     (`dialogue_prompt`, `erckit.llm.dialogue_form`); `window` and `variant` apply to the window form,
     `question` to the dialogue form.
@@ -115,13 +115,13 @@ class PromptConfig:
     language: str = setting("zh", "prompt template language (default: detected from the text)", tuple(TEMPLATES))
     window: int = setting(10, "window form: utterances in the dialogue window (default 10)")
     placement: str = setting(
-        "centered", "centered: around the target, kept inside the dialogue (the design, default); past: target "
+        "centered", "centered: around the target, kept inside the dialogue (the reference pipeline's, default); past: target "
         "last (dialogue form: a question sees no later turn)", PLACEMENTS)
     variant: str = setting(
-        "emotion", "window form: emotion (the design's prompt, default) or speaker (the question names the "
+        "emotion", "window form: emotion (the reference pipeline's prompt, default) or speaker (the question names the "
         "speaker)", VARIANTS)
     form: str = setting(
-        "window", "window: the design's prompt, one per utterance (default); dialogue: the whole dialogue once, "
+        "window", "window: the reference pipeline's prompt, one per utterance (default); dialogue: the whole dialogue once, "
         "then each utterance's question", FORMS)
     question: str = setting(
         "number", "dialogue form: number (the utterance's number alone, default) or quoted (its whole line "
@@ -153,7 +153,7 @@ def window_bounds(length: int, index: int, size: int, placement: str) -> tuple[i
     """[start, end) of the window holding utterance `index` of a dialogue of `length`.
 
     `centered`: `size` utterances around the target, shifted to stay inside the dialogue, so the
-    first utterance gets the first `size` (the design's example). `past`: the target and the
+    first utterance gets the first `size` (the reference pipeline's example). `past`: the target and the
     `size - 1` utterances before it, nothing after (for live use).
     """
     if placement == "past":

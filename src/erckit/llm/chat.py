@@ -22,7 +22,7 @@ class ChatTemplate:
 
 
 CHAT_TEMPLATES: dict[str, ChatTemplate] = {
-    # Baichuan2-Chat: <reserved_106> user <reserved_107> assistant (the design's template).
+    # Baichuan2-Chat: <reserved_106> user <reserved_107> assistant (the reference pipeline's template).
     "baichuan2": ChatTemplate("baichuan2", "<reserved_106>", "<reserved_107>"),
     # Qwen2.5-Instruct: ChatML with Qwen2.5's default system prompt (as its own chat template and
     # LLaMA-Factory's qwen template write it).
