@@ -123,6 +123,7 @@ def test_dialogue_tokens_must_leave_room_for_context():
         EncoderConfig(context="window")
 
 
+@pytest.mark.integration  # trains through the CLI (15 s)
 def test_a_dialogue_reading_model_trains_predicts_and_reloads_through_the_cli(tiny, tmp_path):
     folder, _, _ = tiny
     out = tmp_path / "model"
