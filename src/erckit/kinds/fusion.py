@@ -1,6 +1,6 @@
 """`model: fusion`: trained model folders whose label probabilities are averaged with fixed weights.
 
-`erckit ensemble --models A B --validation dev.json --out fused` (or a recipe with `model: fusion`) "trains" a
+`erckit ensemble --models A B --gold dev.json --out fused` (or a recipe with `model: fusion`) "trains" a
 fusion: it checks the members and keeps the weights, given or chosen on validation macro-F1 by the search
 `erckit compare` uses for its fusion methods (`ensemble.choose_weights`). The folder names its members by
 absolute path; `erckit predict`, `erckit serve` and `erckit.load` then label with every member, each loaded once.
