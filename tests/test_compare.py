@@ -26,6 +26,21 @@ def test_shipped_compare_config_parses():
     assert bmeld.methods["fusion_all"].fusion == ["tfidf", "encoder_utterance", "encoder_dialogue", "gemma_dialogue"]
 
 
+def test_compare_methods_chooses_among_the_files_methods():
+    from erckit.cli import build_parser
+    from erckit.config import ConfigError
+
+    args = build_parser().parse_args(["compare", "--config", "configs/compare.yaml", "--methods", "tfidf", "bert_bigru"])
+    config = load_compare_config(REPO / "configs" / "compare.yaml", args.overrides, args.methods)
+    assert set(config.methods) == {"tfidf", "bert_bigru"}
+    with pytest.raises(ConfigError, match="no method 'svm'"):
+        load_compare_config(REPO / "configs" / "compare.yaml", [], ["tfidf", "svm"])
+    with pytest.raises(ConfigError, match="fusion member 'gemma_dialogue'"):  # a fusion keeps its members
+        load_compare_config(REPO / "configs" / "compare-bmeld.yaml",
+                            [f"train={SAMPLE / 'annotation_train.json'}", f"validation={SAMPLE / 'annotation_validation.json'}"],
+                            ["tfidf", "encoder_utterance", "encoder_dialogue", "fusion_all"])
+
+
 def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsys):
     config = {
         "out": str(tmp_path / "compare"),

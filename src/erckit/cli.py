@@ -307,7 +307,7 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from erckit.compare import OUTPUT_NAMES, compare, load_compare_config, table
 
-    config = load_compare_config(args.config, args.overrides)
+    config = load_compare_config(args.config, args.overrides, args.methods)
     check_folder(config.out, [args.config, config.train, config.validation, config.test], OUTPUT_NAMES)
     results = compare(config)
     split = "test" if all("test" in r for r in results.values()) else "validation"
@@ -531,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("compare", "train and score several methods on one split: table + chart")
     p.add_argument("--config", required=True, help="e.g. configs/compare.yaml")
+    p.add_argument("--methods", nargs="+", metavar="NAME",
+                   help="compare only these methods of the file (default: all; methods.NAME=null drops one)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="override top-level values, e.g. out=runs/x (default: none, the file as written)")
     p.set_defaults(handler=_compare)

@@ -85,8 +85,9 @@ def _relative_to(folder: Path, data: dict) -> dict:
     return data
 
 
-def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareConfig:
-    """A CompareConfig from YAML; `key=value` overrides apply to the top-level keys.
+def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[str] | None = None) -> CompareConfig:
+    """A CompareConfig from YAML; `key=value` overrides apply to the top-level keys; `only`: the methods kept
+    (by their names in the file), else all.
 
     Input paths written in the file (train, validation, test, a recipe file, a model) are relative to
     the file's folder (a recipe without "/" or ".yaml" is a shipped one); paths given as overrides, and `out`,
@@ -97,6 +98,10 @@ def load_compare_config(path: str | Path, overrides: list[str] = ()) -> CompareC
     methods = data.pop("methods", None)
     if isinstance(methods, dict):  # methods.<name>=null drops a method
         methods = {name: spec for name, spec in methods.items() if spec is not None}
+        if only:
+            if unknown := [name for name in only if name not in methods]:
+                raise ConfigError(f"{path}: no method {unknown[0]!r} (methods: {', '.join(methods)})")
+            methods = {name: spec for name, spec in methods.items() if name in only}
     if not isinstance(methods, dict) or not methods:
         raise ConfigError(f"{path}: 'methods' must map method names to {{recipe, overrides}}")
     config = from_dict(CompareConfig, data, str(path))
