@@ -502,7 +502,7 @@ def build_parser() -> argparse.ArgumentParser:
                                         "in it (default: none; give --model or --predictions)")
     source.add_argument("--predictions", help="validation predictions.jsonl with probs, any method "
                                               "(default: none; give --model or --predictions)")
-    p.add_argument("--gold", "--validation", dest="validation", required=True,
+    p.add_argument("--gold", "--validation", dest="validation", required=True, metavar="GOLD",
                    help="the labelled validation file (--validation: the old name)")
     p.add_argument("--out", help="also write the offsets and report to this JSON file (default: none)")
     p.add_argument("--min-gain", type=float, default=0.01,
@@ -521,9 +521,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "(default: none; give --predictions or --models)")
     p.add_argument("--weights", nargs="+", type=float,
                    help="one weight per file or model (default: equal for files; chosen on --gold for models)")
-    p.add_argument("--gold", "--validation", dest="validation",
+    p.add_argument("--gold", "--validation", dest="validation", metavar="GOLD",
                    help="--models: the labelled file the weights are chosen on, by macro-F1 "
-                        "(--validation: the old name; default: none, equal weights)")
+                        "(--validation: the old name; default: none, then give --weights)")
     p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average "
                                      "(default: none)")
     p.add_argument("--out", required=True, help="predictions.jsonl to write (--predictions) or the fusion folder (--models)")
@@ -538,11 +538,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_compare)
 
     p = command("select", "rank LLM checkpoints by validation macro-F1 (label scoring)")
-    p.add_argument("--model", "--run", dest="run", nargs="+", required=True,
+    p.add_argument("--model", "--run", dest="run", nargs="+", required=True, metavar="MODEL",
                    help="run folders with checkpoint-N: erckit, LLaMA-Factory, ... (--run: the old name)")
     p.add_argument("--base", help="the base model of adapter checkpoints: folder, hub id, packaged:... "
                                   "(default: the run's)")
-    p.add_argument("--gold", "--validation", dest="validation", required=True,
+    p.add_argument("--gold", "--validation", dest="validation", required=True, metavar="GOLD",
                    help="the labelled validation file (--validation: the old name)")
     p.add_argument("--template", choices=templates, help="chat template (default: the run's)")
     _add_prompt_options(p, unset="the run's")
@@ -556,7 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler=_select)
 
     p = command("merge", "merge a LoRA adapter into its base and export a full model folder")
-    p.add_argument("--model", "--adapter", dest="adapter", required=True,
+    p.add_argument("--model", "--adapter", dest="adapter", required=True, metavar="MODEL",
                    help="the LoRA run to merge: an erckit run, its best/, or a checkpoint (--adapter: the old name)")
     p.add_argument("--base", help="base model: folder, hub id or packaged:gemma-3-270m (default: the run's)")
     p.add_argument("--out", required=True, help="output folder")
