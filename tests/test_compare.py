@@ -206,6 +206,8 @@ def test_a_fusion_takes_weights_from_validation_only_and_every_score_has_an_inte
         assert low <= high and results[name]["test"]["intervals"]["dialogues"] == 8
     table = (out / "comparison.md").read_text(encoding="utf-8")
     assert "95% interval" in table and "Paired bootstrap over dialogues" in table
+    validation_table = table.split("## test")[0]
+    assert "| fused§ |" in validation_table and "| fused |" in table.split("## test")[1]  # in-sample on validation only
     best = max(results, key=lambda n: results[n]["test"]["macro_f1"])
     assert all(results[n]["test_paired"]["against"] == best for n in results if n != best)
 

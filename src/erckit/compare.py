@@ -301,6 +301,8 @@ _IN_SAMPLE = ("† calibration offsets fitted on this split: the figure is in-sa
               "(`erckit calibrate`, folds by dialogue) is beside it")
 _UNRECORDED = "‡ calibrated on a file that was not recorded (an older `erckit calibrate`): the figure may be in-sample"
 _MARKS = {"this split": ("†", _IN_SAMPLE), "unrecorded": ("‡", _UNRECORDED)}
+_FUSION_IN_SAMPLE = ("§ fusion weights chosen on this split: the figure is in-sample (optimistic); judge the "
+                     "fusion on another split")
 
 
 def table(results: dict[str, dict], split: str) -> str:
@@ -311,6 +313,8 @@ def table(results: dict[str, dict], split: str) -> str:
     for name, r in sorted(results.items(), key=lambda item: -item[1][split]["macro_f1"]):
         s, fit = r[split], r.get(f"{split}_calibration") or {}
         mark, note = _MARKS.get(fit.get("fitted_on"), ("", ""))
+        if split == "validation" and r.get("weights_from") == "validation macro-F1":
+            mark, note = "§", _FUSION_IN_SAMPLE
         macro, weighted = f"**{s['macro_f1']:.4f}**", f"{s['weighted_f1']:.4f}"
         if "cross_fitted_macro_f1" in fit:
             macro += f" (cross-fitted {fit['cross_fitted_macro_f1']:.4f})"
