@@ -65,6 +65,7 @@ def test_given_weights_are_kept_and_bad_fusions_end_in_one_line(members, tmp_pat
         ["ensemble", "--models", *map(str, members), "--out", str(tmp_path / "no-weights")],
         ["ensemble", "--models", str(members[0]), str(tmp_path), "--weights", "1", "1", "--out", str(tmp_path / "x")],
         ["ensemble", "--predictions", "a.jsonl", "b.jsonl", "--validation", str(VALIDATION), "--out", str(tmp_path / "y")],
+        ["ensemble", "--models", str(fused), str(members[0]), "--weights", "1", "1", "--out", str(tmp_path / "nested")],
     ]
     for argv in cases:
         assert main(argv) == 2

@@ -44,8 +44,11 @@ def _member_folders(members: list[str]) -> list[Path]:
         if not (folder / MODEL_FILE).is_file():
             raise ConfigError(f"fusion.members: {folder} is not an erckit model folder (a fusion names its members "
                               "by path: were they moved? rebuild it with erckit ensemble --models ...)")
-        if not read_model_info(folder).get("finished"):
+        info = read_model_info(folder)
+        if not info.get("finished"):
             raise ConfigError(f"fusion.members: {folder} has not finished training")
+        if info["type"] == NAME:  # no nesting, hence no cycles: list the inner fusion's members instead
+            raise ConfigError(f"fusion.members: {folder} is itself a fusion; name its members instead")
     return folders
 
 
