@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 import erckit
 from erckit.atomic import write_text_atomic
+from erckit.data import dialogue_ids
 from erckit.formats import read_dialogues
 from erckit.intervals import bootstrap, paired_difference
 from erckit.metrics import scores
@@ -30,7 +31,7 @@ def main() -> None:
     model = erckit.load(args.model)
     dialogues = read_dialogues(args.gold)
     gold = [u.label for d in dialogues for u in d.utterances]
-    groups = [d.id for d in dialogues for _ in d.utterances]
+    groups = dialogue_ids(dialogues)
     started = time.perf_counter()
     whole = [p.label for p in model.label(dialogues)]
     whole_seconds = time.perf_counter() - started

@@ -56,7 +56,7 @@ def test_chunks_own_every_turn_once_fit_the_budget_and_keep_context(seed):
         assert first <= own < own_end <= end
         assert sum(lengths[first:end]) <= budget
         if own > 0:  # earlier turns before the owned ones: as many as fit in a quarter of the budget
-            assert sum(lengths[first:own]) <= quarter < sum(lengths[first - 1 : own]) or first == 0
+            assert sum(lengths[first:own]) <= quarter and (first == 0 or quarter < sum(lengths[first - 1 : own]))
         if end < len(lengths) and own_end - own > 1:  # the owned turns keep a quarter of the budget after them
             assert sum(lengths[own_end:end]) >= quarter
     if sum(lengths) <= budget:

@@ -20,7 +20,7 @@ import numpy as np
 from erckit.atomic import write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
-from erckit.data import Dialogue, gold_labels
+from erckit.data import Dialogue, dialogue_ids, gold_labels, iter_utterances
 from erckit.ensemble import choose_weights, probability_matrix, weight_shares
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import read_json
@@ -240,7 +240,7 @@ def _scored(predictions: list[Prediction], dialogues: list[Dialogue], path: str)
     """Scores of `predictions` (file order) with bootstrap intervals over the dialogues."""
     gold = gold_labels(dialogues, path)
     labels = [gold[p.id] for p in predictions], [p.label for p in predictions]
-    return scores(*labels) | {"intervals": bootstrap(*labels, [d.id for d in dialogues for _ in d.utterances])}
+    return scores(*labels) | {"intervals": bootstrap(*labels, dialogue_ids(dialogues))}
 
 
 def _split_probabilities(config: CompareConfig, name: str, split: str, ids: list[str]) -> np.ndarray:
@@ -251,7 +251,7 @@ def _split_probabilities(config: CompareConfig, name: str, split: str, ids: list
 def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]],
                results: dict[str, dict]) -> dict:
     """Average the members' probabilities on every split; weights given, or chosen on validation macro-F1."""
-    ids = {split: [u.id for d in dialogues for u in d.utterances] for split, dialogues in splits.items()}
+    ids = {split: [u.id for u in iter_utterances(dialogues)] for split, dialogues in splits.items()}
     probs = {split: [_split_probabilities(config, m, split, ids[split]) for m in method.fusion] for split in splits}
     weights, chosen = method.weights, "given"
     if weights is None:
@@ -275,10 +275,10 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
 def paired(config: CompareConfig, results: dict[str, dict], split: str, dialogues: list[Dialogue]) -> dict[str, dict]:
     """Each method against the best one on `split`: the paired bootstrap of their macro-F1 difference."""
     best = max(results, key=lambda name: results[name][split]["macro_f1"])
-    ids = [u.id for d in dialogues for u in d.utterances]
+    ids = [u.id for u in iter_utterances(dialogues)]
     gold = gold_labels(dialogues, getattr(config, split))
     labels = {name: read_predictions(Path(config.out) / name / f"predictions_{split}.jsonl") for name in results}
-    groups = [d.id for d in dialogues for _ in d.utterances]
+    groups = dialogue_ids(dialogues)
     return {name: {"against": best} | paired_difference([gold[i] for i in ids], [labels[best][i].label for i in ids],
                                                         [labels[name][i].label for i in ids], groups)
             for name in results if name != best}

@@ -43,6 +43,11 @@ def iter_utterances(dialogues: Iterable[Dialogue]) -> Iterator[Utterance]:
         yield from dialogue.utterances
 
 
+def dialogue_ids(dialogues: Iterable[Dialogue]) -> list[str]:
+    """Each utterance's dialogue id, in file order: the unit that cross-fitting and bootstraps resample."""
+    return [dialogue.id for dialogue in dialogues for _ in dialogue.utterances]
+
+
 def gold_labels(dialogues: Iterable[Dialogue], path: str | Path) -> dict[str, str]:
     """Utterance id -> gold label; refuses a file with an unlabelled utterance."""
     gold: dict[str, str] = {}

@@ -130,7 +130,7 @@ def evaluate_files(
     text_column: str | None = None,
 ) -> dict:
     """Score predictions.jsonl against a labelled dialogue file; write the report when `out` is given."""
-    from erckit.data import gold_labels
+    from erckit.data import dialogue_ids, gold_labels
     from erckit.formats import read_dialogues
     from erckit.predictions import read_predictions
 
@@ -139,8 +139,7 @@ def evaluate_files(
     predicted = {i: p.label for i, p in read_predictions(predictions_path).items()}
     gold_list, predicted_list = aligned(gold, predicted, predictions_path)
     result = scores(gold_list, predicted_list)
-    groups = [d.id for d in dialogues for _ in d.utterances]
-    result["intervals"] = bootstrap(gold_list, predicted_list, groups)
+    result["intervals"] = bootstrap(gold_list, predicted_list, dialogue_ids(dialogues))
     if out is not None:
         names = display_names(u.text for d in dialogues for u in d.utterances)
         write_report(result, gold_list, predicted_list, out, names=names)
