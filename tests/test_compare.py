@@ -21,9 +21,11 @@ def test_shipped_compare_config_parses():
         assert resolve(method.recipe).is_file()
     splits = [f"train={SAMPLE / 'annotation_train.json'}", f"validation={SAMPLE / 'annotation_validation.json'}"]
     bmeld = load_compare_config(REPO / "configs" / "compare-bmeld.yaml", splits)  # the data comes from the command
-    assert {"tfidf", "encoder_utterance", "encoder_dialogue", "gemma_dialogue", "fusion_encoders",
+    seeds = [f"encoder_utterance-seed{n}" for n in range(3)]
+    assert {"tfidf", *seeds, "encoder_dialogue", "gemma_dialogue", "fusion_seeds", "fusion_encoders",
             "fusion_all"} == set(bmeld.methods)
-    assert bmeld.methods["fusion_all"].fusion == ["tfidf", "encoder_utterance", "encoder_dialogue", "gemma_dialogue"]
+    assert bmeld.methods["fusion_seeds"].fusion == seeds
+    assert bmeld.methods["fusion_all"].fusion == ["tfidf", *seeds, "encoder_dialogue", "gemma_dialogue"]
 
 
 def test_compare_methods_chooses_among_the_files_methods():

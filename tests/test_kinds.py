@@ -4,6 +4,7 @@ kind's sections, and the reuse check compares those and names the key that diffe
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import yaml
@@ -77,3 +78,20 @@ def test_an_older_run_folder_with_every_section_predicts_and_is_reused(tmp_path,
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
     capsys.readouterr()
     assert train_tfidf(out) == 0 and "already holds this finished run" in capsys.readouterr().out
+
+
+def test_a_moved_run_with_its_data_read_from_another_place_is_reused(tmp_path, capsys):
+    """The run folder's place (`out`) and the data's paths are not the recipe: the data is compared by content."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("annotation_train.json", "annotation_validation.json"):
+        shutil.copy(SAMPLE / name, data / name)
+    assert train_tfidf(tmp_path / "run") == 0
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    capsys.readouterr()
+    moved = [f"data.train={data / 'annotation_train.json'}", f"data.validation={data / 'annotation_validation.json'}"]
+    assert main(["train", "--config", "tfidf", f"out={tmp_path / 'moved'}", *moved]) == 0
+    assert "already holds this finished run" in capsys.readouterr().out
+    (data / "annotation_train.json").write_text((data / "annotation_train.json").read_text().replace("Neutral", "Happy", 1))
+    assert main(["train", "--config", "tfidf", f"out={tmp_path / 'moved'}", *moved]) == 2
+    assert "trained on other data (the content of data.train differs)" in capsys.readouterr().err

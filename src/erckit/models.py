@@ -48,6 +48,13 @@ def saved_config(config: RunConfig) -> dict:
     return kinds.kept(config.model, to_dict(config))
 
 
+def _comparable(recipe: dict) -> dict:
+    """A saved recipe without where things are: `out` (a moved run stays reusable) and the train and validation
+    paths (those files are compared by content, so the same data read from another place reuses the run)."""
+    data = {k: v for k, v in recipe.get("data", {}).items() if k not in ("train", "validation")}
+    return {k: v for k, v in recipe.items() if k != "out"} | {"data": data}
+
+
 def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dict | None:
     """The finished identical run in `out` (reused), None to (re)start, or a refusal naming what differs."""
     if not (out / MODEL_FILE).exists():
@@ -59,7 +66,7 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
         before = saved_config(from_dict(RunConfig, previous["config"], str(out / MODEL_FILE)))
     except ConfigError:
         before = previous["config"]
-    if key := kinds.first_difference(before, saved_config(config)):
+    if key := kinds.first_difference(_comparable(before), _comparable(saved_config(config))):
         raise ConfigError(f"{out} holds a run of another recipe ({key} differs); choose another out= or remove it")
     if "data_sha256" not in previous:
         raise ConfigError(f"{out} holds a run that recorded no hash of its data (an older erckit), so it cannot be "
