@@ -2,15 +2,15 @@
 into a module it had already entered, and the JSON files it reads.
 
     .venv/bin/python bench/walk.py predict-llm [--work runs/walk]   # `erckit predict` on a dialogue-form LLM run
-    .venv/bin/python bench/walk.py train-encoder [--work runs/walk] # `erckit train` on configs/bert_bigru.yaml
+    .venv/bin/python bench/walk.py train-encoder [--work runs/walk] # `erckit train` on the bert_bigru recipe
 
-`predict-llm` first trains (unprofiled) a tiny dialogue-form LLM run from configs/gemma-270m-dialogue.yaml on
+`predict-llm` first trains (unprofiled) a tiny dialogue-form LLM run from the gemma-270m-dialogue recipe on
 the bundled sample (a 2-layer Llama built in-process, `llm.pack_tokens=512`); `train-encoder` trains the
 recipe for one epoch on the sample. The command then runs in-process (`erckit.cli.main`) under
 `sys.setprofile` and an audit hook:
 - a step is a call from a function of one erckit module into a function of another (each caller/callee
   pair once, in first-call order); a re-entry is a step into a module the walk had entered (and left)
-  before; a climb-back is a step into a module that is still on the call stack above the caller (the
+  before, counted in all and per module; a climb-back is a step into a module that is still on the call stack above the caller (the
   walk goes back up into a module it had left for a lower one: a cycle between modules);
 - a JSON read is a `.json` file opened for reading: by erckit's own code, or by a library it calls
   (transformers, peft, tokenizers).
@@ -77,18 +77,20 @@ class Walk:
 
     def report(self, work: Path) -> dict:
         entered: set[str] = set()
-        lines, reentries = [], 0
+        lines, reentries = [], Counter()
         for (caller, callee), climb in self.steps.items():
             module = callee.split(":")[0]
             again = module in entered
-            reentries += again
+            reentries[module] += again
             entered.update({module, caller.split(":")[0]})
             lines.append(f"{'^' if climb else '*' if again else ' '} {caller} -> {callee}")
         print("\n".join(lines))
         files: dict[str, dict[str, int]] = {}
         for (path, who), count in self.reads.items():
             files.setdefault(path.replace(str(work), "<work>").replace(str(REPO), "<repo>"), {})[who] = count
-        return {"modules": len(entered), "steps": len(self.steps), "reentries": reentries,
+        return {"modules": len(entered), "steps": len(self.steps), "reentries": reentries.total(),
+                "most_reentries_of_one_module": max(reentries.values(), default=0),
+                "reentries_by_module": dict(reentries.most_common()),
                 "climb_backs": sum(self.steps.values()), "json_reads": files}
 
 
@@ -115,14 +117,14 @@ def main() -> None:
     data = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={SAMPLE / 'annotation_validation.json'}"]
     if args.command == "predict-llm":
         run = folder / "run"
-        recipe = ["train", "--config", str(REPO / "configs" / "gemma-270m-dialogue.yaml"), f"out={run}", *data,
+        recipe = ["train", "--config", "gemma-270m-dialogue", f"out={run}", *data,
                   f"llm.model={tiny_llm(folder / 'tiny')}", "llm.max_steps=2", "llm.eval_steps=2", "llm.pack_tokens=512",
                   "llm.eval_subset=20"]
         assert erckit_main(recipe) == 0
         argv = ["predict", "--model", str(run), "--input", str(SAMPLE / "annotation_validation.json"),
                 "--out", str(folder / "predictions.jsonl")]
     else:
-        argv = ["train", "--config", str(REPO / "configs" / "bert_bigru.yaml"), f"out={folder / 'model'}", *data,
+        argv = ["train", "--config", "bert_bigru", f"out={folder / 'model'}", *data,
                 "data.test=null", "train.epochs=1"]
     walk = Walk(Path(erckit.__file__).parent)
     sys.setprofile(walk.profile)

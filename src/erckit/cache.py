@@ -148,13 +148,7 @@ def cached_folder(
     return target
 
 
-def resolve_name(
-    name_or_path: str, aliases: Iterable[str], packaged: Callable[[Path | None], Path], cache_dir: Path | None
-) -> str:
-    """An alias -> `packaged(cache_dir)`; a local folder -> its path; anything else (a hub id) unchanged."""
-    if name_or_path in tuple(aliases):
-        return str(packaged(cache_dir))
+def local_or_hub(name_or_path: str) -> str:
+    """A local folder -> its path (`~` expanded); anything else (a hub id) unchanged."""
     local = Path(name_or_path).expanduser()
-    if local.is_dir():
-        return str(local)
-    return name_or_path
+    return str(local) if local.is_dir() else name_or_path

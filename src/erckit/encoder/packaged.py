@@ -46,7 +46,7 @@ from erckit.cache import (
     MissingPackage,
     cached_folder,
     default_cache_dir,
-    resolve_name,
+    local_or_hub,
     source_info,
     verify_folder,
 )
@@ -339,4 +339,6 @@ def packaged_encoder_path(cache_dir: Path | None = None, *, rebuild: bool = Fals
 
 def resolve_encoder(name_or_path: str, cache_dir: Path | None = None) -> str:
     """PACKAGED_ENCODER_NAME (or 'packaged') -> packaged_encoder_path(); a local folder -> that path; else a hub id returned unchanged."""
-    return resolve_name(name_or_path, (PACKAGED_ENCODER_NAME, "packaged"), packaged_encoder_path, cache_dir)
+    if name_or_path in (PACKAGED_ENCODER_NAME, "packaged"):
+        return str(packaged_encoder_path(cache_dir))
+    return local_or_hub(name_or_path)

@@ -22,7 +22,7 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from erckit.cache import MissingPackage, cached_folder, resolve_name, source_info
+from erckit.cache import MissingPackage, cached_folder, local_or_hub, source_info
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -128,4 +128,6 @@ def packaged_lm_path(cache_dir: Path | None = None, *, rebuild: bool = False) ->
 
 def resolve_model(name_or_path: str, cache_dir: Path | None = None) -> str:
     """'packaged:gemma-3-270m' (or 'packaged') -> packaged_lm_path(); a local folder -> its path; else a hub id unchanged."""
-    return resolve_name(name_or_path, (PACKAGED_LM_NAME, "packaged"), packaged_lm_path, cache_dir)
+    if name_or_path in (PACKAGED_LM_NAME, "packaged"):
+        return str(packaged_lm_path(cache_dir))
+    return local_or_hub(name_or_path)
