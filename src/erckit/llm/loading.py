@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from erckit.config import PRECISIONS
 from erckit.data import DataError
 from erckit.formats.encoding import read_json
 
@@ -25,7 +26,6 @@ DTYPES = {
     "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
     "float16": torch.float16, "fp16": torch.float16,
 }
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 def is_packaged(model: str) -> bool:
