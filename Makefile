@@ -77,6 +77,8 @@ wheel-check: install
 	$(PYTHON) -m venv $(WHEEL_CHECK)/venv
 	$(WHEEL_CHECK)/venv/bin/pip install -q -c $(CONSTRAINTS) $(WHEEL_CHECK)/erckit-*.whl  # exact versions: torch 2.13.0 CPU
 	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit recipes | grep -q '^tfidf '
+	cd $(WHEEL_CHECK)/work && ../venv/bin/python -c "from erckit.config import load_config; \
+	    from erckit.recipes import deepspeed_config; print(deepspeed_config(load_config('baichuan2-13b-lora').llm.deepspeed))"
 	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit train --config tfidf --out tfidf \
 	    data.train=$(CURDIR)/$(SAMPLE)/annotation_train.json data.validation=$(CURDIR)/$(SAMPLE)/annotation_validation.json
 	cd $(WHEEL_CHECK)/work && ../venv/bin/erckit train --config bert_bigru --out model \

@@ -9,7 +9,7 @@ import yaml
 
 from conftest import BMELD, REPO, SAMPLE, SAMPLE_DATA
 from erckit.cli import main
-from erckit.compare import load_compare_config
+from erckit.compare import load_compare_config, method_recipe
 from erckit.recipes import resolve
 
 
@@ -26,6 +26,14 @@ def test_shipped_compare_config_parses():
             "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
     assert bmeld.methods["fusion_all"].fusion == ["tfidf", *seeds, "encoder_dialogue", "gemma_dialogue"]
+    forms = load_compare_config(REPO / "configs" / "compare-forms-bmeld.yaml", splits)
+    recipes = {name: method_recipe(method, forms, Path("runs") / name).llm for name, method in forms.methods.items()
+               if name != "bert_bigru"}
+    equal = {(r.lora.rank, r.lora.dropout, r.epochs, r.lr, r.scheduler, r.warmup_ratio, r.class_weight_power,
+              r.eval_steps, r.eval_subset) for r in recipes.values()}
+    assert len(equal) == 1  # the LLM methods differ in their prompt only
+    assert {(r.prompt.form, r.prompt.variant, r.prompt.same_speaker) for r in recipes.values()} == {
+        ("dialogue", "emotion", 0), ("window", "emotion", 0), ("window", "speaker", 0), ("window", "emotion", 2)}
 
 
 def test_compare_methods_chooses_among_the_files_methods():

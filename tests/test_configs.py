@@ -1,6 +1,7 @@
 """Every shipped recipe parses and validates; overrides and bad recipes behave."""
 
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -15,7 +16,7 @@ RECIPES = [recipes.path(name) for name in recipes.names()]
 
 
 def test_the_configs_folder_keeps_only_compare_and_launcher_configs():
-    assert {p.name for p in (REPO / "configs").glob("*.yaml")} == {"compare.yaml", "compare-bmeld.yaml"}
+    assert {p.name for p in (REPO / "configs").glob("*.yaml")} == {"compare.yaml", "compare-bmeld.yaml", "compare-forms-bmeld.yaml"}
     assert [p.stem for p in RECIPES] == ["baichuan2-13b-lora", "bert_bigru", "gemma-270m-dialogue",
                                          "gemma-270m-lora", "qwen2.5-7b-instruct-lora", "tfidf"]
 
@@ -31,7 +32,8 @@ def test_every_recipe_parses_names_its_command_and_no_data(recipe):
     if config.model == "llm":
         assert config.llm.template in CHAT_TEMPLATES
         if config.llm.deepspeed:
-            assert json.loads((REPO / config.llm.deepspeed).read_text())["zero_optimization"]["stage"] in (2, 3)
+            shipped = Path(recipes.deepspeed_config(config.llm.deepspeed))
+            assert json.loads(shipped.read_text())["zero_optimization"]["stage"] in (2, 3)
     assert config.data.train is None
 
 
@@ -66,3 +68,16 @@ def test_bad_recipe_from_the_cli_is_one_line_exit_2(tmp_path, capsys):
     assert main(["train", "--config", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.yaml: malformed YAML" in err
+
+
+def test_llm_deepspeed_is_a_shipped_name_or_a_file_checked_before_anything_is_written(tmp_path, capsys):
+    assert recipes.deepspeed_config("zero3").endswith("zero3.json")
+    own = tmp_path / "mine.json"
+    own.write_text("{}")
+    assert recipes.deepspeed_config(str(own)) == str(own)
+    out = tmp_path / "run"
+    assert main(["train", "--config", "gemma-270m-lora", f"out={out}", "llm.deepspeed=zero9",
+                 "data.train=x.json"]) == 2
+    err = capsys.readouterr().err
+    assert "llm.deepspeed: zero9 is not a file, nor a shipped DeepSpeed config (zero2, zero3)" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()

@@ -211,7 +211,7 @@ class LLMConfig:
     save_total_limit: int = 3  # checkpoints kept besides the best
     precision: str = "auto"  # auto (bf16 where native, else fp16, on GPU; fp32 on CPU) | fp32 | fp16 | bf16
     gradient_checkpointing: bool = False
-    deepspeed: str | None = None  # a DeepSpeed JSON config, e.g. configs/deepspeed/zero2.json
+    deepspeed: str | None = None  # a DeepSpeed JSON file, or a shipped one by name: zero2, zero3
     logging_steps: int = 10
 
     def __post_init__(self) -> None:

@@ -15,7 +15,11 @@ BEST_SO_FAR = False
 
 
 def check(config: RunConfig) -> None:
+    from erckit.recipes import deepspeed_config
+
     config.llm.check_names()
+    if config.llm.deepspeed:
+        deepspeed_config(config.llm.deepspeed)
 
 
 def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:

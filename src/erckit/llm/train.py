@@ -47,6 +47,7 @@ from erckit.llm.scoring import forward_parameters
 from erckit.metrics import scores
 from erckit.plots import plot_training
 from erckit.prompts import Example, PromptConfig, detect_language, emotion_examples, same_speaker_examples
+from erckit.recipes import deepspeed_config
 
 
 def prompt_config(config: LLMConfig, dialogues: list[Dialogue]) -> PromptConfig:
@@ -131,7 +132,7 @@ def training_arguments(config: RunConfig, out: Path, evaluate: bool) -> Training
         eval_strategy="steps" if evaluate else "no", eval_steps=llm.eval_steps,
         save_strategy="steps", save_steps=llm.eval_steps, save_total_limit=llm.save_total_limit,
         load_best_model_at_end=evaluate, metric_for_best_model="macro_f1" if evaluate else None,
-        greater_is_better=True, report_to=list(config.report_to), seed=config.train.seed, deepspeed=llm.deepspeed,
+        greater_is_better=True, report_to=list(config.report_to), seed=config.train.seed, deepspeed=llm.deepspeed and deepspeed_config(llm.deepspeed),
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
         ddp_find_unused_parameters=False,  # every trainable weight is used in every step
         disable_tqdm=False, **precision_flags(llm.precision),

@@ -2,6 +2,7 @@
 
 A recipe is given to `erckit train --config` as a file path or as the name of a shipped one (`tfidf`,
 `bert_bigru`, ...). Shipped recipes name no data: pass `data.train=...` (and validation) on the command line.
+DeepSpeed configs ship beside them (`llm.deepspeed: zero2` or `zero3`).
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ def resolve(recipe: str | Path) -> Path:
     if given.is_file() or given.parent != Path(".") or given.exists():
         return given  # a path (read_yaml names it if it cannot be read)
     return path(str(recipe))
+
+
+def deepspeed_config(value: str) -> str:
+    """`llm.deepspeed` as a file: a shipped DeepSpeed config by name (`zero2`, `zero3`) or a JSON file's path;
+    a one-line error for anything else."""
+    shipped = _folder() / "deepspeed" / f"{value}.json"
+    if "/" not in value and shipped.is_file():
+        return str(shipped)
+    if not Path(value).is_file():
+        found = ", ".join(sorted(p.stem for p in (_folder() / "deepspeed").glob("*.json")))
+        raise ConfigError(f"llm.deepspeed: {value} is not a file, nor a shipped DeepSpeed config ({found})")
+    return value
 
 
 def copy(name: str, dest: str | Path) -> Path:
