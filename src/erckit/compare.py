@@ -208,7 +208,7 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     if not info and (model / MODEL_FILE).exists():
         info = read_model_info(model)  # a run of an earlier comparison: reused, or retrained below
     if result_path.exists():
-        previous = read_json(result_path)
+        previous = read_json(result_path, "settings")
         if isinstance(previous, dict) and (previous.get("recipe"), previous.get("scored"), previous.get("calibration")) == (
             recipe, scored, info.get("calibration")
         ):

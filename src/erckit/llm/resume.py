@@ -20,6 +20,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from erckit.data import DataError
+from erckit.formats.encoding import read_bytes
 
 PARTIAL_FORMAT = 1
 
@@ -73,7 +74,7 @@ def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome
     """Outcomes saved by an earlier run with the same settings; a torn last line is cut off the file."""
     if not path.exists():
         return {}
-    data = path.read_bytes()
+    data = read_bytes(path)
     complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):  # killed mid-write: drop the torn line so appends start clean
         with open(path, "r+b") as handle:

@@ -11,6 +11,7 @@ from importlib import resources
 from pathlib import Path
 
 from erckit.config import ConfigError
+from erckit.formats.encoding import read_text
 
 SUFFIX = ".yaml"
 
@@ -26,7 +27,7 @@ def names() -> list[str]:
 
 def summary(name: str) -> str:
     """A recipe's one-line description: the first comment line that is not its command."""
-    for line in path(name).read_text(encoding="utf-8").splitlines():
+    for line in read_text(path(name), "utf-8", "settings")[0].splitlines():
         text = line.lstrip("# ").strip()
         if not line.startswith("#"):
             break
