@@ -6,7 +6,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from erckit.atomic import write_text_atomic
+from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import Dialogue
 from erckit.prompts import Example, PromptConfig, emotion_examples, same_speaker_examples
 
@@ -37,13 +37,15 @@ def build_split(
 
 
 def write_prepared(out: Path, records: dict[str, list[dict]], settings: dict) -> None:
-    """Write data_<split>.json, data_info.json (and its copy dataset_info.json, the name LLaMA-Factory reads)."""
-    for split, rows in records.items():
-        write_text_atomic(out / FILE_NAMES[split], json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
-    info = json.dumps(dataset_info(list(records)), ensure_ascii=False, indent=2) + "\n"
-    write_text_atomic(out / "data_info.json", info)
-    write_text_atomic(out / "dataset_info.json", info)
-    write_text_atomic(out / "prepare_settings.json", json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
+    """Write data_<split>.json, data_info.json (and its copy dataset_info.json, the name LLaMA-Factory reads),
+    all or none (`atomic_files`)."""
+    with atomic_files(out, OUTPUT_NAMES) as stage:
+        for split, rows in records.items():
+            write_text_atomic(stage / FILE_NAMES[split], json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+        info = json.dumps(dataset_info(list(records)), ensure_ascii=False, indent=2) + "\n"
+        write_text_atomic(stage / "data_info.json", info)
+        write_text_atomic(stage / "dataset_info.json", info)
+        write_text_atomic(stage / "prepare_settings.json", json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
 
 
 def prepare(
