@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,8 @@ def lock_partial(path: Path) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size == 0:
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_size == 0:  # never a FIFO or a link given in its place
                 path.unlink()
         lock.release()
         with contextlib.suppress(OSError):  # a run waiting on the old file sees it unlinked and retries
