@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
-from erckit.formats.encoding import check_file, read_json
+from erckit.formats.encoding import open_file, read_json
 
 
 def default_cache_dir() -> Path:
@@ -46,9 +46,8 @@ class MissingPackage(ValueError):
 
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
-    check_file(path)
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_file(path) as fh:
         while block := fh.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()

@@ -3,9 +3,10 @@ JSON and JSON lines.
 
 Every input (data, predictions, a recipe, the files of a model folder, a resume file) is read by
 `read_bytes`: it must be a regular file (a FIFO, a device such as /dev/zero, also through a link, or a
-folder is refused before anything is read, and nothing ever waits on a FIFO) no larger than its kind's
+folder is refused before anything is read; `open_file` never waits on a FIFO) no larger than its kind's
 limit (LIMITS: 1 GiB for an input, 16 MiB for a recipe and a model folder's settings files); then its text
-must be in one encoding. Weight files, read by safetensors, are checked by `check_file`.
+must be in one encoding. Files hashed are opened by `open_file`; weight files, read by safetensors, are
+checked by `check_file`.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import json
 import os
 import stat
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from erckit.data import DataError
 
@@ -53,23 +54,30 @@ def check_file(path: str | Path, kind: Kind | None = None) -> None:
         raise DataError(path, None, problem)
 
 
-def read_bytes(path: str | Path, kind: Kind = "input") -> bytes:
-    """The bytes of a regular file within its `kind`'s limit (`check_file`); opened without blocking, so a
-    path swapped for a FIFO after the check is refused too, never waited on."""
+def open_file(path: str | Path, kind: Kind | None = None) -> BinaryIO:
+    """A regular file within its `kind`'s limit (`check_file`), opened for reading without blocking: a path
+    swapped for a FIFO after the check is refused too, never waited on."""
     check_file(path, kind)
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as err:
         raise DataError(path, None, f"cannot read: {err.strerror}") from None
-    with os.fdopen(fd, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if problem := _problem(info.st_mode, info.st_size, kind):
-            raise DataError(path, None, problem)
+    handle = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if problem := _problem(info.st_mode, info.st_size, kind):
+        handle.close()
+        raise DataError(path, None, problem)
+    return handle
+
+
+def read_bytes(path: str | Path, kind: Kind = "input") -> bytes:
+    """The bytes of a regular file within its `kind`'s limit (`open_file`)."""
+    with open_file(path, kind) as handle:
         try:
             data = handle.read(LIMITS[kind] + 1)
         except OSError as err:
             raise DataError(path, None, f"cannot read: {err.strerror}") from None
-    if problem := _problem(info.st_mode, len(data), kind):  # grew while read
+    if problem := _problem(stat.S_IFREG, len(data), kind):  # grew while read
         raise DataError(path, None, problem)
     return data
 

@@ -6,10 +6,11 @@ A recipe is given to `erckit train --config` as a file path or as the name of a 
 
 from __future__ import annotations
 
-import shutil
+import os
 from importlib import resources
 from pathlib import Path
 
+from erckit.atomic import write_text_atomic
 from erckit.config import ConfigError
 from erckit.formats.encoding import read_text
 
@@ -60,9 +61,9 @@ def copy(name: str, dest: str | Path) -> Path:
     target = Path(dest)
     if target.is_dir():
         target = target / source.name
-    if target.exists():
+    if os.path.lexists(target):
         raise ConfigError(f"{target}: already exists; choose another destination or remove it")
     if not target.parent.is_dir():
         raise ConfigError(f"{target.parent}: no such folder")
-    shutil.copyfile(source, target)
+    write_text_atomic(target, read_text(source, "utf-8", "settings")[0], newline="")
     return target
