@@ -415,10 +415,10 @@ def plot(results: dict[str, dict], split: str, path: Path) -> None:
     save_figure(fig, path)
 
 
-def compare(config: CompareConfig, path: str | Path | None = None) -> dict[str, dict]:
-    """Run every method; write comparison.md, comparison.json and one PNG per scored split. `path`: the
-    comparison's file, an input too (`check_outputs` runs first)."""
-    check_outputs(config, path)
+def compare(config: CompareConfig, config_file: str | Path | None = None) -> dict[str, dict]:
+    """Run every method; write comparison.md, comparison.json and one PNG per scored split. `config_file`:
+    the comparison's file, an input too (`check_outputs` runs first)."""
+    check_outputs(config, config_file)
     splits = {}
     for split in SCORED_SPLITS:
         path = getattr(config, split)
