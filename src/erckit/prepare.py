@@ -13,7 +13,8 @@ from erckit.prompts import Example, PromptConfig, emotion_examples, same_speaker
 FILE_NAMES = {"train": "data_train.json", "validation": "data_val.json", "test": "data_test.json"}
 DATASET_NAMES = {"train": "erc_train", "validation": "erc_val", "test": "erc_test"}
 COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
-OUTPUT_NAMES = (*FILE_NAMES.values(), "data_info.json", "dataset_info.json", "prepare_settings.json")
+INFO_NAMES = ("data_info.json", "dataset_info.json", "prepare_settings.json")
+OUTPUT_NAMES = (*FILE_NAMES.values(), *INFO_NAMES)
 
 
 def alpaca_record(example: Example) -> dict:
@@ -39,7 +40,7 @@ def build_split(
 def write_prepared(out: Path, records: dict[str, list[dict]], settings: dict) -> None:
     """Write data_<split>.json, data_info.json (and its copy dataset_info.json, the name LLaMA-Factory reads),
     all or none (`atomic_files`)."""
-    with atomic_files(out, OUTPUT_NAMES) as stage:
+    with atomic_files(out, [*(FILE_NAMES[split] for split in records), *INFO_NAMES]) as stage:  # other splits stay
         for split, rows in records.items():
             write_text_atomic(stage / FILE_NAMES[split], json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
         info = json.dumps(dataset_info(list(records)), ensure_ascii=False, indent=2) + "\n"
