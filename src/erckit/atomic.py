@@ -14,8 +14,9 @@
   place: it is visible complete or not at all; its files get the usual permissions.
 - A report of several files in a folder that may hold other things (`atomic_files`: evaluate, report,
   prepare, compare's comparison.*) is written whole into a temporary sibling folder first; only when every
-  file is written are they renamed into place (and a report file this run does not write is removed), so a
-  failed run leaves the earlier report as it was, never a mix of two runs; the folder's other files stay.
+  file is written are they renamed into place, one rename each (and a report file this run does not write
+  is removed): a run that fails while writing leaves the earlier report as it was, not a mix of two runs.
+  The folder's other files stay.
 """
 
 from __future__ import annotations
