@@ -207,3 +207,26 @@ def test_a_killed_folder_write_leaves_no_folder(tmp_path):
     with atomic_folder(out) as folder:
         (folder / "config.json").write_text("{}", encoding="utf-8")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["merged"] and (out / "config.json").is_file()
+
+
+def test_a_report_is_written_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
+    gold = m3ed_file(tmp_path / "gold.json", {"d1": GOOD})
+    first, second, report = tmp_path / "first.jsonl", tmp_path / "second.jsonl", tmp_path / "report"
+    write_predictions(first, [Prediction(i, "Happy") for i in IDS])
+    write_predictions(second, [Prediction(i, "Neutral") for i in IDS])
+    (report).mkdir()
+    (report / "notes.md").write_text("mine", encoding="utf-8")  # not a report file: left alone
+    assert main(["evaluate", "--predictions", str(first), "--gold", str(gold), "--out", str(report)]) == 0
+    before = {p.name: p.read_bytes() for p in report.iterdir()}
+    assert set(before) == {"metrics.json", "confusion.png", "notes.md"}
+
+    def fail(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("erckit.metrics.plot_confusion", fail)
+    capsys.readouterr()
+    assert main(["evaluate", "--predictions", str(second), "--gold", str(gold), "--out", str(report)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{report}: cannot write: No space left on device" in err, err
+    assert {p.name: p.read_bytes() for p in report.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

@@ -12,6 +12,11 @@
   leftovers of a killed run (their process gone) are removed by the next write to the same output.
 - A folder output (`atomic_folder`) is written into a temporary sibling folder and renamed into
   place: it is visible complete or not at all; its files get the usual permissions.
+- A report of several files in a folder that may hold other things (`atomic_files`: evaluate, report,
+  prepare, compare's comparison.*) is written whole into a temporary sibling folder first; only when every
+  file is written are they renamed into place, one rename each (and a report file this run does not write
+  is removed): a run that fails while writing leaves the earlier report as it was, not a mix of two runs.
+  The folder's other files stay.
 """
 
 from __future__ import annotations
@@ -161,6 +166,39 @@ def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8", newlin
     """Write `text` to `path` atomically (`newline=""` writes line endings as they are in `text`)."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline=newline) as handle:
         handle.write(text)
+
+
+@contextlib.contextmanager
+def atomic_files(folder: PathLike, names: Iterable[str]) -> Iterator[Path]:
+    """Yield a temporary folder to write files of `names` into; on success each replaces its namesake in
+    `folder` (through a link), and a name not written is removed from `folder`; on failure `folder` is unchanged."""
+    out = Path(folder)
+    names = list(names)
+    if out.exists() and not out.is_dir():
+        raise DataError(out, None, "is not a folder (the output is a folder)")
+    for name in names:
+        if problem := _not_regular(out / name):
+            raise DataError(out / name, None, problem)
+    base = _target(out)
+    stage = base.with_name(f".{base.name}.{os.getpid()}{TMP_SUFFIX}")
+    try:
+        base.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(base.parent, base.name)
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir()
+        yield stage
+        base.mkdir(exist_ok=True)
+        for name in names:  # every file is written (and fsynced by its writer): now put them in place
+            if (stage / name).exists():
+                os.replace(stage / name, _target(out / name))
+            elif os.path.lexists(out / name):
+                os.unlink(out / name)
+        with contextlib.suppress(OSError):
+            _fsync(base)
+    except OSError as err:
+        raise DataError(out, None, f"cannot write: {err.strerror or err}") from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
 
 
 @contextlib.contextmanager

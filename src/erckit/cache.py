@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterable
 from importlib import metadata
 from pathlib import Path
 
+from erckit.formats.encoding import open_file, read_json
+
 
 def default_cache_dir() -> Path:
     """Where converted models live: `$ERCKIT_CACHE`, else `$XDG_CACHE_HOME/erckit`, else `~/.cache/erckit`
@@ -45,7 +47,7 @@ class MissingPackage(ValueError):
 def sha256(path: Path) -> str:
     """Hex sha256 of a file."""
     digest = hashlib.sha256()
-    with path.open("rb") as fh:
+    with open_file(path) as fh:
         while block := fh.read(1 << 22):
             digest.update(block)
     return digest.hexdigest()
@@ -70,8 +72,8 @@ def write_manifest(folder: Path, source: dict[str, str]) -> None:
 def read_manifest(folder: Path) -> dict | None:
     """The folder's manifest, or None when it is missing or unreadable."""
     try:
-        manifest = json.loads((Path(folder) / MANIFEST_NAME).read_text())
-    except (OSError, ValueError):
+        manifest = read_json(Path(folder) / MANIFEST_NAME, "settings")
+    except ValueError:  # DataError too
         return None
     return manifest if isinstance(manifest, dict) else None
 

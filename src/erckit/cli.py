@@ -305,11 +305,10 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _compare(args: argparse.Namespace) -> int:
-    from erckit.compare import OUTPUT_NAMES, compare, load_compare_config, table
+    from erckit.compare import compare, load_compare_config, table
 
     config = load_compare_config(args.config, args.overrides, args.methods)
-    check_folder(config.out, [args.config, config.train, config.validation, config.test], OUTPUT_NAMES)
-    results = compare(config)
+    results = compare(config, args.config)
     split = "test" if all("test" in r for r in results.values()) else "validation"
     print(f"{split}: {getattr(config, split)}")
     print(table(results, split))

@@ -8,6 +8,7 @@ from pathlib import Path
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError, iter_utterances
 from erckit.formats import read_dialogues, resolve_format, write_labels
+from erckit.formats.encoding import open_file
 from erckit.predictions import Prediction
 
 
@@ -39,7 +40,7 @@ def combine(
     check_ids(set(predictions), [u.id for u in iter_utterances(dialogues)], predictions_path, raw)
     text, used_encoding = write_labels(raw, {i: p.label for i, p in predictions.items()}, fmt, encoding=encoding)
     if used_encoding == "utf-8-sig":
-        with open(raw, "rb") as handle:  # keep a byte-order mark if the raw file has one
+        with open_file(raw) as handle:  # keep a byte-order mark if the raw file has one
             used_encoding = "utf-8-sig" if handle.read(3) == codecs.BOM_UTF8 else "utf-8"
     write_text_atomic(out, text, encoding=used_encoding, newline="")  # line endings as in the raw file
     return len(predictions)

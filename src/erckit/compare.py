@@ -11,16 +11,17 @@ resumes with the next unfinished method.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from erckit.atomic import write_text_atomic
+from erckit.atomic import atomic_files, check_folder, write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
-from erckit.data import Dialogue, dialogue_ids, gold_labels, iter_utterances
+from erckit.data import DataError, Dialogue, dialogue_ids, gold_labels, iter_utterances
 from erckit.ensemble import choose_weights, probability_matrix, weight_shares
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import read_json
@@ -28,10 +29,19 @@ from erckit.intervals import bootstrap, paired_difference
 from erckit.labels import LABELS
 from erckit.metrics import scores
 from erckit.models import MODEL_FILE, load, read_model_info, saved_config, train
+from erckit.models import OUTPUT_NAMES as MODEL_OUTPUT_NAMES
 from erckit.plots import new_figure, save_figure
 from erckit.predictions import Prediction, from_probabilities, read_predictions, write_predictions
 
 OUTPUT_NAMES = ("comparison.md", "comparison.json", "comparison_validation.png", "comparison_test.png")
+RESULT_FILE = "result.json"
+SCORED_SPLITS = ("validation", "test")
+METHOD_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")  # a method's folder in `out`: no separator, no leading dot
+
+
+def predictions_file(split: str) -> str:
+    """The name of a method's predictions on `split`, in its folder."""
+    return f"predictions_{split}.jsonl"
 
 
 @dataclass
@@ -98,6 +108,8 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
     methods = data.pop("methods", None)
     if isinstance(methods, dict):  # methods.<name>=null drops a method
         methods = {name: spec for name, spec in methods.items() if spec is not None}
+        for name in methods:
+            check_method_name(name, path)
         if only:
             if unknown := [name for name in only if name not in methods]:
                 raise ConfigError(f"{path}: no method {unknown[0]!r} (methods: {', '.join(methods)})")
@@ -128,10 +140,53 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
     for name, method in config.methods.items():  # every recipe value is checked before anything is trained
         if method.recipe is not None:
             try:
-                method_recipe(method, config, Path(config.out) / name)
+                method_recipe(method, config, method_folder(config, name))
             except ConfigError as err:
                 raise ConfigError(f"{path}: method {name!r}: {err}") from None
     return config
+
+
+def check_method_name(name: object, path: str | Path) -> None:
+    """Refuse a method name that is not a plain folder name inside `out` (it names the method's folder)."""
+    if not isinstance(name, str) or not METHOD_NAME.fullmatch(name) or name in OUTPUT_NAMES:
+        raise ConfigError(f"{path}: method name {str(name)!r} is not a plain folder name: use letters, digits, "
+                          "'_', '-' and '.' (not first), no '/' (it names the method's folder in out)")
+
+
+def method_folder(config: CompareConfig, name: str) -> Path:
+    """`<out>/<name>`: a method's run, predictions and result.json; refused if it leads outside `out` (a link)."""
+    out = Path(config.out)
+    folder = out / name
+    if not folder.resolve().is_relative_to(out.resolve()):
+        raise DataError(folder, None, f"leads outside {out} (a link?): the comparison writes only inside its out")
+    return folder
+
+
+def compare_inputs(config: CompareConfig, path: str | Path | None) -> list[Path]:
+    """Every file a comparison reads: its own file, the split files, recipe files and the given models' files."""
+    from erckit.recipes import resolve
+
+    files = [Path(p) for p in (path, config.train, config.validation, config.test) if p is not None]
+    for method in config.methods.values():
+        if method.recipe is not None:
+            files.append(resolve(method.recipe))
+        if method.model is not None and Path(method.model).is_dir():
+            files += [p for p in Path(method.model).iterdir() if p.is_file()]
+    return files
+
+
+def check_outputs(config: CompareConfig, path: str | Path | None = None) -> None:
+    """Refuse, before anything is read or written, any output of the comparison that would replace one of its
+    inputs (`compare_inputs`) or land outside `out`."""
+    inputs = compare_inputs(config, path)
+    check_folder(config.out, inputs, OUTPUT_NAMES)
+    given = [Path(m.model) for m in config.methods.values() if m.model is not None]
+    for name, method in config.methods.items():
+        folder = method_folder(config, name)
+        check_folder(folder, inputs, [RESULT_FILE, *map(predictions_file, SCORED_SPLITS)])
+        if method.recipe is not None:
+            check_folder(folder / "model", inputs, MODEL_OUTPUT_NAMES)
+            check_folder(folder / "model", given, whole=True)
 
 
 def _expand_seeds(methods: dict[str, Method], config: CompareConfig, path: str | Path) -> dict[str, Method]:
@@ -200,15 +255,15 @@ def _trained_model(name: str, method: Method, config: CompareConfig, folder: Pat
 def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]],
                trained: tuple[Path, RunConfig | None, dict]) -> dict:
     """Train (or reuse) one method and score it on every split."""
-    folder = Path(config.out) / name
+    folder = method_folder(config, name)
     model, run_config, info = trained
     recipe = info["config"] if run_config is None else saved_config(run_config)
-    result_path = folder / "result.json"
+    result_path = folder / RESULT_FILE
     scored = {split: sha256(Path(getattr(config, split))) for split in ("train", *splits)}  # trained and scored on
     if not info and (model / MODEL_FILE).exists():
         info = read_model_info(model)  # a run of an earlier comparison: reused, or retrained below
     if result_path.exists():
-        previous = read_json(result_path)
+        previous = read_json(result_path, "settings")
         if isinstance(previous, dict) and (previous.get("recipe"), previous.get("scored"), previous.get("calibration")) == (
             recipe, scored, info.get("calibration")
         ):
@@ -226,7 +281,7 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
         started = time.perf_counter()
         predictions = predictor.predict(dialogues)
         seconds = time.perf_counter() - started
-        write_predictions(folder / f"predictions_{split}.jsonl", predictions)
+        write_predictions(folder / predictions_file(split), predictions)
         result[split] = _scored(predictions, dialogues, getattr(config, split))
         result[f"{split}_predict_seconds"] = round(seconds, 1)
         if result["calibration"]:
@@ -244,7 +299,7 @@ def _scored(predictions: list[Prediction], dialogues: list[Dialogue], path: str)
 
 
 def _split_probabilities(config: CompareConfig, name: str, split: str, ids: list[str]) -> np.ndarray:
-    path = Path(config.out) / name / f"predictions_{split}.jsonl"
+    path = method_folder(config, name) / predictions_file(split)
     return probability_matrix(read_predictions(path), ids, path)
 
 
@@ -264,7 +319,7 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
               "train_seconds": round(sum(r["train_seconds"] for r in members), 1)}
     for split, dialogues in splits.items():
         predictions = from_probabilities(ids[split], sum(w * p for w, p in zip(shares, probs[split], strict=True)))
-        write_predictions(Path(config.out) / name / f"predictions_{split}.jsonl", predictions)
+        write_predictions(method_folder(config, name) / predictions_file(split), predictions)
         result[split] = _scored(predictions, dialogues, getattr(config, split))
         result[f"{split}_predict_seconds"] = round(sum(r[f"{split}_predict_seconds"] for r in members), 1)
     print(f"{name}: fusion of {', '.join(method.fusion)} with weights "
@@ -277,7 +332,7 @@ def paired(config: CompareConfig, results: dict[str, dict], split: str, dialogue
     best = max(results, key=lambda name: results[name][split]["macro_f1"])
     ids = [u.id for u in iter_utterances(dialogues)]
     gold = gold_labels(dialogues, getattr(config, split))
-    labels = {name: read_predictions(Path(config.out) / name / f"predictions_{split}.jsonl") for name in results}
+    labels = {name: read_predictions(method_folder(config, name) / predictions_file(split)) for name in results}
     groups = dialogue_ids(dialogues)
     return {name: {"against": best} | paired_difference([gold[i] for i in ids], [labels[best][i].label for i in ids],
                                                         [labels[name][i].label for i in ids], groups)
@@ -360,10 +415,12 @@ def plot(results: dict[str, dict], split: str, path: Path) -> None:
     save_figure(fig, path)
 
 
-def compare(config: CompareConfig) -> dict[str, dict]:
-    """Run every method; write comparison.md, comparison.json and one PNG per scored split."""
+def compare(config: CompareConfig, config_file: str | Path | None = None) -> dict[str, dict]:
+    """Run every method; write comparison.md, comparison.json and one PNG per scored split. `config_file`:
+    the comparison's file, an input too (`check_outputs` runs first)."""
+    check_outputs(config, config_file)
     splits = {}
-    for split in ("validation", "test"):
+    for split in SCORED_SPLITS:
         path = getattr(config, split)
         if path is None:
             continue
@@ -372,14 +429,13 @@ def compare(config: CompareConfig) -> dict[str, dict]:
             splits[split] = dialogues
     if any(m.fusion and m.weights is None for m in config.methods.values()) and "validation" not in splits:
         raise ConfigError(f"{config.validation}: a fusion without weights chooses them on validation, which must be labelled")
-    trained = {name: _trained_model(name, m, config, Path(config.out) / name)  # every method checked first
+    trained = {name: _trained_model(name, m, config, method_folder(config, name))  # every method checked first
                for name, m in config.methods.items() if not m.fusion}
     results = {name: run_method(name, config.methods[name], config, splits, trained[name]) for name in trained}
     for name, method in config.methods.items():  # fusions after the methods they average
         if method.fusion:
             results[name] = run_fusion(name, method, config, splits, results)
-    out = Path(config.out)
-    parts = []
+    parts, charts = [], {}
     for split, dialogues in splits.items():
         differences = paired(config, results, split, dialogues) if len(results) > 1 else {}
         for name, difference in differences.items():
@@ -390,7 +446,10 @@ def compare(config: CompareConfig) -> dict[str, dict]:
                 results[member][f"{split}_seeds"] = {"recipe": name} | row
         parts += [f"## {split} ({getattr(config, split)})", "", table(results, split), paired_table(differences),
                   seed_table(seeds), f"![{split}](comparison_{split}.png)", ""]
-        plot(results, split, out / f"comparison_{split}.png")
-    write_text_atomic(out / "comparison.md", "\n".join(parts))
-    write_text_atomic(out / "comparison.json", json.dumps(results, indent=2) + "\n")
+        charts[f"comparison_{split}.png"] = split
+    with atomic_files(config.out, OUTPUT_NAMES) as stage:  # the tables and charts of one run, all or none
+        for name, split in charts.items():
+            plot(results, split, stage / name)
+        write_text_atomic(stage / "comparison.md", "\n".join(parts))
+        write_text_atomic(stage / "comparison.json", json.dumps(results, indent=2) + "\n")
     return results

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 
 from erckit import kinds
+from erckit.formats.encoding import read_text
 from erckit.prompts import TEMPLATES, PromptConfig, setting
 
 MODEL_TYPES = kinds.NAMES
@@ -346,13 +347,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A recipe file as a mapping."""
+    text = read_text(path, "utf-8", "settings")[0]
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read: {err.strerror}") from None
-    except UnicodeDecodeError as err:
-        line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
-        raise ConfigError(f"{path}: line {line}: is not UTF-8 text (save the recipe as UTF-8)") from None
+        data = yaml.safe_load(text) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
     if not isinstance(data, dict):

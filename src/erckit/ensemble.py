@@ -54,9 +54,9 @@ def weight_shares(weights: list[float] | None, runs: int) -> list[float]:
 def read_offsets(path: str | Path) -> np.ndarray:
     """The 7 label offsets (LABELS order) of a calibration JSON written by `erckit calibrate --out`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, None, "no such file")
-    data = read_json(path)
+    data = read_json(path, "settings")
     offsets = data.get("offsets") if isinstance(data, dict) else None
     if not isinstance(offsets, dict):
         raise DataError(path, None, 'expected an object with "offsets" (erckit calibrate --out writes one)')

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
-from erckit.atomic import write_text_atomic
+from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import DataError
 from erckit.intervals import bootstrap, describe_interval
 from erckit.labels import LABELS, display_names
@@ -115,10 +115,10 @@ REPORT_NAMES = ("metrics.json", "confusion.png")
 def write_report(
     result: dict, gold: Sequence[str], predicted: Sequence[str], out: str | Path, *, names: dict[str, str] | None
 ) -> None:
-    """metrics.json and confusion.png in `out`."""
-    out = Path(out)
-    write_text_atomic(out / "metrics.json", json.dumps(result, indent=2) + "\n")
-    plot_confusion(gold, predicted, out / "confusion.png", names=names)
+    """metrics.json and confusion.png in `out`, both or neither (`atomic_files`)."""
+    with atomic_files(out, REPORT_NAMES) as stage:
+        write_text_atomic(stage / "metrics.json", json.dumps(result, indent=2) + "\n")
+        plot_confusion(gold, predicted, stage / "confusion.png", names=names)
 
 
 def evaluate_files(

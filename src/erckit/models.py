@@ -30,9 +30,9 @@ OUTPUT_NAMES = (MODEL_FILE, "training.png", "model.safetensors", "tfidf.json", "
 def read_model_info(folder: str | Path) -> dict:
     """The erckit_model.json of a model folder: an object naming the model type and its recipe."""
     path = Path(folder) / MODEL_FILE
-    if not path.is_file():
+    if not path.exists():
         raise DataError(folder, None, f"not an erckit model folder (no {MODEL_FILE})")
-    info = read_json(path)
+    info = read_json(path, "settings")
     if not isinstance(info, dict) or not isinstance(info.get("type"), str) or not isinstance(info.get("config"), dict):
         raise DataError(path, None, 'expected an object with "type" and "config" (written by erckit train)')
     return info
@@ -126,7 +126,7 @@ def store_calibration(folder: str | Path, offsets: dict[str, float] | None, repo
 
 def model_info(path: str | Path) -> dict | None:
     """The erckit_model.json of a model folder, or None for any other path (a model id, a merged folder)."""
-    return read_model_info(path) if (Path(path) / MODEL_FILE).is_file() else None
+    return read_model_info(path) if (Path(path) / MODEL_FILE).exists() else None
 
 
 def _unfinished(folder: Path, info: dict, best_so_far: bool) -> dict | None:

@@ -91,7 +91,7 @@ def check_probs(probs: object, path: str | Path, where: str) -> dict[str, float]
 def read_json_lines(path: str | Path) -> list[tuple[int, object]]:
     """(line number, decoded value) of a UTF-8 JSON-lines file, blank lines skipped."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, None, "no such file")
     return json_lines(read_text(path, "utf-8-sig")[0], path)
 

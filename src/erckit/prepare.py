@@ -6,14 +6,15 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from erckit.atomic import write_text_atomic
+from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import Dialogue
 from erckit.prompts import Example, PromptConfig, emotion_examples, same_speaker_examples
 
 FILE_NAMES = {"train": "data_train.json", "validation": "data_val.json", "test": "data_test.json"}
 DATASET_NAMES = {"train": "erc_train", "validation": "erc_val", "test": "erc_test"}
 COLUMNS = {"prompt": "instruction", "query": "input", "response": "output", "history": "history"}
-OUTPUT_NAMES = (*FILE_NAMES.values(), "data_info.json", "dataset_info.json", "prepare_settings.json")
+INFO_NAMES = ("data_info.json", "dataset_info.json", "prepare_settings.json")
+OUTPUT_NAMES = (*FILE_NAMES.values(), *INFO_NAMES)
 
 
 def alpaca_record(example: Example) -> dict:
@@ -37,13 +38,15 @@ def build_split(
 
 
 def write_prepared(out: Path, records: dict[str, list[dict]], settings: dict) -> None:
-    """Write data_<split>.json, data_info.json (and its copy dataset_info.json, the name LLaMA-Factory reads)."""
-    for split, rows in records.items():
-        write_text_atomic(out / FILE_NAMES[split], json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
-    info = json.dumps(dataset_info(list(records)), ensure_ascii=False, indent=2) + "\n"
-    write_text_atomic(out / "data_info.json", info)
-    write_text_atomic(out / "dataset_info.json", info)
-    write_text_atomic(out / "prepare_settings.json", json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
+    """Write data_<split>.json, data_info.json (and its copy dataset_info.json, the name LLaMA-Factory reads),
+    all or none (`atomic_files`)."""
+    with atomic_files(out, [*(FILE_NAMES[split] for split in records), *INFO_NAMES]) as stage:  # other splits stay
+        for split, rows in records.items():
+            write_text_atomic(stage / FILE_NAMES[split], json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
+        info = json.dumps(dataset_info(list(records)), ensure_ascii=False, indent=2) + "\n"
+        write_text_atomic(stage / "data_info.json", info)
+        write_text_atomic(stage / "dataset_info.json", info)
+        write_text_atomic(stage / "prepare_settings.json", json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
 
 
 def prepare(

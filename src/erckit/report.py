@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from erckit.atomic import write_text_atomic
+from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import Dialogue, gold_labels
 from erckit.labels import LABELS
 from erckit.metrics import aligned, format_scores, label_names, plot_confusion, scores
@@ -59,8 +59,17 @@ def write_error_report(
     predictions: dict[str, Prediction], dialogues: list[Dialogue], gold_path: str | Path, out: str | Path,
     *, predictions_path: str | Path = "predictions", top_pairs: int = 5, examples: int = 3, names: dict[str, str] | None = None,
 ) -> Path:
-    """report.md, confusion.png and per_class_f1.png in `out`; returns the report's path."""
-    out = Path(out)
+    """report.md, confusion.png and per_class_f1.png in `out`, all or none (`atomic_files`); returns the
+    report's path."""
+    with atomic_files(out, OUTPUT_NAMES) as stage:
+        _write_error_report(predictions, dialogues, gold_path, stage, predictions_path, top_pairs, examples, names)
+    return Path(out) / "report.md"
+
+
+def _write_error_report(
+    predictions: dict[str, Prediction], dialogues: list[Dialogue], gold_path: str | Path, out: Path,
+    predictions_path: str | Path, top_pairs: int, examples: int, names: dict[str, str] | None,
+) -> None:
     gold = gold_labels(dialogues, gold_path)
     gold_list, predicted_list = aligned(gold, {i: p.label for i, p in predictions.items()}, predictions_path)
     result = scores(gold_list, predicted_list)
@@ -79,4 +88,3 @@ def write_error_report(
         lines += [f"| {i} | {_in_context(*where[i])} |" for i in wrong]
         lines.append("")
     write_text_atomic(out / "report.md", "\n".join(lines))
-    return out / "report.md"

@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from erckit.atomic import atomic_path, write_text_atomic
 from erckit.config import TfidfConfig
 from erckit.data import DataError, Dialogue, iter_utterances
-from erckit.formats.encoding import read_json
+from erckit.formats.encoding import check_file, read_json
 from erckit.labels import LABELS
 
 
@@ -75,6 +75,7 @@ class TfidfClassifier:
             analyzer=settings["analyzer"], ngram_range=tuple(settings["ngram_range"]),
             sublinear_tf=settings["sublinear_tf"], vocabulary=saved["vocabulary"],
         )
+        check_file(folder / "tfidf.safetensors")
         try:
             tensors = load_file(str(folder / "tfidf.safetensors"))
         except SafetensorError as err:

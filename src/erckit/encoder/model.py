@@ -26,6 +26,7 @@ from erckit.atomic import atomic_path
 from erckit.config import ClassifierConfig, ConfigError, EncoderConfig
 from erckit.data import DataError, Dialogue, speaker_letters
 from erckit.encoder.packaged import resolve_encoder
+from erckit.formats.encoding import check_file
 from erckit.labels import LABELS
 
 WEIGHTS = "model.safetensors"
@@ -215,6 +216,7 @@ def save_classifier(
 
 def saved_epoch(folder: Path) -> int | None:
     """The training epoch whose weights `folder` holds (None when not recorded)."""
+    check_file(folder / WEIGHTS)
     with safe_open(str(folder / WEIGHTS), framework="pt") as weights:
         epoch = (weights.metadata() or {}).get("epoch")
     return None if epoch is None else int(epoch)
@@ -228,6 +230,7 @@ def load_classifier(folder: Path, encoder_config: EncoderConfig, classifier_conf
         config, trust_remote_code=encoder_config.trust_remote_code, **_no_pooler(config.model_type)
     )
     model = DialogueClassifier(encoder, classifier_config)
+    check_file(folder / WEIGHTS)
     try:
         weights = load_file(str(folder / WEIGHTS))
     except SafetensorError as err:

@@ -28,6 +28,7 @@ from erckit.encoder.model import (
     save_classifier,
     saved_epoch,
 )
+from erckit.formats.encoding import check_file, read_json
 from erckit.labels import LABELS
 from erckit.labels import class_weights as label_weights
 from erckit.metrics import scores
@@ -64,7 +65,8 @@ def _save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
 
 
 def _load_checkpoint(folder: Path, model, optimizer) -> dict:
-    state = json.loads((folder / "trainer_state.json").read_text())
+    state = read_json(folder / "trainer_state.json", "settings")
+    check_file(folder / "state.safetensors")
     tensors = load_file(str(folder / "state.safetensors"))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     slots: dict[int, dict] = {}
@@ -158,7 +160,7 @@ def best_so_far(out: Path) -> dict:
     if not (out / WEIGHTS).is_file():
         raise ValueError(f"{out}: no epoch has finished yet; nothing to predict with")
     path = out / CHECKPOINT / "trainer_state.json"
-    state = json.loads(path.read_text()) if path.is_file() else {"history": [], "epoch": 0, "best_epoch": None}
+    state = read_json(path, "settings") if path.exists() else {"history": [], "epoch": 0, "best_epoch": None}
     epoch = saved_epoch(out) or state["best_epoch"]  # runs trained before epochs were recorded: the checkpoint's
     record = next((h for h in state["history"] if h["epoch"] == epoch), {})
     return {"epoch": epoch, "val_macro_f1": record.get("val_macro_f1"), "epochs_run": state["epoch"]}

@@ -75,7 +75,7 @@ def read_dialogue_file(
 ) -> tuple[list[Dialogue], str]:
     """`read_dialogues`, and the sha256 of the file's bytes (the file is read once)."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, None, "no such file")
     raw = read_bytes(path)
     text, _ = decode_text(raw, path, encoding)

@@ -1,27 +1,85 @@
-"""Reading a text file whose encoding may be UTF-8 or GBK (BMELD's CSVs are GBK); JSON and JSON lines."""
+"""The one reader of every file erckit opens: checked, then decoded (UTF-8 or GBK: BMELD's CSVs are GBK);
+JSON and JSON lines.
+
+Every input (data, predictions, a recipe, the files of a model folder, a resume file) is read by
+`read_bytes`: it must be a regular file (a FIFO, a device such as /dev/zero, also through a link, or a
+folder is refused before anything is read; `open_file` never waits on a FIFO) no larger than its kind's
+limit (LIMITS: 1 GiB for an input, 16 MiB for a recipe and a model folder's settings files); then its text
+must be in one encoding. Files hashed are opened by `open_file`; weight files, read by safetensors, are
+checked by `check_file`.
+"""
 
 from __future__ import annotations
 
 import json
+import os
+import stat
 from pathlib import Path
+from typing import BinaryIO, Literal
 
 from erckit.data import DataError
 
 AUTO_ENCODINGS = ("utf-8-sig", "gbk")
+Kind = Literal["input", "settings"]
+LIMITS: dict[str, int] = {
+    "input": 1 << 30,  # a data file, predictions, a prepared file, a resume file, a model's vocabulary
+    "settings": 16 << 20,  # a recipe, erckit_model.json, erckit_llm.json and the other settings files
+}
 
 
-def read_text(path: str | Path, encoding: str | None = None) -> tuple[str, str]:
+def read_text(path: str | Path, encoding: str | None = None, kind: Kind = "input") -> tuple[str, str]:
     """The file's text and the encoding that decoded it: one encoding for the whole file (tried in
     order: UTF-8, GBK); a file mixing them, or cut in the middle of a character, is refused."""
-    return decode_text(read_bytes(path), path, encoding)
+    return decode_text(read_bytes(path, kind), path, encoding)
 
 
-def read_bytes(path: str | Path) -> bytes:
-    """The file's bytes; an unreadable file is refused, naming it."""
+def _problem(mode: int, size: int, kind: Kind | None) -> str | None:
+    """Why a file of this mode and size is not read, or None."""
+    if stat.S_ISDIR(mode):
+        return "is a folder, not a file"
+    if not stat.S_ISREG(mode):
+        return "is not a regular file (a FIFO or a device); give a file"
+    if kind is not None and size > LIMITS[kind]:
+        return f"is {size:,} bytes, over the {kind} file limit of {LIMITS[kind]:,} bytes"
+    return None
+
+
+def check_file(path: str | Path, kind: Kind | None = None) -> None:
+    """Refuse a path that is not a regular file (also through links), or is over its `kind`'s limit."""
     try:
-        return Path(path).read_bytes()
+        info = os.stat(path)
     except OSError as err:
         raise DataError(path, None, f"cannot read: {err.strerror}") from None
+    if problem := _problem(info.st_mode, info.st_size, kind):
+        raise DataError(path, None, problem)
+
+
+def open_file(path: str | Path, kind: Kind | None = None) -> BinaryIO:
+    """A regular file within its `kind`'s limit (`check_file`), opened for reading without blocking: a path
+    swapped for a FIFO after the check is refused too, never waited on."""
+    check_file(path, kind)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise DataError(path, None, f"cannot read: {err.strerror}") from None
+    handle = os.fdopen(fd, "rb")
+    info = os.fstat(fd)
+    if problem := _problem(info.st_mode, info.st_size, kind):
+        handle.close()
+        raise DataError(path, None, problem)
+    return handle
+
+
+def read_bytes(path: str | Path, kind: Kind = "input") -> bytes:
+    """The bytes of a regular file within its `kind`'s limit (`open_file`)."""
+    with open_file(path, kind) as handle:
+        try:
+            data = handle.read(LIMITS[kind] + 1)
+        except OSError as err:
+            raise DataError(path, None, f"cannot read: {err.strerror}") from None
+    if problem := _problem(stat.S_IFREG, len(data), kind):  # grew while read
+        raise DataError(path, None, problem)
+    return data
 
 
 def decode_text(raw: bytes, path: str | Path, encoding: str | None = None) -> tuple[str, str]:
@@ -90,10 +148,10 @@ def check_one_encoding(raw: bytes, path: str | Path) -> None:
         )
 
 
-def read_json(path: str | Path) -> object:
+def read_json(path: str | Path, kind: Kind = "input") -> object:
     """A UTF-8 JSON file (a BOM is allowed); malformed JSON is refused with its line."""
     try:
-        return json.loads(read_text(path, "utf-8-sig")[0])
+        return json.loads(read_text(path, "utf-8-sig", kind)[0])
     except json.JSONDecodeError as err:
         raise DataError(path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
 

@@ -41,7 +41,7 @@ def _member_folders(members: list[str]) -> list[Path]:
 
     folders = [Path(m) for m in members]
     for folder in folders:
-        if not (folder / MODEL_FILE).is_file():
+        if not (folder / MODEL_FILE).exists():
             raise ConfigError(f"fusion.members: {folder} is not an erckit model folder (a fusion names its members "
                               "by path: were they moved? rebuild it with erckit ensemble --models ...)")
         info = read_model_info(folder)

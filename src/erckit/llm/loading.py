@@ -34,7 +34,7 @@ def is_packaged(model: str) -> bool:
 
 def is_adapter(folder: str | Path | None) -> bool:
     """Whether a folder is a PEFT LoRA adapter (applied on top of a base model) rather than a model."""
-    return folder is not None and (Path(folder) / "adapter_config.json").is_file()
+    return folder is not None and (Path(folder) / "adapter_config.json").exists()
 
 
 def resolve_source(model: str) -> str:
@@ -241,8 +241,8 @@ def load_model(
 def check_adapter(adapter: str | Path) -> None:
     """Refuse an adapter folder without a PEFT adapter_config.json naming its peft_type."""
     path = Path(adapter) / "adapter_config.json"
-    if not path.is_file():
+    if not path.exists():
         raise DataError(adapter, None, "is not a PEFT adapter folder (no adapter_config.json)")
-    config = read_json(path)
+    config = read_json(path, "settings")
     if not isinstance(config, dict) or not isinstance(config.get("peft_type"), str):
         raise DataError(path, None, 'is not a PEFT adapter config (no "peft_type", e.g. "LORA")')

@@ -17,6 +17,7 @@ from pathlib import Path
 from erckit.atomic import write_text_atomic
 from erckit.config import LLMConfig
 from erckit.data import DataError
+from erckit.formats.encoding import read_json
 from erckit.models import MODEL_FILE
 from erckit.prompts import PromptConfig
 
@@ -78,8 +79,8 @@ def record_folder(path: str | Path) -> Path | None:
     """Where the record of `path` lives: the folder itself, an erckit run's best/, or (for a
     checkpoint-N inside a run) the run folder; None when there is none."""
     path = Path(path)
-    candidates = [path / BEST, path] if (path / MODEL_FILE).is_file() else [path, path.parent]
-    return next((c for c in candidates if (c / RECORD_FILE).is_file()), None)
+    candidates = [path / BEST, path] if (path / MODEL_FILE).exists() else [path, path.parent]
+    return next((c for c in candidates if (c / RECORD_FILE).exists()), None)
 
 
 def load_run_record(path: str | Path | None) -> RunRecord | None:
@@ -94,8 +95,4 @@ def load_run_record(path: str | Path | None) -> RunRecord | None:
     if folder is None:
         return None
     file = folder / RECORD_FILE
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise DataError(file, None, f"malformed JSON ({err.msg})") from None
-    return RunRecord.from_json(data, file)
+    return RunRecord.from_json(read_json(file, "settings"), file)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from erckit.data import DataError
+from erckit.formats.encoding import decode_text, read_bytes
+from erckit.predictions import prediction_from_record
 
 PARTIAL_FORMAT = 1
 
@@ -56,7 +59,8 @@ def lock_partial(path: Path) -> Iterator[None]:
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
-            if path.stat().st_size == 0:
+            info = path.lstat()
+            if stat.S_ISREG(info.st_mode) and info.st_size == 0:  # never a FIFO or a link given in its place
                 path.unlink()
         lock.release()
         with contextlib.suppress(OSError):  # a run waiting on the old file sees it unlinked and retries
@@ -73,12 +77,12 @@ def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome
     """Outcomes saved by an earlier run with the same settings; a torn last line is cut off the file."""
     if not path.exists():
         return {}
-    data = path.read_bytes()
+    data = read_bytes(path)
     complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):  # killed mid-write: drop the torn line so appends start clean
         with open(path, "r+b") as handle:
             handle.truncate(len(complete))
-    lines = [line for line in complete.decode("utf-8").split("\n") if line]  # U+2028 may be in an answer
+    lines = [line for line in decode_text(complete, path, "utf-8")[0].split("\n") if line]  # U+2028 may be in an answer
     if not lines:
         return {}
     try:
@@ -101,13 +105,25 @@ def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome
             record = json.loads(line)
         except json.JSONDecodeError as err:
             raise DataError(path, f"line {number}", f"malformed JSON ({err.msg}); delete the file to start over")
-        utt_id = record.get("id")
+        utt_id, outcome = resumed_outcome(record, path, f"line {number}")
         if utt_id not in ids:
             raise DataError(path, f"line {number}", f"id {utt_id!r} is not among the inputs")
         if utt_id in done:
             raise DataError(path, f"line {number}", f"duplicate id {utt_id!r}")
-        done[utt_id] = Outcome(record.get("label"), record.get("probs"), record.get("raw"))
+        done[utt_id] = outcome
     return done
+
+
+def resumed_outcome(record: object, path: Path, where: str) -> tuple[str, Outcome]:
+    """(id, outcome) of a resumed line, checked as a predictions.jsonl line is (`prediction_from_record`);
+    only an unparsed generated answer has label null, and then its raw answer and nothing else."""
+    if isinstance(record, dict) and "label" in record and record["label"] is None:
+        if set(record) != {"id", "label", "raw"} or not isinstance(record["id"], str) or not isinstance(record["raw"], str):
+            raise DataError(path, where, 'a null label (an unparsed answer) comes with "id" and "raw" strings only; '
+                            "delete the file to start over")
+        return record["id"], Outcome(None, raw=record["raw"])
+    prediction = prediction_from_record(record, path, where)
+    return prediction.id, Outcome(prediction.label, prediction.probs, prediction.raw)
 
 
 @contextlib.contextmanager

@@ -19,7 +19,6 @@ full-vocabulary logits for every prompt token, outside vLLM's memory profile, an
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from erckit.cache import MissingPackage
+from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.generation import (
@@ -115,7 +115,7 @@ def engine_arguments(
     if options.max_num_batched_tokens is not None:
         arguments["max_num_batched_tokens"] = options.max_num_batched_tokens
     if adapter is not None:
-        rank = json.loads((Path(adapter) / "adapter_config.json").read_text(encoding="utf-8"))["r"]
+        rank = read_json(Path(adapter) / "adapter_config.json", "settings")["r"]
         arguments |= {"enable_lora": True, "max_lora_rank": max(8, 1 << (int(rank) - 1).bit_length())}
     return arguments
 

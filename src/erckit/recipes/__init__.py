@@ -7,11 +7,13 @@ DeepSpeed configs ship beside them (`llm.deepspeed: zero2` or `zero3`).
 
 from __future__ import annotations
 
-import shutil
+import os
 from importlib import resources
 from pathlib import Path
 
+from erckit.atomic import write_text_atomic
 from erckit.config import ConfigError
+from erckit.formats.encoding import read_text
 
 SUFFIX = ".yaml"
 
@@ -27,7 +29,7 @@ def names() -> list[str]:
 
 def summary(name: str) -> str:
     """A recipe's one-line description: the first comment line that is not its command."""
-    for line in path(name).read_text(encoding="utf-8").splitlines():
+    for line in read_text(path(name), "utf-8", "settings")[0].splitlines():
         text = line.lstrip("# ").strip()
         if not line.startswith("#"):
             break
@@ -72,9 +74,9 @@ def copy(name: str, dest: str | Path) -> Path:
     target = Path(dest)
     if target.is_dir():
         target = target / source.name
-    if target.exists():
+    if os.path.lexists(target):
         raise ConfigError(f"{target}: already exists; choose another destination or remove it")
     if not target.parent.is_dir():
         raise ConfigError(f"{target.parent}: no such folder")
-    shutil.copyfile(source, target)
+    write_text_atomic(target, read_text(source, "utf-8", "settings")[0], newline="")
     return target
