@@ -21,7 +21,7 @@ import glob
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from erckit.data import DataError
@@ -155,6 +155,19 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def write_safetensors(save_file: Callable[..., None], tensors: dict, path: PathLike,
+                      metadata: dict[str, str] | None = None) -> None:
+    """`save_file(tensors, tmp)` (safetensors' numpy or torch one) into `path` atomically; its I/O errors
+    (a full disk) end as every write's: one line naming `path`."""
+    from safetensors import SafetensorError
+
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as err:  # not an OSError: "I/O error: No space left on device (os error 28)"
+            raise OSError(str(err)) from None
 
 
 def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8", newline: str | None = None) -> None:

@@ -14,7 +14,7 @@ from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from erckit.atomic import atomic_path, write_text_atomic
+from erckit.atomic import write_safetensors, write_text_atomic
 from erckit.config import TfidfConfig
 from erckit.data import DataError, Dialogue, iter_utterances
 from erckit.formats.encoding import read_json
@@ -62,8 +62,7 @@ class TfidfClassifier:
             "intercept": self.model.intercept_,
             "classes": self.model.classes_.astype(np.int64),
         }
-        with atomic_path(folder / "tfidf.safetensors") as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+        write_safetensors(save_file, {k: np.ascontiguousarray(v) for k, v in tensors.items()}, folder / "tfidf.safetensors")
 
     @classmethod
     def load(cls, folder: Path) -> TfidfClassifier:

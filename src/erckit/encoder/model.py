@@ -22,7 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from erckit.atomic import atomic_path
+from erckit.atomic import write_safetensors
 from erckit.config import ClassifierConfig, ConfigError, EncoderConfig
 from erckit.data import DataError, Dialogue, speaker_letters
 from erckit.encoder.packaged import resolve_encoder
@@ -209,8 +209,7 @@ def save_classifier(
     model.encoder.config.save_pretrained(folder / "encoder")
     tokenizer.save_pretrained(folder / "encoder")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata=None if epoch is None else {"epoch": str(epoch)})
+    write_safetensors(save_file, state, folder / WEIGHTS, None if epoch is None else {"epoch": str(epoch)})
 
 
 def saved_epoch(folder: Path) -> int | None:
