@@ -4,16 +4,16 @@
 
 Writes a raw dialogue file of that many utterances (10 per dialogue, unlabelled, Chinese text of 10-40
 characters) and its predictions.jsonl (a label and 7 probabilities per line, as `erckit predict` writes
-them) into --work (default: a temporary folder), then runs `erckit combine` in a child process and
-reports its peak resident memory (ru_maxrss of the child), the same for `erckit --version` (the
-interpreter and imports), and what combine adds over that as a multiple of the two files' size.
+them) into --work (default: a temporary folder), then runs `erckit combine` in a child process (the erckit
+on PYTHONPATH: set it to compare two versions) that reports its resident memory after the imports and its
+peak (VmRSS and VmHWM of /proc/self/status: the child's own, not the forking parent's), and what combine
+adds over the imports as a multiple of the two files' size. Linux only.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import subprocess
 import sys
@@ -69,14 +69,28 @@ def write_predictions(path: Path, raw: Path, fmt: str) -> None:
             handle.write(json.dumps({"id": utterance.id, "label": label, "probs": probs}) + "\n")
 
 
-def peak_mib(command: list[str]) -> tuple[float, float]:
-    """(peak resident MiB, seconds) of one child process running `command`."""
+CHILD = """
+import json, sys
+from erckit.cli import main
+import erckit.combine, erckit.formats, erckit.predictions  # combine's imports, before the first reading
+
+def kib(key):
+    return next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith(key + ":"))
+
+before = kib("VmRSS")
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "imports_kib": before, "peak_kib": kib("VmHWM")}))
+"""
+
+
+def measure(command: list[str]) -> dict:
+    """The child's resident KiB after its imports and at its peak, and its seconds."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL)
-    _, status, usage = os.wait4(child.pid, 0)
-    if status:
-        sys.exit(f"{' '.join(command)} failed ({status})")
-    return usage.ru_maxrss / 1024, time.perf_counter() - started  # ru_maxrss: KiB on Linux
+    done = subprocess.run([sys.executable, "-c", CHILD, *command], capture_output=True, text=True, check=True)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["code"]:
+        sys.exit(f"erckit {' '.join(command)} failed: {done.stderr}")
+    return result | {"seconds": time.perf_counter() - started}
 
 
 def main() -> None:
@@ -90,16 +104,17 @@ def main() -> None:
     raw, predictions, out = work / f"test.{args.format}", work / "predictions.jsonl", work / f"labelled.{args.format}"
     write_raw(raw, args.utterances, args.format)
     write_predictions(predictions, raw, args.format)
-    erckit = [sys.executable, "-m", "erckit"]
-    base, _ = peak_mib([*erckit, "--version"])
-    peak, seconds = peak_mib([*erckit, "combine", "--predictions", str(predictions), "--raw", str(raw),
-                              "--out", str(out), "--format", args.format])
+    result = measure(["combine", "--predictions", str(predictions), "--raw", str(raw), "--out", str(out),
+                      "--format", args.format])
     inputs = (raw.stat().st_size + predictions.stat().st_size) / 2**20
+    added = (result["peak_kib"] - result["imports_kib"]) / 1024
     print(json.dumps({
         "utterances": args.utterances, "format": args.format, "raw_mib": round(raw.stat().st_size / 2**20, 1),
-        "predictions_mib": round(predictions.stat().st_size / 2**20, 1), "peak_rss_mib": round(peak, 1),
-        "baseline_rss_mib": round(base, 1), "added_over_inputs": round((peak - base) / inputs, 2),
-        "peak_over_inputs": round(peak / inputs, 2), "seconds": round(seconds, 1),
+        "predictions_mib": round(predictions.stat().st_size / 2**20, 1),
+        "rss_after_imports_mib": round(result["imports_kib"] / 1024, 1),
+        "peak_rss_mib": round(result["peak_kib"] / 1024, 1), "added_mib": round(added, 1),
+        "added_over_inputs": round(added / inputs, 2), "added_over_raw": round(added * 2**20 / raw.stat().st_size, 2),
+        "seconds": round(result["seconds"], 1), "output": str(out),
     }, indent=1))
 
 

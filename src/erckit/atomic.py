@@ -23,6 +23,7 @@ import shutil
 import stat
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from erckit.data import DataError
 
@@ -172,8 +173,16 @@ def write_safetensors(save_file: Callable[..., None], tensors: dict, path: PathL
 
 def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8", newline: str | None = None) -> None:
     """Write `text` to `path` atomically (`newline=""` writes line endings as they are in `text`)."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline=newline) as handle:
+    with open_text_atomic(path, encoding, newline) as handle:
         handle.write(text)
+
+
+@contextlib.contextmanager
+def open_text_atomic(path: PathLike, encoding: str = "utf-8", newline: str | None = None) -> Iterator[TextIO]:
+    """A text handle to write `path` piece by piece; what was written replaces `path` atomically when the
+    block ends without an error (`write_text_atomic` in pieces: a large output is never held whole)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline=newline) as handle:
+        yield handle
 
 
 @contextlib.contextmanager

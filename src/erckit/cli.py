@@ -42,15 +42,15 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _combine(args: argparse.Namespace) -> int:
     from erckit.combine import combine
-    from erckit.predictions import read_llamafactory, read_predictions
+    from erckit.predictions import read_labels, read_llamafactory
 
     check_output(args.out, [args.raw, args.predictions, args.prepared])
     if args.prepared:
-        predictions = read_llamafactory(args.predictions, args.prepared)
+        labels = {i: p.label for i, p in read_llamafactory(args.predictions, args.prepared).items()}
     else:
-        predictions = read_predictions(args.predictions)
+        labels = read_labels(args.predictions)
     count = combine(
-        predictions, args.raw, args.out, predictions_path=args.predictions, format=args.format,
+        labels, args.raw, args.out, predictions_path=args.predictions, format=args.format,
         text_column=args.text_column,
     )
     print(f"wrote {count} labels into {args.out}")

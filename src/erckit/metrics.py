@@ -132,11 +132,11 @@ def evaluate_files(
     """Score predictions.jsonl against a labelled dialogue file; write the report when `out` is given."""
     from erckit.data import dialogue_ids, gold_labels
     from erckit.formats import read_dialogues
-    from erckit.predictions import read_predictions
+    from erckit.predictions import read_labels
 
     dialogues = read_dialogues(gold_path, format, text_column=text_column)
     gold = gold_labels(dialogues, gold_path)
-    predicted = {i: p.label for i, p in read_predictions(predictions_path).items()}
+    predicted = read_labels(predictions_path)
     gold_list, predicted_list = aligned(gold, predicted, predictions_path)
     result = scores(gold_list, predicted_list)
     result["intervals"] = bootstrap(gold_list, predicted_list, dialogue_ids(dialogues))
