@@ -48,10 +48,10 @@ def _combine(args: argparse.Namespace) -> int:
     if args.prepared:
         labels = {i: p.label for i, p in read_llamafactory(args.predictions, args.prepared).items()}
     else:
-        labels = read_labels(args.predictions)
+        labels = read_labels(args.predictions, progress=True)
     count = combine(
         labels, args.raw, args.out, predictions_path=args.predictions, format=args.format,
-        text_column=args.text_column,
+        text_column=args.text_column, progress=True,
     )
     print(f"wrote {count} labels into {args.out}")
     return 0
@@ -61,7 +61,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from erckit.metrics import REPORT_NAMES, evaluate_files, format_scores
 
     check_folder(args.out, [args.predictions, args.gold], REPORT_NAMES)
-    result = evaluate_files(args.predictions, args.gold, args.out, format=args.format, text_column=args.text_column)
+    result = evaluate_files(args.predictions, args.gold, args.out, format=args.format, text_column=args.text_column,
+                            progress=True)
     print(format_scores(result))
     if args.out:
         print(f"wrote {args.out}/metrics.json and {args.out}/confusion.png")

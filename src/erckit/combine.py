@@ -7,6 +7,7 @@ from pathlib import Path
 
 from erckit.data import DataError, iter_utterances
 from erckit.formats import read_dialogues, resolve_format, write_labels
+from erckit.progress import steps
 
 
 def check_ids(predicted: Set[str], expected: list[str], predictions_path: str | Path, raw_path: str | Path) -> None:
@@ -30,13 +31,17 @@ def combine(
     format: str | None = None,
     text_column: str | None = None,
     encoding: str | None = None,
+    progress: bool = False,
 ) -> int:
     """Write `out`: the raw file's structure with every predicted label (utterance id -> label) written in.
     The raw file is read (and checked) before it is written out again, one after the other, and the output
     is written in pieces: memory holds the labels and one copy of the raw file. Returns the count."""
-    fmt = resolve_format(raw, format, encoding)
-    ids = [u.id for u in iter_utterances(read_dialogues(raw, fmt, text_column=text_column, encoding=encoding))]
-    check_ids(labels.keys(), ids, predictions_path, raw)
-    del ids  # before the raw file is read again
-    write_labels(raw, labels, out, fmt, encoding=encoding)
+    with steps(2, "combine", show=progress) as begin:
+        begin(f"checking {Path(raw).name}")
+        fmt = resolve_format(raw, format, encoding)
+        ids = [u.id for u in iter_utterances(read_dialogues(raw, fmt, text_column=text_column, encoding=encoding))]
+        check_ids(labels.keys(), ids, predictions_path, raw)
+        del ids  # before the raw file is read again
+        begin(f"writing {Path(out).name}")
+        write_labels(raw, labels, out, fmt, encoding=encoding)
     return len(labels)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +24,7 @@ from erckit.atomic import write_text_atomic
 from erckit.data import DataError
 from erckit.formats.encoding import iter_json_lines, read_json, read_text
 from erckit.labels import LABELS, normalize_label, parse_answer
+from erckit.progress import bar
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class Prediction:
     uncalibrated: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, ensure_ascii=False)
+        fields_set = ((f.name, getattr(self, f.name)) for f in fields(self))  # not asdict: it deep-copies probs
+        return json.dumps({k: v for k, v in fields_set if v is not None}, ensure_ascii=False)
 
 
 def prediction_from_record(record: object, path: str | Path, where: str) -> Prediction:
@@ -141,9 +143,14 @@ def read_predictions(path: str | Path) -> dict[str, Prediction]:
     return {prediction.id: prediction for prediction in iter_predictions(path)}
 
 
-def read_labels(path: str | Path) -> dict[str, str]:
+def read_labels(path: str | Path, *, progress: bool = False) -> dict[str, str]:
     """Id -> predicted label (`iter_predictions`; probabilities and raw answers are not kept)."""
-    return {prediction.id: prediction.label for prediction in iter_predictions(path)}
+    labels: dict[str, str] = {}
+    with bar(None, f"reading {Path(path).name}", show=progress) as shown:
+        for prediction in iter_predictions(path):
+            labels[prediction.id] = prediction.label
+            shown.update()
+    return labels
 
 
 def write_predictions(path: str | Path, predictions: list[Prediction]) -> None:
