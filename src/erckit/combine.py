@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Set
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from erckit.data import DataError, iter_utterances
@@ -10,7 +11,9 @@ from erckit.formats import read_dialogues, resolve_format, write_labels
 from erckit.progress import steps
 
 
-def check_ids(predicted: Set[str], expected: list[str], predictions_path: str | Path, raw_path: str | Path) -> None:
+def check_ids(
+    predicted: AbstractSet[str], expected: list[str], predictions_path: str | Path, raw_path: str | Path
+) -> None:
     """Refuse predictions that miss an utterance of the raw file or name one it does not have."""
     missing = [i for i in expected if i not in predicted]
     if missing:

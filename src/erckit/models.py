@@ -95,12 +95,12 @@ def train(config: RunConfig) -> dict:
     saying what was kept."""
     from erckit.llm.distributed import is_main_process  # a multi-process launch: one process writes
 
-    out = Path(config.out)
+    out, main = Path(config.out), is_main_process()
     if config.data.train is None and kinds.reads(config.model, "data.train"):
         raise ConfigError("data.train is required for training")
-    with runfolder.hold(out, MODEL_FILE, main=is_main_process()):
+    with runfolder.hold(out, MODEL_FILE, main=main):
         try:
-            return _train(config, out, is_main_process())
+            return _train(config, out, main)
         except KeyboardInterrupt:
             kept = "its last checkpoint is kept" if _has_progress(out) else "no checkpoint was saved yet"
             raise Interrupted(f"{out}: {kept}; run the same command again to resume") from None

@@ -30,7 +30,8 @@ def check_out(out: Path, marker: str) -> None:
         raise DataError(out, None, "is not a folder (out= is the run's folder)")
     if not out.is_dir() or (out / marker).exists():
         return
-    foreign = sorted(p.name for p in out.iterdir() if p.name != LOCK_NAME and not p.name.endswith((TMP_SUFFIX, OLD_SUFFIX)))
+    left_by_erckit = (LOCK_NAME, TMP_SUFFIX, OLD_SUFFIX)  # a killed run's lock and temporary files
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.endswith(left_by_erckit))
     if foreign:
         shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
         raise DataError(out, None, f"is a folder that is not an erckit run (no {marker}; it holds {shown}): "

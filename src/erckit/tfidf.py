@@ -69,7 +69,8 @@ class TfidfClassifier:
             "intercept": self.model.intercept_,
             "classes": self.model.classes_.astype(np.int64),
         }
-        write_safetensors(save_file, {k: np.ascontiguousarray(v) for k, v in tensors.items()}, folder / "tfidf.safetensors")
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        write_safetensors(save_file, arrays, folder / "tfidf.safetensors")
 
     @classmethod
     def load(cls, folder: Path) -> TfidfClassifier:
