@@ -26,8 +26,9 @@ import glob
 import os
 import shutil
 import stat
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from erckit.data import DataError
 
@@ -162,9 +163,22 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
         raise
 
 
+def write_safetensors(save_file: Callable[..., None], tensors: dict, path: PathLike,
+                      metadata: dict[str, str] | None = None) -> None:
+    """`save_file(tensors, tmp)` (safetensors' numpy or torch one) into `path` atomically; its I/O errors
+    (a full disk) end as every write's: one line naming `path`."""
+    from safetensors import SafetensorError
+
+    with atomic_path(path) as tmp:
+        try:
+            save_file(tensors, str(tmp), metadata=metadata)
+        except SafetensorError as err:  # not an OSError: "I/O error: No space left on device (os error 28)"
+            raise OSError(str(err)) from None
+
+
 def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8", newline: str | None = None) -> None:
     """Write `text` to `path` atomically (`newline=""` writes line endings as they are in `text`)."""
-    with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline=newline) as handle:
+    with open_text_atomic(path, encoding, newline) as handle:
         handle.write(text)
 
 
@@ -199,6 +213,14 @@ def atomic_files(folder: PathLike, names: Iterable[str]) -> Iterator[Path]:
         raise DataError(out, None, f"cannot write: {err.strerror or err}") from None
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def open_text_atomic(path: PathLike, encoding: str = "utf-8", newline: str | None = None) -> Iterator[TextIO]:
+    """A text handle to write `path` piece by piece; what was written replaces `path` atomically when the
+    block ends without an error (`write_text_atomic` in pieces: a large output is never held whole)."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding=encoding, newline=newline) as handle:
+        yield handle
 
 
 @contextlib.contextmanager

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from pathlib import Path
 
 from erckit import __version__
 from erckit.atomic import check_folder, check_output
-from erckit.data import DataError
+from erckit.data import DataError, Interrupted
 from erckit.formats import FORMATS
 
 
@@ -41,16 +42,16 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _combine(args: argparse.Namespace) -> int:
     from erckit.combine import combine
-    from erckit.predictions import read_llamafactory, read_predictions
+    from erckit.predictions import read_labels, read_llamafactory
 
     check_output(args.out, [args.raw, args.predictions, args.prepared])
     if args.prepared:
-        predictions = read_llamafactory(args.predictions, args.prepared)
+        labels = {i: p.label for i, p in read_llamafactory(args.predictions, args.prepared).items()}
     else:
-        predictions = read_predictions(args.predictions)
+        labels = read_labels(args.predictions, progress=True)
     count = combine(
-        predictions, args.raw, args.out, predictions_path=args.predictions, format=args.format,
-        text_column=args.text_column,
+        labels, args.raw, args.out, predictions_path=args.predictions, format=args.format,
+        text_column=args.text_column, progress=True,
     )
     print(f"wrote {count} labels into {args.out}")
     return 0
@@ -60,7 +61,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from erckit.metrics import REPORT_NAMES, evaluate_files, format_scores
 
     check_folder(args.out, [args.predictions, args.gold], REPORT_NAMES)
-    result = evaluate_files(args.predictions, args.gold, args.out, format=args.format, text_column=args.text_column)
+    result = evaluate_files(args.predictions, args.gold, args.out, format=args.format, text_column=args.text_column,
+                            progress=True)
     print(format_scores(result))
     if args.out:
         print(f"wrote {args.out}/metrics.json and {args.out}/confusion.png")
@@ -74,6 +76,7 @@ def _train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, [*args.overrides, *([f"out={args.out}"] if args.out else [])])
     check_folder(config.out, [resolve(args.config), config.data.train, config.data.validation, config.data.test], OUTPUT_NAMES)
+    args.out = config.out  # the folder a write error names (main)
     info = train(config)
     if info.get("reused"):  # said so by train(); nothing was trained
         return 0
@@ -577,18 +580,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)  # an OSError that arose writing outputs
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; bad input ends with a one-line error and exit code 2."""
+    """Run the CLI; bad input ends with a one-line error and exit code 2, Ctrl-C with one line saying what
+    was kept (`Interrupted`, raised where that is known) and exit code 130."""
     args = build_parser().parse_args(argv)
     try:
         return args.handler(args)
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except KeyboardInterrupt as err:
+        kept = str(err) if isinstance(err, Interrupted) else "nothing was kept half-written; run the same command again"
+        print(f"erckit {args.command}: interrupted: {kept}", file=sys.stderr)
+        return 130
     except (DataError, ValueError, OSError) as err:  # OSError: e.g. a model folder or hub id that is not there
         message = " ".join(str(err).splitlines()) or type(err).__name__
         model = getattr(args, "model", None) or getattr(args, "base", None)
-        if isinstance(err, OSError) and err.filename is None and model and model not in message:
+        out = getattr(args, "out", None)
+        if isinstance(err, OSError) and err.filename is None and err.errno in WRITE_ERRORS and out:
+            message = f"{out}: cannot write: {message}"  # a full disk: the save functions name no file
+        elif isinstance(err, OSError) and err.filename is None and model and model not in message:
             message = f"{model}: {message}"  # the transformers loaders often leave the model unnamed
         print(f"erckit {args.command}: error: {message}", file=sys.stderr)
         return 2

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import codecs
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
-from erckit.atomic import write_text_atomic
 from erckit.data import DataError, iter_utterances
 from erckit.formats import read_dialogues, resolve_format, write_labels
-from erckit.formats.encoding import open_file
-from erckit.predictions import Prediction
+from erckit.progress import steps
 
 
-def check_ids(predicted: set[str], expected: list[str], predictions_path: str | Path, raw_path: str | Path) -> None:
+def check_ids(
+    predicted: AbstractSet[str], expected: list[str], predictions_path: str | Path, raw_path: str | Path
+) -> None:
     """Refuse predictions that miss an utterance of the raw file or name one it does not have."""
     missing = [i for i in expected if i not in predicted]
     if missing:
@@ -25,7 +26,7 @@ def check_ids(predicted: set[str], expected: list[str], predictions_path: str | 
 
 
 def combine(
-    predictions: dict[str, Prediction],
+    labels: Mapping[str, str],
     raw: str | Path,
     out: str | Path,
     *,
@@ -33,14 +34,17 @@ def combine(
     format: str | None = None,
     text_column: str | None = None,
     encoding: str | None = None,
+    progress: bool = False,
 ) -> int:
-    """Write `out`: the raw file's structure with every predicted label written in. Returns the count."""
-    fmt = resolve_format(raw, format, encoding)
-    dialogues = read_dialogues(raw, fmt, text_column=text_column, encoding=encoding)
-    check_ids(set(predictions), [u.id for u in iter_utterances(dialogues)], predictions_path, raw)
-    text, used_encoding = write_labels(raw, {i: p.label for i, p in predictions.items()}, fmt, encoding=encoding)
-    if used_encoding == "utf-8-sig":
-        with open_file(raw) as handle:  # keep a byte-order mark if the raw file has one
-            used_encoding = "utf-8-sig" if handle.read(3) == codecs.BOM_UTF8 else "utf-8"
-    write_text_atomic(out, text, encoding=used_encoding, newline="")  # line endings as in the raw file
-    return len(predictions)
+    """Write `out`: the raw file's structure with every predicted label (utterance id -> label) written in.
+    The raw file is read (and checked) before it is written out again, one after the other, and the output
+    is written in pieces: memory holds the labels and one copy of the raw file. Returns the count."""
+    with steps(2, "combine", show=progress) as begin:
+        begin(f"checking {Path(raw).name}")
+        fmt = resolve_format(raw, format, encoding)
+        ids = [u.id for u in iter_utterances(read_dialogues(raw, fmt, text_column=text_column, encoding=encoding))]
+        check_ids(labels.keys(), ids, predictions_path, raw)
+        del ids  # before the raw file is read again
+        begin(f"writing {Path(out).name}")
+        write_labels(raw, labels, out, fmt, encoding=encoding)
+    return len(labels)

@@ -15,6 +15,10 @@ class DataError(ValueError):
         super().__init__(where + problem)
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, with what the interrupted command kept and how to go on (the command line prints it)."""
+
+
 @dataclass(frozen=True)
 class Utterance:
     """One utterance: a unique id, who said it, what was said, and the gold label if known."""

@@ -128,19 +128,28 @@ def evaluate_files(
     *,
     format: str | None = None,
     text_column: str | None = None,
+    progress: bool = False,
 ) -> dict:
-    """Score predictions.jsonl against a labelled dialogue file; write the report when `out` is given."""
+    """Score predictions.jsonl against a labelled dialogue file; write the report when `out` is given.
+    `progress`: a bar of its steps."""
     from erckit.data import dialogue_ids, gold_labels
     from erckit.formats import read_dialogues
-    from erckit.predictions import read_predictions
+    from erckit.predictions import read_labels
+    from erckit.progress import steps
 
-    dialogues = read_dialogues(gold_path, format, text_column=text_column)
-    gold = gold_labels(dialogues, gold_path)
-    predicted = {i: p.label for i, p in read_predictions(predictions_path).items()}
-    gold_list, predicted_list = aligned(gold, predicted, predictions_path)
-    result = scores(gold_list, predicted_list)
-    result["intervals"] = bootstrap(gold_list, predicted_list, dialogue_ids(dialogues))
-    if out is not None:
-        names = display_names(u.text for d in dialogues for u in d.utterances)
-        write_report(result, gold_list, predicted_list, out, names=names)
+    with steps(4 + (out is not None), "evaluate", show=progress) as begin:
+        begin(f"reading {Path(gold_path).name}")
+        dialogues = read_dialogues(gold_path, format, text_column=text_column)
+        gold = gold_labels(dialogues, gold_path)
+        begin(f"reading {Path(predictions_path).name}")
+        predicted = read_labels(predictions_path)
+        begin("scoring")
+        gold_list, predicted_list = aligned(gold, predicted, predictions_path)
+        result = scores(gold_list, predicted_list)
+        begin("bootstrap intervals")
+        result["intervals"] = bootstrap(gold_list, predicted_list, dialogue_ids(dialogues))
+        if out is not None:
+            begin(f"writing {out}")
+            names = display_names(u.text for d in dialogues for u in d.utterances)
+            write_report(result, gold_list, predicted_list, out, names=names)
     return result

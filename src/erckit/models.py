@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from erckit import __version__, kinds
+from erckit import __version__, kinds, runfolder
 from erckit.atomic import write_text_atomic
 from erckit.config import ConfigError, RunConfig, from_dict, to_dict
-from erckit.data import DataError, Dialogue, gold_labels
+from erckit.data import DataError, Dialogue, Interrupted, gold_labels
 from erckit.formats import read_dialogue_file
 from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
@@ -90,26 +90,37 @@ def _read_split(config: RunConfig, split: str) -> tuple[list[Dialogue] | None, s
 
 
 def train(config: RunConfig) -> dict:
-    """Train the recipe's model into `config.out`; a finished identical run is reused, not redone (the
-    returned info then has `reused`: True)."""
-    out = Path(config.out)
+    """Train the recipe's model into `config.out`, holding its lock (`erckit.runfolder`); a finished identical
+    run is reused, not redone (the returned info then has `reused`: True). Ctrl-C raises `Interrupted`
+    saying what was kept."""
+    from erckit.llm.distributed import is_main_process  # a multi-process launch: one process writes
+
+    out, main = Path(config.out), is_main_process()
     if config.data.train is None and kinds.reads(config.model, "data.train"):
         raise ConfigError("data.train is required for training")
+    with runfolder.hold(out, MODEL_FILE, main=main):
+        try:
+            return _train(config, out, main)
+        except KeyboardInterrupt:
+            kept = "its last checkpoint is kept" if _has_progress(out) else "no checkpoint was saved yet"
+            raise Interrupted(f"{out}: {kept}; run the same command again to resume") from None
+
+
+def _train(config: RunConfig, out: Path, main: bool) -> dict:
+    """`train` in its held folder; `main`: this process writes."""
     train_dialogues, train_digest = _read_split(config, "train")
     validation, validation_digest = _read_split(config, "validation")
     digest = {split: d for split, d in (("train", train_digest), ("validation", validation_digest)) if d}
     if previous := _check_previous(out, config, digest):
         print(f"{out} already holds this finished run; reusing it")
         return previous | {"reused": True}
-    from erckit.llm.distributed import is_main_process  # a multi-process launch: one process writes
-
     info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__,
             "config": saved_config(config), "data_sha256": digest}
-    if is_main_process():
+    if main:
         write_text_atomic(out / MODEL_FILE, json.dumps(info | {"finished": False}, indent=2) + "\n")
     summary = kinds.get(config.model).train(config, train_dialogues, validation, out)
     info |= {"finished": True, "summary": summary}
-    if is_main_process():  # after train_llm's barrier: best/ is written
+    if main:  # after train_llm's barrier: best/ is written
         write_text_atomic(out / MODEL_FILE, json.dumps(info, indent=2) + "\n")
     return info
 

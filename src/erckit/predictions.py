@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 import numpy as np
 
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError
-from erckit.formats.encoding import json_lines, read_json, read_text
+from erckit.formats.encoding import iter_json_lines, read_json, read_text
 from erckit.labels import LABELS, normalize_label, parse_answer
+from erckit.progress import bar
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class Prediction:
     uncalibrated: str | None = None
 
     def to_json(self) -> str:
-        return json.dumps({k: v for k, v in asdict(self).items() if v is not None}, ensure_ascii=False)
+        fields_set = ((f.name, getattr(self, f.name)) for f in fields(self))  # not asdict: it deep-copies probs
+        return json.dumps({k: v for k, v in fields_set if v is not None}, ensure_ascii=False)
 
 
 def prediction_from_record(record: object, path: str | Path, where: str) -> Prediction:
@@ -88,12 +90,12 @@ def check_probs(probs: object, path: str | Path, where: str) -> dict[str, float]
     return {name: float(probs[name]) for name in LABELS}
 
 
-def read_json_lines(path: str | Path) -> list[tuple[int, object]]:
-    """(line number, decoded value) of a UTF-8 JSON-lines file, blank lines skipped."""
+def read_json_lines(path: str | Path) -> Iterator[tuple[int, object]]:
+    """(line number, decoded value) of a UTF-8 JSON-lines file one line at a time, blank lines skipped."""
     path = Path(path)
     if not path.exists():
         raise DataError(path, None, "no such file")
-    return json_lines(read_text(path, "utf-8-sig")[0], path)
+    return iter_json_lines(read_text(path, "utf-8-sig")[0], path)
 
 
 def from_probabilities(ids: list[str], probs: np.ndarray, offsets: np.ndarray | None = None) -> list[Prediction]:
@@ -122,17 +124,33 @@ def moved_note(count: int) -> str:
             '(each marked "uncalibrated": the label its probabilities alone give)')
 
 
-def read_predictions(path: str | Path) -> dict[str, Prediction]:
-    """Id -> prediction; refuses malformed lines, invalid labels and duplicate ids."""
-    out: dict[str, Prediction] = {}
+def iter_predictions(path: str | Path) -> Iterator[Prediction]:
+    """The predictions of predictions.jsonl one line at a time (none is kept here); refuses malformed lines,
+    invalid labels, duplicate ids and a file without predictions."""
+    seen: set[str] = set()
     for number, record in read_json_lines(path):
         prediction = prediction_from_record(record, path, f"line {number}")
-        if prediction.id in out:
+        if prediction.id in seen:
             raise DataError(path, f"line {number}", f"duplicate id {prediction.id!r}")
-        out[prediction.id] = prediction
-    if not out:
+        seen.add(prediction.id)
+        yield prediction
+    if not seen:
         raise DataError(path, None, "holds no predictions")
-    return out
+
+
+def read_predictions(path: str | Path) -> dict[str, Prediction]:
+    """Id -> prediction (`iter_predictions`)."""
+    return {prediction.id: prediction for prediction in iter_predictions(path)}
+
+
+def read_labels(path: str | Path, *, progress: bool = False) -> dict[str, str]:
+    """Id -> predicted label (`iter_predictions`; probabilities and raw answers are not kept)."""
+    labels: dict[str, str] = {}
+    with bar(None, f"reading {Path(path).name}", show=progress) as shown:
+        for prediction in iter_predictions(path):
+            labels[prediction.id] = prediction.label
+            shown.update()
+    return labels
 
 
 def write_predictions(path: str | Path, predictions: list[Prediction]) -> None:
@@ -170,7 +188,7 @@ def read_llamafactory(generated: str | Path, prepared: str | Path) -> dict[str, 
     """
     generated, prepared = Path(generated), Path(prepared)
     records = read_prepared(prepared)
-    rows = read_json_lines(generated)
+    rows = list(read_json_lines(generated))
     if len(rows) != len(records):
         raise DataError(generated, None, f"has {len(rows)} rows but {prepared.name} has {len(records)} records")
     out: dict[str, Prediction] = {}

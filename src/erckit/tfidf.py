@@ -14,11 +14,14 @@ from safetensors.numpy import load_file, save_file
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 
-from erckit.atomic import atomic_path, write_text_atomic
+from erckit.atomic import write_safetensors, write_text_atomic
 from erckit.config import TfidfConfig
 from erckit.data import DataError, Dialogue, iter_utterances
 from erckit.formats.encoding import check_file, read_json
 from erckit.labels import LABELS
+from erckit.progress import bar
+
+CHUNK = 4096  # utterances scored at once (the predict bar moves between chunks)
 
 
 class TfidfClassifier:
@@ -43,11 +46,15 @@ class TfidfClassifier:
         model.fit(features, labels)
         return cls(vectorizer, model)
 
-    def probabilities(self, dialogues: list[Dialogue]) -> np.ndarray:
-        """[utterances, 7] label probabilities, in file order."""
-        features = self.vectorizer.transform([u.text for u in iter_utterances(dialogues)])
-        probs = np.zeros((features.shape[0], len(LABELS)))
-        probs[:, self.model.classes_] = self.model.predict_proba(features)
+    def probabilities(self, dialogues: list[Dialogue], *, progress: bool = False) -> np.ndarray:
+        """[utterances, 7] label probabilities, in file order (CHUNK utterances at a time, for the bar)."""
+        texts = [u.text for u in iter_utterances(dialogues)]
+        probs = np.zeros((len(texts), len(LABELS)))
+        with bar(len(texts), "predict", show=progress) as shown:
+            for start in range(0, len(texts), CHUNK):
+                features = self.vectorizer.transform(texts[start : start + CHUNK])
+                probs[start : start + CHUNK, self.model.classes_] = self.model.predict_proba(features)
+                shown.update(features.shape[0])
         return probs
 
     def save(self, folder: Path) -> None:
@@ -62,8 +69,8 @@ class TfidfClassifier:
             "intercept": self.model.intercept_,
             "classes": self.model.classes_.astype(np.int64),
         }
-        with atomic_path(folder / "tfidf.safetensors") as tmp:
-            save_file({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp))
+        arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
+        write_safetensors(save_file, arrays, folder / "tfidf.safetensors")
 
     @classmethod
     def load(cls, folder: Path) -> TfidfClassifier:

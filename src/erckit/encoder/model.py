@@ -19,15 +19,15 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
-from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from erckit.atomic import atomic_path
+from erckit.atomic import write_safetensors
 from erckit.config import ClassifierConfig, ConfigError, EncoderConfig
 from erckit.data import DataError, Dialogue, speaker_letters
 from erckit.encoder.packaged import resolve_encoder
 from erckit.formats.encoding import check_file
 from erckit.labels import LABELS
+from erckit.progress import bar
 
 WEIGHTS = "model.safetensors"
 _NO_POOLER = ("bert", "xlm-roberta", "roberta")  # the pooler is unused here; e5 ships none
@@ -192,12 +192,12 @@ def predict_probabilities(
     """[utterances, 7] label probabilities in file order."""
     model.eval()
     out = []
-    with tqdm(total=sum(len(d) for d in dialogues), unit="utt", desc="predict", disable=not progress) as bar:
+    with bar(sum(len(d) for d in dialogues), "predict", show=progress) as shown:
         for start in range(0, len(dialogues), batch_dialogues):
             chunk = dialogues[start : start + batch_dialogues]
             inputs, lengths = encode_batch(tokenizer, chunk, config)
             out.append(torch.softmax(model(**inputs, lengths=lengths).float(), dim=-1).numpy())
-            bar.update(sum(lengths))
+            shown.update(sum(lengths))
     return np.concatenate(out) if out else np.zeros((0, len(LABELS)))
 
 
@@ -210,8 +210,7 @@ def save_classifier(
     model.encoder.config.save_pretrained(folder / "encoder")
     tokenizer.save_pretrained(folder / "encoder")
     state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    with atomic_path(folder / WEIGHTS) as tmp:
-        save_file(state, str(tmp), metadata=None if epoch is None else {"epoch": str(epoch)})
+    write_safetensors(save_file, state, folder / WEIGHTS, None if epoch is None else {"epoch": str(epoch)})
 
 
 def saved_epoch(folder: Path) -> int | None:

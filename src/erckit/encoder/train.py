@@ -14,7 +14,7 @@ from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from erckit.atomic import atomic_path, write_text_atomic
+from erckit.atomic import write_safetensors, write_text_atomic
 from erckit.config import RunConfig
 from erckit.data import Dialogue, iter_utterances
 from erckit.encoder.model import (
@@ -58,8 +58,7 @@ def _save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
     for index, slots in opt["state"].items():
         for key, value in slots.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
-    with atomic_path(folder / "state.safetensors") as tmp:
-        save_file(tensors, str(tmp))
+    write_safetensors(save_file, tensors, folder / "state.safetensors")
     state = {**state, "param_groups": opt["param_groups"]}
     write_text_atomic(folder / "trainer_state.json", json.dumps(state, indent=1))
 

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
+from collections.abc import Mapping
 from pathlib import Path
 
+from erckit.atomic import open_text_atomic
 from erckit.data import DataError, Dialogue, check_dialogues
 from erckit.formats import jsonl, m3ed, meld_csv
-from erckit.formats.encoding import decode_text, read_bytes, read_text
+from erckit.formats.encoding import decode_text, open_file, read_bytes, read_text
 
 FORMATS = ("m3ed", "csv", "jsonl")
 _MODULES = {"m3ed": m3ed, "csv": meld_csv, "jsonl": jsonl}
@@ -93,15 +96,21 @@ def read_dialogue_file(
 
 def write_labels(
     raw_path: str | Path,
-    labels: dict[str, str],
+    labels: Mapping[str, str],
+    out: str | Path,
     format: str | None = None,
     *,
     encoding: str | None = None,
-) -> tuple[str, str]:
-    """The raw file's text with `labels` (utterance id -> label) written in, and its encoding.
+) -> None:
+    """Write `out` (atomically, in pieces): the raw file with `labels` (utterance id -> label) written in.
 
-    Every other value of the raw file is preserved; the caller checks that the ids match.
+    Every other value of the raw file is preserved, and so are its encoding (a byte-order mark too) and
+    line endings; the caller checks that the ids match.
     """
     text, used_encoding = read_text(raw_path, encoding)
     fmt = format if format is not None else detect_format(text)
-    return _MODULES[fmt].write_labels(text, raw_path, labels), used_encoding
+    if used_encoding == "utf-8-sig":  # it reads a file without a byte-order mark too: keep one if it has one
+        with open_file(raw_path) as handle:
+            used_encoding = "utf-8-sig" if handle.read(3) == codecs.BOM_UTF8 else "utf-8"
+    with open_text_atomic(out, used_encoding, newline="") as handle:
+        _MODULES[fmt].write_labels(text, raw_path, labels, handle)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO, Literal
 
@@ -157,16 +158,23 @@ def read_json(path: str | Path, kind: Kind = "input") -> object:
 
 
 def json_lines(text: str, path: str | Path) -> list[tuple[int, object]]:
-    """(line number, value) of JSON-lines text, blank lines skipped.
+    """(line number, value) of JSON-lines text, blank lines skipped (`iter_json_lines`)."""
+    return list(iter_json_lines(text, path))
+
+
+def iter_json_lines(text: str, path: str | Path) -> Iterator[tuple[int, object]]:
+    """(line number, value) of JSON-lines text one line at a time, blank lines skipped.
 
     Lines end at "\n" only: `str.splitlines` would also split at U+2028 and U+0085, which
     `json.dumps(ensure_ascii=False)` writes raw inside strings.
     """
-    rows = []
-    for number, line in enumerate(text.split("\n"), start=1):
+    start, number = 0, 0
+    while start <= len(text):
+        end = text.find("\n", start)
+        end = len(text) if end < 0 else end
+        line, start, number = text[start:end], end + 1, number + 1
         if line.strip():
             try:
-                rows.append((number, json.loads(line)))
+                yield number, json.loads(line)
             except json.JSONDecodeError as err:
                 raise DataError(path, f"line {number}", f"malformed JSON: {err.msg} (column {err.colno})") from None
-    return rows

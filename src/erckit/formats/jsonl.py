@@ -8,20 +8,21 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from erckit.data import DataError, Dialogue, Utterance
-from erckit.formats.encoding import json_lines
+from erckit.formats.encoding import iter_json_lines
 from erckit.labels import normalize_label
 
 
-def _records(text: str, path: str | Path) -> list[tuple[int, dict[str, Any]]]:
-    rows = json_lines(text, path)
-    for number, record in rows:
+def _records(text: str, path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """(line number, dialogue record) one line at a time."""
+    for number, record in iter_json_lines(text, path):
         if not isinstance(record, dict) or not isinstance(record.get("utterances"), list):
             raise DataError(path, f"line {number}", 'expected an object with an "utterances" list')
-    return rows
+        yield number, record
 
 
 def _string(record: dict[str, Any], key: str, path: str | Path, where: str) -> str:
@@ -55,16 +56,15 @@ def parse(text: str, path: str | Path) -> list[Dialogue]:
     return dialogues
 
 
-def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
-    """The file with each utterance's "label" set from `labels`, all else preserved."""
-    lines = []
+def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO) -> None:
+    """Write to `out` the file with each utterance's "label" set from `labels`, all else preserved, a line
+    at a time."""
     for _, record in _records(text, path):
         for utt in record["utterances"]:
             utt_id = str(utt["id"]).strip()
             if utt_id in labels:
                 utt["label"] = labels[utt_id]
-        lines.append(json.dumps(record, ensure_ascii=False))
-    return "\n".join(lines) + "\n"
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 
 def dump(dialogues: list[Dialogue]) -> str:

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from erckit.data import DataError, Dialogue, Utterance
 from erckit.labels import normalize_label
@@ -77,8 +78,8 @@ def parse(text: str, path: str | Path) -> list[Dialogue]:
     return out
 
 
-def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
-    """The file with `EmoAnnotation.final_main_emo` set from `labels`, all else preserved."""
+def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO) -> None:
+    """Write to `out` the file with `EmoAnnotation.final_main_emo` set from `labels`, all else preserved."""
     data = _load(text, path)
     for _, dialogue in _dialogues(data, path):
         for utt_id, record in dialogue["Dialog"].items():
@@ -87,4 +88,5 @@ def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
                 if not isinstance(annotation, dict):
                     annotation = record["EmoAnnotation"] = {}
                 annotation[LABEL_KEY] = labels[utt_id]
-    return json.dumps(data, ensure_ascii=False, indent=2) + "\n"
+    json.dump(data, out, ensure_ascii=False, indent=2)  # in pieces, never one string of the whole file
+    out.write("\n")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Mapping
 from pathlib import Path
+from typing import TextIO
 
 from erckit.data import DataError, Dialogue, Utterance
 from erckit.labels import MELD_NAMES, normalize_label
@@ -69,9 +71,9 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
     ]
 
 
-def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
-    """The CSV with the Emotion column set from `labels`, in MELD's words (joy, sadness, ...) unless the
-    file's own labels use erckit's names."""
+def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO) -> None:
+    """Write to `out` the CSV with the Emotion column set from `labels`, in MELD's words (joy, sadness, ...)
+    unless the file's own labels use erckit's names."""
     header, rows = _rows(text, path)
     raw_header = next(csv.reader(io.StringIO(text, newline="")))
     if LABEL not in header:
@@ -82,9 +84,8 @@ def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
     meld_words = set(MELD_NAMES.values())
     present = {row[label_at].strip() for row in rows} - {""}
     uses_meld_words = not present or bool(present & meld_words)  # an unlabelled MELD file gets MELD's words
-    out = io.StringIO(newline="")
-    # the header line's ending (a quoted field may hold another one)
-    writer = csv.writer(out, lineterminator="\r\n" if text.split("\n", 1)[0].endswith("\r") else "\n")
+    first_line = text[: text.find("\n")] if "\n" in text else text  # its ending: a quoted field may hold another
+    writer = csv.writer(out, lineterminator="\r\n" if first_line.endswith("\r") else "\n")
     writer.writerow(raw_header)
     for number, row in enumerate(rows, start=1):
         _, _, utt_id = _utterance_id(row, header, path, number)
@@ -92,4 +93,3 @@ def write_labels(text: str, path: str | Path, labels: dict[str, str]) -> str:
             label = labels[utt_id]
             row[label_at] = MELD_NAMES[label] if uses_meld_words else label
         writer.writerow(row)
-    return out.getvalue()

@@ -39,5 +39,6 @@ def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
     from erckit.tfidf import TfidfClassifier
 
     model = TfidfClassifier.load(folder)
-    return Predictor(folder, NAME, lambda dialogues, progress: model.probabilities(dialogues), offsets_of(info))
+    return Predictor(folder, NAME, lambda dialogues, progress: model.probabilities(dialogues, progress=progress),
+                     offsets_of(info))
 

@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from erckit.atomic import write_text_atomic
 from erckit.config import LLMConfig
-from erckit.data import Dialogue
+from erckit.data import Dialogue, Interrupted
 from erckit.labels import LABELS
 from erckit.llm.backends import BACKENDS, DEFAULT_BATCH, GENERATING, SCORING_BACKENDS, Backend, DialogueForm
 from erckit.llm.chat import ChatTemplate, context_text, get_template
@@ -97,9 +97,15 @@ def unparsed_path(out: Path) -> Path:
 
 
 def predict_items(items: list[Item], out: str | Path, backend, **options) -> PredictSummary:
-    """`_predict_items` holding the lock of `<out>.partial`: two runs into one output never mix."""
-    with lock_partial(partial_path(Path(out))):
-        return _predict_items(items, out, backend, **options)
+    """`_predict_items` holding the lock of `<out>.partial`: two runs into one output never mix. Ctrl-C
+    raises `Interrupted` saying what was kept."""
+    partial = partial_path(Path(out))
+    try:
+        with lock_partial(partial):
+            return _predict_items(items, out, backend, **options)
+    except KeyboardInterrupt:
+        kept = f"the predictions so far are kept in {partial}" if partial.exists() else "nothing was written"
+        raise Interrupted(f"{kept}; run the same command again to resume") from None
 
 
 def _predict_items(
