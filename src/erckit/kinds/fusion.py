@@ -65,11 +65,11 @@ def train(config: RunConfig, train: list[Dialogue] | None, validation: list[Dial
             "val_macro_f1": macro}
 
 
-def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
+def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -> Predictor:
     """Every member loaded once; the weighted mean of their probabilities."""
     from erckit.models import load as load_member
 
-    predictors = [load_member(m) for m in config.fusion.members]  # checked when the saved recipe was read
+    predictors = [load_member(m, trust_remote_code=trust_remote_code) for m in config.fusion.members]  # checked when the saved recipe was read
     weights = info["summary"]["weights"]
 
     def score(dialogues: list[Dialogue], progress: bool) -> np.ndarray:
