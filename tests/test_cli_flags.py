@@ -1,0 +1,86 @@
+"""Flags are checked like recipe values: a flag that does not apply to the model kind is refused, a value the
+recipe would refuse is refused on the command line, a mistyped model path is named as such; one line, exit 2."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import SAMPLE
+from erckit.cli import main
+
+GOLD = SAMPLE / "annotation_validation.json"
+
+
+def one_line(capsys) -> str:
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1, error
+    return error
+
+
+@pytest.fixture(scope="module")
+def tfidf_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("tfidf") / "run"
+    assert main(["train", "--config", "tfidf", f"out={out}", f"data.train={SAMPLE / 'annotation_train.json'}"]) == 0
+    return out
+
+
+@pytest.mark.parametrize("flags", [
+    ["--batch-size", "4"], ["--backend", "generate"], ["--template", "plain"], ["--window", "3"],
+    ["--form", "dialogue"], ["--dtype", "fp32"], ["--max-length", "64"], ["--max-new-tokens", "4"],
+    ["--decoding", "design"], ["--device", "cpu"], ["--tensor-parallel-size", "2"], ["--adapter", "x"],
+    ["--best-so-far"],
+])
+def test_a_flag_that_does_not_apply_to_the_kind_is_refused(flags, tfidf_run, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert main(["predict", "--model", str(tfidf_run), "--input", str(GOLD), "--out", str(out), *flags]) == 2
+    error = one_line(capsys)
+    assert flags[0] in error and "tfidf" in error
+    assert not out.exists()
+
+
+def test_the_flags_of_the_kind_are_accepted(tfidf_run, tmp_path):
+    assert main(["predict", "--model", str(tfidf_run), "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]) == 0
+
+
+PREDICT = ["predict", "--model", "packaged:gemma-3-270m", "--template", "plain", "--input", str(GOLD)]
+SELECT = ["select", "--model", "nowhere", "--gold", str(GOLD)]
+PREPARE = ["prepare", "--train", str(GOLD)]
+
+
+@pytest.mark.parametrize(("command", "flags", "key"), [
+    (PREPARE, ["--window", "0"], "llm.prompt.window"),
+    (PREPARE, ["--window", "-3"], "llm.prompt.window"),
+    (PREPARE, ["--same-speaker", "-1"], "llm.prompt.same_speaker"),
+    (PREPARE, ["--seed", "-1"], "train.seed"),
+    (PREPARE, ["--question", "quoted"], "question"),
+    (PREDICT, ["--window", "0"], "llm.prompt.window"),
+    (PREDICT, ["--max-length", "1"], "llm.max_length"),
+    (PREDICT, ["--batch-size", "0"], "llm.eval_batch_size"),
+    (PREDICT, ["--batch-size", "-2"], "llm.eval_batch_size"),
+    (SELECT, ["--window", "-1"], "llm.prompt.window"),
+    (SELECT, ["--max-length", "0"], "llm.max_length"),
+    (SELECT, ["--batch-size", "0"], "llm.eval_batch_size"),
+])
+def test_a_flag_value_the_recipe_would_refuse_is_refused(command, flags, key, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main([*command, "--out", str(out), *flags]) == 2
+    error = one_line(capsys)
+    assert error.split(": error: ")[1].startswith(f"{flags[0]} {flags[1]}: ") and key in error, error
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("model", ["./nope", "../nope", "{tmp}/nope", "runs/nope", "a/b/c"])
+def test_a_mistyped_model_path_is_named_as_no_such_folder(model, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs").mkdir()
+    model = model.format(tmp=tmp_path)
+    assert main(["predict", "--model", model, "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]) == 2
+    error = one_line(capsys)
+    assert error.endswith(f"{model}: no such model folder"), error
+
+
+def test_a_hub_id_without_a_local_folder_keeps_its_advice(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    args = ["predict", "--model", "Qwen/Qwen2.5-7B-Instruct", "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]
+    assert main(args) == 2
+    assert "no such model folder" not in one_line(capsys)
