@@ -43,6 +43,19 @@ def test_the_flags_of_the_kind_are_accepted(tfidf_run, tmp_path):
 
 
 PREDICT = ["predict", "--model", "packaged:gemma-3-270m", "--template", "plain", "--input", str(GOLD)]
+
+
+@pytest.mark.parametrize(("backend", "flags"), [
+    ("score", ["--max-new-tokens", "4"]), ("score", ["--decoding", "design"]), ("vllm", ["--unparsed", "score"]),
+    ("generate", ["--tensor-parallel-size", "2"]), ("score", ["--gpu-memory-utilization", "0.5"]),
+    ("generate", ["--max-num-batched-tokens", "512"]),
+])
+def test_a_flag_that_does_not_apply_to_the_backend_is_refused(backend, flags, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    assert main([*PREDICT, "--out", str(out), "--backend", backend, *flags]) == 2
+    error = one_line(capsys)
+    assert flags[0] in error and f"--backend {backend}" in error
+    assert not out.exists()
 SELECT = ["select", "--model", "nowhere", "--gold", str(GOLD)]
 PREPARE = ["prepare", "--train", str(GOLD)]
 

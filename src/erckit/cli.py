@@ -135,7 +135,7 @@ def _predict(args: argparse.Namespace) -> int:
     if args.best_so_far and not (kind and kind.BEST_SO_FAR):
         keeping = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
         raise DataError(args.model, None, f"--best-so-far applies to {keeping} runs, not to {what}; remove it")
-    llm_flags = [f for dest, (f, default) in args.llm_flags.items() if getattr(args, dest) != default]
+    llm_flags = _given_llm_flags(args)
     if kind is not None and not kind.ENGINES and llm_flags:
         raise DataError(args.model, None, f"{llm_flags[0]} applies to LLMs, not to {what}; remove it")
     if kind is None or kind.ENGINES:  # an LLM: an erckit run, a merged folder, any causal LM
@@ -153,13 +153,25 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given_llm_flags(args: argparse.Namespace) -> list[str]:
+    """The LLM flags of `erckit predict` given other values than their defaults."""
+    return [f for dest, (f, default) in args.llm_flags.items() if getattr(args, dest) != default]
+
+
 def _predict_llm(args: argparse.Namespace, dialogues, info: dict | None) -> int:
     """An erckit LLM run (with its calibration) or any causal LM given by path / hub id."""
+    from erckit.llm.backends import GENERATING
     from erckit.llm.engines import EngineOptions
     from erckit.llm.predict import UnparsedAnswers, predict_run
 
     if (args.input is None) == (args.prepared is None):
         raise DataError("predict", None, "give exactly one of --input (raw dialogues) and --prepared (data_test.json)")
+    vllm = args.backend.startswith("vllm")
+    applies = {"--decoding": args.backend in GENERATING, "--max-new-tokens": args.backend in GENERATING,
+               "--unparsed": args.backend in GENERATING, "--tensor-parallel-size": vllm,
+               "--gpu-memory-utilization": vllm, "--max-num-batched-tokens": vllm}
+    if unused := next((f for f in _given_llm_flags(args) if not applies.get(f, True)), None):
+        raise DataError("predict", None, f"{unused} does not apply to --backend {args.backend}; remove it")
     options = EngineOptions.of(
         decoding=args.decoding, max_new_tokens=args.max_new_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
         max_num_batched_tokens=args.max_num_batched_tokens, dtype=args.dtype, device=args.device,
