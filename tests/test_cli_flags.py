@@ -97,3 +97,13 @@ def test_a_hub_id_without_a_local_folder_keeps_its_advice(tmp_path, monkeypatch,
     args = ["predict", "--model", "Qwen/Qwen2.5-7B-Instruct", "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]
     assert main(args) == 2
     assert "no such model folder" not in one_line(capsys)
+
+
+def test_best_so_far_for_a_kind_without_it_is_refused_by_the_api_and_serve_too(tfidf_run, capsys):
+    import erckit
+    from erckit.config import ConfigError
+
+    with pytest.raises(ConfigError, match="only bert_bigru runs"):
+        erckit.load(tfidf_run, best_so_far=True)
+    assert main(["serve", "--model", str(tfidf_run), "--best-so-far", "--port", "0"]) == 2
+    assert "only bert_bigru runs" in one_line(capsys)

@@ -122,7 +122,7 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from erckit import kinds
     from erckit.formats import read_dialogues
-    from erckit.models import load, model_info
+    from erckit.models import check_best_so_far, load, model_info
     from erckit.predictions import moved_by_calibration, moved_note, write_predictions
 
     model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
@@ -131,13 +131,10 @@ def _predict(args: argparse.Namespace) -> int:
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
     info = model_info(args.model)
     kind = kinds.get(info["type"]) if info else None
-    what = f"a {kind.NAME} model" if kind else "an LLM"
-    if args.best_so_far and not (kind and kind.BEST_SO_FAR):
-        keeping = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
-        raise DataError(args.model, None, f"--best-so-far applies to {keeping} runs, not to {what}; remove it")
-    llm_flags = _given_llm_flags(args)
-    if kind is not None and not kind.ENGINES and llm_flags:
-        raise DataError(args.model, None, f"{llm_flags[0]} applies to LLMs, not to {what}; remove it")
+    if args.best_so_far:
+        check_best_so_far(args.model, info and info["type"])
+    if kind is not None and not kind.ENGINES and (llm_flags := _given_llm_flags(args)):
+        raise DataError(args.model, None, f"{llm_flags[0]} applies to LLMs, not to a {kind.NAME} model; remove it")
     if kind is None or kind.ENGINES:  # an LLM: an erckit run, a merged folder, any causal LM
         return _predict_llm(args, dialogues, info)
     if dialogues is None:

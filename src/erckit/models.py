@@ -145,6 +145,16 @@ def _unfinished(folder: Path, info: dict, best_so_far: bool) -> dict | None:
     return kind.unfinished_epoch(folder, info)
 
 
+def check_best_so_far(folder: str | Path, kind: str | None) -> None:
+    """Refuse `best_so_far` (--best-so-far) for a kind that keeps no best epoch so far (None: an LLM folder)."""
+    if kind is not None and kinds.get(kind).BEST_SO_FAR:
+        return
+    which = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
+    what = f"a {kind} model" if kind else "an LLM"
+    raise ConfigError(f"{folder}: --best-so-far (best_so_far): only {which} runs predict with their best epoch so "
+                      f"far, not {what}; remove it")
+
+
 def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = None,
          trust_remote_code: bool = False) -> Predictor:
     """Load a trained model folder once. An unfinished run is refused unless `best_so_far` (kinds that keep
@@ -153,6 +163,8 @@ def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = N
     `trust_remote_code` (the user's word, never the folder's: erckit.remote_code)."""
     folder = Path(folder)
     info = info or read_model_info(folder)
+    if best_so_far:
+        check_best_so_far(folder, info["type"])
     unfinished = _unfinished(folder, info, best_so_far)
     check_trusted([folder], trust_remote_code)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))  # unused sections: defaults
