@@ -200,11 +200,11 @@ def _open_run(weights: str, args: argparse.Namespace, dialogues, base: str | Non
     flags = RunFlags(base, args.template, getattr(args, "max_length", None), given(args, PromptConfig))
     language = args.language or (detect_language(dialogues) if dialogues else "zh")
     run = open_run(weights, flags, language, info=info)
-    _print_notes(run, args)
+    _print_notes(run)
     return run
 
 
-def _print_notes(run, args: argparse.Namespace) -> None:
+def _print_notes(run) -> None:
     """What the command line changed in the run's settings."""
     for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -386,7 +386,7 @@ def _merge(args: argparse.Namespace) -> int:
 
     check_folder(args.out, [args.base, args.adapter], whole=True)
     resolved = open_run(args.adapter, RunFlags(base_model=args.base, template=args.template))
-    _print_notes(resolved, args)
+    _print_notes(resolved)
     if resolved.adapter is None:
         raise DataError(args.adapter, None, "is not a LoRA adapter folder (no adapter_config.json): nothing to merge")
     check_folder(args.out, [resolve_source(resolved.model), resolved.adapter], whole=True)  # a packaged base too
