@@ -102,6 +102,8 @@ CASES = {  # name: (folder builder, command given the folder and tmp_path; None:
     "compare model: method": (encoder_run, compare),
     "serve encoder run": (encoder_run, lambda f, t: ["serve", "--model", str(f), "--port", "0"]),
     "API encoder run": (encoder_run, None),
+    "ensemble models": (encoder_run, lambda f, t: ["ensemble", "--models", str(f), str(f), "--weights", "1", "1",
+                                                   "--out", str(t / "m")]),
     "predict llm run": (llm_run, predict),
     "calibrate llm run": (llm_run, lambda f, t: ["calibrate", "--model", str(f), "--gold", str(GOLD)]),
     "API llm run": (llm_run, None),

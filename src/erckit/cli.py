@@ -262,6 +262,8 @@ def _ensemble(args: argparse.Namespace) -> int:
         return _fuse_models(args)
     if args.validation:
         raise DataError("ensemble", None, "--gold chooses the weights of --models; with --predictions give --weights")
+    if args.trust_remote_code:
+        raise DataError("ensemble", None, "--trust-remote-code applies to --models (predictions files run no code)")
     if len(args.predictions) < 2:
         raise DataError("ensemble", None, "give two or more --predictions files to average")
     check_output(args.out, [*args.predictions, args.offsets])
@@ -287,12 +289,14 @@ def _fuse_models(args: argparse.Namespace) -> int:
     """erckit ensemble --models: a fusion model folder (`model: fusion`) that predict, serve and the API load."""
     from erckit.config import RunConfig, from_dict
     from erckit.models import MODEL_FILE, OUTPUT_NAMES, train
+    from erckit.remote_code import check_trusted
 
     if args.offsets:
         raise DataError("ensemble", None, "--offsets applies to --predictions; calibrate a fusion with erckit calibrate --model")
     recipe = {"model": "fusion", "out": args.out, "data": {"validation": args.validation},
-              "fusion": {"members": args.models, "weights": args.weights}}
+              "fusion": {"members": args.models, "weights": args.weights, "trust_remote_code": args.trust_remote_code}}
     config = from_dict(RunConfig, recipe, "erckit ensemble")
+    check_trusted(args.models, args.trust_remote_code)  # before anything is written
     check_folder(args.out, [args.validation, *(Path(m) / MODEL_FILE for m in args.models)], OUTPUT_NAMES)
     info = train(config)
     summary = info["summary"]
@@ -549,6 +553,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average "
                                      "(default: none)")
     p.add_argument("--out", required=True, help="predictions.jsonl to write (--predictions) or the fusion folder (--models)")
+    _add_trust(p)
     p.set_defaults(handler=_ensemble)
 
     p = command("compare", "train and score several methods on one split: table + chart")

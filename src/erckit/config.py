@@ -250,6 +250,7 @@ class FusionConfig:
 
     members: list[str] = field(default_factory=list)  # model folders, kept as absolute paths
     weights: list[float] | None = None  # one per member; null: chosen on data.validation (macro-F1)
+    trust_remote_code: bool = False  # training loads members that run their own code (erckit.remote_code)
 
     def __post_init__(self) -> None:
         self.members = [str(Path(member).resolve()) for member in self.members]
