@@ -62,6 +62,9 @@ class DataConfig:
         from erckit.formats import FORMATS
 
         require(self.format in (None, *FORMATS), "data.format", self.format, f"null or one of {', '.join(FORMATS)}")
+        for key in ("train", "validation", "test", "text_column"):
+            value = getattr(self, key)
+            require(value is None or bool(value), f"data.{key}", value, "null or a non-empty string")
 
 
 @dataclass
