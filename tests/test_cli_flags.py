@@ -92,6 +92,17 @@ def test_a_mistyped_model_path_is_named_as_no_such_folder(model, tmp_path, monke
     assert error.endswith(f"{model}: no such model folder"), error
 
 
+@pytest.mark.parametrize("command", [
+    ["calibrate", "--gold", str(GOLD), "--model"], ["serve", "--model"], ["select", "--gold", str(GOLD), "--model"],
+    ["merge", "--out", "merged", "--model"],
+])
+def test_every_command_names_a_mistyped_model_folder(command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main([*command, "./nope"]) == 2
+    assert one_line(capsys).endswith("nope: no such model folder")
+    assert not (tmp_path / "merged").exists()
+
+
 def test_a_hub_id_without_a_local_folder_keeps_its_advice(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     args = ["predict", "--model", "Qwen/Qwen2.5-7B-Instruct", "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]

@@ -368,6 +368,8 @@ def _select(args: argparse.Namespace) -> int:
     from erckit.llm.select import find_checkpoints, rank_checkpoints
 
     check_output(args.out, [args.validation])
+    if missing := next((run for run in args.run if not Path(run).exists()), None):
+        raise DataError(missing, None, "no such model folder")
     checkpoints = [c for run in args.run for c in find_checkpoints(Path(run))]
     if not checkpoints:
         raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")

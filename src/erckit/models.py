@@ -31,6 +31,8 @@ OUTPUT_NAMES = (MODEL_FILE, "training.png", "model.safetensors", "tfidf.json", "
 def read_model_info(folder: str | Path) -> dict:
     """The erckit_model.json of a model folder: an object naming the model type and its recipe."""
     path = Path(folder) / MODEL_FILE
+    if not Path(folder).exists():
+        raise DataError(folder, None, "no such model folder")
     if not path.is_file():
         raise DataError(folder, None, f"not an erckit model folder (no {MODEL_FILE})")
     info = read_json(path)
