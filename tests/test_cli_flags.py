@@ -118,3 +118,20 @@ def test_best_so_far_for_a_kind_without_it_is_refused_by_the_api_and_serve_too(t
         erckit.load(tfidf_run, best_so_far=True)
     assert main(["serve", "--model", str(tfidf_run), "--best-so-far", "--port", "0"]) == 2
     assert "only bert_bigru runs" in one_line(capsys)
+
+
+@pytest.mark.parametrize("command", [
+    ["select", "--gold", str(GOLD), "--model", "{full}", "--base", "packaged:gemma-3-270m"],
+    ["merge", "--model", "{full}", "--base", "packaged:gemma-3-270m", "--out", "{tmp}/merged"],
+    ["predict", "--model", "packaged:gemma-3-270m", "--adapter", "{full}", "--input", str(GOLD), "--out", "{tmp}/p.jsonl"],
+])
+def test_a_base_model_for_a_folder_that_is_no_adapter_is_refused(command, tmp_path, capsys):
+    full = tmp_path / "full"
+    full.mkdir()
+    (full / "config.json").write_text('{"model_type": "llama"}', encoding="utf-8")
+    (full / "erckit_llm.json").write_text('{"base_model": "packaged:gemma-3-270m", "template": "plain", "adapter": false}',
+                                          encoding="utf-8")
+    assert main([part.format(full=full, tmp=tmp_path) for part in command]) == 2
+    error = one_line(capsys)
+    assert f"{full}: is not a LoRA adapter" in error and "--base" in error
+    assert not (tmp_path / "merged").exists() and not (tmp_path / "p.jsonl").exists()

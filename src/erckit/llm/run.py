@@ -88,6 +88,9 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     adapter = is_adapter(folder)
     if adapter:
         check_adapter(folder)  # a broken adapter_config.json is named before anything else (and read once)
+    elif flags.base_model is not None:
+        raise DataError(weights, None, "is not a LoRA adapter (no adapter_config.json): a base model (--base, or "
+                                       "--model under --adapter) does not apply to it; remove it")
     record = load_run_record(weights)
     notes: list[str] = []
     if record is None:
@@ -98,7 +101,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
             raise ValueError(f"name the chat template of {weights} with --template (no {RECORD_FILE} records one)")
         record = RunRecord(base, flags.template, prompt_from_flags(flags, language), flags.max_length, adapter=adapter)
     else:
-        record, notes = with_overrides(record, flags if adapter else replace(flags, base_model=None))
+        record, notes = with_overrides(record, flags)
     calibration = info.get("calibration") if info is not None else None
     template = get_template(record.template)
     if adapter:
