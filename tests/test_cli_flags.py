@@ -135,3 +135,18 @@ def test_a_base_model_for_a_folder_that_is_no_adapter_is_refused(command, tmp_pa
     error = one_line(capsys)
     assert f"{full}: is not a LoRA adapter" in error and "--base" in error
     assert not (tmp_path / "merged").exists() and not (tmp_path / "p.jsonl").exists()
+
+
+def test_every_flag_checked_as_a_recipe_key_names_a_field_of_a_recipe_section():
+    import dataclasses
+    import typing
+
+    from erckit.config import RunConfig
+    from erckit.flags import RECIPE_KEYS
+
+    for key in RECIPE_KEYS.values():
+        *path, name = key.split(".")
+        section = RunConfig
+        for part in path:
+            section = typing.get_type_hints(section)[part]
+        assert name in {f.name for f in dataclasses.fields(section)}, key

@@ -1,5 +1,6 @@
 """Command-line flags derived from declared settings: a dataclass field with `metadata={"help", "choices"}`
-(`erckit.prompts.setting`) becomes `--field-name`, so a setting is declared once."""
+(`erckit.prompts.setting`) becomes `--field-name`, so a setting is declared once; and a flag's value is checked
+by the check of what it sets (a recipe key, a declared setting), so a value the recipe refuses is refused here too."""
 
 from __future__ import annotations
 
