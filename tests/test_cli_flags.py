@@ -73,6 +73,7 @@ PREPARE = ["prepare", "--train", str(GOLD)]
     (SELECT, ["--window", "-1"], "llm.prompt.window"),
     (SELECT, ["--max-length", "0"], "llm.max_length"),
     (SELECT, ["--batch-size", "0"], "llm.eval_batch_size"),
+    (SELECT, ["--limit", "-1"], "llm.eval_subset"),
 ])
 def test_a_flag_value_the_recipe_would_refuse_is_refused(command, flags, key, tmp_path, capsys):
     out = tmp_path / "out"

@@ -11,7 +11,7 @@ from typing import Any
 
 RECIPE_KEYS = {  # a flag (by dest) that sets what a recipe key sets: checked by that key's own check
     "max_length": "llm.max_length", "batch_size": "llm.eval_batch_size", "window": "llm.prompt.window",
-    "same_speaker": "llm.prompt.same_speaker", "seed": "train.seed",
+    "same_speaker": "llm.prompt.same_speaker", "seed": "train.seed", "limit": "llm.eval_subset",
 }
 
 
