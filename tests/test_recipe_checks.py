@@ -93,3 +93,13 @@ def test_a_recipe_file_with_a_malformed_or_tagged_value_is_refused_in_one_line(c
     error = capsys.readouterr().err.strip()
     assert len(error.splitlines()) == 1 and str(recipe) in error and "malformed YAML" in error, error
     assert not out.exists()
+
+
+def test_a_tagged_override_of_a_comparison_is_refused_in_one_line(tmp_path, capsys):
+    config = tmp_path / "compare.yaml"
+    config.write_text(f"out: {tmp_path / 'c'}\ntrain: {SAMPLE_DATA[0].split('=')[1]}\n"
+                      "methods: {tfidf: {recipe: tfidf}}\n", encoding="utf-8")
+    assert main(["compare", "--config", str(config), "out=!!python/object/apply:os.system [echo]"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "override 'out=!!python" in error, error
+    assert not (tmp_path / "c").exists()
