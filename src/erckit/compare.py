@@ -32,6 +32,7 @@ from erckit.models import MODEL_FILE, load, read_model_info, saved_config, train
 from erckit.models import OUTPUT_NAMES as MODEL_OUTPUT_NAMES
 from erckit.plots import new_figure, save_figure
 from erckit.predictions import Prediction, from_probabilities, read_predictions, write_predictions
+from erckit.remote_code import check_trusted, recipe_asks
 
 OUTPUT_NAMES = ("comparison.md", "comparison.json", "comparison_validation.png", "comparison_test.png")
 RESULT_FILE = "result.json"
@@ -241,10 +242,12 @@ def method_recipe(method: Method, config: CompareConfig, folder: Path) -> RunCon
     return load_config(method.recipe, [*method.overrides, *data, f"out={folder / 'model'}"])
 
 
-def _trained_model(name: str, method: Method, config: CompareConfig, folder: Path) -> tuple[Path, RunConfig | None, dict]:
-    """(model folder, recipe to train, info of a given model): a given finished model, or the recipe's run
-    (loaded and checked here, before anything is trained)."""
+def _trained_model(name: str, method: Method, config: CompareConfig, folder: Path,
+                   trust_remote_code: bool = False) -> tuple[Path, RunConfig | None, dict]:
+    """(model folder, recipe to train, info of a given model): a given finished model (its own code refused
+    unless `trust_remote_code`), or the recipe's run (loaded and checked here, before anything is trained)."""
     if method.model is not None:
+        check_trusted([method.model], trust_remote_code)
         info = read_model_info(method.model)
         if not info.get("finished"):
             raise ConfigError(f"method {name}: {method.model} is not a finished run")
@@ -253,8 +256,9 @@ def _trained_model(name: str, method: Method, config: CompareConfig, folder: Pat
 
 
 def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]],
-               trained: tuple[Path, RunConfig | None, dict]) -> dict:
-    """Train (or reuse) one method and score it on every split."""
+               trained: tuple[Path, RunConfig | None, dict], trust_remote_code: bool = False) -> dict:
+    """Train (or reuse) one method and score it on every split. A given model's own code runs only with
+    `trust_remote_code`; a recipe's, when the recipe (the user's) asks for it."""
     folder = method_folder(config, name)
     model, run_config, info = trained
     recipe = info["config"] if run_config is None else saved_config(run_config)
@@ -276,7 +280,8 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     train_seconds = info.get("summary", {}).get("train_seconds", time.perf_counter() - started)
     result = {"recipe": recipe, "scored": scored, "calibration": info.get("calibration"),
               "model": str(model), "train_seconds": round(train_seconds, 1)}
-    predictor = load(model, info=info)
+    trusted = trust_remote_code or (run_config is not None and recipe_asks(recipe))  # the user's word either way
+    predictor = load(model, info=info, trust_remote_code=trusted)
     for split, dialogues in splits.items():
         started = time.perf_counter()
         predictions = predictor.predict(dialogues)
@@ -415,9 +420,11 @@ def plot(results: dict[str, dict], split: str, path: Path) -> None:
     save_figure(fig, path)
 
 
-def compare(config: CompareConfig, config_file: str | Path | None = None) -> dict[str, dict]:
+def compare(config: CompareConfig, config_file: str | Path | None = None, *,
+            trust_remote_code: bool = False) -> dict[str, dict]:
     """Run every method; write comparison.md, comparison.json and one PNG per scored split. `config_file`:
-    the comparison's file, an input too (`check_outputs` runs first)."""
+    the comparison's file, an input too (`check_outputs` runs first). `trust_remote_code`: the given `model:`
+    folders' own code may run (--trust-remote-code)."""
     check_outputs(config, config_file)
     splits = {}
     for split in SCORED_SPLITS:
@@ -429,9 +436,10 @@ def compare(config: CompareConfig, config_file: str | Path | None = None) -> dic
             splits[split] = dialogues
     if any(m.fusion and m.weights is None for m in config.methods.values()) and "validation" not in splits:
         raise ConfigError(f"{config.validation}: a fusion without weights chooses them on validation, which must be labelled")
-    trained = {name: _trained_model(name, m, config, method_folder(config, name))  # every method checked first
+    trained = {name: _trained_model(name, m, config, method_folder(config, name), trust_remote_code)  # all checked first
                for name, m in config.methods.items() if not m.fusion}
-    results = {name: run_method(name, config.methods[name], config, splits, trained[name]) for name in trained}
+    results = {name: run_method(name, config.methods[name], config, splits, trained[name], trust_remote_code)
+               for name in trained}
     for name, method in config.methods.items():  # fusions after the methods they average
         if method.fusion:
             results[name] = run_fusion(name, method, config, splits, results)

@@ -63,6 +63,9 @@ class DataConfig:
         from erckit.formats import FORMATS
 
         require(self.format in (None, *FORMATS), "data.format", self.format, f"null or one of {', '.join(FORMATS)}")
+        for key in ("train", "validation", "test", "text_column"):
+            value = getattr(self, key)
+            require(value is None or bool(value), f"data.{key}", value, "null or a non-empty string")
 
 
 @dataclass
@@ -127,6 +130,7 @@ class TrainConfig:
         require(fraction(self.warmup_ratio), "train.warmup_ratio", self.warmup_ratio, "in [0, 1)")
         require(self.batch_dialogues >= 1, "train.batch_dialogues", self.batch_dialogues, "1 or more")
         require(non_negative(self.class_weight_power), "train.class_weight_power", self.class_weight_power, "0 or more")
+        require(0 <= self.seed < 2**32, "train.seed", self.seed, "a whole number from 0 to 2**32 - 1")
 
 
 @dataclass
@@ -230,6 +234,8 @@ class LLMConfig:
             require(getattr(self, key) >= 1, f"llm.{key}", getattr(self, key), "1 or more")
         require(self.eval_subset >= 0, "llm.eval_subset", self.eval_subset, "0 (all) or more")
         require(self.save_total_limit >= 1, "llm.save_total_limit", self.save_total_limit, "1 or more")
+        require(self.deepspeed is None or bool(self.deepspeed), "llm.deepspeed", self.deepspeed,
+                "null or a DeepSpeed JSON config file")
 
     def check_names(self) -> None:
         """The template and scheduler, whose names live in erckit.llm.chat and transformers."""
@@ -248,6 +254,7 @@ class FusionConfig:
 
     members: list[str] = field(default_factory=list)  # model folders, kept as absolute paths
     weights: list[float] | None = None  # one per member; null: chosen on data.validation (macro-F1)
+    trust_remote_code: bool = False  # training loads members that run their own code (erckit.remote_code)
 
     def __post_init__(self) -> None:
         self.members = [str(Path(member).resolve()) for member in self.members]
@@ -341,17 +348,23 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(raw) if raw else None
+        node[parts[-1]] = parse_yaml(raw, f"override {item!r}: not a plain YAML value") if raw else None
     return data
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load(text)`; malformed YAML, or a tag it refuses or cannot build (`!!python/...`, `!!int x`,
+    `!!timestamp x`), is refused in one line starting with `where`."""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, ValueError, TypeError, AttributeError) as err:  # pyyaml's constructors raise all four
+        raise ConfigError(f"{where}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A recipe file as a mapping."""
     text = read_text(path, "utf-8", "settings")[0]
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: malformed YAML: {str(err).splitlines()[0]}") from None
+    data = parse_yaml(text, f"{path}: malformed YAML") or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

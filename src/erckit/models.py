@@ -20,6 +20,7 @@ from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.predictions import Prediction
 from erckit.predictor import Predictor
+from erckit.remote_code import check_trusted
 
 __all__ = ["MODEL_FILE", "Predictor", "load", "predict", "predict_probabilities", "train"]
 
@@ -30,6 +31,8 @@ OUTPUT_NAMES = (MODEL_FILE, "training.png", "model.safetensors", "tfidf.json", "
 def read_model_info(folder: str | Path) -> dict:
     """The erckit_model.json of a model folder: an object naming the model type and its recipe."""
     path = Path(folder) / MODEL_FILE
+    if not Path(folder).exists():
+        raise DataError(folder, None, "no such model folder")
     if not path.exists():
         raise DataError(folder, None, f"not an erckit model folder (no {MODEL_FILE})")
     info = read_json(path, "settings")
@@ -155,24 +158,41 @@ def _unfinished(folder: Path, info: dict, best_so_far: bool) -> dict | None:
     return kind.unfinished_epoch(folder, info)
 
 
-def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = None) -> Predictor:
+def check_best_so_far(folder: str | Path, kind: str | None) -> None:
+    """Refuse `best_so_far` (--best-so-far) for a kind that keeps no best epoch so far (None: an LLM folder)."""
+    if kind is not None and kinds.get(kind).BEST_SO_FAR:
+        return
+    which = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
+    what = f"a {kind} model" if kind else "an LLM"
+    raise ConfigError(f"{folder}: --best-so-far (best_so_far): only {which} runs predict with their best epoch so "
+                      f"far, not {what}; remove it")
+
+
+def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = None,
+         trust_remote_code: bool = False) -> Predictor:
     """Load a trained model folder once. An unfinished run is refused unless `best_so_far` (kinds that keep
     their best epoch so far: bert_bigru; the predictor's `unfinished` then names the epoch). `info`: the
-    folder's erckit_model.json when already read."""
+    folder's erckit_model.json when already read. A folder that would run its own code is refused unless
+    `trust_remote_code` (the user's word, never the folder's: erckit.remote_code)."""
     folder = Path(folder)
     info = info or read_model_info(folder)
+    if best_so_far:
+        check_best_so_far(folder, info["type"])
     unfinished = _unfinished(folder, info, best_so_far)
+    check_trusted([folder], trust_remote_code)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))  # unused sections: defaults
-    predictor = kinds.get(info["type"]).load(folder, config, info)
+    predictor = kinds.get(info["type"]).load(folder, config, info, trust_remote_code)
     predictor.unfinished = unfinished
     return predictor
 
 
 def predict_probabilities(
-    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
+    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False,
+    trust_remote_code: bool = False,
 ) -> np.ndarray:
     """[utterances, 7] label probabilities from a trained model folder, in file order (see `load`)."""
-    return load(folder, best_so_far=best_so_far).probabilities(dialogues, progress=progress)
+    return load(folder, best_so_far=best_so_far, trust_remote_code=trust_remote_code).probabilities(
+        dialogues, progress=progress)
 
 
 def unfinished_epoch(folder: str | Path) -> dict | None:
@@ -182,7 +202,9 @@ def unfinished_epoch(folder: str | Path) -> dict | None:
 
 
 def predict(
-    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False
+    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False,
+    trust_remote_code: bool = False,
 ) -> list[Prediction]:
     """One prediction per utterance, with label probabilities; calibration offsets applied if the model has them."""
-    return load(folder, best_so_far=best_so_far).predict(dialogues, progress=progress)
+    return load(folder, best_so_far=best_so_far, trust_remote_code=trust_remote_code).predict(
+        dialogues, progress=progress)

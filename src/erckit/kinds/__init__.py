@@ -30,8 +30,9 @@ class Kind(Protocol):
     def train(self, config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
         """Train into `out`; the summary kept in erckit_model.json."""
 
-    def load(self, folder: Path, config: RunConfig, info: dict) -> Predictor:
-        """The folder's weights, loaded once."""
+    def load(self, folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -> Predictor:
+        """The folder's weights, loaded once; the folder's own code runs only with `trust_remote_code` (the
+        user's word, checked by `erckit.models.load`; never the saved recipe's)."""
 
     def unfinished_epoch(self, folder: Path, info: dict) -> dict:
         """Kinds with BEST_SO_FAR only: the epoch an unfinished run's weights come from, epochs run, the cap."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from erckit.config import ConfigError, RunConfig
@@ -31,11 +32,12 @@ def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] |
     return summary
 
 
-def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
+def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -> Predictor:
     """The classifier in `folder`: its best epoch (the best so far, in an unfinished run)."""
     from erckit.encoder.model import load_classifier, predict_probabilities
 
-    model, tokenizer = load_classifier(folder, config.encoder, config.classifier)
+    encoder = replace(config.encoder, trust_remote_code=trust_remote_code)  # the user's word, not the folder's
+    model, tokenizer = load_classifier(folder, encoder, config.classifier)
     return Predictor(folder, NAME, lambda dialogues, progress: predict_probabilities(
         model, tokenizer, dialogues, config.encoder, progress=progress), offsets_of(info))
 

@@ -59,17 +59,18 @@ def train(config: RunConfig, train: list[Dialogue] | None, validation: list[Dial
     if config.fusion.weights is not None:
         return {"weights": weight_shares(config.fusion.weights, len(folders)), "weights_from": "given"}
     gold = list(gold_labels(validation, config.data.validation).values())
-    probs = [load(folder).probabilities(validation, progress=True) for folder in folders]
+    trust = config.fusion.trust_remote_code  # the recipe's (the user's) word
+    probs = [load(folder, trust_remote_code=trust).probabilities(validation, progress=True) for folder in folders]
     weights, macro = choose_weights(probs, gold)
     return {"weights": weight_shares(weights, len(folders)), "weights_from": "validation macro-F1",
             "val_macro_f1": macro}
 
 
-def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
+def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -> Predictor:
     """Every member loaded once; the weighted mean of their probabilities."""
     from erckit.models import load as load_member
 
-    predictors = [load_member(m) for m in config.fusion.members]  # checked when the saved recipe was read
+    predictors = [load_member(m, trust_remote_code=trust_remote_code) for m in config.fusion.members]  # checked when the saved recipe was read
     weights = info["summary"]["weights"]
 
     def score(dialogues: list[Dialogue], progress: bool) -> np.ndarray:

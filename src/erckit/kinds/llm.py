@@ -28,13 +28,13 @@ def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] |
     return train_llm(config, train, validation, out)
 
 
-def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
+def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -> Predictor:
     """The run's best weights in one engine; labels are scored as `erckit predict` scores them."""
-    from erckit.llm.engines import load_engine, score_dialogues
+    from erckit.llm.engines import EngineOptions, load_engine, score_dialogues
     from erckit.llm.run import open_run
     from erckit.llm.scoring import softmax
 
     run = open_run(str(folder), info=info)
-    engine = load_engine(run)
+    engine = load_engine(run, options=EngineOptions(trust_remote_code=trust_remote_code))
     return Predictor(folder, NAME, lambda dialogues, progress: softmax(score_dialogues(
         engine, dialogues, run.record.prompt, run.record.eval_batch_size, progress=progress)), offsets_of(info))

@@ -35,7 +35,7 @@ def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] |
     return summary
 
 
-def load(folder: Path, config: RunConfig, info: dict) -> Predictor:
+def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -> Predictor:
     from erckit.tfidf import TfidfClassifier
 
     model = TfidfClassifier.load(folder)

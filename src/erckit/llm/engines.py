@@ -53,7 +53,8 @@ class Engine(Protocol):
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How an engine loads and answers; `trust_remote_code` adds to what the run record asks."""
+    """How an engine loads and answers; `trust_remote_code`: the user's word that the model's own code may run
+    (a run record asking for it is refused without it: `erckit.remote_code`)."""
 
     dtype: str = "auto"
     device: str | None = None
@@ -133,13 +134,21 @@ class VLLMEngine:
         return Backend(self.name, contexts.batches, log_probs, answers if self.name in GENERATING else None)
 
 
+def check_trusted(run: LLMRun, options: EngineOptions = DEFAULT_OPTIONS) -> None:
+    """Refuse a run whose weights (or base model) would run their own code unless the options trust it."""
+    from erckit import remote_code
+
+    remote_code.check_trusted([run.adapter, run.model], options.trust_remote_code, asked=run.record.trust_remote_code)
+
+
 def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DEFAULT_OPTIONS) -> Engine:
     """Load the run's weights for `backend` (one of BACKENDS), with its template, max length and packing."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     record = run.record
     template = run.template
-    trust = options.trust_remote_code or record.trust_remote_code
+    check_trusted(run, options)
+    trust = options.trust_remote_code
     if backend in ("vllm", "vllm-generate"):
         from erckit.llm.vllm_backend import vllm_engine
 

@@ -37,6 +37,16 @@ def is_adapter(folder: str | Path | None) -> bool:
     return folder is not None and (Path(folder) / "adapter_config.json").exists()
 
 
+def is_local_path(model: str) -> bool:
+    """Whether `model` is plainly a local path rather than a hub id (`org/name`): it starts with ./, ../, /
+    or ~, has more than one /, or its first part is a local folder (runs/x)."""
+    if is_packaged(model):
+        return False
+    first, slash, _ = model.partition("/")
+    return (model.startswith(("./", "../", "/", "~")) or model in (".", "..") or model.count("/") > 1
+            or bool(slash and first and Path(first).is_dir()))
+
+
 def resolve_source(model: str) -> str:
     """A local folder or hub id; `packaged[:name]` models are built (or found in the cache) first."""
     if is_packaged(model):

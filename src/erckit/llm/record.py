@@ -35,7 +35,8 @@ class RunRecord:
     max_length: int | None = None  # longer contexts lose their oldest tokens, as in training
     precision: str = "auto"  # the training precision (auto | fp32 | fp16 | bf16)
     adapter: bool = True  # the folder holds a LoRA adapter on top of base_model; False: a full model
-    trust_remote_code: bool = False  # the recipe asked to run the model's own code (Baichuan2)
+    trust_remote_code: bool = False  # the recipe asked to run the model's own code (Baichuan2): loading it then
+    # needs the user's --trust-remote-code too (erckit.remote_code: a received record is not the user's word)
     pack_tokens: int = LLMConfig.pack_tokens  # dialogue form, transformers scoring: tokens per packed row
     eval_batch_size: int = LLMConfig.eval_batch_size  # label scoring: prompts (dialogue form: dialogues) a batch
 

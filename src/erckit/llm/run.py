@@ -15,7 +15,7 @@ from typing import Any
 
 from erckit.config import ConfigError
 from erckit.data import DataError
-from erckit.flags import flag
+from erckit.flags import apply, flag
 from erckit.llm.chat import ChatTemplate, get_template
 from erckit.llm.record import BEST, RECORD_FILE, RunRecord, load_run_record
 from erckit.models import model_info
@@ -56,7 +56,7 @@ def with_overrides(record: RunRecord, flags: RunFlags) -> tuple[RunRecord, list[
     prompt_changes = {k: v for k, v in flags.prompt.items() if v != getattr(record.prompt, k)}
     notes += [f"{flag(k)} {v} overrides the run's {getattr(record.prompt, k)}" for k, v in prompt_changes.items()]
     if prompt_changes:
-        changes["prompt"] = replace(record.prompt, **prompt_changes)
+        changes["prompt"] = apply(record.prompt, prompt_changes)
     return replace(record, **changes), notes
 
 
@@ -66,7 +66,7 @@ def _flag(name: str) -> str:
 
 def prompt_from_flags(flags: RunFlags, language: str) -> PromptConfig:
     """Prompt settings from flags, defaults for the rest (a model without a record, and `prepare`)."""
-    return replace(PromptConfig(language=language), **flags.prompt)
+    return apply(PromptConfig(language=language), flags.prompt)
 
 
 def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *, info: dict | None = None) -> LLMRun:
@@ -75,9 +75,11 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     or, with no record, the flags (a template is then required) and defaults. `language` is the
     prompt language when there is no record; `info`: the erckit_model.json of an erckit run, when already
     read. An unfinished erckit run is refused."""
-    from erckit.llm.loading import check_adapter, is_adapter
+    from erckit.llm.loading import check_adapter, is_adapter, is_local_path
 
     path = Path(weights)
+    if is_local_path(weights) and not path.exists():
+        raise DataError(weights, None, "no such model folder")
     info = info or model_info(path)
     if info is not None and not info.get("finished"):
         raise ConfigError(f"{path}: the LLM run has not finished (no run record in {BEST}/); rerun its train "
@@ -86,6 +88,9 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     adapter = is_adapter(folder)
     if adapter:
         check_adapter(folder)  # a broken adapter_config.json is named before anything else (and read once)
+    elif flags.base_model is not None:
+        raise DataError(weights, None, "is not a LoRA adapter (no adapter_config.json): a base model (--base, or "
+                                       "--model under --adapter) does not apply to it; remove it")
     record = load_run_record(weights)
     notes: list[str] = []
     if record is None:
@@ -96,7 +101,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
             raise ValueError(f"name the chat template of {weights} with --template (no {RECORD_FILE} records one)")
         record = RunRecord(base, flags.template, prompt_from_flags(flags, language), flags.max_length, adapter=adapter)
     else:
-        record, notes = with_overrides(record, flags if adapter else replace(flags, base_model=None))
+        record, notes = with_overrides(record, flags)
     calibration = info.get("calibration") if info is not None else None
     template = get_template(record.template)
     if adapter:

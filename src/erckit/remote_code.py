@@ -1,0 +1,89 @@
+"""A received model folder is data, not code: the Python code a folder carries runs only when the user asks.
+
+A folder can name Python files of its own (`auto_map` in its config.json or tokenizer_config.json, which
+transformers imports under `trust_remote_code`), and its run record (erckit_llm.json) or saved recipe
+(erckit_model.json) can ask for that code to run. Neither is the user's word. Every load of a folder for
+prediction goes through `check_trusted`, which refuses, before anything of the folder is imported, unless
+the user passed --trust-remote-code (`trust_remote_code=True` in the Python API). A recipe given to
+`erckit train` is the user's word: training follows its `trust_remote_code`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from erckit.data import DataError
+
+CONFIGS = ("config.json", "tokenizer_config.json")  # where transformers finds `auto_map`
+RECORD = "erckit_llm.json"  # erckit.llm.record.RECORD_FILE: a run record's `trust_remote_code`
+MODEL = "erckit_model.json"  # erckit.models.MODEL_FILE: a saved recipe's `<section>.trust_remote_code`
+ADAPTER = "adapter_config.json"  # a LoRA adapter: its base model is loaded with it
+FLAG = "--trust-remote-code (trust_remote_code=True in the Python API)"
+
+
+def recipe_asks(recipe: Any) -> bool:
+    """Whether a recipe mapping sets `trust_remote_code: true` in any section (llm, encoder)."""
+    return isinstance(recipe, dict) and any(
+        isinstance(section, dict) and section.get("trust_remote_code") is True for section in recipe.values())
+
+
+def _read(path: Path) -> Any:
+    """A JSON file's content; None when absent or unreadable (its loader names a broken file)."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
+
+
+def _reason(folder: Path) -> str | None:
+    """Why `folder` itself (not its subfolders) would run code: the file that asks, or None."""
+    for name in CONFIGS:
+        data = _read(folder / name)
+        if isinstance(data, dict) and data.get("auto_map"):
+            return f"its {name} names Python code of its own (auto_map)"
+    record = _read(folder / RECORD)
+    if isinstance(record, dict) and record.get("trust_remote_code") is True:
+        return f"its {RECORD} asks to run the model's own code (trust_remote_code)"
+    info = _read(folder / MODEL)
+    if isinstance(info, dict) and recipe_asks(info.get("config")):
+        return f"its {MODEL} asks to run the model's own code (trust_remote_code)"
+    return None
+
+
+def own_code(folder: str | Path, *, base: bool = True) -> str | None:
+    """Why loading `folder` would run code it carries, or None: a config's auto_map, or a run record or
+    saved recipe asking for trust_remote_code, in the folder or a subfolder (best/, encoder/, checkpoint-N/);
+    with `base`, also in the local base model folder a LoRA adapter names."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None  # a hub id or packaged:<name>: transformers refuses unregistered code without the flag
+    places = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
+    for place in places:
+        if reason := _reason(place):
+            return reason if place == folder else f"{place.name}/: {reason}"
+    if base:
+        for place in places:
+            adapter = _read(place / ADAPTER)
+            name = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
+            local = isinstance(name, str) and bool(name) and Path(name).is_dir()
+            if local and Path(name).resolve() != folder.resolve() and (reason := own_code(name, base=False)):
+                return f"its adapter's base model {name}: {reason}"
+    return None
+
+
+def check_trusted(folders: Iterable[str | Path | None], trusted: bool, *, asked: bool = False) -> None:
+    """Refuse to load `folders` (the weights, and the base under an adapter) when one would run its own code
+    and the user did not ask for it; `asked`: the run record read for them asks (a checkpoint's lives in
+    its run folder). Call before anything of the folders is loaded."""
+    if trusted:
+        return
+    for folder in folders:
+        if folder is None or not Path(folder).is_dir():
+            continue
+        reason = own_code(folder) or ("its run record asks to run the model's own code (trust_remote_code)"
+                                      if asked else None)
+        if reason:
+            raise DataError(folder, None, f"{reason}; a received folder's code runs only with {FLAG}")
