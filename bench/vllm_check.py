@@ -53,7 +53,9 @@ def predict(python: str, backend: str, model: Path, args: argparse.Namespace, fo
         stale.unlink(missing_ok=True)
     command = [python, "-m", "erckit", "predict", "--model", str(model), "--input", str(args.input),
                "--template", TEMPLATE, "--backend", backend, "--dtype", "fp32", "--max-length", str(args.max_length),
-               "--window", str(args.window), "--form", form, "--unparsed", "score", "--out", str(out)]
+               "--window", str(args.window), "--form", form, "--out", str(out)]
+    if backend.endswith("generate"):
+        command += ["--unparsed", "score"]
     if backend.startswith("vllm"):
         command += ["--gpu-memory-utilization", str(args.gpu_memory_utilization)]
     print("$", " ".join(command), flush=True)

@@ -56,6 +56,37 @@ def test_a_flag_that_does_not_apply_to_the_backend_is_refused(backend, flags, tm
     error = one_line(capsys)
     assert flags[0] in error and f"--backend {backend}" in error
     assert not out.exists()
+
+
+@pytest.mark.parametrize(("flags", "problem"), [
+    (["--max-new-tokens", "0"], "max_new_tokens must be at least 1"),
+    (["--gpu-memory-utilization", "1.5"], "gpu_memory_utilization must be in (0, 1]"),
+    (["--tensor-parallel-size", "0"], "tensor_parallel_size must be at least 1"),
+    (["--max-num-batched-tokens", "-5"], "max_num_batched_tokens must be at least 1"),
+])
+def test_an_engine_flag_value_its_declaration_refuses_is_refused(flags, problem, tmp_path, capsys):
+    out = tmp_path / "p.jsonl"
+    backend = "vllm-generate"  # every one of these flags applies to it
+    assert main([*PREDICT, "--out", str(out), "--backend", backend, *flags]) == 2
+    error = one_line(capsys)
+    assert f"{flags[0]} {flags[1]}: {problem}" in error and not out.exists()
+
+
+def test_the_llm_flags_of_predict_are_derived_from_one_declaration():
+    from dataclasses import fields
+
+    from erckit.cli import build_parser
+    from erckit.flags import flag
+    from erckit.llm.settings import PredictSettings
+
+    predict = build_parser()._subparsers._group_actions[0].choices["predict"]
+    actions = {a.option_strings[0]: a for a in predict._actions if a.option_strings}
+    for item in fields(PredictSettings):
+        action = actions[flag(item.name)]
+        assert action.default is None and action.choices == item.metadata["choices"]
+        assert action.help.startswith(item.metadata["help"])
+
+
 SELECT = ["select", "--model", "nowhere", "--gold", str(GOLD)]
 PREPARE = ["prepare", "--train", str(GOLD)]
 

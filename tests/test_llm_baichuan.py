@@ -23,9 +23,10 @@ from erckit.formats import read_dialogues
 from erckit.formats.jsonl import dump
 from erckit.labels import LABELS
 from erckit.llm.chat import encode_pair, get_template
-from erckit.llm.generation import Decoding, generate_answers
+from erckit.llm.generation import generate_answers
 from erckit.llm.loading import load_causal_lm, load_model, load_tokenizer
 from erckit.llm.scoring import label_log_probs, one_token_steps
+from erckit.llm.settings import Decoding
 from erckit.prompts import TEMPLATES, PromptConfig, emotion_examples
 
 pytestmark = pytest.mark.needs_data  # trains on real BMELD slices

@@ -89,8 +89,8 @@ def test_two_processes_agree_write_once_and_repeat(tmp_path):
     assert (first / "erckit_model.json").stat().st_mtime >= (first / "best" / "adapter_model.safetensors").stat().st_mtime
 
     # The gathered validation scores are those of the whole validation set, scored in one process.
-    assert main(["select", "--run", str(first), "--validation", str(tmp_path / "dev.jsonl"),
-                 "--out", str(tmp_path / "select.json")]) == 0
+    assert main(["select", "--run", str(first), "--validation", str(tmp_path / "dev.jsonl"), "--trust-remote-code",
+                 "--out", str(tmp_path / "select.json")]) == 0  # the tiny model's tokenizer is code of its own
     single = {Path(r["checkpoint"]).name: r["macro_f1"] for r in json.loads((tmp_path / "select.json").read_text())["ranking"]}
     state = json.loads((first / "checkpoint-6" / "trainer_state.json").read_text())
     gathered = {f"checkpoint-{h['step']}": h["eval_macro_f1"] for h in state["log_history"] if "eval_macro_f1" in h}

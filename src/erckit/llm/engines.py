@@ -9,7 +9,7 @@ packed (`PackedDialogues`, `pack_tokens` tokens a row), other forms and engines 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -18,8 +18,6 @@ from tqdm.auto import tqdm
 from erckit.data import Dialogue
 from erckit.labels import LABELS
 from erckit.llm.backends import (
-    BACKENDS,
-    GENERATING,
     Backend,
     DialogueForm,
     PackedDialogues,
@@ -27,16 +25,11 @@ from erckit.llm.backends import (
     scoring_contexts,
 )
 from erckit.llm.chat import ChatTemplate
-from erckit.llm.generation import (
-    DECODING_PRESETS,
-    GREEDY,
-    Decoding,
-    generate_from_contexts,
-    truncate_for_generation,
-)
+from erckit.llm.generation import generate_from_contexts, truncate_for_generation
 from erckit.llm.items import Item, items_from_dialogues
 from erckit.llm.run import LLMRun
 from erckit.llm.scoring import context_log_probs
+from erckit.llm.settings import BACKENDS, GENERATING, GREEDY, Decoding, PredictSettings
 from erckit.llm.vllm_backend import VLLMOptions
 from erckit.prompts import PromptConfig
 
@@ -64,14 +57,11 @@ class EngineOptions:
     vllm: VLLMOptions = field(default_factory=VLLMOptions)
 
     @classmethod
-    def of(cls, *, decoding: str = "greedy", max_new_tokens: int | None = None, gpu_memory_utilization: float = 0.9,
-           max_num_batched_tokens: int | None = None, **options) -> EngineOptions:
-        """Options by the command line's names: a decoding preset (DECODING_PRESETS) and its answer length
-        cap, the vLLM memory settings; the rest as the fields."""
-        chosen = DECODING_PRESETS[decoding]
-        if max_new_tokens:
-            chosen = replace(chosen, max_new_tokens=max_new_tokens)
-        return cls(decoding=chosen, vllm=VLLMOptions(gpu_memory_utilization, max_num_batched_tokens), **options)
+    def of(cls, settings: PredictSettings, *, trust_remote_code: bool = False) -> EngineOptions:
+        """The engine's part of `erckit predict`'s settings."""
+        return cls(settings.dtype, settings.device, settings.decoding_preset(), trust_remote_code,
+                   settings.tensor_parallel_size,
+                   VLLMOptions(settings.gpu_memory_utilization, settings.max_num_batched_tokens))
 
 
 DEFAULT_OPTIONS = EngineOptions()

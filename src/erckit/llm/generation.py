@@ -13,42 +13,13 @@ from __future__ import annotations
 import json
 import zlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from tqdm.auto import tqdm
 
 from erckit.llm.chat import ChatTemplate, encode_pair
 from erckit.llm.scoring import forward_parameters, keep_recent, left_pad, length_batches, one_token_steps
-
-
-@dataclass(frozen=True)
-class Decoding:
-    """How answers are decoded; greedy by default. `top_k=0` disables top-k (the model's default is ignored)."""
-
-    max_new_tokens: int = 8
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
-    top_k: int = 0
-    repetition_penalty: float = 1.0
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be at least 1, not {self.max_new_tokens}")
-        if self.temperature <= 0:
-            raise ValueError(f"temperature must be positive, not {self.temperature} (use do_sample=False for greedy)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], not {self.top_p}")
-        if self.repetition_penalty <= 0:
-            raise ValueError(f"repetition_penalty must be positive, not {self.repetition_penalty}")
-
-
-GREEDY = Decoding()
-# The design's decoding: sampling at temperature 0.3 with a light repetition penalty, seeded.
-DESIGN_DECODING = Decoding(do_sample=True, temperature=0.3, repetition_penalty=1.05)
-DECODING_PRESETS: dict[str, Decoding] = {"greedy": GREEDY, "design": DESIGN_DECODING}
+from erckit.llm.settings import GREEDY, Decoding
 
 
 def stop_token_ids(model, tokenizer, template: ChatTemplate) -> list[int]:

@@ -32,14 +32,14 @@ from erckit.atomic import write_text_atomic
 from erckit.config import LLMConfig
 from erckit.data import Dialogue, Interrupted
 from erckit.labels import LABELS
-from erckit.llm.backends import BACKENDS, DEFAULT_BATCH, GENERATING, SCORING_BACKENDS, Backend, DialogueForm
+from erckit.llm.backends import DEFAULT_BATCH, Backend, DialogueForm
 from erckit.llm.chat import ChatTemplate, context_text, get_template
 from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_trusted, load_engine
-from erckit.llm.generation import Decoding
 from erckit.llm.items import Item, inputs_digest, items_from_dialogues, items_from_prepared
 from erckit.llm.record import RECORD_FILE, RunRecord, load_run_record
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
 from erckit.llm.run import LLMRun
+from erckit.llm.settings import BACKENDS, GENERATING, SCORING_BACKENDS, Decoding
 from erckit.predictions import (
     Prediction,
     calibrated,

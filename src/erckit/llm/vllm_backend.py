@@ -29,15 +29,10 @@ from erckit.cache import MissingPackage
 from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
-from erckit.llm.generation import (
-    GREEDY,
-    Decoding,
-    answer_from_tokens,
-    stop_token_ids,
-    truncate_for_generation,
-)
+from erckit.llm.generation import answer_from_tokens, stop_token_ids, truncate_for_generation
 from erckit.llm.loading import load_tokenizer, resolve_source
 from erckit.llm.scoring import encode_contexts
+from erckit.llm.settings import GREEDY, Decoding
 
 # erckit's --dtype names -> vLLM's; `auto` is erckit's auto (float32 without CUDA, else vLLM's choice).
 VLLM_DTYPES = {
