@@ -10,12 +10,12 @@ the user passed --trust-remote-code (`trust_remote_code=True` in the Python API)
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from erckit.data import DataError
+from erckit.formats.encoding import read_json
 
 CONFIGS = ("config.json", "tokenizer_config.json")  # where transformers finds `auto_map`
 RECORD = "erckit_llm.json"  # erckit.llm.record.RECORD_FILE: a run record's `trust_remote_code`
@@ -31,10 +31,11 @@ def recipe_asks(recipe: Any) -> bool:
 
 
 def _read(path: Path) -> Any:
-    """A JSON file's content; None when absent or unreadable (its loader names a broken file)."""
+    """A JSON file's content (through erckit's one reader); None when absent or unreadable (its loader names a
+    broken file)."""
     try:
-        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-    except (OSError, ValueError):
+        return read_json(path, "settings") if path.is_file() else None
+    except DataError:
         return None
 
 
@@ -53,13 +54,16 @@ def _reason(folder: Path) -> str | None:
     return None
 
 
-def own_code(folder: str | Path, *, base: bool = True) -> str | None:
+def own_code(folder: str | Path, *, base: bool = True, seen: set[Path] | None = None) -> str | None:
     """Why loading `folder` would run code it carries, or None: a config's auto_map, or a run record or
     saved recipe asking for trust_remote_code, in the folder or a subfolder (best/, encoder/, checkpoint-N/);
-    with `base`, also in the local base model folder a LoRA adapter names."""
+    with `base`, also in the local base model folder a LoRA adapter names. `seen`: folders already looked at
+    (skipped; this call's are added)."""
     folder = Path(folder)
-    if not folder.is_dir():
+    seen = set() if seen is None else seen
+    if not folder.is_dir() or folder.resolve() in seen:
         return None  # a hub id or packaged:<name>: transformers refuses unregistered code without the flag
+    seen.add(folder.resolve())
     places = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
     for place in places:
         if reason := _reason(place):
@@ -69,21 +73,34 @@ def own_code(folder: str | Path, *, base: bool = True) -> str | None:
             adapter = _read(place / ADAPTER)
             name = adapter.get("base_model_name_or_path") if isinstance(adapter, dict) else None
             local = isinstance(name, str) and bool(name) and Path(name).is_dir()
-            if local and Path(name).resolve() != folder.resolve() and (reason := own_code(name, base=False)):
+            if local and (reason := own_code(name, base=False, seen=seen)):
                 return f"its adapter's base model {name}: {reason}"
     return None
 
 
-def check_trusted(folders: Iterable[str | Path | None], trusted: bool, *, asked: bool = False) -> None:
-    """Refuse to load `folders` (the weights, and the base under an adapter) when one would run its own code
-    and the user did not ask for it; `asked`: the run record read for them asks (a checkpoint's lives in
-    its run folder). Call before anything of the folders is loaded."""
-    if trusted:
-        return
+def first_own_code(folders: Iterable[str | Path | None], *, asked: bool = False) -> tuple[str, str] | None:
+    """(folder, why) for the first of `folders` (the weights, and the base under an adapter) that would run its
+    own code, or None; `asked`: the run record read for them asks (a checkpoint's lives in its run folder)."""
+    seen: set[Path] = set()  # an adapter's base is looked at once, also when it is one of `folders`
     for folder in folders:
         if folder is None or not Path(folder).is_dir():
             continue
-        reason = own_code(folder) or ("its run record asks to run the model's own code (trust_remote_code)"
-                                      if asked else None)
+        reason = own_code(folder, seen=seen) or (
+            "its run record asks to run the model's own code (trust_remote_code)" if asked else None)
         if reason:
-            raise DataError(folder, None, f"{reason}; a received folder's code runs only with {FLAG}")
+            return str(folder), reason
+    return None
+
+
+def refuse(found: tuple[str, str] | None, trusted: bool) -> None:
+    """Refuse what `first_own_code` found unless the user trusts it."""
+    if found is not None and not trusted:
+        folder, reason = found
+        raise DataError(folder, None, f"{reason}; a received folder's code runs only with {FLAG}")
+
+
+def check_trusted(folders: Iterable[str | Path | None], trusted: bool, *, asked: bool = False) -> None:
+    """Refuse to load `folders` when one would run its own code and the user did not ask for it. Call before
+    anything of the folders is loaded."""
+    if not trusted:
+        refuse(first_own_code(folders, asked=asked), trusted)

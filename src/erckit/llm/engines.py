@@ -126,9 +126,9 @@ class VLLMEngine:
 
 def check_trusted(run: LLMRun, options: EngineOptions = DEFAULT_OPTIONS) -> None:
     """Refuse a run whose weights (or base model) would run their own code unless the options trust it."""
-    from erckit import remote_code
+    from erckit.remote_code import refuse
 
-    remote_code.check_trusted([run.adapter, run.model], options.trust_remote_code, asked=run.record.trust_remote_code)
+    refuse(run.own_code, options.trust_remote_code)
 
 
 def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DEFAULT_OPTIONS) -> Engine:

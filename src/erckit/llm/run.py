@@ -10,6 +10,7 @@ engine (`erckit.llm.engines`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from erckit.llm.chat import ChatTemplate, get_template
 from erckit.llm.record import BEST, RECORD_FILE, RunRecord, load_run_record
 from erckit.models import model_info
 from erckit.prompts import PromptConfig
+from erckit.remote_code import first_own_code
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,11 @@ class LLMRun:
     template: ChatTemplate  # the record's chat template, resolved (an unknown name is refused on opening)
     calibration: dict[str, float] | None = None  # offsets stored by erckit calibrate (erckit runs only)
     notes: tuple[str, ...] = ()  # what the flags changed in the record
+
+    @cached_property
+    def own_code(self) -> tuple[str, str] | None:
+        """(folder, why) when loading the run would run code it carries (`erckit.remote_code`): looked for once."""
+        return first_own_code([self.adapter, self.model], asked=self.record.trust_remote_code)
 
 
 def with_overrides(record: RunRecord, flags: RunFlags) -> tuple[RunRecord, list[str]]:
@@ -104,6 +111,6 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
         record, notes = with_overrides(record, flags)
     calibration = info.get("calibration") if info is not None else None
     template = get_template(record.template)
-    if adapter:
-        return LLMRun(record.base_model, str(folder), record, template, calibration, tuple(notes))
-    return LLMRun(str(folder) if folder.is_dir() else weights, None, record, template, calibration, tuple(notes))
+    model, adapter_folder = (record.base_model, str(folder)) if adapter else (
+        str(folder) if folder.is_dir() else weights, None)
+    return LLMRun(model, adapter_folder, record, template, calibration, tuple(notes))
