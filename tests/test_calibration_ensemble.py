@@ -166,3 +166,19 @@ def test_ensemble_says_when_an_input_was_calibrated(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{calibrated}: 1 labels differ" in err and str(plain) not in err
     assert read_predictions(out)["u1"].label == "Neutral"
+
+
+def test_the_fits_macro_f1_equals_sklearns_exactly():
+    from sklearn.metrics import f1_score
+
+    from erckit.calibration import _macro_f1
+
+    rng = np.random.default_rng(7)
+    for size in (1, 2, 9, 40, 500):
+        for _ in range(40):
+            log_probs = np.log(rng.dirichlet(np.full(7, 0.3), size=size))
+            gold = rng.choice(7, size=size, p=[0.02, 0.1, 0.08, 0.2, 0.5, 0.08, 0.02])
+            offsets = rng.normal(0, 1, 7)
+            predicted = np.argmax(log_probs + offsets, axis=1)
+            expected = f1_score(gold, predicted, labels=range(7), average="macro", zero_division=0)
+            assert _macro_f1(gold, log_probs, offsets) == expected
