@@ -96,12 +96,13 @@ def weight_grid(members: int, step: float = 0.1) -> list[tuple[float, ...]]:
 def choose_weights(probs: list[np.ndarray], gold: list[str], *, step: float = 0.1) -> tuple[list[float], float]:
     """The weights (on `weight_grid`) whose averaged probabilities give the highest macro-F1 against `gold`
     (validation only), and that macro-F1; ties go to the most even weights."""
-    from erckit.metrics import scores
+    from erckit.metrics import macro_f1_of_indices
 
+    gold_indices = np.array([LABELS.index(label) for label in gold])
     best: tuple[float, float, tuple[float, ...]] | None = None
     for weights in weight_grid(len(probs), step):
         mixed = sum(w * p for w, p in zip(weights, probs, strict=True))
-        macro = scores(gold, [LABELS[i] for i in mixed.argmax(1)])["macro_f1"]
+        macro = macro_f1_of_indices(gold_indices, mixed.argmax(1))
         key = (round(macro, 12), -float(np.ptp(weights)), weights)
         if best is None or key[:2] > best[:2]:
             best = key

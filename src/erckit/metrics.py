@@ -11,9 +11,18 @@ from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precisio
 
 from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import DataError
-from erckit.intervals import bootstrap, describe_interval
+from erckit.intervals import bootstrap, describe_interval, f1_from_counts
 from erckit.labels import LABELS, display_names
 from erckit.plots import new_figure, save_figure
+
+
+def macro_f1_of_indices(gold: np.ndarray, predicted: np.ndarray) -> float:
+    """Macro-F1 over the seven labels of label indices, equal to `scores`' (sklearn's, zero_division=0), from one
+    confusion matrix: for searches that score thousands of candidates, where sklearn's checks cost 4 ms a call."""
+    n = len(LABELS)
+    confusion = np.bincount(np.asarray(gold) * n + np.asarray(predicted), minlength=n * n).reshape(n, n).astype(float)
+    tp = np.diag(confusion)
+    return float(f1_from_counts(np.stack([tp, confusion.sum(axis=0) - tp, confusion.sum(axis=1) - tp], axis=-1))[0])
 
 
 def scores(gold: Sequence[str], predicted: Sequence[str]) -> dict:
