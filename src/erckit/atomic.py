@@ -182,6 +182,14 @@ def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8", newlin
         handle.write(text)
 
 
+def _empty_folder_beside(target: Path, folder: Path) -> None:
+    """Make `folder` (a temporary sibling of `target`) new and empty; the leftovers of killed runs go."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_leftovers(target.parent, target.name)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+
+
 @contextlib.contextmanager
 def atomic_files(folder: PathLike, names: Iterable[str]) -> Iterator[Path]:
     """Yield a temporary folder to write files of `names` into; on success each replaces its namesake in
@@ -196,10 +204,7 @@ def atomic_files(folder: PathLike, names: Iterable[str]) -> Iterator[Path]:
     base = _target(out)
     stage = base.with_name(f".{base.name}.{os.getpid()}{TMP_SUFFIX}")
     try:
-        base.parent.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(base.parent, base.name)
-        shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir()
+        _empty_folder_beside(base, stage)
         yield stage
         base.mkdir(exist_ok=True)
         for name in names:  # every file is written (and fsynced by its writer): now put them in place
@@ -233,10 +238,7 @@ def atomic_folder(path: PathLike) -> Iterator[Path]:
     tmp = target.with_name(f".{target.name}.{os.getpid()}{TMP_SUFFIX}")
     old = target.with_name(f".{target.name}.{os.getpid()}{OLD_SUFFIX}")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        remove_leftovers(target.parent, target.name)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+        _empty_folder_beside(target, tmp)
         yield tmp
         for file in tmp.rglob("*"):
             if file.is_file() and not file.is_symlink():
