@@ -421,10 +421,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"erckit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     from erckit.flags import add_flags
-    from erckit.llm.chat import CHAT_TEMPLATES
+    from erckit.llm.run import RunFlags
     from erckit.llm.settings import PredictSettings
 
-    templates = tuple(CHAT_TEMPLATES)
+    def run_flags(parser, *names: str) -> None:
+        """--template, --max-length: what they change in the run record (`erckit.llm.run.RunFlags`)."""
+        add_flags(parser, RunFlags, unset="the run's", skip=tuple(f for f in ("base_model", "prompt", *RunFlags.FLAGS)
+                                                                  if f not in names))
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
@@ -468,11 +471,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_format(p)
     llm = p.add_argument_group("LLMs")
     llm.add_argument("--adapter", help="a LoRA adapter folder on top of --model (default: none, --model alone)")
-    llm.add_argument("--template", choices=templates, help="chat template (default: the run's)")
+    run_flags(llm, "template", "max_length")
     _add_prompt_options(llm, unset="the run's")
     add_flags(llm, PredictSettings)
     llm.add_argument("--llamafactory", help="also write LLaMA-Factory's generated_predictions.jsonl here (default: none)")
-    llm.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
     llm_flags = {a.dest: (a.option_strings[0], a.default) for a in llm._group_actions}  # refused for other kinds
     p.set_defaults(handler=_predict, llm_flags=llm_flags)
 
@@ -550,9 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
                                   "(default: the run's)")
     p.add_argument("--gold", "--validation", dest="validation", required=True, metavar="GOLD",
                    help="the labelled validation file (--validation: the old name)")
-    p.add_argument("--template", choices=templates, help="chat template (default: the run's)")
+    run_flags(p, "template", "max_length")
     _add_prompt_options(p, unset="the run's")
-    p.add_argument("--max-length", type=int, help="truncate longer contexts (default: the run's)")
     p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances (0: all)")
     p.add_argument("--batch-size", type=int, help="prompts (dialogue form: dialogues) per batch (default: the run's)")
     _add_trust(p)
@@ -565,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the LoRA run to merge: an erckit run, its best/, or a checkpoint (--adapter: the old name)")
     p.add_argument("--base", help="base model: folder, hub id or packaged:gemma-3-270m (default: the run's)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--template", choices=templates, help="chat template recorded with the model (default: the run's)")
+    run_flags(p, "template")
     _add_trust(p)
     p.set_defaults(handler=_merge)
 

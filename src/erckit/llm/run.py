@@ -17,10 +17,10 @@ from typing import Any
 from erckit.config import ConfigError
 from erckit.data import DataError
 from erckit.flags import apply, flag
-from erckit.llm.chat import ChatTemplate, get_template
+from erckit.llm.chat import CHAT_TEMPLATES, ChatTemplate, get_template
 from erckit.llm.record import BEST, RECORD_FILE, RunRecord, load_run_record
 from erckit.models import model_info
-from erckit.prompts import PromptConfig
+from erckit.prompts import PromptConfig, setting
 from erckit.remote_code import first_own_code
 
 
@@ -28,10 +28,12 @@ from erckit.remote_code import first_own_code
 class RunFlags:
     """Settings given explicitly on the command line (None or absent: as the run record says)."""
 
-    base_model: str | None = None
-    template: str | None = None
-    max_length: int | None = None
+    base_model: str | None = None  # --base (its help differs by command)
+    template: str | None = setting(None, "chat template", tuple(CHAT_TEMPLATES))
+    max_length: int | None = setting(None, "truncate longer contexts")
     prompt: dict[str, Any] = field(default_factory=dict)  # PromptConfig fields (erckit.flags.given)
+
+    FLAGS = ("template", "max_length")  # the fields that are flags (`erckit.flags.add_flags`)
 
 
 @dataclass(frozen=True)
