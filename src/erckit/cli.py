@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import sys
+from dataclasses import fields
 from pathlib import Path
 
 from erckit import __version__
@@ -555,7 +556,8 @@ def build_parser() -> argparse.ArgumentParser:
     run_flags(p, "template", "max_length")
     _add_prompt_options(p, unset="the run's")
     p.add_argument("--limit", type=int, default=0, help="score only the first N validation utterances (0: all)")
-    p.add_argument("--batch-size", type=int, help="prompts (dialogue form: dialogues) per batch (default: the run's)")
+    add_flags(p, PredictSettings, unset="the run's", skip=tuple(f.name for f in fields(PredictSettings)
+                                                                if f.name != "batch_size"))
     _add_trust(p)
     p.add_argument("--out", help="write the ranking to this JSON file (default: none, printed only)")
     _add_format(p)
