@@ -155,3 +155,22 @@ def test_a_folder_without_code_is_not_refused(tmp_path, capsys):
     with contextlib.suppress(Exception):
         main(predict(folder, tmp_path))
     assert "--trust-remote-code" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("where", ["config.json", "best/tokenizer_config.json", "model.safetensors"])
+def test_a_fifo_in_a_received_folder_is_refused_before_a_library_opens_it(where, tmp_path, capsys):
+    """transformers would wait forever on a FIFO among a model folder's files: refused first, also when trusted."""
+    import os
+
+    folder = tmp_path / "received"
+    (folder / "best").mkdir(parents=True)
+    if where != "config.json":
+        (folder / "config.json").write_text("{}")
+    os.mkfifo(folder / where)
+    out = tmp_path / "p.jsonl"
+    for trust in ([], ["--trust-remote-code"]):
+        code = main(["predict", "--model", str(folder), "--input", str(SAMPLE / "annotation_test.json"),
+                     "--out", str(out), "--template", "plain", *trust])
+        err = capsys.readouterr().err
+        assert code == 2 and "is not a regular file" in err and where.split("/")[-1] in err, err
+        assert len(err.strip().splitlines()) == 1 and not out.exists()

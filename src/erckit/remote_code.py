@@ -5,7 +5,9 @@ transformers imports under `trust_remote_code`), and its run record (erckit_llm.
 (erckit_model.json) can ask for that code to run. Neither is the user's word. Every load of a folder for
 prediction goes through `check_trusted`, which refuses, before anything of the folder is imported, unless
 the user passed --trust-remote-code (`trust_remote_code=True` in the Python API). A recipe given to
-`erckit train` is the user's word: training follows its `trust_remote_code`.
+`erckit train` is the user's word: training follows its `trust_remote_code`. The same look at a folder
+checks that its files are regular files: a FIFO or a device among them would hang the library that opens
+it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from erckit.data import DataError
-from erckit.formats.encoding import read_json
+from erckit.formats.encoding import check_file, read_json
 
 CONFIGS = ("config.json", "tokenizer_config.json")  # where transformers finds `auto_map`
 RECORD = "erckit_llm.json"  # erckit.llm.record.RECORD_FILE: a run record's `trust_remote_code`
@@ -66,6 +68,10 @@ def own_code(folder: str | Path, *, base: bool = True, seen: set[Path] | None = 
     seen.add(folder.resolve())
     places = [folder, *sorted(p for p in folder.iterdir() if p.is_dir())]
     for place in places:
+        for entry in place.iterdir():
+            if not entry.is_dir():
+                check_file(entry)  # erckit's own reads add their size limits
+    for place in places:
         if reason := _reason(place):
             return reason if place == folder else f"{place.name}/: {reason}"
     if base:
@@ -102,5 +108,4 @@ def refuse(found: tuple[str, str] | None, trusted: bool) -> None:
 def check_trusted(folders: Iterable[str | Path | None], trusted: bool, *, asked: bool = False) -> None:
     """Refuse to load `folders` when one would run its own code and the user did not ask for it. Call before
     anything of the folders is loaded."""
-    if not trusted:
-        refuse(first_own_code(folders, asked=asked), trusted)
+    refuse(first_own_code(folders, asked=asked), trusted)  # the files are checked also when the code is trusted
