@@ -242,3 +242,26 @@ def test_a_full_fine_tuning_run_predicts_from_its_best_model(setup, tmp_path):
     assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(preds)]) == 0
     ids = [u.id for d in setup["dev_dialogues"] for u in d.utterances]
     assert [json.loads(line)["id"] for line in preds.read_text(encoding="utf-8").splitlines()] == ids
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at inline_container.cc:626] . PytorchStreamWriter failed writing file data/0: "
+                 "file write failed"),
+    "safetensors",
+])
+def test_a_checkpoint_the_trainer_cannot_write_ends_in_one_line(error, setup, tmp_path, monkeypatch):
+    """A full disk under the Trainer's torch.save or safetensors: one line naming the run folder, not a traceback."""
+    from safetensors import SafetensorError
+    from transformers import Trainer
+
+    from erckit.data import DataError
+
+    def full(self, *args, **kwargs):
+        raise error if isinstance(error, Exception) else SafetensorError(
+            "Error while serializing: I/O error: No space left on device (os error 28)")
+
+    monkeypatch.setattr(Trainer, "_save_checkpoint", full)
+    out = tmp_path / "run"
+    with pytest.raises(DataError, match=r"cannot write a checkpoint: .*(file write failed|os error 28)") as raised:
+        train_llm(recipe(setup, out), setup["train_dialogues"], setup["dev_dialogues"], out)
+    assert str(out) in str(raised.value) and len(str(raised.value).splitlines()) == 1

@@ -14,9 +14,11 @@ The same command resumes a killed run from its last checkpoint, and runs unchang
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,7 +36,7 @@ from transformers import (
 )
 
 from erckit.config import ConfigError, LLMConfig, RunConfig
-from erckit.data import Dialogue, first_utterances
+from erckit.data import DataError, Dialogue, first_utterances
 from erckit.labels import LABELS, class_weights
 from erckit.llm.chat import ChatTemplate, encode_pair, get_template
 from erckit.llm.dialogue_training import collate, packed_answer_loss, training_rows
@@ -309,6 +311,21 @@ def full_fsdp_state(trainer: Trainer) -> None:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
 
 
+@contextlib.contextmanager
+def _checkpoint_writes_named(out: Path) -> Iterator[None]:
+    """A checkpoint the Trainer cannot write (a full disk) ends in one line naming the run folder: torch.save
+    raises a RuntimeError (its stream writer failed) and safetensors its own error, neither an OSError."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (RuntimeError, SafetensorError) as err:
+        first = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        if isinstance(err, SafetensorError) or "PytorchStreamWriter failed" in str(err):
+            raise DataError(out, None, f"cannot write a checkpoint: {first}") from None
+        raise
+
+
 def train_llm(
     config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path,
     callbacks: list[TrainerCallback] = (),
@@ -348,7 +365,8 @@ def train_llm(
     else:
         if resume is not None:
             print(f"resuming {out} from {resume.name}")
-        trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        with _checkpoint_writes_named(out):
+            trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = time.perf_counter() - started
     best = trainer.state.best_model_checkpoint
     if best is None:
