@@ -41,12 +41,15 @@ def _read(path: Path) -> Any:
         return None
 
 
-def _reason(folder: Path) -> str | None:
-    """Why `folder` itself (not its subfolders) would run code: the file that asks, or None."""
+def _reason(folder: Path, records: bool) -> str | None:
+    """Why `folder` itself (not its subfolders) would run code: the file that asks, or None; `records`: also
+    its run record and saved recipe."""
     for name in CONFIGS:
         data = _read(folder / name)
         if isinstance(data, dict) and data.get("auto_map"):
             return f"its {name} names Python code of its own (auto_map)"
+    if not records:
+        return None
     record = _read(folder / RECORD)
     if isinstance(record, dict) and record.get("trust_remote_code") is True:
         return f"its {RECORD} asks to run the model's own code (trust_remote_code)"
@@ -56,11 +59,11 @@ def _reason(folder: Path) -> str | None:
     return None
 
 
-def own_code(folder: str | Path, *, base: bool = True, seen: set[Path] | None = None) -> str | None:
-    """Why loading `folder` would run code it carries, or None: a config's auto_map, or a run record or
-    saved recipe asking for trust_remote_code, in the folder or a subfolder (best/, encoder/, checkpoint-N/);
-    with `base`, also in the local base model folder a LoRA adapter names. `seen`: folders already looked at
-    (skipped; this call's are added)."""
+def own_code(folder: str | Path, *, base: bool = True, records: bool = True, seen: set[Path] | None = None) -> str | None:
+    """Why loading `folder` would run code it carries, or None: a config's auto_map, or (with `records`) a run
+    record or saved recipe asking for trust_remote_code, in the folder or a subfolder (best/, encoder/,
+    checkpoint-N/); with `base`, also in the local base model folder a LoRA adapter names. `seen`: folders
+    already looked at (skipped; this call's are added)."""
     folder = Path(folder)
     seen = set() if seen is None else seen
     if not folder.is_dir() or folder.resolve() in seen:
@@ -72,7 +75,7 @@ def own_code(folder: str | Path, *, base: bool = True, seen: set[Path] | None = 
             if not entry.is_dir():
                 check_file(entry)  # erckit's own reads add their size limits
     for place in places:
-        if reason := _reason(place):
+        if reason := _reason(place, records):
             return reason if place == folder else f"{place.name}/: {reason}"
     if base:
         for place in places:
@@ -84,14 +87,17 @@ def own_code(folder: str | Path, *, base: bool = True, seen: set[Path] | None = 
     return None
 
 
-def first_own_code(folders: Iterable[str | Path | None], *, asked: bool = False) -> tuple[str, str] | None:
-    """(folder, why) for the first of `folders` (the weights, and the base under an adapter) that would run its
-    own code, or None; `asked`: the run record read for them asks (a checkpoint's lives in its run folder)."""
-    seen: set[Path] = set()  # an adapter's base is looked at once, also when it is one of `folders`
+def first_own_code(folders: Iterable[str | Path | None], *, asked: bool | None = None) -> tuple[str, str] | None:
+    """(folder, why) for the first of `folders` that would run its own code, or None. `asked`: None when no
+    run record was read for them (their records and an adapter's base are looked at here); else what the
+    run record the caller read says (a checkpoint's lives in its run folder), and `folders` hold the weights
+    and the base under an adapter: neither is read again."""
+    seen: set[Path] = set()  # a folder is looked at once, also when it is both a base and one of `folders`
+    known = asked is not None
     for folder in folders:
         if folder is None or not Path(folder).is_dir():
             continue
-        reason = own_code(folder, seen=seen) or (
+        reason = own_code(folder, base=not known, records=not known, seen=seen) or (
             "its run record asks to run the model's own code (trust_remote_code)" if asked else None)
         if reason:
             return str(folder), reason
@@ -105,7 +111,7 @@ def refuse(found: tuple[str, str] | None, trusted: bool) -> None:
         raise DataError(folder, None, f"{reason}; a received folder's code runs only with {FLAG}")
 
 
-def check_trusted(folders: Iterable[str | Path | None], trusted: bool, *, asked: bool = False) -> None:
+def check_trusted(folders: Iterable[str | Path | None], trusted: bool, *, asked: bool | None = None) -> None:
     """Refuse to load `folders` when one would run its own code and the user did not ask for it. Call before
     anything of the folders is loaded."""
     refuse(first_own_code(folders, asked=asked), trusted)  # the files are checked also when the code is trusted
