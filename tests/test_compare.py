@@ -161,7 +161,9 @@ def test_a_calibrated_model_scored_on_its_own_calibration_split_is_marked_with_t
     assert result["validation_calibration"]["fitted_on"] == "this split"
     assert result["validation_calibration"]["cross_fitted_macro_f1"] == report["macro_f1_after"]
     assert result["test_calibration"] == {"fitted_on": "another file"}
-    validation_table, test_table = (tmp_path / "c" / "comparison.md").read_text().split("## test")
+    summary, rest = (tmp_path / "c" / "comparison.md").read_text().split("## validation")
+    validation_table, test_table = rest.split("## test")
+    assert "| calibrated | model " in summary and "† calibration offsets fitted on this split" in summary
     row = next(line for line in validation_table.splitlines() if line.startswith("| calibrated"))
     assert row.startswith("| calibrated† |")
     assert f"(cross-fitted {report['macro_f1_after']:.4f})" in row and "† calibration offsets fitted on this split" in validation_table
@@ -220,6 +222,17 @@ def test_a_fusion_takes_weights_from_validation_only_and_every_score_has_an_inte
     assert "| fused§ |" in validation_table and "| fused |" in table.split("## test")[1]  # in-sample on validation only
     best = max(results, key=lambda n: results[n]["test"]["macro_f1"])
     assert all(results[n]["test_paired"]["against"] == best for n in results if n != best)
+    summary = table.split("## validation")[0].splitlines()  # one row per method, best on validation first
+    rows = [line for line in summary if line.startswith("| ") and not line.startswith("| method")]
+    order = sorted(results, key=lambda n: -results[n]["validation"]["macro_f1"])
+    assert [row.split(" | ")[0][2:] for row in rows] == order
+    fused_row = rows[order.index("fused")]
+    shares = " : ".join(f"{w:.2f}" for w in weights)
+    assert f"fusion of words, trigrams, {shares} (chosen on validation)" in fused_row
+    low, high = results["fused"]["test"]["intervals"]["macro_f1"]
+    assert f"{results['fused']['validation']['macro_f1']:.4f}§" in fused_row
+    assert f"{results['fused']['test']['macro_f1']:.4f} ({low:.3f}–{high:.3f})" in fused_row
+    assert "`tfidf` `tfidf.ngram_max=1` `tfidf.c=0.1`" in rows[order.index("words")]
 
 
 @pytest.mark.parametrize("fusion", [["a", "b"], ["a", "fused"], ["a"]])

@@ -388,6 +388,41 @@ def table(results: dict[str, dict], split: str) -> str:
     return "\n".join(lines + ([""] + notes if notes else [])) + "\n"
 
 
+def describe_method(name: str, method: Method, result: dict) -> str:
+    """What a method is, for the summary: its recipe and overrides, the model folder given, or its fusion."""
+    if method.fusion:
+        shares = " : ".join(f"{w:.2f}" for w in result["weights"])
+        chosen = "chosen on validation" if result.get("weights_from") == "validation macro-F1" else "given"
+        return f"fusion of {', '.join(method.fusion)}, {shares} ({chosen})"
+    if method.model is not None:
+        return f"model {method.model}"
+    return " ".join([f"`{method.recipe}`", *(f"`{o}`" for o in method.overrides)])
+
+
+def summary_table(results: dict[str, dict], config: CompareConfig) -> str:
+    """One row per method, best validation macro-F1 first (validation chooses; test reports): validation and
+    test macro-F1 with their 95% intervals over dialogues, test weighted-F1, training time."""
+    splits = [s for s in SCORED_SPLITS if all(s in r for r in results.values())]
+    if splits != list(SCORED_SPLITS):
+        return ""
+    header = ("| method | recipe | validation macro-F1 (95% interval) | test macro-F1 (95% interval) "
+              "| test weighted-F1 | training |")
+    lines, notes = [header, "|---|---|---|---|---|---|"], {}
+    for name, r in sorted(results.items(), key=lambda item: -item[1]["validation"]["macro_f1"]):
+        cells = []
+        for split in SCORED_SPLITS:
+            low, high = r[split]["intervals"]["macro_f1"]
+            mark, note = _MARKS.get((r.get(f"{split}_calibration") or {}).get("fitted_on"), ("", ""))
+            if split == "validation" and r.get("weights_from") == "validation macro-F1":
+                mark, note = "§", _FUSION_IN_SAMPLE
+            if mark:
+                notes[mark] = note
+            cells.append(f"{r[split]['macro_f1']:.4f}{mark} ({low:.3f}–{high:.3f})")
+        lines.append(f"| {name} | {describe_method(name, config.methods[name], r)} | {cells[0]} | {cells[1]} | "
+                     f"{r['test']['weighted_f1']:.4f} | {r['train_seconds'] / 60:.0f} min |")
+    return "\n".join(["## Summary", "", *lines, "", *notes.values(), ""])
+
+
 def paired_table(differences: dict[str, dict]) -> str:
     """The paired bootstrap of each method against the best: is the gap more than the data's noise?"""
     if not differences:
@@ -443,7 +478,7 @@ def compare(config: CompareConfig, config_file: str | Path | None = None, *,
     for name, method in config.methods.items():  # fusions after the methods they average
         if method.fusion:
             results[name] = run_fusion(name, method, config, splits, results)
-    parts, charts = [], {}
+    parts, charts = [summary_table(results, config)], {}
     for split, dialogues in splits.items():
         differences = paired(config, results, split, dialogues) if len(results) > 1 else {}
         for name, difference in differences.items():
