@@ -174,3 +174,16 @@ def test_a_fifo_in_a_received_folder_is_refused_before_a_library_opens_it(where,
         err = capsys.readouterr().err
         assert code == 2 and "is not a regular file" in err and where.split("/")[-1] in err, err
         assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_a_fusion_recipe_whose_member_carries_code_is_refused_before_anything_is_written(tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+    member = encoder_run(tmp_path, marker)
+    recipe = tmp_path / "fusion.yaml"
+    recipe.write_text(yaml.safe_dump({"model": "fusion", "fusion": {"members": [str(member), str(member)],
+                                                                    "weights": [1, 1]}}), encoding="utf-8")
+    out = tmp_path / "fused"
+    assert main(["train", "--config", str(recipe), "--out", str(out)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and str(member) in message and "--trust-remote-code" in message
+    assert not out.exists() and not marker.exists()

@@ -288,14 +288,12 @@ def _fuse_models(args: argparse.Namespace) -> int:
     """erckit ensemble --models: a fusion model folder (`model: fusion`) that predict, serve and the API load."""
     from erckit.config import RunConfig, from_dict
     from erckit.models import MODEL_FILE, OUTPUT_NAMES, train
-    from erckit.remote_code import check_trusted
 
     if args.offsets:
         raise DataError("ensemble", None, "--offsets applies to --predictions; calibrate a fusion with erckit calibrate --model")
     recipe = {"model": "fusion", "out": args.out, "data": {"validation": args.validation},
               "fusion": {"members": args.models, "weights": args.weights, "trust_remote_code": args.trust_remote_code}}
-    config = from_dict(RunConfig, recipe, "erckit ensemble")
-    check_trusted(args.models, args.trust_remote_code)  # before anything is written
+    config = from_dict(RunConfig, recipe, "erckit ensemble")  # the fusion's check: members, their own code
     check_folder(args.out, [args.validation, *(Path(m) / MODEL_FILE for m in args.models)], OUTPUT_NAMES)
     info = train(config)
     summary = info["summary"]

@@ -17,6 +17,7 @@ from erckit.config import ConfigError, RunConfig
 from erckit.data import Dialogue, gold_labels
 from erckit.ensemble import choose_weights, weight_shares
 from erckit.predictor import Predictor, offsets_of
+from erckit.remote_code import check_trusted
 
 NAME = "fusion"
 READS = {"data": ("validation", "format", "text_column"), "fusion": None}
@@ -32,7 +33,7 @@ def check(config: RunConfig) -> None:
         raise ConfigError("fusion.weights is null: give one weight per member, or data.validation to choose them on")
     if weights is not None and (len(weights) != len(members) or not all(math.isfinite(w) and w > 0 for w in weights)):
         raise ConfigError(f"fusion.weights must be {len(members)} positive numbers (one per member), not {weights!r}")
-    _member_folders(members)
+    check_trusted(_member_folders(members), config.fusion.trust_remote_code)  # before anything is written
 
 
 def _member_folders(members: list[str]) -> list[Path]:
