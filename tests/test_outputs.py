@@ -230,3 +230,15 @@ def test_a_report_is_written_whole_or_not_at_all(tmp_path, capsys, monkeypatch):
     assert err.count("\n") == 1 and f"{report}: cannot write: No space left on device" in err, err
     assert {p.name: p.read_bytes() for p in report.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_report_into_the_current_folder_is_written(tmp_path, monkeypatch):
+    """`--out .` (the folder one works in) for the commands that write several files at once."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["prepare", "--train", str(SAMPLE / "annotation_train.json"), "--out", "."]) == 0
+    assert (tmp_path / "data_train.json").is_file() and (tmp_path / "dataset_info.json").is_file()
+    assert main(["train", "--config", "tfidf", "out=m", f"data.train={SAMPLE / 'annotation_train.json'}"]) == 0
+    test = SAMPLE / "annotation_test.json"
+    assert main(["predict", "--model", "m", "--input", str(test), "--out", "p.jsonl"]) == 0
+    assert main(["evaluate", "--predictions", "p.jsonl", "--gold", str(test), "--out", "."]) == 0
+    assert (tmp_path / "metrics.json").is_file() and (tmp_path / "confusion.png").is_file()

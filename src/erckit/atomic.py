@@ -116,9 +116,10 @@ def remove_leftovers(folder: Path, name: str) -> None:
 
 
 def _target(path: PathLike) -> Path:
-    """Where the bytes go: a symbolic link's final target (the link itself stays)."""
+    """Where the bytes go, as an absolute path (`.` has no name to put a temporary sibling beside): a symbolic
+    link's final target (the link itself stays)."""
     path = Path(path)
-    return Path(os.path.realpath(path)) if path.is_symlink() else path
+    return Path(os.path.realpath(path)) if path.is_symlink() else Path(os.path.abspath(path))
 
 
 def _umask() -> int:
