@@ -187,3 +187,36 @@ def test_a_fusion_recipe_whose_member_carries_code_is_refused_before_anything_is
     message = capsys.readouterr().err.strip()
     assert len(message.splitlines()) == 1 and str(member) in message and "--trust-remote-code" in message
     assert not out.exists() and not marker.exists()
+
+
+def test_an_auto_map_for_a_class_transformers_has_is_not_refused(tmp_path):
+    """Phi-3 folders keep an auto_map from before transformers had the model: without the flag transformers
+    loads its own class and runs none of the folder's code, so such a folder is not refused."""
+    from erckit.remote_code import own_code
+
+    folder = tmp_path / "phi3"
+    folder.mkdir()
+    write_json(folder / "config.json", {"model_type": "phi3", "auto_map": {"AutoConfig": "configuration_phi3.Phi3Config"}})
+    write_json(folder / "tokenizer_config.json", {"tokenizer_class": "LlamaTokenizerFast",
+                                                  "auto_map": {"AutoTokenizer": ["tokenization.X", None]}})
+    assert own_code(folder) is None
+    write_json(folder / "tokenizer_config.json", {"tokenizer_class": "PayloadTokenizer",
+                                                  "auto_map": {"AutoTokenizer": ["tokenization.X", None]}})
+    assert "tokenizer_config.json names Python code" in own_code(folder)
+
+
+def test_a_fusion_folder_whose_member_carries_code_is_refused_by_compare_before_anything_runs(tmp_path, capsys):
+    marker = tmp_path / "payload_ran"
+    member = encoder_run(tmp_path, marker)
+    fusion = tmp_path / "fusion"
+    fusion.mkdir()
+    write_json(fusion / "erckit_model.json", {"type": "fusion", "finished": True, "summary": {"weights": [0.5, 0.5]},
+                                              "config": {"model": "fusion", "fusion": {"members": [str(member)] * 2}}})
+    config = tmp_path / "compare.yaml"
+    config.write_text(yaml.safe_dump({"out": str(tmp_path / "c"), "train": str(SAMPLE / "annotation_train.json"),
+                                      "validation": str(GOLD), "methods": {"first": {"recipe": "tfidf"},
+                                                                           "fused": {"model": str(fusion)}}}))
+    assert main(["compare", "--config", str(config)]) == 2
+    message = capsys.readouterr().err.strip()
+    assert len(message.splitlines()) == 1 and f"its member {member}" in message
+    assert not (tmp_path / "c" / "first").exists() and not marker.exists()  # refused before the first method trained

@@ -1,7 +1,7 @@
 """A received model folder is data, not code: the Python code a folder carries runs only when the user asks.
 
 A folder can name Python files of its own (`auto_map` in its config.json or tokenizer_config.json, which
-transformers imports under `trust_remote_code`), and its run record (erckit_llm.json) or saved recipe
+transformers imports under `trust_remote_code` for a model or tokenizer class it does not have itself), and its run record (erckit_llm.json) or saved recipe
 (erckit_model.json) can ask for that code to run. Neither is the user's word. Every load of a folder for
 prediction goes through `check_trusted`, which refuses, before anything of the folder is imported, unless
 the user passed --trust-remote-code (`trust_remote_code=True` in the Python API). A recipe given to
@@ -41,12 +41,24 @@ def _read(path: Path) -> Any:
         return None
 
 
+def _built_in(name: str, data: dict) -> bool:
+    """Whether transformers has the class a config with `auto_map` describes (its model type, or its tokenizer
+    class): without trust_remote_code it then loads its own class and runs none of the folder's code (Phi-3
+    folders keep an auto_map from before transformers had them)."""
+    import transformers
+
+    if name == "config.json":
+        return data.get("model_type") in transformers.CONFIG_MAPPING
+    tokenizer = data.get("tokenizer_class")
+    return isinstance(tokenizer, str) and hasattr(transformers, tokenizer.removesuffix("Fast"))
+
+
 def _reason(folder: Path, records: bool) -> str | None:
     """Why `folder` itself (not its subfolders) would run code: the file that asks, or None; `records`: also
     its run record and saved recipe."""
     for name in CONFIGS:
         data = _read(folder / name)
-        if isinstance(data, dict) and data.get("auto_map"):
+        if isinstance(data, dict) and data.get("auto_map") and not _built_in(name, data):
             return f"its {name} names Python code of its own (auto_map)"
     if not records:
         return None
@@ -84,7 +96,18 @@ def own_code(folder: str | Path, *, base: bool = True, records: bool = True, see
             local = isinstance(name, str) and bool(name) and Path(name).is_dir()
             if local and (reason := own_code(name, base=False, seen=seen)):
                 return f"its adapter's base model {name}: {reason}"
+        for member in _fusion_members(folder):
+            if reason := own_code(member, seen=seen):
+                return f"its member {member}: {reason}"
     return None
+
+
+def _fusion_members(folder: Path) -> list[str]:
+    """The model folders a fusion (`model: fusion`) names: loading it loads them."""
+    info = _read(folder / MODEL)
+    recipe = info.get("config") if isinstance(info, dict) and info.get("type") == "fusion" else None
+    members = (recipe.get("fusion") or {}).get("members") if isinstance(recipe, dict) else None
+    return [m for m in members if isinstance(m, str)] if isinstance(members, list) else []
 
 
 def first_own_code(folders: Iterable[str | Path | None], *, asked: bool | None = None) -> tuple[str, str] | None:

@@ -29,7 +29,7 @@ from erckit.llm.generation import generate_from_contexts, truncate_for_generatio
 from erckit.llm.items import Item, items_from_dialogues
 from erckit.llm.run import LLMRun
 from erckit.llm.scoring import context_log_probs
-from erckit.llm.settings import BACKENDS, GENERATING, GREEDY, Decoding, PredictSettings
+from erckit.llm.settings import BACKENDS, GENERATING, GREEDY, VLLM_BACKENDS, Decoding, PredictSettings
 from erckit.llm.vllm_backend import VLLMOptions
 from erckit.prompts import PromptConfig
 
@@ -124,7 +124,7 @@ class VLLMEngine:
         return Backend(self.name, contexts.batches, log_probs, answers if self.name in GENERATING else None)
 
 
-def check_trusted(run: LLMRun, options: EngineOptions = DEFAULT_OPTIONS) -> None:
+def check_own_code(run: LLMRun, options: EngineOptions = DEFAULT_OPTIONS) -> None:
     """Refuse a run whose weights (or base model) would run their own code unless the options trust it."""
     from erckit.remote_code import refuse
 
@@ -137,9 +137,9 @@ def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DE
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     record = run.record
     template = run.template
-    check_trusted(run, options)
+    check_own_code(run, options)
     trust = options.trust_remote_code
-    if backend in ("vllm", "vllm-generate"):
+    if backend in VLLM_BACKENDS:
         from erckit.llm.vllm_backend import vllm_engine
 
         engine = vllm_engine(

@@ -34,7 +34,7 @@ from erckit.data import Dialogue, Interrupted
 from erckit.labels import LABELS
 from erckit.llm.backends import DEFAULT_BATCH, Backend, DialogueForm
 from erckit.llm.chat import ChatTemplate, context_text, get_template
-from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_trusted, load_engine
+from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_own_code, load_engine
 from erckit.llm.items import Item, inputs_digest, items_from_dialogues, items_from_prepared
 from erckit.llm.record import RECORD_FILE, RunRecord, load_run_record
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
@@ -229,7 +229,7 @@ def predict_run(
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if (prepared is None) == (dialogues is None):
         raise ValueError("give either a prepared data file or dialogues")
-    check_trusted(run, options)  # before anything is written
+    check_own_code(run, options)  # before anything is written
     offsets = run.calibration if backend in SCORING_BACKENDS else None
     notes = [] if offsets == run.calibration else [
         f"the run's calibration applies to label scoring only; {backend} labels are not calibrated"]

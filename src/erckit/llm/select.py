@@ -12,7 +12,7 @@ import numpy as np
 
 from erckit.data import Dialogue, first_utterances
 from erckit.labels import LABELS
-from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, load_engine, score_dialogues
+from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_own_code, load_engine, score_dialogues
 from erckit.llm.loading import is_adapter
 from erckit.llm.run import LLMRun
 from erckit.metrics import scores
@@ -48,6 +48,8 @@ def rank_checkpoints(
     rows = []
     dialogues = first_utterances(validation, limit)
     gold = [u.label for d in dialogues for u in d.utterances]
+    for run in runs:  # every checkpoint's own code refused before the first is scored
+        check_own_code(run, options)
     for order, (checkpoint, run) in enumerate(zip(checkpoints, runs, strict=True)):
         engine = load_engine(run, "score", options)
         logp = score_dialogues(engine, dialogues, run.record.prompt, batch_size or run.record.eval_batch_size,
