@@ -102,3 +102,15 @@ def test_only_the_main_process_of_a_launch_takes_the_lock(held, tmp_path):
     with hold(out, "erckit_model.json", main=False):
         pass
     assert time.monotonic() - started < 1
+
+
+def test_a_lock_file_that_is_a_link_is_refused_and_its_target_untouched(tmp_path, capsys):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep me")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / LOCK_NAME).symlink_to(target)
+    assert main([*TRAIN, f"out={out}"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert len(error.splitlines()) == 1 and "is not a regular file (a link?)" in error
+    assert target.read_text() == "keep me" and not (out / "erckit_model.json").exists()

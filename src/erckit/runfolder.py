@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -46,6 +47,29 @@ def _holder(path: Path) -> str:
 
 
 @contextlib.contextmanager
+def exclusive(lock_file: Path, guarded: Path, busy: str, advice: str) -> Iterator[None]:
+    """Hold an exclusive lock on `lock_file` (filelock, never waiting) for the block, the file naming this
+    process; a second holder is refused: `<guarded>: <busy> (pid N); <advice>`. A lock path that is a link or
+    anything but a regular file is refused (the lock would write through it); the lock file is removed at
+    the end."""
+    with contextlib.suppress(FileNotFoundError):
+        if not stat.S_ISREG(lock_file.lstat().st_mode):
+            raise DataError(lock_file, None, "is not a regular file (a link?): remove it and run again")
+    lock = FileLock(lock_file, timeout=0)
+    try:
+        lock.acquire()
+    except Timeout:
+        raise DataError(guarded, None, f"{busy}{_holder(lock_file)}; {advice}") from None
+    try:
+        lock_file.write_text(f"{os.getpid()}\n")
+        yield
+    finally:
+        lock.release()
+        with contextlib.suppress(OSError):  # a run waiting on the old file sees it unlinked and retries
+            lock_file.unlink()
+
+
+@contextlib.contextmanager
 def hold(out: Path, marker: str, *, main: bool = True) -> Iterator[None]:
     """Check `out` (`check_out`) and hold its lock for the duration; `main`: this process writes (the
     others of a multi-process launch only check). A folder this run created is removed again if the run
@@ -56,20 +80,11 @@ def hold(out: Path, marker: str, *, main: bool = True) -> Iterator[None]:
         return
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    path = out / LOCK_NAME
-    lock = FileLock(path, timeout=0)
     try:
-        lock.acquire()
-    except Timeout:
-        raise DataError(out, None, f"is being written by another erckit run{_holder(path)}; wait for it to "
-                        "finish or choose another out=") from None
-    try:
-        path.write_text(f"{os.getpid()}\n")
-        yield
+        with exclusive(out / LOCK_NAME, out, "is being written by another erckit run",
+                       "wait for it to finish or choose another out="):
+            yield
     finally:
-        lock.release()
-        with contextlib.suppress(OSError):
-            path.unlink()
         if created:
             with contextlib.suppress(OSError):  # only an empty folder
                 out.rmdir()

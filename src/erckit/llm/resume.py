@@ -18,11 +18,10 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from filelock import FileLock, Timeout
-
 from erckit.data import DataError
 from erckit.formats.encoding import decode_text, read_bytes
 from erckit.predictions import prediction_from_record
+from erckit.runfolder import exclusive
 
 PARTIAL_FORMAT = 1
 
@@ -49,22 +48,15 @@ def lock_partial(path: Path) -> Iterator[None]:
     """Hold an exclusive lock beside the partial file for a whole run: a second run into the same output
     is refused instead of mixing its lines in. An empty partial file and the lock file are removed at the end."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(lock_path(path), timeout=0)
-    try:
-        lock.acquire()
-    except Timeout:
-        raise DataError(path, None, "is in use by another erckit predict writing the same --out; "
-                        "wait for it to finish or choose another --out") from None
-    try:
-        yield
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            info = path.lstat()
-            if stat.S_ISREG(info.st_mode) and info.st_size == 0:  # never a FIFO or a link given in its place
-                path.unlink()
-        lock.release()
-        with contextlib.suppress(OSError):  # a run waiting on the old file sees it unlinked and retries
-            lock_path(path).unlink()
+    with exclusive(lock_path(path), path, "is in use by another erckit predict writing the same --out",
+                   "wait for it to finish or choose another --out"):
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                info = path.lstat()
+                if stat.S_ISREG(info.st_mode) and info.st_size == 0:  # never a FIFO or a link given in its place
+                    path.unlink()
 
 
 def outcome_line(utt_id: str, outcome: Outcome) -> str:
