@@ -54,7 +54,8 @@ def saved_config(config: RunConfig) -> dict:
 def _comparable(recipe: dict) -> dict:
     """A saved recipe without where things are: `out` (a moved run stays reusable) and the train and validation
     paths (those files are compared by content, so the same data read from another place reuses the run)."""
-    data = {k: v for k, v in recipe.get("data", {}).items() if k not in ("train", "validation")}
+    data = recipe.get("data")
+    data = {k: v for k, v in data.items() if k not in ("train", "validation")} if isinstance(data, dict) else data
     return {k: v for k, v in recipe.items() if k != "out"} | {"data": data}
 
 

@@ -86,6 +86,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     read. An unfinished erckit run is refused."""
     from erckit.llm.loading import check_adapter, is_adapter, is_local_path
 
+    weights = str(Path(weights).expanduser()) if weights.startswith("~") else weights  # a hub id stays as given
     path = Path(weights)
     if is_local_path(weights) and not path.exists():
         raise DataError(weights, None, "no such model folder")
