@@ -242,3 +242,15 @@ def test_a_report_into_the_current_folder_is_written(tmp_path, monkeypatch):
     assert main(["predict", "--model", "m", "--input", str(test), "--out", "p.jsonl"]) == 0
     assert main(["evaluate", "--predictions", "p.jsonl", "--gold", str(test), "--out", "."]) == 0
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "confusion.png").is_file()
+
+
+def test_predict_never_writes_over_a_file_in_a_model_folders_subfolders(tmp_path, capsys):
+    model = tmp_path / "m"
+    assert main(["train", "--config", "tfidf", f"out={model}", f"data.train={SAMPLE / 'annotation_train.json'}"]) == 0
+    (model / "best").mkdir()
+    kept = model / "best" / "adapter_config.json"
+    kept.write_text("{}")
+    capsys.readouterr()
+    assert main(["predict", "--model", str(model), "--input", str(SAMPLE / "annotation_test.json"),
+                 "--out", str(kept)]) == 2
+    assert "is the input" in capsys.readouterr().err and kept.read_text() == "{}"

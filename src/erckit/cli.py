@@ -129,7 +129,9 @@ def _predict(args: argparse.Namespace) -> int:
     from erckit.models import check_best_so_far, load, model_info
     from erckit.predictions import moved_by_calibration, moved_note, write_predictions
 
-    model_files = [p for p in Path(args.model).iterdir() if p.is_file()] if Path(args.model).is_dir() else []
+    folders = [Path(f) for f in (args.model, args.adapter) if f and Path(f).is_dir()]
+    folders += [sub for f in folders for sub in f.iterdir() if sub.is_dir()]  # best/, encoder/, checkpoint-N/
+    model_files = [p for f in folders for p in f.iterdir() if p.is_file()]
     check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
     check_output(args.llamafactory, [args.input, args.prepared, args.out, *model_files])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
