@@ -1,8 +1,8 @@
 """The one reader of every file erckit opens: checked, then decoded (UTF-8 or GBK: BMELD's CSVs are GBK);
 JSON and JSON lines.
 
-Every input (data, predictions, a recipe, the files of a model folder, a resume file) is read by
-`read_bytes`: it must be a regular file (a FIFO, a device such as /dev/zero, also through a link, or a
+Every input erckit parses itself (data, predictions, a recipe, a model folder's settings files, a resume
+file) is read by `read_bytes`: it must be a regular file (a FIFO, a device such as /dev/zero, also through a link, or a
 folder is refused before anything is read; `open_file` never waits on a FIFO) no larger than its kind's
 limit (LIMITS: 1 GiB for an input, 16 MiB for a recipe and a model folder's settings files); then its text
 must be in one encoding. Files hashed are opened by `open_file`; weight files, read by safetensors, are
