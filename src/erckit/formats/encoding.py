@@ -2,11 +2,11 @@
 JSON and JSON lines.
 
 Every input erckit parses itself (data, predictions, a recipe, a model folder's settings files, a resume
-file) is read by `read_bytes`: it must be a regular file (a FIFO, a device such as /dev/zero, also through a link, or a
-folder is refused before anything is read; `open_file` never waits on a FIFO) no larger than its kind's
-limit (LIMITS: 1 GiB for an input, 16 MiB for a recipe and a model folder's settings files); then its text
-must be in one encoding. Files hashed are opened by `open_file`; weight files, read by safetensors, are
-checked by `check_file`.
+file) is read by `read_bytes`: it must be a regular file (a FIFO, a device such as /dev/zero, also through
+a link, or a folder is refused before anything is read; `open_file` never waits on a FIFO) no larger than
+its kind's limit (LIMITS: 1 GiB for an input, 16 MiB for a recipe and a model folder's settings files);
+then its text must be in one encoding. Files hashed are opened by `open_file`; weight files, read by
+safetensors, and the other files of a model folder, read by transformers, are checked by `check_file`.
 """
 
 from __future__ import annotations
