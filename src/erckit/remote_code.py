@@ -1,8 +1,8 @@
 """A received model folder is data, not code: the Python code a folder carries runs only when the user asks.
 
 A folder can name Python files of its own (`auto_map` in its config.json or tokenizer_config.json, which
-transformers imports under `trust_remote_code` for a model or tokenizer class it does not have itself), and its run record (erckit_llm.json) or saved recipe
-(erckit_model.json) can ask for that code to run. Neither is the user's word. Every load of a folder for
+transformers imports under `trust_remote_code` for a model or tokenizer class it does not have itself), and
+its run record (erckit_llm.json) or saved recipe (erckit_model.json) can ask for that code to run. Neither is the user's word. Every load of a folder for
 prediction goes through `check_trusted`, which refuses, before anything of the folder is imported, unless
 the user passed --trust-remote-code (`trust_remote_code=True` in the Python API). A recipe given to
 `erckit train` is the user's word: training follows its `trust_remote_code`. The same look at a folder
