@@ -1,4 +1,4 @@
-"""The design's instruction prompts: a dialogue window, the target utterance, the label question.
+"""The reference pipeline's instruction prompts: a dialogue window, the target utterance, the label question.
 
 The Chinese template reproduces the reference pipeline's prompt character for character; an English one serves English data.
 Variants: `emotion` (the reference pipeline's), `speaker` (the question names the target's speaker) and the
