@@ -9,20 +9,28 @@ other; `is_main_process` says which one writes files.
 from __future__ import annotations
 
 import os
+import sys
 
 import numpy as np
-import torch.distributed as dist
+
+
+def _dist():
+    """torch.distributed, imported when first needed (a one-process TF-IDF run never needs torch)."""
+    import torch.distributed
+
+    return torch.distributed
 
 
 def initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    """Whether a process group runs (none can before torch is imported)."""
+    return "torch" in sys.modules and _dist().is_available() and _dist().is_initialized()
 
 
 def world() -> tuple[int, int]:
     """(rank, world size) of this process: the process group's, or before it exists the launcher's
     RANK / WORLD_SIZE (set by torchrun, accelerate and deepspeed); (0, 1) when not launched so."""
     if initialized():
-        return dist.get_rank(), dist.get_world_size()
+        return _dist().get_rank(), _dist().get_world_size()
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
@@ -31,8 +39,8 @@ def is_main_process() -> bool:
 
 
 def barrier() -> None:
-    if initialized() and dist.get_world_size() > 1:
-        dist.barrier()
+    if initialized() and _dist().get_world_size() > 1:
+        _dist().barrier()
 
 
 def shard(count: int, rank: int, size: int) -> list[int]:
@@ -45,10 +53,10 @@ def shard(count: int, rank: int, size: int) -> list[int]:
 
 def _all_parts(part: tuple) -> list[tuple]:
     """Every process's `part`, in rank order (just this one outside a process group)."""
-    if not (initialized() and dist.get_world_size() > 1):
+    if not (initialized() and _dist().get_world_size() > 1):
         return [part]
-    parts: list = [None] * dist.get_world_size()
-    dist.all_gather_object(parts, part)
+    parts: list = [None] * _dist().get_world_size()
+    _dist().all_gather_object(parts, part)
     return parts
 
 
