@@ -20,7 +20,6 @@ from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.predictions import Prediction
 from erckit.predictor import Predictor
-from erckit.remote_code import check_trusted
 
 __all__ = ["MODEL_FILE", "Predictor", "load", "predict", "predict_probabilities", "train"]
 
@@ -173,14 +172,13 @@ def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = N
          trust_remote_code: bool = False) -> Predictor:
     """Load a trained model folder once. An unfinished run is refused unless `best_so_far` (kinds that keep
     their best epoch so far: bert_bigru; the predictor's `unfinished` then names the epoch). `info`: the
-    folder's erckit_model.json when already read. A folder that would run its own code is refused unless
-    `trust_remote_code` (the user's word, never the folder's: erckit.remote_code)."""
+    folder's erckit_model.json when already read. A folder that would run its own code is refused by its kind's
+    load unless `trust_remote_code` (the user's word, never the folder's: erckit.remote_code)."""
     folder = Path(folder)
     info = info or read_model_info(folder)
     if best_so_far:
         check_best_so_far(folder, info["type"])
     unfinished = _unfinished(folder, info, best_so_far)
-    check_trusted([folder], trust_remote_code)
     config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))  # unused sections: defaults
     predictor = kinds.get(info["type"]).load(folder, config, info, trust_remote_code)
     predictor.unfinished = unfinished

@@ -35,7 +35,9 @@ def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] |
 def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -> Predictor:
     """The classifier in `folder`: its best epoch (the best so far, in an unfinished run)."""
     from erckit.encoder.model import load_classifier, predict_probabilities
+    from erckit.remote_code import check_trusted
 
+    check_trusted([folder], trust_remote_code)  # before the folder's encoder is loaded
     encoder = replace(config.encoder, trust_remote_code=trust_remote_code)  # the user's word, not the folder's
     model, tokenizer = load_classifier(folder, encoder, config.classifier)
     return Predictor(folder, NAME, lambda dialogues, progress: predict_probabilities(
