@@ -6,7 +6,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: install gemma demo test test-integration test-all wheel-check bench lint clean vllm-check
+.PHONY: install gemma demo test test-integration test-all wheel-check bench bench-bmeld lint clean vllm-check
 
 # the exact CPU versions (pyproject.toml holds compatible ranges); torch==2.13.0 is the CPU wheel here
 CONSTRAINTS := constraints/cpu.txt
@@ -97,6 +97,16 @@ wheel-check: install
 
 bench: install
 	$(BIN)/python bench/bmeld_encoder.py
+
+# BENCHMARKS.md's opening table on BMELD (make bench-bmeld BMELD=/path/to/bmeld): the fixed 250-dialogue subset
+# of train that the window-form rows train on, then every method of configs/compare-bmeld.yaml; days on 2 CPU
+# cores, resumable: run it again after a stop and finished methods are reused
+bench-bmeld: gemma
+	test -n "$(BMELD)" || { echo "bench-bmeld: give the BMELD folder, make bench-bmeld BMELD=/path/to/bmeld"; exit 2; }
+	test -s runs/bmeld_subset/train_250.csv || $(BIN)/python bench/subset.py $(BMELD)/train_sent_emo.csv \
+	    --dialogues 250 --seed 0 --out runs/bmeld_subset/train_250.csv
+	$(BIN)/erckit compare --config configs/compare-bmeld.yaml train=$(BMELD)/train_sent_emo.csv \
+	    validation=$(BMELD)/dev_sent_emo.csv test=$(BMELD)/test_sent_emo.csv
 
 lint: install
 	$(BIN)/ruff check src tests bench

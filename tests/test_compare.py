@@ -10,6 +10,7 @@ import yaml
 from conftest import BMELD, REPO, SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.compare import load_compare_config, method_recipe
+from erckit.config import ConfigError
 from erckit.recipes import resolve
 
 
@@ -22,18 +23,52 @@ def test_shipped_compare_config_parses():
     splits = [f"train={SAMPLE / 'annotation_train.json'}", f"validation={SAMPLE / 'annotation_validation.json'}"]
     bmeld = load_compare_config(REPO / "configs" / "compare-bmeld.yaml", splits)  # the data comes from the command
     seeds = [f"encoder_utterance-seed{n}" for n in range(3)]
-    assert {"tfidf", *seeds, "encoder_dialogue", "gemma_dialogue", "fusion_seeds", "fusion_encoders",
-            "fusion_all"} == set(bmeld.methods)
+    subset = ["encoder_250", "gemma_dialogue_250", "gemma_window_250", "gemma_window_speaker_250",
+              "gemma_window_same_speaker_250"]
+    assert {"tfidf", *seeds, "encoder_dialogue", "gemma_dialogue", *subset, "fusion_seeds", "fusion_encoders",
+            "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
+    assert bmeld.methods["fusion_llm_encoder"].fusion == [*seeds, "gemma_dialogue"]
     assert bmeld.methods["fusion_all"].fusion == ["tfidf", *seeds, "encoder_dialogue", "gemma_dialogue"]
-    forms = load_compare_config(REPO / "configs" / "compare-forms-bmeld.yaml", splits)
-    recipes = {name: method_recipe(method, forms, Path("runs") / name).llm for name, method in forms.methods.items()
-               if name != "bert_bigru"}
+    assert {Path(bmeld.methods[name].train).resolve() for name in subset} == {
+        REPO / "runs" / "bmeld_subset" / "train_250.csv"}  # where `make bench-bmeld` draws the subset
+    recipes = {name: method_recipe(method, bmeld, Path("runs") / name).llm for name, method in bmeld.methods.items()
+               if name.startswith("gemma_") and name.endswith("_250")}
     equal = {(r.lora.rank, r.lora.dropout, r.epochs, r.lr, r.scheduler, r.warmup_ratio, r.class_weight_power,
               r.eval_steps, r.eval_subset) for r in recipes.values()}
-    assert len(equal) == 1  # the LLM methods differ in their prompt only
+    assert len(equal) == 1  # the subset's LLM methods differ in their prompt only
     assert {(r.prompt.form, r.prompt.variant, r.prompt.same_speaker) for r in recipes.values()} == {
         ("dialogue", "emotion", 0), ("window", "emotion", 0), ("window", "speaker", 0), ("window", "emotion", 2)}
+
+
+def test_a_method_trains_on_its_own_file_and_a_moved_comparison_is_reused(tmp_path, capsys):
+    subset = tmp_path / "first_dialogues.json"
+    data = json.loads((SAMPLE / "annotation_train.json").read_text(encoding="utf-8"))
+    show, dialogues = next(iter(data.items()))
+    subset.write_text(json.dumps({show: dict(list(dialogues.items())[:5])}, ensure_ascii=False), encoding="utf-8")
+    config = {"out": "compare", "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(SAMPLE / "annotation_validation.json"), "test": str(SAMPLE / "annotation_test.json"),
+              "methods": {"all": {"recipe": "tfidf"}, "some": {"recipe": "tfidf", "train": subset.name}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    out = tmp_path / "compare"
+    assert main(["compare", "--config", str(path), f"out={out}"]) == 0
+    results = json.loads((out / "comparison.json").read_text())
+    some = json.loads((out / "some" / "model" / "erckit_model.json").read_text())
+    assert some["data_sha256"]["train"] == results["some"]["scored"]["train"] != results["all"]["scored"]["train"]
+    assert results["some"]["test"]["n"] == results["all"]["test"]["n"] == 96  # scored on the same files
+    assert "`tfidf` trained on first_dialogues.json" in (out / "comparison.md").read_text()
+    capsys.readouterr()
+    out.rename(tmp_path / "moved")
+    assert main(["compare", "--config", str(path), f"out={tmp_path / 'moved'}"]) == 0
+    assert capsys.readouterr().out.count(": reusing") == 2  # nothing retrained or rescored
+    subset.unlink()  # a missing training file is named before anything trains
+    assert main(["compare", "--config", str(path), f"out={tmp_path / 'third'}"]) == 2
+    assert "first_dialogues.json" in capsys.readouterr().err and not (tmp_path / "third").exists()
+    config["methods"]["given"] = {"model": str(out), "train": subset.name}
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    with pytest.raises(ConfigError, match="'train' is a recipe's training file"):
+        load_compare_config(path)
 
 
 def test_compare_methods_chooses_among_the_files_methods():

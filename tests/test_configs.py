@@ -16,7 +16,7 @@ RECIPES = [recipes.path(name) for name in recipes.names()]
 
 
 def test_the_configs_folder_keeps_only_compare_and_launcher_configs():
-    assert {p.name for p in (REPO / "configs").glob("*.yaml")} == {"compare.yaml", "compare-bmeld.yaml", "compare-forms-bmeld.yaml"}
+    assert {p.name for p in (REPO / "configs").glob("*.yaml")} == {"compare.yaml", "compare-bmeld.yaml"}
     assert [p.stem for p in RECIPES] == ["baichuan2-13b-lora", "bert_bigru", "gemma-270m-dialogue",
                                          "gemma-270m-lora", "qwen2.5-7b-instruct-lora", "tfidf"]
 

@@ -24,11 +24,11 @@ from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_y
 from erckit.data import DataError, Dialogue, dialogue_ids, gold_labels, iter_utterances
 from erckit.ensemble import choose_weights, probability_matrix, weight_shares
 from erckit.formats import read_dialogues
-from erckit.formats.encoding import read_json
+from erckit.formats.encoding import check_file, read_json
 from erckit.intervals import bootstrap, paired_difference
 from erckit.labels import LABELS
 from erckit.metrics import scores
-from erckit.models import MODEL_FILE, load, read_model_info, saved_config, train
+from erckit.models import MODEL_FILE, comparable, load, read_model_info, saved_config, train
 from erckit.models import OUTPUT_NAMES as MODEL_OUTPUT_NAMES
 from erckit.plots import new_figure, save_figure
 from erckit.predictions import Prediction, from_probabilities, read_predictions, write_predictions
@@ -50,10 +50,13 @@ class Method:
     """A recipe and its overrides, `model`: a finished erckit model folder trained on the same split, or
     `fusion`: other methods whose probabilities are averaged (`weights`, or chosen on validation when null).
     A recipe with `seeds` is trained once per seed (methods `<name>-seed<N>`, with train.seed=N); their mean and
-    spread are reported, and a fusion that names `<name>` averages all its seeds."""
+    spread are reported, and a fusion that names `<name>` averages all its seeds. `train`: a recipe's own
+    training file instead of the comparison's (a fixed subset of it, for a method too slow for all of it); the
+    summary names it, and the method is scored on the comparison's validation and test like every other."""
 
     recipe: str | None = None
     overrides: list[str] = field(default_factory=list)
+    train: str | None = None
     model: str | None = None
     fusion: list[str] = field(default_factory=list)
     weights: list[float] | None = None
@@ -89,7 +92,8 @@ def _relative_to(folder: Path, data: dict) -> dict:
     methods = data.get("methods")
     if isinstance(methods, dict):
         data["methods"] = {
-            name: {k: resolve(v) if k == "model" or (k == "recipe" and _is_path(v)) else v for k, v in spec.items()}
+            name: {k: resolve(v) if k in ("model", "train") or (k == "recipe" and _is_path(v)) else v
+                   for k, v in spec.items()}
             if isinstance(spec, dict) else spec
             for name, spec in methods.items()
         }
@@ -131,6 +135,9 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
         if unknown := [m for m in method.fusion if m not in members]:
             raise ConfigError(f"{path}: method {name!r}: fusion member {unknown[0]!r} is not a trained method of "
                               f"this comparison ({', '.join(members)})")
+        if method.train is not None and method.recipe is None:
+            raise ConfigError(f"{path}: method {name!r}: 'train' is a recipe's training file; a model or a fusion "
+                              "is not trained here")
         if method.fusion and len(method.fusion) < 2:
             raise ConfigError(f"{path}: method {name!r}: a fusion needs two or more methods")
         if method.weights is not None and len(method.weights) != len(method.fusion):
@@ -171,6 +178,8 @@ def compare_inputs(config: CompareConfig, path: str | Path | None) -> list[Path]
     for method in config.methods.values():
         if method.recipe is not None:
             files.append(resolve(method.recipe))
+        if method.train is not None:
+            files.append(Path(method.train))
         if method.model is not None and Path(method.model).is_dir():
             files += [p for p in Path(method.model).iterdir() if p.is_file()]
     return files
@@ -201,7 +210,8 @@ def _expand_seeds(methods: dict[str, Method], config: CompareConfig, path: str |
             raise ConfigError(f"{path}: method {name!r}: seeds need a recipe and distinct seeds")
         config.seed_groups[name] = [f"{name}-seed{seed}" for seed in method.seeds]
         for seed, seeded in zip(method.seeds, config.seed_groups[name], strict=True):
-            expanded[seeded] = Method(recipe=method.recipe, overrides=[*method.overrides, f"train.seed={seed}"])
+            expanded[seeded] = Method(recipe=method.recipe, overrides=[*method.overrides, f"train.seed={seed}"],
+                                      train=method.train)
     for method in expanded.values():
         method.fusion = [m for member in method.fusion for m in config.seed_groups.get(member, [member])]
     return expanded
@@ -235,9 +245,14 @@ def seed_table(summary: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def training_file(method: Method, config: CompareConfig) -> str:
+    """The file a recipe method trains on: its own `train`, else the comparison's."""
+    return method.train or config.train
+
+
 def method_recipe(method: Method, config: CompareConfig, folder: Path) -> RunConfig:
-    """The method's recipe on the comparison's split, trained into `folder/model`."""
-    data = [f"data.{k}={getattr(config, k)}" for k in ("train", "validation") if getattr(config, k)]
+    """The method's recipe on the comparison's split (or its own training file), trained into `folder/model`."""
+    data = [f"data.train={training_file(method, config)}", f"data.validation={config.validation}"]
     data += ["data.test=null", f"data.format={config.format or 'null'}", f"data.text_column={config.text_column or 'null'}"]
     return load_config(method.recipe, [*method.overrides, *data, f"out={folder / 'model'}"])
 
@@ -263,14 +278,15 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     model, run_config, info = trained
     recipe = info["config"] if run_config is None else saved_config(run_config)
     result_path = folder / RESULT_FILE
-    scored = {split: sha256(Path(getattr(config, split))) for split in ("train", *splits)}  # trained and scored on
+    scored = {split: sha256(Path(getattr(config, split))) for split in splits}  # trained and scored on
+    scored = {"train": sha256(Path(training_file(method, config)))} | scored
     if not info and (model / MODEL_FILE).exists():
         info = read_model_info(model)  # a run of an earlier comparison: reused, or retrained below
-    if result_path.exists():
+    if result_path.exists():  # the same recipe, wherever its folder and files are, on the same data
         previous = read_json(result_path, "settings")
-        if isinstance(previous, dict) and (previous.get("recipe"), previous.get("scored"), previous.get("calibration")) == (
-            recipe, scored, info.get("calibration")
-        ):
+        if isinstance(previous, dict) and isinstance(previous.get("recipe"), dict) and (
+            comparable(previous["recipe"]), previous.get("scored"), previous.get("calibration")
+        ) == (comparable(recipe), scored, info.get("calibration")):
             print(f"{name}: reusing {result_path}")
             return previous
     started = time.perf_counter()
@@ -396,7 +412,8 @@ def describe_method(name: str, method: Method, result: dict) -> str:
         return f"fusion of {', '.join(method.fusion)}, {shares} ({chosen})"
     if method.model is not None:
         return f"model {method.model}"
-    return " ".join([f"`{method.recipe}`", *(f"`{o}`" for o in method.overrides)])
+    trained_on = [f"trained on {Path(method.train).name}"] if method.train else []
+    return " ".join([f"`{method.recipe}`", *(f"`{o}`" for o in method.overrides), *trained_on])
 
 
 def summary_table(results: dict[str, dict], config: CompareConfig) -> str:
@@ -461,6 +478,8 @@ def compare(config: CompareConfig, config_file: str | Path | None = None, *,
     the comparison's file, an input too (`check_outputs` runs first). `trust_remote_code`: the given `model:`
     folders' own code may run (--trust-remote-code)."""
     check_outputs(config, config_file)
+    for file in {training_file(m, config) for m in config.methods.values() if m.recipe is not None}:
+        check_file(file, "input")  # every training file there before the first method trains
     splits = {}
     for split in SCORED_SPLITS:
         path = getattr(config, split)

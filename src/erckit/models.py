@@ -50,7 +50,7 @@ def saved_config(config: RunConfig) -> dict:
     return kinds.kept(config.model, to_dict(config))
 
 
-def _comparable(recipe: dict) -> dict:
+def comparable(recipe: dict) -> dict:
     """A saved recipe without where things are: `out` (a moved run stays reusable) and the train and validation
     paths (those files are compared by content, so the same data read from another place reuses the run)."""
     data = recipe.get("data")
@@ -69,7 +69,7 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
         before = saved_config(from_dict(RunConfig, previous["config"], str(out / MODEL_FILE)))
     except ConfigError:
         before = previous["config"]
-    if key := kinds.first_difference(_comparable(before), _comparable(saved_config(config))):
+    if key := kinds.first_difference(comparable(before), comparable(saved_config(config))):
         raise ConfigError(f"{out} holds a run of another recipe ({key} differs); choose another out= or remove it")
     if "data_sha256" not in previous:
         raise ConfigError(f"{out} holds a run that recorded no hash of its data (an older erckit), so it cannot be "

@@ -34,6 +34,7 @@ from transformers import (
     TrainingArguments,
     set_seed,
 )
+from transformers.trainer_callback import ExportableState
 
 from erckit.config import ConfigError, LLMConfig, RunConfig
 from erckit.data import DataError, Dialogue, first_utterances
@@ -137,6 +138,7 @@ def training_arguments(config: RunConfig, out: Path, evaluate: bool) -> Training
         greater_is_better=True, report_to=list(config.report_to), seed=config.train.seed, deepspeed=llm.deepspeed and deepspeed_config(llm.deepspeed),
         use_cpu=not torch.cuda.is_available(), dataloader_num_workers=0, remove_unused_columns=False,
         ddp_find_unused_parameters=False,  # every trainable weight is used in every step
+        restore_callback_states_from_checkpoint=True,  # the TrainingClock's seconds so far
         disable_tqdm=False, **precision_flags(llm.precision),
     )
 
@@ -272,6 +274,31 @@ def _last_checkpoint(out: Path) -> Path | None:
     return complete[-1] if complete else None
 
 
+class TrainingClock(TrainerCallback, ExportableState):
+    """Training wall time summed over a run's resumed parts: kept in each checkpoint's trainer state, which the
+    Trainer restores on resume, so a resumed run reports all of its training time, not its last part's."""
+
+    def __init__(self, seconds: float = 0.0):
+        self.seconds = seconds  # of the parts before this one
+        self.started = time.perf_counter()
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started = time.perf_counter()
+
+    def total(self) -> float:
+        return self.seconds + time.perf_counter() - self.started
+
+    def state(self) -> dict:
+        return {"args": {"seconds": self.total()}, "attributes": {}}
+
+
+def training_seconds(trainer: Trainer, finished: TrainerState | None) -> float:
+    """The run's training time: its clock, or the one saved in the finished state it was reused from."""
+    if finished is not None:
+        return (finished.stateful_callbacks.get(TrainingClock.__name__) or {}).get("args", {}).get("seconds", 0.0)
+    return next(c for c in trainer.callback_handler.callbacks if isinstance(c, TrainingClock)).total()
+
+
 def finished_state(checkpoint: Path | None) -> TrainerState | None:
     """The state of a checkpoint saved at the run's last step (resuming from it would train one step more)."""
     if checkpoint is None:
@@ -353,12 +380,11 @@ def train_llm(
     trainer = MacroF1Trainer(
         model=model, args=args, train_dataset=train_set,
         eval_dataset=train_set.select(range(1)) if val_dialogues else None,  # unused: evaluate() scores labels
-        data_collator=collator, processing_class=tokenizer, callbacks=list(callbacks),
+        data_collator=collator, processing_class=tokenizer, callbacks=[TrainingClock(), *callbacks],
         validation=val_dialogues, record=record,
     )
     full_fsdp_state(trainer)
     resume = _last_checkpoint(out)
-    started = time.perf_counter()
     if (done := finished_state(resume)) is not None:
         print(f"{out}: {resume.name} was saved at the last step; nothing left to train")
         trainer.state = done
@@ -367,7 +393,7 @@ def train_llm(
             print(f"resuming {out} from {resume.name}")
         with _checkpoint_writes_named(out):
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    seconds = time.perf_counter() - started
+    seconds = training_seconds(trainer, done)
     best = trainer.state.best_model_checkpoint
     if best is None:
         trainer.save_model(str(out / BEST))  # no validation: the last weights (all processes take part)
@@ -387,6 +413,7 @@ def train_llm(
     return {
         "best_checkpoint": best, "best_macro_f1": trainer.state.best_metric,
         "global_step": trainer.state.global_step, "train_seconds": seconds,
+        "tokens_per_epoch": sum(map(len, train_set["input_ids"])),
         "validation_utterances": val_count, "prompt": asdict(prompts),
         "history": [h for h in trainer.state.log_history if "loss" in h or "eval_macro_f1" in h],
     }
