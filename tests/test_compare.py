@@ -1,6 +1,7 @@
 """`erckit compare` on the sample: one table, one chart, finished runs reused."""
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -268,6 +269,12 @@ def test_a_fusion_takes_weights_from_validation_only_and_every_score_has_an_inte
     assert f"{results['fused']['validation']['macro_f1']:.4f}§" in fused_row
     assert f"{results['fused']['test']['macro_f1']:.4f} ({low:.3f}–{high:.3f})" in fused_row
     assert "`tfidf` `tfidf.ngram_max=1` `tfidf.c=0.1`" in rows[order.index("words")]
+    from erckit.models import source_commit
+
+    commit = source_commit()  # the checkout that trained them (None in a copy without git: then "—")
+    assert commit is None or commit.split("+")[0] in subprocess.run(["git", "log", "-1", "--format=%H"], cwd=REPO, check=False,
+                                                                     capture_output=True, text=True).stdout
+    assert all(row.endswith(f" | {commit or '—'} |") for row in rows)  # every row, the fusion's from its members
 
 
 @pytest.mark.parametrize("fusion", [["a", "b"], ["a", "fused"], ["a"]])

@@ -288,7 +288,7 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
             comparable(previous["recipe"]), previous.get("scored"), previous.get("calibration")
         ) == (comparable(recipe), scored, info.get("calibration")):
             print(f"{name}: reusing {result_path}")
-            return previous
+            return previous | {"commit": info.get("erckit_commit")}
     started = time.perf_counter()
     if run_config is not None:
         print(f"{name}: training ({method.recipe})")
@@ -308,6 +308,7 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
         if result["calibration"]:
             result[f"{split}_calibration"] = _calibration_fit(info, scored[split])
     result["summary"] = {k: v for k, v in info.get("summary", {}).items() if k != "history"}
+    result["commit"] = info.get("erckit_commit")  # the erckit source that trained it, when recorded
     write_text_atomic(result_path, json.dumps(result, indent=2) + "\n")
     return result
 
@@ -336,8 +337,10 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
         chosen = "validation macro-F1"
     shares = weight_shares(weights, len(weights))
     members = [results[m] for m in method.fusion]
+    commits = sorted({r["commit"] for r in members if r.get("commit")})
     result = {"fusion": method.fusion, "weights": shares, "weights_from": chosen,
-              "train_seconds": round(sum(r["train_seconds"] for r in members), 1)}
+              "train_seconds": round(sum(r["train_seconds"] for r in members), 1),
+              "commit": ", ".join(commits) if commits else None}
     for split, dialogues in splits.items():
         predictions = from_probabilities(ids[split], sum(w * p for w, p in zip(shares, probs[split], strict=True)))
         write_predictions(method_folder(config, name) / predictions_file(split), predictions)
@@ -418,13 +421,14 @@ def describe_method(name: str, method: Method, result: dict) -> str:
 
 def summary_table(results: dict[str, dict], config: CompareConfig) -> str:
     """One row per method, best validation macro-F1 first (validation chooses; test reports): validation and
-    test macro-F1 with their 95% intervals over dialogues, test weighted-F1, training time."""
+    test macro-F1 with their 95% intervals over dialogues, test weighted-F1, training time, and the erckit
+    commit that trained it (— when its run did not record one)."""
     splits = [s for s in SCORED_SPLITS if all(s in r for r in results.values())]
     if splits != list(SCORED_SPLITS):
         return ""
     header = ("| method | recipe | validation macro-F1 (95% interval) | test macro-F1 (95% interval) "
-              "| test weighted-F1 | training |")
-    lines, notes = [header, "|---|---|---|---|---|---|"], {}
+              "| test weighted-F1 | training | commit |")
+    lines, notes = [header, "|---|---|---|---|---|---|---|"], {}
     for name, r in sorted(results.items(), key=lambda item: -item[1]["validation"]["macro_f1"]):
         cells = []
         for split in SCORED_SPLITS:
@@ -436,7 +440,7 @@ def summary_table(results: dict[str, dict], config: CompareConfig) -> str:
                 notes[mark] = note
             cells.append(f"{r[split]['macro_f1']:.4f}{mark} ({low:.3f}–{high:.3f})")
         lines.append(f"| {name} | {describe_method(name, config.methods[name], r)} | {cells[0]} | {cells[1]} | "
-                     f"{r['test']['weighted_f1']:.4f} | {r['train_seconds'] / 60:.0f} min |")
+                     f"{r['test']['weighted_f1']:.4f} | {r['train_seconds'] / 60:.0f} min | {r.get('commit') or '—'} |")
     return "\n".join(["## Summary", "", *lines, "", *notes.values(), ""])
 
 

@@ -7,6 +7,7 @@ summary) next to its weights. What differs by kind lives in `erckit.kinds`.
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +39,25 @@ def read_model_info(folder: str | Path) -> dict:
     if not isinstance(info, dict) or not isinstance(info.get("type"), str) or not isinstance(info.get("config"), dict):
         raise DataError(path, None, 'expected an object with "type" and "config" (written by erckit train)')
     return info
+
+
+def source_commit() -> str | None:
+    """The git commit of the erckit source that runs (`+dirty` when it has uncommitted changes), None when erckit
+    is not run from its own git checkout (an installed wheel): which code trained a model, for its record."""
+    source = Path(__file__).resolve().parent
+
+    def git(*args: str) -> str | None:
+        try:
+            done = subprocess.run(["git", "-C", str(source), *args], check=False, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    top = git("rev-parse", "--show-toplevel")
+    if top is None or Path(top).resolve() / "src" / "erckit" != source:  # erckit's own checkout, not a project around it
+        return None
+    commit = git("rev-parse", "--short", "HEAD")
+    return commit and commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def _has_progress(out: Path) -> bool:
@@ -118,7 +138,7 @@ def _train(config: RunConfig, out: Path, main: bool) -> dict:
         print(f"{out} already holds this finished run; reusing it")
         return previous | {"reused": True}
     info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__,
-            "config": saved_config(config), "data_sha256": digest}
+            "erckit_commit": source_commit(), "config": saved_config(config), "data_sha256": digest}
     if main:
         write_text_atomic(out / MODEL_FILE, json.dumps(info | {"finished": False}, indent=2) + "\n")
     summary = kinds.get(config.model).train(config, train_dialogues, validation, out)
