@@ -63,6 +63,8 @@ def test_a_method_trains_on_its_own_file_and_a_moved_comparison_is_reused(tmp_pa
     out.rename(tmp_path / "moved")
     assert main(["compare", "--config", str(path), f"out={tmp_path / 'moved'}"]) == 0
     assert capsys.readouterr().out.count(": reusing") == 2  # nothing retrained or rescored
+    moved = json.loads((tmp_path / "moved" / "comparison.json").read_text())
+    assert moved["some"]["model"] == str(tmp_path / "moved" / "some" / "model")  # where the model is now
     subset.unlink()  # a missing training file is named before anything trains
     assert main(["compare", "--config", str(path), f"out={tmp_path / 'third'}"]) == 2
     assert "first_dialogues.json" in capsys.readouterr().err and not (tmp_path / "third").exists()
