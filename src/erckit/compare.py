@@ -288,7 +288,7 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
             comparable(previous["recipe"]), previous.get("scored"), previous.get("calibration")
         ) == (comparable(recipe), scored, info.get("calibration")):
             print(f"{name}: reusing {result_path}")
-            return previous | {"model": str(model), "commit": info.get("erckit_commit")}  # where it is now
+            return previous | {"model": str(model), "commit": info.get("erckit_commit") or previous.get("commit")}
     started = time.perf_counter()
     if run_config is not None:
         print(f"{name}: training ({method.recipe})")
