@@ -129,7 +129,8 @@ class StopAt(TrainerCallback):
 
 
 @pytest.mark.integration
-def test_killed_run_resumes_at_the_right_step(setup, tmp_path, capsys):
+@pytest.mark.parametrize("clock", [1000.0, None], ids=["clock-kept", "checkpoint-before-the-clock"])
+def test_killed_run_resumes_at_the_right_step(clock, setup, tmp_path, capsys):
     out = tmp_path / "run"
     config = recipe(setup, out)
     with pytest.raises(KeyboardInterrupt):
@@ -138,13 +139,16 @@ def test_killed_run_resumes_at_the_right_step(setup, tmp_path, capsys):
     state_file = out / "checkpoint-8" / "trainer_state.json"
     state = json.loads(state_file.read_text())
     assert 0 < state["stateful_callbacks"]["TrainingClock"]["args"]["seconds"] < 600  # the time to step 8
-    state["stateful_callbacks"]["TrainingClock"]["args"]["seconds"] = 1000.0  # as if the first part took longer
+    if clock is None:  # a checkpoint of an erckit that kept no clock
+        del state["stateful_callbacks"]["TrainingClock"]
+    else:
+        state["stateful_callbacks"]["TrainingClock"]["args"]["seconds"] = clock  # as if the first part took longer
     state_file.write_text(json.dumps(state))
     capsys.readouterr()
     summary = train_llm(config, setup["train_dialogues"], setup["dev_dialogues"], out)
     assert f"resuming {out} from checkpoint-8" in capsys.readouterr().out
     assert summary["global_step"] == 24
-    assert 1000 < summary["train_seconds"] < 1600  # the resumed part added to the first's
+    assert (clock or 0) < summary["train_seconds"] < (clock or 0) + 600  # the resumed part added to the first's
     assert summary["tokens_per_epoch"] > sum(len(d.utterances) for d in setup["train_dialogues"])
     steps = [h["step"] for h in summary["history"] if "loss" in h]
     assert steps == sorted(set(steps)) and steps[-1] == 24  # every logged step once, none repeated

@@ -284,6 +284,8 @@ class TrainingClock(TrainerCallback, ExportableState):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.started = time.perf_counter()
+        # a checkpoint saved before erckit kept this clock resumes without it: the Trainer's save expects the key
+        state.stateful_callbacks.setdefault(type(self).__name__, self.state())
 
     def total(self) -> float:
         return self.seconds + time.perf_counter() - self.started
