@@ -11,7 +11,7 @@ import yaml
 from conftest import BMELD, REPO, SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.compare import load_compare_config, method_recipe
-from erckit.config import ConfigError
+from erckit.config import ConfigError, RunConfig, to_dict
 from erckit.recipes import resolve
 
 
@@ -61,6 +61,11 @@ def test_a_method_trains_on_its_own_file_and_a_moved_comparison_is_reused(tmp_pa
     assert "`tfidf` trained on first_dialogues.json" in (out / "comparison.md").read_text()
     capsys.readouterr()
     out.rename(tmp_path / "moved")
+    older = tmp_path / "moved" / "all" / "result.json"  # as an older erckit wrote it: every section, no report_to
+    result = json.loads(older.read_text())
+    flat = to_dict(RunConfig(model="tfidf")) | {"data": result["recipe"]["data"], "tfidf": result["recipe"]["tfidf"]}
+    del flat["report_to"]
+    older.write_text(json.dumps(result | {"recipe": flat}))
     assert main(["compare", "--config", str(path), f"out={tmp_path / 'moved'}"]) == 0
     assert capsys.readouterr().out.count(": reusing") == 2  # nothing retrained or rescored
     moved = json.loads((tmp_path / "moved" / "comparison.json").read_text())

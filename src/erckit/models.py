@@ -70,9 +70,15 @@ def saved_config(config: RunConfig) -> dict:
     return kinds.kept(config.model, to_dict(config))
 
 
-def comparable(recipe: dict) -> dict:
-    """A saved recipe without where things are: `out` (a moved run stays reusable) and the train and validation
-    paths (those files are compared by content, so the same data read from another place reuses the run)."""
+def comparable(recipe: dict, where: str = "a saved recipe") -> dict:
+    """A saved recipe as it is compared for reuse: read as a recipe of today's erckit and cut to its kind's
+    keys (an older erckit saved every section, and lacked keys added since), without where things are: `out`
+    (a moved run stays reusable) and the train and validation paths (those files are compared by content, so
+    the same data read from another place reuses the run). `where`: the file it came from, for errors."""
+    try:
+        recipe = saved_config(from_dict(RunConfig, recipe, where))
+    except ConfigError:
+        pass  # not a recipe of today's erckit: compared as it is (and found different)
     data = recipe.get("data")
     data = {k: v for k, v in data.items() if k not in ("train", "validation")} if isinstance(data, dict) else data
     return {k: v for k, v in recipe.items() if k != "out"} | {"data": data}
@@ -85,11 +91,8 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
     previous = read_model_info(out)
     if not previous.get("finished") and not _has_progress(out):
         return None  # a run stopped before its first checkpoint: nothing to keep
-    try:  # an older folder keeps every kind's sections: read as a recipe, compared on this kind's keys
-        before = saved_config(from_dict(RunConfig, previous["config"], str(out / MODEL_FILE)))
-    except ConfigError:
-        before = previous["config"]
-    if key := kinds.first_difference(comparable(before), comparable(saved_config(config))):
+    if key := kinds.first_difference(comparable(previous["config"], str(out / MODEL_FILE)),
+                                     comparable(saved_config(config))):
         raise ConfigError(f"{out} holds a run of another recipe ({key} differs); choose another out= or remove it")
     if "data_sha256" not in previous:
         raise ConfigError(f"{out} holds a run that recorded no hash of its data (an older erckit), so it cannot be "
