@@ -278,8 +278,8 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     model, run_config, info = trained
     recipe = info["config"] if run_config is None else saved_config(run_config)
     result_path = folder / RESULT_FILE
-    scored = {split: sha256(Path(getattr(config, split))) for split in splits}  # trained and scored on
-    scored = {"train": sha256(Path(training_file(method, config)))} | scored
+    trained_on = {"train": training_file(method, config)} | {split: getattr(config, split) for split in splits}
+    scored = {split: sha256(Path(path)) for split, path in trained_on.items()}  # trained and scored on
     if not info and (model / MODEL_FILE).exists():
         info = read_model_info(model)  # a run of an earlier comparison: reused, or retrained below
     if result_path.exists():  # the same recipe, wherever its folder and files are, on the same data
