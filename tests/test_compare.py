@@ -134,6 +134,44 @@ def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsy
     assert json.loads((out / "comparison.json").read_text())["tfidf_3gram"]["test"]["n"] < 96
 
 
+def test_the_pairs_a_comparison_names_get_their_paired_difference_on_every_split(tmp_path, capsys):
+    from erckit.data import dialogue_ids, gold_labels, iter_utterances
+    from erckit.formats import read_dialogues
+    from erckit.intervals import paired_difference
+    from erckit.predictions import read_predictions
+
+    config = {"out": str(tmp_path / "compare"), "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(SAMPLE / "annotation_validation.json"), "test": str(SAMPLE / "annotation_test.json"),
+              "methods": {"one": {"recipe": "tfidf", "overrides": ["tfidf.ngram_max=1"]},
+                          "three": {"recipe": "tfidf", "seeds": [0, 1]}},
+              "pairs": [["one", "three-seed1"]]}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 0
+    out = tmp_path / "compare"
+    results = json.loads((out / "comparison.json").read_text())
+    dialogues = read_dialogues(SAMPLE / "annotation_test.json")
+    ids = [u.id for u in iter_utterances(dialogues)]
+    gold = gold_labels(dialogues, "test")
+    one, three = (read_predictions(out / name / "predictions_test.jsonl") for name in ("one", "three-seed1"))
+    expected = paired_difference([gold[i] for i in ids], [one[i].label for i in ids], [three[i].label for i in ids],
+                                 dialogue_ids(dialogues))
+    assert results["one"]["test_pairs"]["three-seed1"] == expected
+    assert expected["difference"] == pytest.approx(results["one"]["test"]["macro_f1"] - results["three-seed1"]["test"]["macro_f1"])
+    low, high = expected["interval"]
+    table = (out / "comparison.md").read_text(encoding="utf-8")
+    assert f"| one − three-seed1 | {results['one']['validation_pairs']['three-seed1']['difference']:+.4f}" in table
+    assert f"{expected['difference']:+.4f} ({low:+.3f} to {high:+.3f}) |" in table
+    capsys.readouterr()
+    assert main(["compare", "--config", str(path), "--methods", "one"]) == 0  # a pair of methods left out is left out
+    assert "Pairs named" not in (out / "comparison.md").read_text(encoding="utf-8")
+    for pairs, problem in (([["one", "one"]], "two different method names"), ([["one", "tree"]], "no method 'tree'"),
+                           ([["one", "three"]], "'three' has several seeds"), ([["one", "three-seed5"]], "no method 'three-seed5'")):
+        path.write_text(yaml.safe_dump(config | {"pairs": pairs}), encoding="utf-8")
+        with pytest.raises(ConfigError, match=problem):
+            load_compare_config(path)
+
+
 def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_path):
     from erckit.config import load_config
     from erckit.models import train

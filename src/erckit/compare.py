@@ -3,7 +3,7 @@
 Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, a finished model folder, or a
 fusion of earlier methods (their probabilities averaged, weights chosen on validation only); each is scored on
 validation (and test, when labelled), with bootstrap intervals over dialogues and paired differences against
-the best method. A method whose result.json exists for the same recipe, the same training
+the best method and between the `pairs` the file names. A method whose result.json exists for the same recipe, the same training
 and scored files (by content) and the same stored calibration is reused, not recomputed; a killed comparison
 resumes with the next unfinished method.
 """
@@ -74,6 +74,7 @@ class CompareConfig:
     format: str | None = None
     text_column: str | None = None
     methods: dict[str, Method] = field(default_factory=dict)
+    pairs: list[list[str]] = field(default_factory=list)  # [first, second]: first minus second, paired by dialogue
     seed_groups: dict[str, list[str]] = field(default_factory=dict)  # a seeded recipe -> its methods, one per seed
 
 
@@ -111,6 +112,7 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
 
     data = apply_overrides(_relative_to(Path(path).parent, read_yaml(path)), list(overrides))
     methods = data.pop("methods", None)
+    declared = set(methods) if isinstance(methods, dict) else set()  # pairs may name methods dropped here
     if isinstance(methods, dict):  # methods.<name>=null drops a method
         methods = {name: spec for name, spec in methods.items() if spec is not None}
         for name in methods:
@@ -145,6 +147,7 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
                               "fusion members")
     if config.train is None or config.validation is None:
         raise ConfigError(f"{path}: train and validation are required")
+    config.pairs = _checked_pairs(config, declared, path)
     for name, method in config.methods.items():  # every recipe value is checked before anything is trained
         if method.recipe is not None:
             try:
@@ -152,6 +155,25 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
             except ConfigError as err:
                 raise ConfigError(f"{path}: method {name!r}: {err}") from None
     return config
+
+
+def _checked_pairs(config: CompareConfig, declared: set[str], path: str | Path) -> list[list[str]]:
+    """The pairs whose two methods both run (a method left out by --methods or methods.<name>=null drops its
+    pairs). Refused: a pair that is not two different methods of the file (`declared`; one seed of a seeded
+    recipe is `<name>-seed<N>`) or names a seeded recipe as a whole."""
+    kept = []
+    for pair in config.pairs:
+        if not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1]:
+            raise ConfigError(f"{path}: pairs: {pair!r} is not two different method names [first, second]")
+        for name in pair:
+            if name in config.seed_groups:
+                raise ConfigError(f"{path}: pairs: {name!r} has several seeds: name one ({config.seed_groups[name][0]!r})")
+            seeded = re.sub(r"-seed\d+$", "", str(name))
+            if (name not in declared and seeded not in declared) or name not in config.seed_groups.get(seeded, [name]):
+                raise ConfigError(f"{path}: pairs: no method {name!r} (methods: {', '.join(sorted(declared))})")
+        if all(name in config.methods for name in pair):
+            kept.append(pair)
+    return kept
 
 
 def check_method_name(name: object, path: str | Path) -> None:
@@ -363,6 +385,20 @@ def paired(config: CompareConfig, results: dict[str, dict], split: str, dialogue
             for name in results if name != best}
 
 
+def pair_differences(config: CompareConfig, results: dict[str, dict], split: str,
+                     dialogues: list[Dialogue]) -> dict[tuple[str, str], dict]:
+    """Each of the file's `pairs`: the paired bootstrap of first minus second on `split`."""
+    ids = [u.id for u in iter_utterances(dialogues)]
+    gold = gold_labels(dialogues, getattr(config, split))
+    groups = dialogue_ids(dialogues)
+    differences = {}
+    for first, second in config.pairs:
+        labels = [read_predictions(method_folder(config, name) / predictions_file(split)) for name in (first, second)]
+        differences[first, second] = paired_difference(
+            [gold[i] for i in ids], *([by_id[i].label for i in ids] for by_id in labels), groups)
+    return differences
+
+
 def _calibration_fit(info: dict, scored_sha256: str) -> dict:
     """Where a calibrated model's offsets were fitted: on the scored file itself (then its score there is
     in-sample, and the cross-fitted figure of `erckit calibrate` is the honest one), elsewhere, or unrecorded."""
@@ -444,6 +480,21 @@ def summary_table(results: dict[str, dict], config: CompareConfig) -> str:
     return "\n".join(["## Summary", "", *lines, "", *notes.values(), ""])
 
 
+def pairs_table(differences: dict[str, dict[tuple[str, str], dict]]) -> str:
+    """The file's pairs, first minus second, on each scored split: the difference and its 95% interval."""
+    if not differences or not next(iter(differences.values())):
+        return ""
+    splits = list(differences)
+    lines = ["Pairs named in the comparison's file, paired bootstrap over dialogues (macro-F1, first minus second):",
+             "", "| pair | " + " | ".join(f"{s} difference (95% interval)" for s in splits) + " |",
+             "|---|" + "---|" * len(splits)]
+    for first, second in differences[splits[0]]:
+        cells = [differences[s][first, second] for s in splits]
+        lines.append(f"| {first} − {second} | " + " | ".join(
+            f"{d['difference']:+.4f} ({d['interval'][0]:+.3f} to {d['interval'][1]:+.3f})" for d in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def paired_table(differences: dict[str, dict]) -> str:
     """The paired bootstrap of each method against the best: is the gap more than the data's noise?"""
     if not differences:
@@ -501,8 +552,11 @@ def compare(config: CompareConfig, config_file: str | Path | None = None, *,
     for name, method in config.methods.items():  # fusions after the methods they average
         if method.fusion:
             results[name] = run_fusion(name, method, config, splits, results)
-    parts, charts = [summary_table(results, config)], {}
+    pairs = {split: pair_differences(config, results, split, dialogues) for split, dialogues in splits.items()}
+    parts, charts = [summary_table(results, config), pairs_table(pairs)], {}
     for split, dialogues in splits.items():
+        for (first, second), difference in pairs[split].items():
+            results[first].setdefault(f"{split}_pairs", {})[second] = difference
         differences = paired(config, results, split, dialogues) if len(results) > 1 else {}
         for name, difference in differences.items():
             results[name][f"{split}_paired"] = difference
