@@ -99,11 +99,12 @@ bench: install
 	$(BIN)/python bench/bmeld_encoder.py
 
 # BENCHMARKS.md's opening table on BMELD (make bench-bmeld BMELD=/path/to/bmeld): the fixed 250-dialogue subset
-# of train that the window-form rows train on, then every method of configs/compare-bmeld.yaml; days on 2 CPU
+# of train that the window-form rows train on (drawn again each time: the same file gives the same subset, and
+# another copy of BMELD its own), then every method of configs/compare-bmeld.yaml; days on 2 CPU
 # cores, resumable: run it again after a stop and finished methods are reused
 bench-bmeld: gemma
 	test -n "$(BMELD)" || { echo "bench-bmeld: give the BMELD folder, make bench-bmeld BMELD=/path/to/bmeld"; exit 2; }
-	test -s runs/bmeld_subset/train_250.csv || $(BIN)/python bench/subset.py $(BMELD)/train_sent_emo.csv \
+	$(BIN)/python bench/subset.py $(BMELD)/train_sent_emo.csv \
 	    --dialogues 250 --seed 0 --out runs/bmeld_subset/train_250.csv
 	$(BIN)/erckit compare --config configs/compare-bmeld.yaml train=$(BMELD)/train_sent_emo.csv \
 	    validation=$(BMELD)/dev_sent_emo.csv test=$(BMELD)/test_sent_emo.csv

@@ -322,7 +322,7 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     predictor = load(model, info=info, trust_remote_code=trusted)
     for split, dialogues in splits.items():
         started = time.perf_counter()
-        predictions = predictor.predict(dialogues)
+        predictions = predictor.predict(dialogues, progress=True)  # a bar on a terminal, as predict's
         seconds = time.perf_counter() - started
         write_predictions(folder / predictions_file(split), predictions)
         result[split] = _scored(predictions, dialogues, getattr(config, split))
