@@ -3,9 +3,9 @@
 Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, a finished model folder, or a
 fusion of earlier methods (their probabilities averaged, weights chosen on validation only); each is scored on
 validation (and test, when labelled), with bootstrap intervals over dialogues and paired differences against
-the best method and between the `pairs` the file names. A method whose result.json exists for the same recipe, the same training
-and scored files (by content) and the same stored calibration is reused, not recomputed; a killed comparison
-resumes with the next unfinished method.
+the best method and between the `pairs` the file names. A method whose result.json exists for the same recipe,
+the same training and scored files (by content) and the same stored calibration is reused, not recomputed; a
+killed comparison resumes with the next unfinished method.
 """
 
 from __future__ import annotations
@@ -376,27 +376,21 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
 def paired(config: CompareConfig, results: dict[str, dict], split: str, dialogues: list[Dialogue]) -> dict[str, dict]:
     """Each method against the best one on `split`: the paired bootstrap of their macro-F1 difference."""
     best = max(results, key=lambda name: results[name][split]["macro_f1"])
-    ids = [u.id for u in iter_utterances(dialogues)]
-    gold = gold_labels(dialogues, getattr(config, split))
-    labels = {name: read_predictions(method_folder(config, name) / predictions_file(split)) for name in results}
-    groups = dialogue_ids(dialogues)
-    return {name: {"against": best} | paired_difference([gold[i] for i in ids], [labels[best][i].label for i in ids],
-                                                        [labels[name][i].label for i in ids], groups)
-            for name in results if name != best}
+    differences = pair_differences(config, split, dialogues, [(best, name) for name in results if name != best])
+    return {name: {"against": best} | difference for (_, name), difference in differences.items()}
 
 
-def pair_differences(config: CompareConfig, results: dict[str, dict], split: str,
-                     dialogues: list[Dialogue]) -> dict[tuple[str, str], dict]:
-    """Each of the file's `pairs`: the paired bootstrap of first minus second on `split`."""
+def pair_differences(config: CompareConfig, split: str, dialogues: list[Dialogue],
+                     pairs: list[tuple[str, str]] | list[list[str]]) -> dict[tuple[str, str], dict]:
+    """The paired bootstrap over dialogues of each pair's macro-F1 on `split`, first minus second."""
     ids = [u.id for u in iter_utterances(dialogues)]
     gold = gold_labels(dialogues, getattr(config, split))
+    names = {name for pair in pairs for name in pair}
+    labels = {name: read_predictions(method_folder(config, name) / predictions_file(split)) for name in names}
     groups = dialogue_ids(dialogues)
-    differences = {}
-    for first, second in config.pairs:
-        labels = [read_predictions(method_folder(config, name) / predictions_file(split)) for name in (first, second)]
-        differences[first, second] = paired_difference(
-            [gold[i] for i in ids], *([by_id[i].label for i in ids] for by_id in labels), groups)
-    return differences
+    return {(first, second): paired_difference([gold[i] for i in ids], [labels[first][i].label for i in ids],
+                                               [labels[second][i].label for i in ids], groups)
+            for first, second in pairs}
 
 
 def _calibration_fit(info: dict, scored_sha256: str) -> dict:
@@ -552,7 +546,7 @@ def compare(config: CompareConfig, config_file: str | Path | None = None, *,
     for name, method in config.methods.items():  # fusions after the methods they average
         if method.fusion:
             results[name] = run_fusion(name, method, config, splits, results)
-    pairs = {split: pair_differences(config, results, split, dialogues) for split, dialogues in splits.items()}
+    pairs = {split: pair_differences(config, split, dialogues, config.pairs) for split, dialogues in splits.items()}
     parts, charts = [summary_table(results, config), pairs_table(pairs)], {}
     for split, dialogues in splits.items():
         for (first, second), difference in pairs[split].items():
