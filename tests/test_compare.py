@@ -24,8 +24,8 @@ def test_shipped_compare_config_parses():
     splits = [f"train={SAMPLE / 'annotation_train.json'}", f"validation={SAMPLE / 'annotation_validation.json'}"]
     bmeld = load_compare_config(REPO / "configs" / "compare-bmeld.yaml", splits)  # the data comes from the command
     seeds = [f"encoder_utterance-seed{n}" for n in range(3)]
-    subset = ["encoder_250", "gemma_dialogue_250", "gemma_window_250", "gemma_window_speaker_250",
-              "gemma_window_same_speaker_250"]
+    subset = ["encoder_250", "gemma_dialogue_250", "gemma_dialogue_number_250", "gemma_dialogue_marker_250",
+              "gemma_window_250", "gemma_window_speaker_250", "gemma_window_same_speaker_250"]
     assert {"tfidf", *seeds, "encoder_dialogue", "gemma_dialogue", *subset, "fusion_seeds", "fusion_encoders",
             "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
@@ -38,8 +38,9 @@ def test_shipped_compare_config_parses():
     equal = {(r.lora.rank, r.lora.dropout, r.epochs, r.lr, r.scheduler, r.warmup_ratio, r.class_weight_power,
               r.eval_steps, r.eval_subset) for r in recipes.values()}
     assert len(equal) == 1  # the subset's LLM methods differ in their prompt only
-    assert {(r.prompt.form, r.prompt.variant, r.prompt.same_speaker) for r in recipes.values()} == {
-        ("dialogue", "emotion", 0), ("window", "emotion", 0), ("window", "speaker", 0), ("window", "emotion", 2)}
+    assert {(r.prompt.form, r.prompt.question, r.prompt.variant, r.prompt.same_speaker) for r in recipes.values()} == {
+        ("dialogue", "quoted", "emotion", 0), ("dialogue", "number", "emotion", 0), ("dialogue", "marker", "emotion", 0),
+        ("window", "number", "emotion", 0), ("window", "number", "speaker", 0), ("window", "number", "emotion", 2)}
 
 
 def test_a_method_trains_on_its_own_file_and_a_moved_comparison_is_reused(tmp_path, capsys):

@@ -44,6 +44,21 @@ def test_visibility_is_ancestors_and_own_past() -> None:
         pack([Segment([1], 1), Segment([2])])
 
 
+def test_a_marker_question_repeats_the_end_of_its_line() -> None:
+    """`question: marker`: each line ends with its number in brackets; the question is that marker alone,
+    and its tokens are the ones that close the line it asks about."""
+    prompt = dialogue_prompt(DIALOGUES[0], PromptConfig(form="dialogue", question="marker"))
+    assert prompt.turns[1] == "B：义乌的 [2]\n" and prompt.questions == [" [1]", " [2]", " [3]", " [4]"]
+    assert "行末是方括号中的编号" in prompt.intro and "<Disgust, Anger" in prompt.intro
+    english = dialogue_prompt(DIALOGUES[0], PromptConfig(language="en", form="dialogue", question="marker"))
+    assert english.turns[3] == "C: 没什么，就是觉得好玩 [4]\n" and "number in brackets at its end" in english.intro
+    tokenizer = tiny_tokenizer()
+    for turn, question in zip(prompt.turns, prompt.questions, strict=True):
+        line = tokenizer(turn.rstrip("\n"), add_special_tokens=False)["input_ids"]
+        marker = tokenizer(question, add_special_tokens=False)["input_ids"]
+        assert line[-len(marker):] == marker
+
+
 def test_dialogue_prompt_numbers_turns_once() -> None:
     prompt = dialogue_prompt(DIALOGUES[0], PromptConfig())
     assert prompt.turns[0] == "1 A：你笑什么？我在问你话呢\n" and prompt.turns[3] == "4 C：没什么，就是觉得好玩\n"
@@ -56,6 +71,8 @@ def test_dialogue_prompt_numbers_turns_once() -> None:
     assert english.questions[3] == "4 C: 没什么，就是觉得好玩" and "one of its lines is repeated" in english.intro
     with pytest.raises(ValueError, match="dialogue form only"):
         PromptConfig(form="window", question="quoted")
+    with pytest.raises(ValueError, match="dialogue form only"):
+        PromptConfig(form="window", question="marker")
     with pytest.raises(ValueError, match="question must be one of"):
         PromptConfig(form="dialogue", question="both")
 
@@ -105,13 +122,14 @@ def tiny_gemma(tokenizer) -> Gemma3ForCausalLM:
     return Gemma3ForCausalLM(config).eval()
 
 
-DEFAULT_TIER = {("llama-sdpa", "centered", "number"), ("gemma3-sliding", "past", "quoted")}  # the rest: integration
+DEFAULT_TIER = {("llama-sdpa", "centered", "number"), ("gemma3-sliding", "past", "quoted"),
+                ("llama-eager", "centered", "marker")}  # the rest: integration
 EVERY_MODEL_PLACEMENT_AND_QUESTION = [
     pytest.param(kind, placement, question, id=f"{kind}-{placement}-{question}",
                  marks=() if (kind, placement, question) in DEFAULT_TIER else pytest.mark.integration)
     for kind in ("llama-sdpa", "llama-eager", "gemma3-sliding")
     for placement in ("centered", "past")
-    for question in ("number", "quoted")
+    for question in ("number", "quoted", "marker")
 ]
 
 

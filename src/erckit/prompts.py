@@ -17,7 +17,7 @@ from erckit.labels import LABELS
 PLACEMENTS = ("centered", "past")
 VARIANTS = ("emotion", "speaker")
 FORMS = ("window", "dialogue")
-QUESTIONS = ("number", "quoted")
+QUESTIONS = ("number", "quoted", "marker")
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,10 @@ class Template:
     numbered_turn: str = ""
     dialogue_question: str = ""
     quoted_dialogue_intro: str = ""
+    marked_turn: str = ""
+    marked_dialogue_intro: str = ""
+    marker: str = " [{number}]"  # ends each line with `question: marker`, and is its question (the space keeps
+    # a line's last punctuation from merging into the marker's first token: "。[" is one token for gemma)
 
 
 TEMPLATES: dict[str, Template] = {
@@ -57,6 +61,11 @@ TEMPLATES: dict[str, Template] = {
         quoted_dialogue_intro=(
             "下面是一段多人对话，每行是编号、说话者和句子。对话后重复其中一行，请从 <{labels}> 中选择该句的情感标签，"
             "直接给出结果。\n"
+        ),
+        marked_turn="{speaker}：{text}{marker}\n",
+        marked_dialogue_intro=(
+            "下面是一段多人对话，每行是说话者和句子，行末是方括号中的编号。对话后给出编号，请从 <{labels}> 中选择该句的"
+            "情感标签，直接给出结果。\n"
         ),
     ),
     "en": Template(
@@ -90,6 +99,12 @@ TEMPLATES: dict[str, Template] = {
             "Below is a conversation between several speakers, one line per utterance: number, speaker, text. "
             "After it, one of its lines is repeated: select the emotional label of that utterance from <{labels}>. "
             "Answer directly.\n"
+        ),
+        marked_turn="{speaker}: {text}{marker}\n",
+        marked_dialogue_intro=(
+            "Below is a conversation between several speakers, one line per utterance: speaker, text, and the "
+            "line's number in brackets at its end. After it comes a number: select the emotional label of that "
+            "utterance from <{labels}>. Answer directly.\n"
         ),
     ),
 }
@@ -126,8 +141,9 @@ class PromptConfig:
         "window", "window: the reference pipeline's prompt, one per utterance; dialogue: the whole dialogue once, "
         "then each utterance's question", FORMS)
     question: str = setting(
-        "number", "dialogue form: number (the utterance's number alone) or quoted (its whole line "
-        "again: easier to read, about 1.5x the tokens)", QUESTIONS)
+        "number", "dialogue form: number (the utterance's number alone), quoted (its whole line again: easier "
+        "to read, about 1.5x the tokens) or marker (each line ends with its number, and the question repeats "
+        "that marker: a number question pointing at the end of its line)", QUESTIONS)
 
     def __post_init__(self) -> None:
         for item in fields(PromptConfig):
@@ -251,18 +267,25 @@ class DialoguePrompt:
 
 def dialogue_prompt(dialogue: Dialogue, config: PromptConfig) -> DialoguePrompt:
     """The dialogue-form texts of `dialogue`: one numbered line per turn, and per utterance a question that
-    is its number alone (`question: number`) or its numbered line again (`quoted`).
+    is its number alone (`question: number`) or its numbered line again (`quoted`); with `marker`, each line
+    ends with its number in brackets and the question is that marker, so the question's tokens repeat the
+    ones right after the line they ask about (where a causal model has just read it).
 
     Kept short on purpose (it is read once per dialogue and once per utterance): the markers cost about
     5 tokens a turn and 2-3 a number question with gemma's tokenizer (BENCHMARKS.md, tokens per epoch).
     """
     template = TEMPLATES[config.language]
     letters = speaker_letters(dialogue)
+    labels = ", ".join(LABELS)
+    if config.question == "marker":
+        markers = [template.marker.format(number=n) for n in range(1, len(dialogue) + 1)]
+        turns = [template.marked_turn.format(speaker=letters[u.speaker], text=u.text, marker=marker)
+                 for u, marker in zip(dialogue.utterances, markers, strict=True)]
+        return DialoguePrompt(template.marked_dialogue_intro.format(labels=labels), turns, markers)
     turns = [
         template.numbered_turn.format(number=n, speaker=letters[u.speaker], text=u.text)
         for n, u in enumerate(dialogue.utterances, start=1)
     ]
-    labels = ", ".join(LABELS)
     if config.question == "quoted":
         return DialoguePrompt(template.quoted_dialogue_intro.format(labels=labels), turns,
                               [turn.rstrip("\n") for turn in turns])
