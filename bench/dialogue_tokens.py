@@ -1,7 +1,7 @@
-"""Tokens per training epoch: the design's window form vs the dialogue form, on BMELD train.
+"""Tokens per training epoch: the reference pipeline's window form vs the dialogue form, on BMELD train.
 
     .venv/bin/python bench/dialogue_tokens.py [--model packaged:gemma-3-270m] [--template plain] [--window 10] \
-        [--question number|quoted]
+        [--question number|quoted|marker] [--data TRAIN]
 
 Counts the tokens a model reads in one epoch: window form = context + answer of every utterance's
 prompt (as `erckit train` tokenises it, untruncated); dialogue form = the packed rows of whole
