@@ -277,15 +277,12 @@ def dialogue_prompt(dialogue: Dialogue, config: PromptConfig) -> DialoguePrompt:
     template = TEMPLATES[config.language]
     letters = speaker_letters(dialogue)
     labels = ", ".join(LABELS)
+    markers = [template.marker.format(number=n) for n in range(1, len(dialogue) + 1)]
+    line = template.marked_turn if config.question == "marker" else template.numbered_turn
+    turns = [line.format(number=n, speaker=letters[u.speaker], text=u.text, marker=markers[n - 1])
+             for n, u in enumerate(dialogue.utterances, start=1)]
     if config.question == "marker":
-        markers = [template.marker.format(number=n) for n in range(1, len(dialogue) + 1)]
-        turns = [template.marked_turn.format(speaker=letters[u.speaker], text=u.text, marker=marker)
-                 for u, marker in zip(dialogue.utterances, markers, strict=True)]
         return DialoguePrompt(template.marked_dialogue_intro.format(labels=labels), turns, markers)
-    turns = [
-        template.numbered_turn.format(number=n, speaker=letters[u.speaker], text=u.text)
-        for n, u in enumerate(dialogue.utterances, start=1)
-    ]
     if config.question == "quoted":
         return DialoguePrompt(template.quoted_dialogue_intro.format(labels=labels), turns,
                               [turn.rstrip("\n") for turn in turns])
