@@ -103,9 +103,8 @@ class Model:
         whole = to_dialogues([dialogue])[0]
         prefixes = [replace(whole, id=f"{whole.id}@{k}", utterances=tuple(  # ids unique across the prefixes
             replace(u, id=f"{u.id}@{k}") for u in whole.utterances[:k])) for k in range(1, len(whole) + 1)]
-        predictions = self.predictor.predict(prefixes)
-        ends = np.cumsum([len(p) for p in prefixes]) - 1
-        return [replace(predictions[i], id=u.id) for i, u in zip(ends, whole.utterances, strict=True)]
+        return [replace(p, id=u.id) for p, u in zip(self.predictor.predict_last(prefixes), whole.utterances,
+                                                       strict=True)]
 
     def label_frame(self, frame: pd.DataFrame, *, text_column: str | None = None) -> pd.DataFrame:
         """A copy of a MELD-columns DataFrame with a `label` column and one probability column per label."""

@@ -22,6 +22,8 @@ class Predictor:
     score: Callable[[list[Dialogue], bool], np.ndarray]  # (dialogues, progress) -> [utterances, 7]
     offsets: np.ndarray | None  # calibration stored in the folder (erckit calibrate), in LABELS order
     unfinished: dict | None = None  # an unfinished run loaded with best_so_far: the epoch it predicts with
+    score_last: Callable[[list[Dialogue]], np.ndarray] | None = None  # each dialogue's last turn only, when
+    # the kind can score it for less than the whole dialogue (an LLM's window form: one prompt, not one a turn)
 
     def probabilities(self, dialogues: list[Dialogue], *, progress: bool = False) -> np.ndarray:
         """[utterances, 7] label probabilities in file order (before calibration)."""
@@ -33,6 +35,19 @@ class Predictor:
         """One prediction per utterance, calibration offsets applied if the model has them."""
         probs = self.probabilities(dialogues, progress=progress)
         return from_probabilities([u.id for u in iter_utterances(dialogues)], probs, self.offsets)
+
+    def last_probabilities(self, dialogues: list[Dialogue]) -> np.ndarray:
+        """[dialogues, 7]: each dialogue's last utterance, as `probabilities` gives it (live labelling)."""
+        if not dialogues:
+            return np.zeros((0, len(LABELS)))
+        if self.score_last is not None:
+            return self.score_last(dialogues)
+        return self.score(dialogues, False)[np.cumsum([len(d) for d in dialogues]) - 1]
+
+    def predict_last(self, dialogues: list[Dialogue]) -> list[Prediction]:
+        """Each dialogue's last utterance's prediction, calibration applied (what `predict` gives it)."""
+        return from_probabilities([d.utterances[-1].id for d in dialogues], self.last_probabilities(dialogues),
+                                  self.offsets)
 
 
 def offsets_of(info: dict) -> np.ndarray | None:

@@ -77,4 +77,7 @@ def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -
     def score(dialogues: list[Dialogue], progress: bool) -> np.ndarray:
         return sum(w * p.probabilities(dialogues, progress=progress) for w, p in zip(weights, predictors, strict=True))
 
-    return Predictor(folder, NAME, score, offsets_of(info))
+    def score_last(dialogues: list[Dialogue]) -> np.ndarray:
+        return sum(w * p.last_probabilities(dialogues) for w, p in zip(weights, predictors, strict=True))
+
+    return Predictor(folder, NAME, score, offsets_of(info), score_last=score_last)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from erckit.config import RunConfig
 from erckit.data import Dialogue
 from erckit.predictor import Predictor, offsets_of
@@ -36,5 +38,10 @@ def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -
 
     run = open_run(str(folder), info=info)
     engine = load_engine(run, options=EngineOptions(trust_remote_code=trust_remote_code))
-    return Predictor(folder, NAME, lambda dialogues, progress: softmax(score_dialogues(
-        engine, dialogues, run.record.prompt, run.record.eval_batch_size, progress=progress)), offsets_of(info))
+
+    def score(dialogues: list[Dialogue], progress: bool, last_only: bool = False) -> np.ndarray:
+        return softmax(score_dialogues(engine, dialogues, run.record.prompt, run.record.eval_batch_size,
+                                       progress=progress, last_only=last_only))
+
+    return Predictor(folder, NAME, score, offsets_of(info),
+                     score_last=lambda dialogues: score(dialogues, False, last_only=True))

@@ -157,13 +157,18 @@ def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DE
 
 
 def score_dialogues(
-    engine: Engine, dialogues: list[Dialogue], prompts: PromptConfig, batch_size: int, *, progress: bool = False
+    engine: Engine, dialogues: list[Dialogue], prompts: PromptConfig, batch_size: int, *, progress: bool = False,
+    last_only: bool = False,
 ) -> np.ndarray:
     """[utterances, 7] label log-probabilities of every utterance in dialogue order, scored batch by batch
-    as `erckit predict` scores them (`batch_size` prompts, or dialogues in the dialogue form)."""
+    as `erckit predict` scores them (`batch_size` prompts, or dialogues in the dialogue form). `last_only`:
+    each dialogue's last utterance only, [dialogues, 7] (live labelling: one window prompt, not one a turn)."""
     if not dialogues:
         return np.zeros((0, len(LABELS)))
     items = items_from_dialogues(dialogues, prompts)
+    if last_only:
+        last = {d.utterances[-1].id for d in dialogues}
+        items = [item for item in items if item.id in last]
     backend = engine.backend(DialogueForm.of(dialogues, prompts))
     result = np.zeros((len(items), len(LABELS)))
     with tqdm(total=len(items), unit="utt", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:

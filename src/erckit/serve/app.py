@@ -122,8 +122,7 @@ def create_app(predictor: Predictor, limits: Limits, *, max_batch_utterances: in
         """The last turn labelled from the turns up to it only (send the conversation so far, one turn more
         each time): the past-only form, for every model kind."""
         dialogue = to_dialogue(conversation, limits)
-        predictions = await asyncio.wrap_future(batcher.submit([dialogue]))
-        last = Dialogue(dialogue.id, dialogue.utterances[-1:])
-        return _answer(predictor.kind, last, predictions[-1:])
+        predictions = await asyncio.wrap_future(batcher.submit([dialogue], last_only=True))
+        return _answer(predictor.kind, Dialogue(dialogue.id, dialogue.utterances[-1:]), predictions)
 
     return app

@@ -20,6 +20,7 @@ from erckit.predictions import Prediction, from_probabilities
 class _Request:
     dialogues: list[Dialogue]
     future: Future
+    last_only: bool  # each dialogue's last utterance only (live labelling)
 
 
 class Batcher:
@@ -33,10 +34,11 @@ class Batcher:
         self._ids = count()
         threading.Thread(target=self._work, name="erckit-batcher", daemon=True).start()
 
-    def submit(self, dialogues: list[Dialogue]) -> Future:
-        """Queue dialogues for labelling; the Future gives one Prediction per utterance, in order."""
+    def submit(self, dialogues: list[Dialogue], *, last_only: bool = False) -> Future:
+        """Queue dialogues for labelling; the Future gives one Prediction per utterance, in order (`last_only`:
+        one per dialogue, its last utterance's, scored as cheaply as the model can: `Predictor.predict_last`)."""
         future: Future = Future()
-        self._queue.put(_Request(dialogues, future))
+        self._queue.put(_Request(dialogues, future, last_only))
         return future
 
     def _take(self) -> list[_Request]:
@@ -55,20 +57,26 @@ class Batcher:
     def _work(self) -> None:
         while True:
             batch = self._take()
-            try:
-                renamed = [self._renamed(d) for r in batch for d in r.dialogues]  # ids unique across requests
-                probs = self.predictor.probabilities(renamed)
-                self.batches += 1
-            except Exception as err:  # noqa: BLE001  (the callers get any error; the worker keeps serving)
-                for request in batch:
-                    request.future.set_exception(err)
-                continue
-            start = 0
-            for request in batch:
-                utterances = [u for d in request.dialogues for u in d.utterances]
-                rows = probs[start:start + len(utterances)]
-                start += len(utterances)
-                request.future.set_result(self._predictions(utterances, rows))
+            for last_only in (False, True):  # one model call for the whole dialogues, one for the live ones
+                if requests := [r for r in batch if r.last_only == last_only]:
+                    self._label(requests, last_only)
+
+    def _label(self, requests: list[_Request], last_only: bool) -> None:
+        try:
+            renamed = [self._renamed(d) for r in requests for d in r.dialogues]  # ids unique across requests
+            probs = (self.predictor.last_probabilities(renamed) if last_only
+                     else self.predictor.probabilities(renamed))
+            self.batches += 1
+        except Exception as err:  # noqa: BLE001  (the callers get any error; the worker keeps serving)
+            for request in requests:
+                request.future.set_exception(err)
+            return
+        start = 0
+        for request in requests:
+            utterances = [u for d in request.dialogues for u in (d.utterances[-1:] if last_only else d.utterances)]
+            rows = probs[start:start + len(utterances)]
+            start += len(utterances)
+            request.future.set_result(self._predictions(utterances, rows))
 
     def _renamed(self, dialogue: Dialogue) -> Dialogue:
         n = next(self._ids)
