@@ -213,8 +213,45 @@ def test_the_batcher_labels_requests_waiting_together_in_one_model_call(tmp_path
         assert result == real.predict(dialogues)
 
 
+def test_a_caller_that_gave_up_is_skipped_and_the_batcher_keeps_serving(tmp_path, tiny_encoder):  # noqa: F811
+    from erckit.api import to_dialogues
+    from erckit.models import Predictor, load
+    from erckit.serve.batcher import Batcher
+
+    real = load(train_model("tfidf", tmp_path / "model", tiny_encoder))
+    gate, calls = threading.Event(), []
+
+    def score(dialogues, progress):
+        calls.append(len(dialogues))
+        gate.wait(30)
+        return real.probabilities(dialogues)
+
+    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets))
+    requests = [to_dialogues([TURNS[:k]]) for k in range(1, 5)]
+    first = batcher.submit(requests[0])
+    while not calls:
+        time.sleep(0.01)
+    gone, live = batcher.submit(requests[1]), batcher.submit(requests[2], last_only=True)
+    assert gone.cancel()  # its caller gave up while it waited (a timeout, a server shutting down)
+    gate.set()
+    assert first.result(30) == real.predict(requests[0])
+    assert live.result(30) == real.predict_last(requests[2])
+    assert batcher.submit(requests[3]).result(30) == real.predict(requests[3])  # the worker is still serving
+    assert calls == [1, 1, 1]  # the cancelled request never reached the model
+
+
 def test_serve_refuses_bad_flags_and_models_in_one_line(tmp_path, capsys):
     assert main(["serve", "--model", str(tmp_path)]) == 2
     assert "not an erckit model folder" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--max-turns", "0"]) == 2
-    assert "--max-turns must be a positive number" in capsys.readouterr().err
+    assert "--max-turns 0: max_turns must be a positive number" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--port", "70000"]) == 2
+    assert "--port 70000: port must be 0 to 65535" in capsys.readouterr().err
+
+
+def test_the_python_serve_settings_are_checked_as_the_flags_are():
+    from erckit.serve import ServeSettings
+
+    with pytest.raises(ValueError, match="max_batch_utterances must be a positive number, not 0"):
+        ServeSettings(max_batch_utterances=0)
+    assert ServeSettings(port=0).limits.max_turns == 200

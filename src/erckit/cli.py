@@ -112,14 +112,11 @@ def _recipes(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from erckit.serve import serve
+    from erckit.flags import apply, given
+    from erckit.serve import ServeSettings, serve
 
-    for flag in ("port", "max_turns", "max_chars", "max_batch_utterances"):
-        if getattr(args, flag) < (0 if flag == "port" else 1):
-            raise DataError("serve", None, f"--{flag.replace('_', '-')} must be a positive number")
-    serve(args.model, host=args.host, port=args.port, max_turns=args.max_turns, max_chars=args.max_chars,
-          max_batch_utterances=args.max_batch_utterances, best_so_far=args.best_so_far,
-          trust_remote_code=args.trust_remote_code)
+    settings = apply(ServeSettings(), given(args, ServeSettings))
+    serve(args.model, settings, best_so_far=args.best_so_far, trust_remote_code=args.trust_remote_code)
     return 0
 
 
@@ -424,6 +421,7 @@ def build_parser() -> argparse.ArgumentParser:
     from erckit.flags import add_flags
     from erckit.llm.run import RunFlags
     from erckit.llm.settings import PredictSettings
+    from erckit.serve.settings import ServeSettings
 
     def run_flags(parser, *names: str) -> None:
         """--template, --max-length: what they change in the run record (`erckit.llm.run.RunFlags`)."""
@@ -574,12 +572,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("serve", "label conversations over HTTP: a JSON API, live mode and a web page")
     p.add_argument("--model", required=True, help="an erckit model folder (erckit train)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1: this machine only)")
-    p.add_argument("--port", type=int, default=8000, help="port")
-    p.add_argument("--max-turns", type=int, default=200, help="most turns in one request")
-    p.add_argument("--max-chars", type=int, default=2000, help="most characters in one turn")
-    p.add_argument("--max-batch-utterances", type=int, default=256,
-                   help="utterances of concurrent requests labelled in one model call")
+    add_flags(p, ServeSettings)
     p.add_argument("--best-so-far", action="store_true", help="an unfinished bert_bigru run: its best epoch so far")
     _add_trust(p)
     p.set_defaults(handler=_serve)

@@ -202,8 +202,9 @@ def build_prompt(dialogue: Dialogue, index: int, config: PromptConfig) -> str:
     )
 
 
-def emotion_examples(dialogues: Iterable[Dialogue], config: PromptConfig) -> list[Example]:
-    """One example per utterance, in file order; the answer is the gold label word ('' if unknown).
+def emotion_examples(dialogues: Iterable[Dialogue], config: PromptConfig, *, last_only: bool = False) -> list[Example]:
+    """One example per utterance, in file order (`last_only`: each dialogue's last, for live labelling); the
+    answer is the gold label word ('' if unknown).
 
     In the dialogue form the prompt is the text of the utterance's separate sequence (the dialogue
     once, then its question): what a tool without erckit's packing (LLaMA-Factory) trains on.
@@ -211,9 +212,9 @@ def emotion_examples(dialogues: Iterable[Dialogue], config: PromptConfig) -> lis
     examples = []
     for dialogue in dialogues:
         whole = dialogue_prompt(dialogue, config) if config.form == "dialogue" else None
-        for i, utt in enumerate(dialogue.utterances):
+        for i in [len(dialogue) - 1] if last_only else range(len(dialogue)):
             text = whole.text(i, config.placement) if whole else build_prompt(dialogue, i, config)
-            examples.append(Example(utt.id, text, utt.label or ""))
+            examples.append(Example(dialogue.utterances[i].id, text, dialogue.utterances[i].label or ""))
     return examples
 
 

@@ -165,10 +165,7 @@ def score_dialogues(
     each dialogue's last utterance only, [dialogues, 7] (live labelling: one window prompt, not one a turn)."""
     if not dialogues:
         return np.zeros((0, len(LABELS)))
-    items = items_from_dialogues(dialogues, prompts)
-    if last_only:
-        last = {d.utterances[-1].id for d in dialogues}
-        items = [item for item in items if item.id in last]
+    items = items_from_dialogues(dialogues, prompts, last_only=last_only)
     backend = engine.backend(DialogueForm.of(dialogues, prompts))
     result = np.zeros((len(items), len(LABELS)))
     with tqdm(total=len(items), unit="utt", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:

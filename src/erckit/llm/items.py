@@ -34,11 +34,13 @@ def items_from_prepared(path: str | Path) -> list[Item]:
     return check_items([Item(r["id"], alpaca_prompt(r), str(r.get("output") or "")) for r in records], path)
 
 
-def items_from_dialogues(dialogues: list[Dialogue], config: PromptConfig | None = None) -> list[Item]:
-    """One item per utterance, prompts built by `prompts.emotion_examples` (in the dialogue form, the text
-    of the utterance's separate sequence); language detected when no config."""
+def items_from_dialogues(dialogues: list[Dialogue], config: PromptConfig | None = None, *,
+                         last_only: bool = False) -> list[Item]:
+    """One item per utterance (`last_only`: per dialogue, its last), prompts built by `prompts.emotion_examples`
+    (in the dialogue form, the text of the utterance's separate sequence); language detected when no config."""
     config = config or PromptConfig(language=detect_language(dialogues))
-    return check_items([Item(e.id, e.prompt, e.answer) for e in emotion_examples(dialogues, config)], "dialogues")
+    examples = emotion_examples(dialogues, config, last_only=last_only)
+    return check_items([Item(e.id, e.prompt, e.answer) for e in examples], "dialogues")
 
 
 def check_items(items: list[Item], source: str | Path) -> list[Item]:

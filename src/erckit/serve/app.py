@@ -20,6 +20,7 @@ from erckit.models import Predictor
 from erckit.predictions import Prediction
 from erckit.serve.batcher import Batcher
 from erckit.serve.protocol import Conversation, Info, LabelledTurn, Labels, Limits
+from erckit.serve.settings import ServeSettings
 
 # one colour per label, in LABELS order (Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear)
 COLOURS = dict(zip(LABELS, ("#b5d99c", "#f4a3a3", "#a9c7ef", "#ffe08a", "#e3e3e3", "#f6c28b", "#cdb4ef")))
@@ -69,12 +70,13 @@ def _answer(kind: str, dialogue: Dialogue, predictions: list[Prediction]) -> Lab
                                     for u, p in zip(dialogue.utterances, predictions, strict=True)])
 
 
-def create_app(predictor: Predictor, limits: Limits, *, max_batch_utterances: int = 256) -> FastAPI:
+def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     """The app serving one loaded model (erckit.models.load)."""
     # no /docs or /redoc pages: they load their scripts from a CDN, and the server may be offline
     app = FastAPI(title="erckit", summary="Emotion labels for every turn of a conversation", docs_url=None,
                   redoc_url=None)
-    batcher = Batcher(predictor, max_batch_utterances)
+    batcher = Batcher(predictor, settings.max_batch_utterances)
+    limits = settings.limits
     app.state.batcher = batcher
     max_bytes = limits.max_turns * (4 * limits.max_chars + 256) + 1024  # UTF-8 text plus JSON per turn
     page = (resources.files(__package__) / "page.html").read_text(encoding="utf-8")

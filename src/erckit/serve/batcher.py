@@ -9,11 +9,9 @@ from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from itertools import count
 
-import numpy as np
-
 from erckit.data import Dialogue, Utterance
 from erckit.models import Predictor
-from erckit.predictions import Prediction, from_probabilities
+from erckit.predictions import from_probabilities
 
 
 @dataclass
@@ -42,17 +40,24 @@ class Batcher:
         return future
 
     def _take(self) -> list[_Request]:
-        """The first waiting request (blocking), then every other already waiting, within the size cap."""
+        """The first waiting request (blocking), then every other already waiting, within the size cap;
+        requests whose callers gave up (a cancelled Future) are dropped."""
         batch = [self._queue.get()]
-        size = _size(batch[0])
+        size = self._size(batch[0])
         while size < self.max_utterances:
             try:
                 request = self._queue.get_nowait()
             except queue.Empty:
                 break
             batch.append(request)
-            size += _size(request)
-        return batch
+            size += self._size(request)
+        return [r for r in batch if r.future.set_running_or_notify_cancel()]
+
+    def _size(self, request: _Request) -> int:
+        """Utterances the model scores for a request (a live one: its last turns, where the model scores them alone)."""
+        if request.last_only and self.predictor.score_last is not None:
+            return len(request.dialogues)
+        return sum(len(d) for d in request.dialogues)
 
     def _work(self) -> None:
         while True:
@@ -62,30 +67,26 @@ class Batcher:
                     self._label(requests, last_only)
 
     def _label(self, requests: list[_Request], last_only: bool) -> None:
+        """Label the requests in one model call; each caller gets its predictions, or the error (the worker goes on)."""
         try:
             renamed = [self._renamed(d) for r in requests for d in r.dialogues]  # ids unique across requests
             probs = (self.predictor.last_probabilities(renamed) if last_only
                      else self.predictor.probabilities(renamed))
             self.batches += 1
+            answers, start = [], 0
+            for request in requests:
+                utterances = [u for d in request.dialogues for u in (d.utterances[-1:] if last_only else d.utterances)]
+                answers.append(from_probabilities([u.id for u in utterances], probs[start:start + len(utterances)],
+                                                  self.predictor.offsets))
+                start += len(utterances)
         except Exception as err:  # noqa: BLE001  (the callers get any error; the worker keeps serving)
             for request in requests:
                 request.future.set_exception(err)
             return
-        start = 0
-        for request in requests:
-            utterances = [u for d in request.dialogues for u in (d.utterances[-1:] if last_only else d.utterances)]
-            rows = probs[start:start + len(utterances)]
-            start += len(utterances)
-            request.future.set_result(self._predictions(utterances, rows))
+        for request, answer in zip(requests, answers, strict=True):
+            request.future.set_result(answer)
 
     def _renamed(self, dialogue: Dialogue) -> Dialogue:
         n = next(self._ids)
         return replace(dialogue, id=f"b{n}", utterances=tuple(
             Utterance(f"b{n}_{i}", u.speaker, u.text) for i, u in enumerate(dialogue.utterances)))
-
-    def _predictions(self, utterances: list[Utterance], probs: np.ndarray) -> list[Prediction]:
-        return from_probabilities([u.id for u in utterances], probs, self.predictor.offsets)
-
-
-def _size(request: _Request) -> int:
-    return sum(len(d) for d in request.dialogues)
