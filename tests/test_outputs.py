@@ -109,6 +109,26 @@ def test_an_output_that_is_an_input_is_refused(case, files, capsys):
     assert not list(files["tmp"].rglob("*.erckit-tmp")) and not (files["tmp"] / "p.jsonl").exists()
 
 
+def test_two_outputs_on_one_new_path_are_refused(files, capsys):
+    out = files["tmp"] / "new" / "p.jsonl"
+    assert main(["predict", "--model", str(files["model"]), "--input", str(files["raw"]), "--out", str(out),
+                 "--llamafactory", str(out.parent / "." / "p.jsonl")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is also --llamafactory" in err, err
+    assert not out.parent.exists()
+
+
+def test_an_llm_predict_whose_work_file_would_be_its_input_is_refused(files, capsys):
+    out = files["tmp"] / "labels.json"
+    partial = out.with_name(out.name + ".partial")  # where predict keeps the answers so far
+    partial.write_bytes(files["raw"].read_bytes())  # no final newline: would be trimmed as a partial file
+    before = digest(partial)
+    assert main(["predict", "--model", str(files["base"]), "--input", str(partial), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{partial}: is the input {partial}" in err, err
+    assert digest(partial) == before and not out.exists()
+
+
 def test_a_train_out_whose_record_is_its_data_is_refused(tmp_path, capsys):
     out = tmp_path / "model"
     out.mkdir()

@@ -39,10 +39,15 @@ PathLike = str | Path
 
 
 def _same(a: PathLike, b: PathLike) -> bool:
+    """Whether two paths name one file: through links when both exist, else the same path once resolved
+    (two outputs of one command that are not written yet)."""
     try:
         return os.path.samefile(a, b)
     except OSError:
-        return False
+        try:
+            return Path(a).resolve() == Path(b).resolve()
+        except (OSError, RuntimeError):  # a link loop
+            return False
 
 
 def _not_regular(path: Path) -> str | None:

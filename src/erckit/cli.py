@@ -129,6 +129,8 @@ def _predict(args: argparse.Namespace) -> int:
     folders = [Path(f) for f in (args.model, args.adapter) if f and Path(f).is_dir()]
     folders += [sub for f in folders for sub in f.iterdir() if sub.is_dir()]  # best/, encoder/, checkpoint-N/
     model_files = [p for f in folders for p in f.iterdir() if p.is_file()]
+    if args.llamafactory and Path(args.llamafactory).resolve() == Path(args.out).resolve():
+        raise DataError(args.out, None, "is also --llamafactory: give the two outputs different paths")
     check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
     check_output(args.llamafactory, [args.input, args.prepared, args.out, *model_files])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
@@ -162,11 +164,14 @@ def _predict_llm(args: argparse.Namespace, dialogues, info: dict | None) -> int:
     """An erckit LLM run (with its calibration) or any causal LM given by path / hub id."""
     from erckit.flags import apply, flag, given
     from erckit.llm.engines import EngineOptions
-    from erckit.llm.predict import UnparsedAnswers, predict_run
+    from erckit.llm.predict import UnparsedAnswers, predict_run, unparsed_path
+    from erckit.llm.resume import partial_path
     from erckit.llm.settings import PredictSettings
 
     if (args.input is None) == (args.prepared is None):
         raise DataError("predict", None, "give exactly one of --input (raw dialogues) and --prepared (data_test.json)")
+    for written in (partial_path(Path(args.out)), unparsed_path(Path(args.out))):  # its work files beside --out
+        check_output(written, [args.input, args.prepared, args.llamafactory])
     flags = given(args, PredictSettings)
     settings = apply(PredictSettings(), flags)
     if unused := settings.not_applying(flags):
@@ -238,6 +243,9 @@ def _calibrate(args: argparse.Namespace) -> int:
     print(f"family {report['family']} (cross-fitted macro-F1 of each: "
           + ", ".join(f"{name} {value:.4f}" for name, value in report["candidates"].items()) + ")")
     print("offsets: " + ", ".join(f"{k} {v:+.2f}" for k, v in offsets.items()))
+    if args.out:  # before the model folder is changed: a failed write leaves it as it was
+        write_text_atomic(args.out, json.dumps({"offsets": offsets, "report": report}, indent=2) + "\n")
+        print(f"wrote {args.out}")
     gain = report["macro_f1_after"] - report["macro_f1_before"]
     if args.model and ((gain > 0 and gain >= args.min_gain) or args.force):
         store_calibration(args.model, offsets, report, info)
@@ -246,9 +254,6 @@ def _calibrate(args: argparse.Namespace) -> int:
         store_calibration(args.model, None, report, info)
         print(f"not stored (offsets stored before are removed): the cross-fitted validation gain {gain:+.4f} "
               f"is below --min-gain {args.min_gain}; --force stores anyway")
-    if args.out:
-        write_text_atomic(args.out, json.dumps({"offsets": offsets, "report": report}, indent=2) + "\n")
-        print(f"wrote {args.out}")
     return 0
 
 
