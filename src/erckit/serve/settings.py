@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 class ServeSettings:
     """The server's address, its request limits and its batches."""
 
-    host: str = setting("127.0.0.1", "address to listen on (127.0.0.1: this machine only)")
+    host: str = setting("127.0.0.1", "address to listen on (127.0.0.1: this machine only; 0.0.0.0: every network)")
     port: int = setting(8000, "port (0: any free port)")
     max_turns: int = setting(200, "most turns in one request")
     max_chars: int = setting(2000, "most characters in one turn")
