@@ -14,14 +14,13 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 
 import numpy as np
 from tqdm.auto import tqdm
 
 import erckit
 from erckit.atomic import write_text_atomic
-from erckit.data import dialogue_ids
+from erckit.data import dialogue_ids, prefixes
 from erckit.formats import read_dialogues
 from erckit.intervals import bootstrap, paired_difference
 from erckit.metrics import scores
@@ -54,11 +53,9 @@ def main() -> None:
               f"{s['intervals']['macro_f1'][1]:.3f}), weighted-F1 {s['weighted_f1']:.4f}, {seconds:.0f} s")
     if args.every_prefix_whole:
         started = time.perf_counter()
-        prefixes = [replace(d, id=f"{d.id}@{k}", utterances=tuple(replace(u, id=f"{u.id}@{k}")
-                                                                    for u in d.utterances[:k]))
-                    for d in dialogues for k in range(1, len(d) + 1)]
-        labelled = model.predictor.predict(prefixes)
-        ends = np.cumsum([len(p) for p in prefixes]) - 1
+        every = [prefix for d in dialogues for prefix in prefixes(d)]
+        labelled = model.predictor.predict(every)
+        ends = np.cumsum([len(p) for p in every]) - 1
         seconds = time.perf_counter() - started
         same = sum(labelled[i].label == label for i, label in zip(ends, past, strict=True))
         result["every_prefix_whole"] = {"seconds": seconds, "turns_scored": len(labelled), "same_labels": same}

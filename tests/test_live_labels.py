@@ -18,6 +18,7 @@ import erckit
 from conftest import DESIGN_DIALOGUE, SAMPLE
 from erckit.api import to_dialogues
 from erckit.cli import main
+from erckit.data import prefixes
 from erckit.llm.engines import load_engine, score_dialogues
 from erckit.llm.run import open_run
 from erckit.models import load
@@ -41,16 +42,14 @@ def runs(tmp_path_factory):
     return {name: folder / name for name in ("window", "dialogue", "fusion")}
 
 
-def prefixes() -> list:
-    whole = to_dialogues([DESIGN_DIALOGUE])[0]
-    return [replace(whole, id=f"p{k}", utterances=tuple(replace(u, id=f"p{k}_{u.id}") for u in whole.utterances[:k]))
-            for k in range(1, len(whole) + 1)]
+def design_prefixes() -> list:
+    return prefixes(to_dialogues([DESIGN_DIALOGUE])[0])
 
 
 @pytest.mark.parametrize("name", ["window", "dialogue", "fusion"])
 def test_the_last_turn_alone_is_labelled_as_in_the_whole_dialogue(runs, name):
     predictor = load(runs[name])
-    dialogues = prefixes()
+    dialogues = design_prefixes()
     last = predictor.last_probabilities(dialogues)
     assert last.shape == (len(dialogues), 7)
     for row, dialogue in zip(last, dialogues, strict=True):
@@ -77,7 +76,7 @@ class CountingEngine:
 def test_the_window_form_scores_one_prompt_per_dialogue_for_its_last_turn(runs):
     run = open_run(str(runs["window"]))
     engine = CountingEngine(load_engine(run))
-    dialogues = prefixes()
+    dialogues = design_prefixes()
     logp = score_dialogues(engine, dialogues, run.record.prompt, 4, last_only=True)
     assert logp.shape == (len(dialogues), 7)
     assert sorted(engine.scored) == sorted(d.utterances[-1].id for d in dialogues)  # 11 prompts, not 66
@@ -111,7 +110,7 @@ def test_the_batcher_labels_waiting_live_and_whole_requests_in_one_call_each(run
         return real.last_probabilities(dialogues)
 
     batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets, score_last=score_last))
-    dialogues = prefixes()
+    dialogues = design_prefixes()
     first = batcher.submit(dialogues[:1])
     while not calls:
         time.sleep(0.01)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from erckit import models
-from erckit.data import DataError, Dialogue, Utterance, check_dialogues
+from erckit.data import DataError, Dialogue, Utterance, check_dialogues, prefixes
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
 from erckit.predictions import Prediction
@@ -101,9 +101,7 @@ class Model:
     def label_past_only(self, dialogue: DialogueInput) -> list[Prediction]:
         """Each turn labelled from the turns up to it only, as if the dialogue arrived one turn at a time."""
         whole = to_dialogues([dialogue])[0]
-        prefixes = [replace(whole, id=f"{whole.id}@{k}", utterances=tuple(  # ids unique across the prefixes
-            replace(u, id=f"{u.id}@{k}") for u in whole.utterances[:k])) for k in range(1, len(whole) + 1)]
-        return [replace(p, id=u.id) for p, u in zip(self.predictor.predict_last(prefixes), whole.utterances,
+        return [replace(p, id=u.id) for p, u in zip(self.predictor.predict_last(prefixes(whole)), whole.utterances,
                                                        strict=True)]
 
     def label_frame(self, frame: pd.DataFrame, *, text_column: str | None = None) -> pd.DataFrame:

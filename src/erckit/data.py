@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 
@@ -39,6 +39,13 @@ class Dialogue:
 
     def __len__(self) -> int:
         return len(self.utterances)
+
+
+def prefixes(dialogue: Dialogue) -> list[Dialogue]:
+    """Each prefix of a dialogue (turns 1..k, k = 1..n) as a dialogue of its own, as a live conversation
+    arrives; ids get `@k` so they stay unique across the prefixes."""
+    return [replace(dialogue, id=f"{dialogue.id}@{k}", utterances=tuple(
+        replace(u, id=f"{u.id}@{k}") for u in dialogue.utterances[:k])) for k in range(1, len(dialogue) + 1)]
 
 
 def iter_utterances(dialogues: Iterable[Dialogue]) -> Iterator[Utterance]:
