@@ -76,5 +76,30 @@ def test_given_weights_are_kept_and_bad_fusions_end_in_one_line(members, tmp_pat
     shutil.copytree(members[0], moved)
     assert main(["ensemble", "--models", str(moved), str(members[1]), "--weights", "1", "1", "--out", str(tmp_path / "f2")]) == 0
     shutil.rmtree(moved)
+    capsys.readouterr()
     assert main(["predict", "--model", str(tmp_path / "f2"), "--input", str(TEST), "--out", str(tmp_path / "p.jsonl")]) == 2
-    assert "is not an erckit model folder" in capsys.readouterr().err and not (tmp_path / "p.jsonl").exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"its member moved is neither at {moved}" in err and "moved apart?" in err
+    assert not (tmp_path / "p.jsonl").exists()
+
+
+def test_a_runs_folder_moved_or_copied_whole_keeps_its_fusion_working(members, tmp_path):
+    """The members are found at their path from the fusion folder; a fusion moved alone finds them where they were."""
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    for member in members:
+        shutil.copytree(member, runs / member.name)
+    assert main(["ensemble", "--models", *(str(runs / m.name) for m in members), "--weights", "1", "3",
+                 "--out", str(runs / "fused")]) == 0
+    assert main(["predict", "--model", str(runs / "fused"), "--input", str(TEST), "--out", str(tmp_path / "a.jsonl")]) == 0
+    elsewhere = tmp_path / "elsewhere" / "runs"
+    shutil.move(runs, elsewhere)  # another machine: the absolute paths saved in the fusion are gone
+    assert main(["predict", "--model", str(elsewhere / "fused"), "--input", str(TEST), "--out", str(tmp_path / "b.jsonl")]) == 0
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    alone = tmp_path / "fused-alone"
+    shutil.move(elsewhere / "fused", alone)  # the fusion moved away from its members: their absolute paths...
+    for member in members:
+        shutil.copytree(elsewhere / member.name, runs / member.name)  # ...hold them again
+    shutil.rmtree(elsewhere)
+    assert main(["predict", "--model", str(alone), "--input", str(TEST), "--out", str(tmp_path / "c.jsonl")]) == 0
+    assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "c.jsonl").read_text()

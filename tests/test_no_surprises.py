@@ -18,7 +18,7 @@ from erckit.labels import LABELS
 from erckit.llm.predict import PredictSummary
 from erckit.llm.resume import lock_partial
 from erckit.models import store_calibration
-from erckit.predictions import Prediction, from_probabilities, read_predictions, write_predictions
+from erckit.predictions import Prediction, calibrated, from_probabilities, read_predictions, write_predictions
 
 NEUTRAL, FEAR = LABELS.index("Neutral"), LABELS.index("Fear")
 DIALOGUES = {
@@ -56,6 +56,22 @@ def test_from_probabilities_marks_only_the_labels_the_offsets_moved():
     assert (kept.label, kept.uncalibrated) == ("Neutral", None)
     assert '"uncalibrated": "Neutral"' in moved.to_json() and "uncalibrated" not in kept.to_json()
     assert all(p.uncalibrated is None for p in from_probabilities(["u1", "u2"], probs))
+
+
+def test_labels_follow_from_the_written_probabilities_so_relabelling_a_saved_file_agrees():
+    """A resumed LLM run re-chooses calibrated labels from its file's probabilities; a fresh pass from its
+    own: both must give the same labels, near ties included."""
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(7), size=200)
+    probs[0] = [0.3000001, 0.3000004, 0.1, 0.1, 0.1, 0.05, 0.0499995]  # equal once written with 6 decimals
+    offsets = dict(zip(LABELS, rng.normal(0, 0.5, 7), strict=True))
+    offset_row = np.array([offsets[label] for label in LABELS])
+    ids = [f"u{i}" for i in range(len(probs))]
+    fresh = from_probabilities(ids, probs, offset_row)
+    assert fresh[0].probs["Disgust"] == fresh[0].probs["Anger"] == 0.3
+    assert [p.label for p in fresh] == [p.label for p in calibrated(from_probabilities(ids, probs), offsets)]
+    assert [p.uncalibrated for p in fresh] == [p.uncalibrated for p in calibrated(from_probabilities(ids, probs), offsets)]
+    assert from_probabilities(ids[:1], probs[:1])[0].label == "Disgust"  # the first of the written tie
 
 
 def test_the_reader_takes_old_files_and_checks_the_new_field(tmp_path, capsys):

@@ -202,7 +202,7 @@ def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = N
     if best_so_far:
         check_best_so_far(folder, info["type"])
     unfinished = _unfinished(folder, info, best_so_far)
-    config = from_dict(RunConfig, info["config"], str(folder / MODEL_FILE))  # unused sections: defaults
+    config = from_dict(RunConfig, kinds.saved_recipe(folder, info), str(folder / MODEL_FILE))  # unused sections: defaults
     predictor = kinds.get(info["type"]).load(folder, config, info, trust_remote_code)
     predictor.unfinished = unfinished
     return predictor

@@ -68,6 +68,7 @@ def prediction_from_record(record: object, path: str | Path, where: str) -> Pred
     return Prediction(utt_id, label, probs, raw, moved)
 
 
+PROBS_DECIMALS = 6  # how predictions.jsonl writes probabilities (`from_probabilities`)
 PROBS_SUM_TOLERANCE = 0.01  # probabilities written with 2 decimals still pass; all zeros do not
 
 
@@ -100,12 +101,15 @@ def read_json_lines(path: str | Path) -> Iterator[tuple[int, object]]:
 
 def from_probabilities(ids: list[str], probs: np.ndarray, offsets: np.ndarray | None = None) -> list[Prediction]:
     """Predictions from [N, 7] probabilities; the label is argmax(log probs + offsets), and where the
-    offsets moved it, `uncalibrated` names argmax(probs)."""
+    offsets moved it, `uncalibrated` names argmax(probs). Labels are chosen from the probabilities as written
+    (6 decimals), so a file's labels follow from its own probabilities: relabelling a resumed or saved file
+    (`calibrated`) gives the labels a fresh pass gives."""
+    probs = np.round(probs, PROBS_DECIMALS)
     scores = np.log(np.clip(probs, 1e-12, 1.0)) + (offsets if offsets is not None else 0.0)
     labels = np.argmax(scores, axis=1)
     plain = np.argmax(probs, axis=1)
     return [
-        Prediction(utt_id, LABELS[label], {l: round(float(p), 6) for l, p in zip(LABELS, row)},
+        Prediction(utt_id, LABELS[label], {l: float(p) for l, p in zip(LABELS, row)},
                    uncalibrated=LABELS[argmax] if label != argmax else None)
         for utt_id, label, argmax, row in zip(ids, labels.tolist(), plain.tolist(), probs, strict=True)
     ]

@@ -102,12 +102,12 @@ def own_code(folder: str | Path, *, base: bool = True, records: bool = True, see
     return None
 
 
-def _fusion_members(folder: Path) -> list[str]:
+def _fusion_members(folder: Path) -> list[Path]:
     """The model folders a fusion (`model: fusion`) names: loading it loads them."""
+    from erckit.kinds.fusion import saved_members
+
     info = _read(folder / MODEL)
-    recipe = info.get("config") if isinstance(info, dict) and info.get("type") == "fusion" else None
-    members = (recipe.get("fusion") or {}).get("members") if isinstance(recipe, dict) else None
-    return [m for m in members if isinstance(m, str)] if isinstance(members, list) else []
+    return saved_members(folder, info) if isinstance(info, dict) and info.get("type") == "fusion" else []
 
 
 def first_own_code(folders: Iterable[str | Path | None], *, asked: bool | None = None) -> tuple[str, str] | None:

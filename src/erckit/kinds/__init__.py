@@ -37,6 +37,10 @@ class Kind(Protocol):
     def unfinished_epoch(self, folder: Path, info: dict) -> dict:
         """Kinds with BEST_SO_FAR only: the epoch an unfinished run's weights come from, epochs run, the cap."""
 
+    def saved_recipe(self, folder: Path, info: dict) -> dict:
+        """Optional, for kinds whose recipe names other folders (fusion): the recipe kept in `folder`'s
+        erckit_model.json (`info`) as it reads where the folder is now (see `saved_recipe` below)."""
+
 MODULES = {"bert_bigru": "erckit.kinds.encoder", "tfidf": "erckit.kinds.tfidf", "llm": "erckit.kinds.llm",
            "fusion": "erckit.kinds.fusion"}
 NAMES = tuple(MODULES)
@@ -48,6 +52,13 @@ def get(name: str) -> Kind:
     if name not in MODULES:
         raise ValueError(f"model must be one of {', '.join(NAMES)}, not {name!r}")
     return cast(Kind, importlib.import_module(MODULES[name]))
+
+
+def saved_recipe(folder: Path, info: dict) -> dict:
+    """The recipe a model folder keeps, as its kind reads it where the folder is now (a fusion finds members that
+    moved with it); the saved mapping itself for kinds that name no other folder."""
+    kind = get(info["type"])
+    return kind.saved_recipe(folder, info) if hasattr(kind, "saved_recipe") else info["config"]
 
 
 def flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:

@@ -2,13 +2,15 @@
 
 `erckit ensemble --models A B --gold dev.json --out fused` (or a recipe with `model: fusion`) "trains" a
 fusion: it checks the members and keeps the weights, given or chosen on validation macro-F1 by the search
-`erckit compare` uses for its fusion methods (`ensemble.choose_weights`). The folder names its members by
-absolute path; `erckit predict`, `erckit serve` and `erckit.load` then label with every member, each loaded once.
+`erckit compare` uses for its fusion methods (`ensemble.choose_weights`). The folder names its members by absolute
+path and by their path from the fusion folder (`saved_members`: a runs folder moved or copied whole still finds
+them); `erckit predict`, `erckit serve` and `erckit.load` then label with every member, each loaded once.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -43,8 +45,7 @@ def _member_folders(members: list[str]) -> list[Path]:
     folders = [Path(m) for m in members]
     for folder in folders:
         if not (folder / MODEL_FILE).exists():
-            raise ConfigError(f"fusion.members: {folder} is not an erckit model folder (a fusion names its members "
-                              "by path: were they moved? rebuild it with erckit ensemble --models ...)")
+            raise ConfigError(f"fusion.members: {folder} is not an erckit model folder")
         info = read_model_info(folder)
         if not info.get("finished"):
             raise ConfigError(f"fusion.members: {folder} has not finished training")
@@ -57,21 +58,52 @@ def train(config: RunConfig, train: list[Dialogue] | None, validation: list[Dial
     from erckit.models import load
 
     folders = [Path(m) for m in config.fusion.members]  # checked when the recipe loaded
+    relative = {"member_paths": [os.path.relpath(m, out.resolve()) for m in folders]}  # see saved_members
     if config.fusion.weights is not None:
-        return {"weights": weight_shares(config.fusion.weights, len(folders)), "weights_from": "given"}
+        return {"weights": weight_shares(config.fusion.weights, len(folders)), "weights_from": "given"} | relative
     gold = list(gold_labels(validation, config.data.validation).values())
     trust = config.fusion.trust_remote_code  # the recipe's (the user's) word
     probs = [load(folder, trust_remote_code=trust).probabilities(validation, progress=True) for folder in folders]
     weights, macro = choose_weights(probs, gold)
     return {"weights": weight_shares(weights, len(folders)), "weights_from": "validation macro-F1",
-            "val_macro_f1": macro}
+            "val_macro_f1": macro} | relative
+
+
+def saved_members(folder: Path, info: dict) -> list[Path]:
+    """Where a saved fusion's members are: at their path from the fusion folder when they are there (the folders
+    moved together), else at their absolute path (the fusion alone moved). Tolerant of a malformed file: what
+    it cannot read it leaves out (erckit.remote_code looks through folders before they are loaded)."""
+    from erckit.models import MODEL_FILE
+
+    recipe = info.get("config")
+    members = (recipe.get("fusion") or {}).get("members") if isinstance(recipe, dict) else None
+    members = [m for m in members if isinstance(m, str)] if isinstance(members, list) else []
+    summary = info.get("summary") if isinstance(info.get("summary"), dict) else {}
+    relative = summary.get("member_paths") if isinstance(summary.get("member_paths"), list) else []
+    found = []
+    for i, absolute in enumerate(members):
+        beside = folder / relative[i] if i < len(relative) and isinstance(relative[i], str) else None
+        found.append(beside.resolve() if beside is not None and (beside / MODEL_FILE).exists() else Path(absolute))
+    return found
+
+
+def saved_recipe(folder: Path, info: dict) -> dict:
+    """The saved recipe with each member where `saved_members` finds it; refused when one is nowhere."""
+    from erckit.models import MODEL_FILE
+
+    members = saved_members(folder, info)
+    if missing := next((m for m in members if not (m / MODEL_FILE).exists()), None):
+        raise ConfigError(f"{folder}: its member {missing.name} is neither at {missing} nor at its path from the fusion "
+                          "folder (moved apart?); rebuild it with erckit ensemble --models ...")
+    recipe = info["config"]
+    return recipe | {"fusion": recipe["fusion"] | {"members": [str(m) for m in members]}}
 
 
 def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -> Predictor:
     """Every member loaded once; the weighted mean of their probabilities."""
     from erckit.models import load as load_member
 
-    predictors = [load_member(m, trust_remote_code=trust_remote_code) for m in config.fusion.members]  # checked when the saved recipe was read
+    predictors = [load_member(m, trust_remote_code=trust_remote_code) for m in config.fusion.members]  # saved_recipe's
     weights = info["summary"]["weights"]
 
     def score(dialogues: list[Dialogue], progress: bool) -> np.ndarray:
