@@ -38,7 +38,7 @@ OLD_SUFFIX = ".erckit-old"
 PathLike = str | Path
 
 
-def _same(a: PathLike, b: PathLike) -> bool:
+def same_file(a: PathLike, b: PathLike) -> bool:
     """Whether two paths name one file: through links when both exist, else the same path once resolved
     (two outputs of one command that are not written yet)."""
     try:
@@ -75,7 +75,7 @@ def check_output(out: PathLike | None, inputs: Iterable[PathLike | None]) -> Non
     if problem := _not_regular(Path(out)):
         raise DataError(out, None, problem)
     for source in inputs:
-        if source is not None and _same(out, source):
+        if source is not None and same_file(out, source):
             raise DataError(out, None, f"is the input {source}: choose another output (nothing was written)")
 
 
@@ -91,7 +91,7 @@ def check_folder(
         raise DataError(out, None, "is not a folder (the output is a folder)")
     sources = [Path(s) for s in inputs if s is not None]
     for source in sources if whole else ():
-        if _same(out, source) or (out.exists() and source.exists() and out.resolve() in source.resolve().parents):
+        if same_file(out, source) or (out.exists() and source.exists() and out.resolve() in source.resolve().parents):
             raise DataError(out, None, f"is or holds the input {source}: choose another output folder (nothing was written)")
     for name in names:
         check_output(out / name, sources)

@@ -10,7 +10,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from erckit import __version__
-from erckit.atomic import check_folder, check_output
+from erckit.atomic import check_folder, check_output, same_file
 from erckit.data import DataError, Interrupted
 from erckit.flags import check_recipe_values
 from erckit.formats import FORMATS
@@ -129,10 +129,10 @@ def _predict(args: argparse.Namespace) -> int:
     folders = [Path(f) for f in (args.model, args.adapter) if f and Path(f).is_dir()]
     folders += [sub for f in folders for sub in f.iterdir() if sub.is_dir()]  # best/, encoder/, checkpoint-N/
     model_files = [p for f in folders for p in f.iterdir() if p.is_file()]
-    if args.llamafactory and Path(args.llamafactory).resolve() == Path(args.out).resolve():
+    if args.llamafactory and same_file(args.llamafactory, args.out):
         raise DataError(args.out, None, "is also --llamafactory: give the two outputs different paths")
-    check_output(args.out, [args.input, args.prepared, args.llamafactory, *model_files])
-    check_output(args.llamafactory, [args.input, args.prepared, args.out, *model_files])
+    check_output(args.out, [args.input, args.prepared, *model_files])
+    check_output(args.llamafactory, [args.input, args.prepared, *model_files])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
     info = model_info(args.model)
     kind = kinds.get(info["type"]) if info else None
