@@ -37,8 +37,8 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
             pytest.fail(f"{DATA_REASON}, and {REQUIRE_DATA}=1 forbids skipping it", pytrace=False)
         pytest.skip(DATA_REASON)
 
-# The design's example dialogue: first, second and tenth utterances are the design's; the rest ours.
-DESIGN_DIALOGUE = [
+# The reference pipeline's example dialogue: first, second and tenth utterances are the reference pipeline's; the rest ours.
+REFERENCE_DIALOGUE = [
     ("A", "你笑什么？我在问你话呢"),
     ("B", "义乌的"),
     ("A", "义乌的怎么了"),
@@ -69,7 +69,7 @@ def m3ed_file(path: Path, dialogues: dict[str, list[tuple[str, str, str | None]]
 
 
 @pytest.fixture
-def design_file(tmp_path: Path) -> Path:
+def reference_file(tmp_path: Path) -> Path:
     labels = ["Happy", "Neutral", "Surprise", "Happy", "Anger", "Neutral", "Disgust", "Neutral", "Fear", "Sad", "Neutral"]
-    utterances = [(s, t, l) for (s, t), l in zip(DESIGN_DIALOGUE, labels)]
+    utterances = [(s, t, l) for (s, t), l in zip(REFERENCE_DIALOGUE, labels)]
     return m3ed_file(tmp_path / "annotation_train.json", {"Yiwu_1": utterances, "Yiwu_2": utterances[:4]}, "Yiwu")

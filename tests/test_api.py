@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 import erckit
-from conftest import BMELD, DESIGN_DIALOGUE, REPO, SAMPLE, SAMPLE_DATA, m3ed_file
+from conftest import BMELD, REFERENCE_DIALOGUE, REPO, SAMPLE, SAMPLE_DATA, m3ed_file
 from erckit.cli import main
 from erckit.data import DataError
 from readme_example import python_example
@@ -53,25 +53,25 @@ def predicted(folder, path, tmp_path) -> list[dict]:
 
 
 def test_lists_dicts_and_files_label_as_erckit_predict(model, tmp_path):
-    source = m3ed_file(tmp_path / "d.json", {"d": [(s, t, None) for s, t in DESIGN_DIALOGUE]})
+    source = m3ed_file(tmp_path / "d.json", {"d": [(s, t, None) for s, t in REFERENCE_DIALOGUE]})
     expected = predicted(model.predictor.folder, source, tmp_path)
-    as_pairs = model.label([DESIGN_DIALOGUE])
-    as_dicts = model.label({"d": [{"speaker": s, "text": t} for s, t in DESIGN_DIALOGUE]})
+    as_pairs = model.label([REFERENCE_DIALOGUE])
+    as_dicts = model.label({"d": [{"speaker": s, "text": t} for s, t in REFERENCE_DIALOGUE]})
     from_file = model.label(source)
     assert [p.id for p in as_pairs] == [f"1_{i}" for i in range(1, 12)]
     assert [p.id for p in as_dicts] == [p.id for p in from_file] == [e["id"] for e in expected]
     for predictions in (as_pairs, as_dicts, from_file):
         assert [(p.label, p.probs) for p in predictions] == [(e["label"], e["probs"]) for e in expected]
-    probs = model.probabilities([DESIGN_DIALOGUE])
+    probs = model.probabilities([REFERENCE_DIALOGUE])
     assert probs.shape == (11, 7) and np.allclose(probs.sum(1), 1)
     assert model.kind == "tfidf"
 
 
 def test_past_only_labels_equal_the_last_turn_of_each_prefix(model):
-    live = model.label_past_only(DESIGN_DIALOGUE)
-    assert [p.id for p in live] == [f"1_{k}" for k in range(1, len(DESIGN_DIALOGUE) + 1)]
-    for k in range(1, len(DESIGN_DIALOGUE) + 1):
-        last = model.label([DESIGN_DIALOGUE[:k]])[-1]
+    live = model.label_past_only(REFERENCE_DIALOGUE)
+    assert [p.id for p in live] == [f"1_{k}" for k in range(1, len(REFERENCE_DIALOGUE) + 1)]
+    for k in range(1, len(REFERENCE_DIALOGUE) + 1):
+        last = model.label([REFERENCE_DIALOGUE[:k]])[-1]
         assert (live[k - 1].label, live[k - 1].probs) == (last.label, last.probs)
 
 

@@ -27,7 +27,7 @@ def tfidf_run(tmp_path_factory):
 @pytest.mark.parametrize("flags", [
     ["--batch-size", "4"], ["--backend", "generate"], ["--template", "plain"], ["--window", "3"],
     ["--form", "dialogue"], ["--dtype", "fp32"], ["--max-length", "64"], ["--max-new-tokens", "4"],
-    ["--decoding", "design"], ["--device", "cpu"], ["--tensor-parallel-size", "2"], ["--adapter", "x"],
+    ["--decoding", "reference"], ["--device", "cpu"], ["--tensor-parallel-size", "2"], ["--adapter", "x"],
     ["--best-so-far"],
 ])
 def test_a_flag_that_does_not_apply_to_the_kind_is_refused(flags, tfidf_run, tmp_path, capsys):
@@ -46,7 +46,7 @@ PREDICT = ["predict", "--model", "packaged:gemma-3-270m", "--template", "plain",
 
 
 @pytest.mark.parametrize(("backend", "flags"), [
-    ("score", ["--max-new-tokens", "4"]), ("score", ["--decoding", "design"]), ("vllm", ["--unparsed", "score"]),
+    ("score", ["--max-new-tokens", "4"]), ("score", ["--decoding", "reference"]), ("vllm", ["--unparsed", "score"]),
     ("generate", ["--tensor-parallel-size", "2"]), ("score", ["--gpu-memory-utilization", "0.5"]),
     ("generate", ["--max-num-batched-tokens", "512"]),
 ])

@@ -17,12 +17,12 @@ def gold_as_predictions(raw, path, *, shuffle=True, drop=0):
     return predictions
 
 
-def test_m3ed_round_trip_equals_raw_and_scores_one(design_file, tmp_path):
+def test_m3ed_round_trip_equals_raw_and_scores_one(reference_file, tmp_path):
     preds = tmp_path / "predictions.jsonl"
-    gold_as_predictions(design_file, preds)
+    gold_as_predictions(reference_file, preds)
     out = tmp_path / "test_label.json"
-    assert main(["combine", "--predictions", str(preds), "--raw", str(design_file), "--out", str(out)]) == 0
-    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(design_file.read_text(encoding="utf-8"))
+    assert main(["combine", "--predictions", str(preds), "--raw", str(reference_file), "--out", str(out)]) == 0
+    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(reference_file.read_text(encoding="utf-8"))
     report = tmp_path / "report"
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(out), "--out", str(report)]) == 0
     assert json.loads((report / "metrics.json").read_text())["macro_f1"] == 1.0
@@ -62,27 +62,27 @@ def test_wrong_labels_are_written_in_meld_words(tmp_path):
     assert ",joy," in out.read_bytes().decode("gbk")
 
 
-def test_missing_id_is_refused_and_nothing_written(design_file, tmp_path, capsys):
+def test_missing_id_is_refused_and_nothing_written(reference_file, tmp_path, capsys):
     preds = tmp_path / "p.jsonl"
-    gold_as_predictions(design_file, preds, drop=1)
+    gold_as_predictions(reference_file, preds, drop=1)
     out = tmp_path / "test_label.json"
-    assert main(["combine", "--predictions", str(preds), "--raw", str(design_file), "--out", str(out)]) == 2
+    assert main(["combine", "--predictions", str(preds), "--raw", str(reference_file), "--out", str(out)]) == 2
     assert "have no prediction" in capsys.readouterr().err
     assert not out.exists()
 
 
-def test_extra_id_is_refused(design_file, tmp_path, capsys):
-    preds = gold_as_predictions(design_file, tmp_path / "p.jsonl")
+def test_extra_id_is_refused(reference_file, tmp_path, capsys):
+    preds = gold_as_predictions(reference_file, tmp_path / "p.jsonl")
     write_predictions(tmp_path / "p.jsonl", preds + [Prediction("nope_1", "Sad")])
     out = tmp_path / "o.json"
-    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(design_file), "--out", str(out)]) == 2
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(reference_file), "--out", str(out)]) == 2
     assert "not in" in capsys.readouterr().err and not out.exists()
 
 
-def test_llamafactory_generated_predictions_flow(design_file, tmp_path):
-    """The design's flow: prepare -> LLaMA-Factory predict (rows in order) -> combine with the prepared file."""
+def test_llamafactory_generated_predictions_flow(reference_file, tmp_path):
+    """The reference pipeline's flow: prepare -> LLaMA-Factory predict (rows in order) -> combine with the prepared file."""
     prepared = tmp_path / "prepared"
-    assert main(["prepare", "--test", str(design_file), "--out", str(prepared)]) == 0
+    assert main(["prepare", "--test", str(reference_file), "--out", str(prepared)]) == 0
     records = json.loads((prepared / "data_test.json").read_text(encoding="utf-8"))
     rows = [{"prompt": f"<reserved_106>{r['instruction']}<reserved_107>", "predict": f"{r['output']}。", "label": ""}
             for r in records]
@@ -90,9 +90,9 @@ def test_llamafactory_generated_predictions_flow(design_file, tmp_path):
     generated.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "test_label.json"
     args = ["combine", "--predictions", str(generated), "--prepared", str(prepared / "data_test.json"),
-            "--raw", str(design_file), "--out", str(out)]
+            "--raw", str(reference_file), "--out", str(out)]
     assert main(args) == 0
-    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(design_file.read_text(encoding="utf-8"))
+    assert json.loads(out.read_text(encoding="utf-8")) == json.loads(reference_file.read_text(encoding="utf-8"))
     rows[0]["predict"] = "我觉得是开心或者难过"
     generated.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
     out.unlink()
@@ -107,12 +107,12 @@ def test_sample_round_trip(tmp_path):
     assert json.loads(out.read_text(encoding="utf-8")) == json.loads(raw.read_text(encoding="utf-8"))
 
 
-def test_outputs_get_normal_permissions(design_file, tmp_path):
+def test_outputs_get_normal_permissions(reference_file, tmp_path):
     import os
     import stat
 
     preds = tmp_path / "p.jsonl"
-    gold_as_predictions(design_file, preds)
+    gold_as_predictions(reference_file, preds)
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(preds.stat().st_mode) == 0o666 & ~umask

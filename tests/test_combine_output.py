@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from conftest import DESIGN_DIALOGUE, SAMPLE, m3ed_file
+from conftest import REFERENCE_DIALOGUE, SAMPLE, m3ed_file
 from erckit.cli import main
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
@@ -16,9 +16,9 @@ from erckit.predictions import Prediction, write_predictions
 CSV_HEADER = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID"
 
 
-def design(path):
+def reference(path):
     labels = [None, "Happy", None, "Sad", "Anger", None, "Fear", "Neutral", None, "Disgust", None]
-    utterances = [(s, t, l) for (s, t), l in zip(DESIGN_DIALOGUE, labels)]
+    utterances = [(s, t, l) for (s, t), l in zip(REFERENCE_DIALOGUE, labels)]
     return m3ed_file(path / "annotation_test.json", {"Yiwu_1": utterances, "Yiwu_2": utterances[:4]}, "Yiwu")
 
 
@@ -34,7 +34,7 @@ def csv_bom_crlf(path):
 
 
 def csv_gbk(path):
-    rows = [CSV_HEADER, *(f"{i + 1},{t},{s},,,{i // 4},{i % 4}" for i, (s, t) in enumerate(DESIGN_DIALOGUE))]
+    rows = [CSV_HEADER, *(f"{i + 1},{t},{s},,,{i // 4},{i % 4}" for i, (s, t) in enumerate(REFERENCE_DIALOGUE))]
     raw = path / "test_gbk.csv"
     raw.write_bytes(("\n".join(rows) + "\n").encode("gbk"))
     return raw
@@ -53,7 +53,7 @@ def jsonl(path):
 
 
 EXPECTED = {  # the raw file -> sha256 of combine's output
-    "m3ed-design": (design, "9fdd42b75ed884e721c942a844c1b72ebfe96444147a08e96d68ee5333021f8f"),
+    "m3ed-reference": (reference, "9fdd42b75ed884e721c942a844c1b72ebfe96444147a08e96d68ee5333021f8f"),
     "m3ed-sample": (sample, "93aa5058dacd36f1d953e080fc27f771f000578b766781a33d0dcd3e85a8d272"),
     "csv-bom-crlf": (csv_bom_crlf, "6466a93d4f674ac06fb3a2d83afead0de788986649405a6d53a09008b30f7f39"),
     "csv-gbk": (csv_gbk, "8e112baa6c8decaacdd71dcde5e975f9e0475e9c1b2c760ffedcd60a6799970b"),

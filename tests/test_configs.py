@@ -37,7 +37,7 @@ def test_every_recipe_parses_names_its_command_and_no_data(recipe):
     assert config.data.train is None
 
 
-def test_design_recipe_has_the_designs_hyperparameters():
+def test_reference_recipe_has_the_reference_pipelines_hyperparameters():
     llm = load_config("baichuan2-13b-lora").llm
     assert (llm.template, llm.lora.rank, llm.lora.target_modules, llm.lr, llm.scheduler) == (
         "baichuan2", 64, "all-linear", 1e-5, "cosine")

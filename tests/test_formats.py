@@ -37,8 +37,8 @@ def test_meld_label_words_are_mapped():
     assert labels == {"Disgust", "Anger", "Sad", "Happy", "Neutral", "Surprise", "Fear"}
 
 
-def test_m3ed_reads_speakers_text_labels(design_file):
-    dialogues = read_dialogues(design_file)
+def test_m3ed_reads_speakers_text_labels(reference_file):
+    dialogues = read_dialogues(reference_file)
     assert [d.id for d in dialogues] == ["Yiwu_1", "Yiwu_2"]
     first = dialogues[0].utterances[0]
     assert (first.id, first.speaker, first.text, first.label) == ("Yiwu_1_1", "A", "你笑什么？我在问你话呢", "Happy")
@@ -67,6 +67,6 @@ def test_detect_format():
     assert detect_format("Sr No.,Utterance,Speaker\n") == "csv"
 
 
-def test_format_override_wins(design_file):
+def test_format_override_wins(reference_file):
     with pytest.raises(DataError, match="missing column"):
-        read_dialogues(design_file, "csv")
+        read_dialogues(reference_file, "csv")

@@ -68,7 +68,7 @@ def test_ctrl_c_in_predict_and_evaluate_keeps_nothing_half_written(tfidf_model, 
     one_line(capsys, "erckit evaluate: interrupted: nothing was kept half-written; run the same command again")
 
 
-def test_ctrl_c_in_llm_predict_keeps_the_partial_file(tmp_path, monkeypatch, capsys, design_file):
+def test_ctrl_c_in_llm_predict_keeps_the_partial_file(tmp_path, monkeypatch, capsys, reference_file):
     from erckit.llm.backends import Backend
     from llm_tiny import save_tiny, tiny_model, tiny_tokenizer
 
@@ -84,7 +84,7 @@ def test_ctrl_c_in_llm_predict_keeps_the_partial_file(tmp_path, monkeypatch, cap
 
     monkeypatch.setattr(Backend, "run", dies_after_one_batch)
     out = tmp_path / "p.jsonl"
-    command = ["predict", "--model", str(model), "--input", str(design_file), "--out", str(out), "--template", "plain",
+    command = ["predict", "--model", str(model), "--input", str(reference_file), "--out", str(out), "--template", "plain",
                "--batch-size", "4", "--device", "cpu"]
     assert main(command) == 130
     one_line(capsys, f"erckit predict: interrupted: the predictions so far are kept in {out}.partial; "

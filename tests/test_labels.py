@@ -3,7 +3,7 @@ import pytest
 from erckit.labels import LABELS, normalize_label, parse_answer
 
 
-def test_label_order_is_the_designs():
+def test_label_order_is_the_reference_pipelines():
     assert LABELS == ("Disgust", "Anger", "Sad", "Happy", "Neutral", "Surprise", "Fear")
 
 

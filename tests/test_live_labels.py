@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 import erckit
-from conftest import DESIGN_DIALOGUE, SAMPLE
+from conftest import REFERENCE_DIALOGUE, SAMPLE
 from erckit.api import to_dialogues
 from erckit.cli import main
 from erckit.data import prefixes
@@ -42,14 +42,14 @@ def runs(tmp_path_factory):
     return {name: folder / name for name in ("window", "dialogue", "fusion")}
 
 
-def design_prefixes() -> list:
-    return prefixes(to_dialogues([DESIGN_DIALOGUE])[0])
+def reference_prefixes() -> list:
+    return prefixes(to_dialogues([REFERENCE_DIALOGUE])[0])
 
 
 @pytest.mark.parametrize("name", ["window", "dialogue", "fusion"])
 def test_the_last_turn_alone_is_labelled_as_in_the_whole_dialogue(runs, name):
     predictor = load(runs[name])
-    dialogues = design_prefixes()
+    dialogues = reference_prefixes()
     last = predictor.last_probabilities(dialogues)
     assert last.shape == (len(dialogues), 7)
     for row, dialogue in zip(last, dialogues, strict=True):
@@ -76,7 +76,7 @@ class CountingEngine:
 def test_the_window_form_scores_one_prompt_per_dialogue_for_its_last_turn(runs):
     run = open_run(str(runs["window"]))
     engine = CountingEngine(load_engine(run))
-    dialogues = design_prefixes()
+    dialogues = reference_prefixes()
     logp = score_dialogues(engine, dialogues, run.record.prompt, 4, last_only=True)
     assert logp.shape == (len(dialogues), 7)
     assert sorted(engine.scored) == sorted(d.utterances[-1].id for d in dialogues)  # 11 prompts, not 66
@@ -85,10 +85,10 @@ def test_the_window_form_scores_one_prompt_per_dialogue_for_its_last_turn(runs):
 
 def test_past_only_labels_of_an_llm_equal_the_last_turn_of_each_prefix(runs):
     model = erckit.load(runs["window"])
-    live = model.label_past_only(DESIGN_DIALOGUE)
-    assert [p.id for p in live] == [f"1_{k}" for k in range(1, len(DESIGN_DIALOGUE) + 1)]
+    live = model.label_past_only(REFERENCE_DIALOGUE)
+    assert [p.id for p in live] == [f"1_{k}" for k in range(1, len(REFERENCE_DIALOGUE) + 1)]
     for k, got in enumerate(live, start=1):
-        want = model.label([DESIGN_DIALOGUE[:k]])[-1]
+        want = model.label([REFERENCE_DIALOGUE[:k]])[-1]
         assert got.label == want.label
         assert list(got.probs.values()) == pytest.approx(list(want.probs.values()), abs=2e-6)
 
@@ -110,7 +110,7 @@ def test_the_batcher_labels_waiting_live_and_whole_requests_in_one_call_each(run
         return real.last_probabilities(dialogues)
 
     batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets, score_last=score_last))
-    dialogues = design_prefixes()
+    dialogues = reference_prefixes()
     first = batcher.submit(dialogues[:1])
     while not calls:
         time.sleep(0.01)

@@ -19,7 +19,7 @@ from erckit.llm.items import items_from_dialogues
 from erckit.llm.loading import load_model
 from erckit.llm.predict import UnparsedAnswers, predict_file
 from erckit.llm.scoring import label_log_probs
-from erckit.llm.settings import DESIGN_DECODING, GREEDY
+from erckit.llm.settings import GREEDY, REFERENCE_DECODING
 from erckit.predictions import read_llamafactory, read_predictions
 from llm_tiny import brute_force_log_prob, fit_answers, save_tiny, tiny_model, tiny_tokenizer
 
@@ -114,10 +114,10 @@ def test_scoring_without_logits_to_keep_gives_the_same(tiny, tokenizer, monkeypa
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
-def test_score_backend_writes_valid_predictions_for_every_id(tiny_folder, tmp_path, design_file):
+def test_score_backend_writes_valid_predictions_for_every_id(tiny_folder, tmp_path, reference_file):
     from erckit.formats import read_dialogues
 
-    dialogues = read_dialogues(design_file)
+    dialogues = read_dialogues(reference_file)
     out = tmp_path / "predictions.jsonl"
     summary = predict_file(str(tiny_folder), out, dialogues=dialogues, template="plain", batch_size=4, progress=False)
     predictions = read_predictions(out)  # validates labels, probs and duplicate ids
@@ -193,7 +193,7 @@ def test_greedy_generation_is_deterministic_and_unparsed_answers_are_counted(tau
     first = generate_answers(model, tokenizer, prompts, PLAIN, GREEDY, batch_size=4, progress=False)
     assert first == [a for _, a in TAUGHT]
     assert generate_answers(model, tokenizer, prompts[::-1], PLAIN, batch_size=3, progress=False) == first[::-1]
-    sampled = [generate_answers(model, tokenizer, prompts, PLAIN, DESIGN_DECODING, progress=False) for _ in range(2)]
+    sampled = [generate_answers(model, tokenizer, prompts, PLAIN, REFERENCE_DECODING, progress=False) for _ in range(2)]
     assert sampled[0] == sampled[1]  # seeded
     assert [parse_answer(answer) for answer in first] == ["Happy", "Sad", "Anger", "Fear", None, None]
 

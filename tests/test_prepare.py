@@ -4,14 +4,14 @@ import pytest
 
 from conftest import BMELD
 from erckit.cli import main
-from test_prompts import DESIGN_PROMPT
+from test_prompts import REFERENCE_PROMPT
 
 
-def test_prepare_reproduces_the_design_prompt(design_file, tmp_path):
+def test_prepare_reproduces_the_reference_prompt(reference_file, tmp_path):
     out = tmp_path / "prepared"
-    assert main(["prepare", "--train", str(design_file), "--out", str(out)]) == 0
+    assert main(["prepare", "--train", str(reference_file), "--out", str(out)]) == 0
     records = json.loads((out / "data_train.json").read_text(encoding="utf-8"))
-    assert records[0] == {"id": "Yiwu_1_1", "instruction": DESIGN_PROMPT, "input": "", "output": "Happy", "history": []}
+    assert records[0] == {"id": "Yiwu_1_1", "instruction": REFERENCE_PROMPT, "input": "", "output": "Happy", "history": []}
     assert len(records) == 15
 
 
@@ -38,9 +38,9 @@ def test_data_info_loads_with_datasets_as_llamafactory_reads_it(tmp_path):
     assert sizes == {"erc_train": 1084, "erc_val": 1084, "erc_test": 2601}
 
 
-def test_same_speaker_task_only_in_training_data(design_file, tmp_path):
+def test_same_speaker_task_only_in_training_data(reference_file, tmp_path):
     out = tmp_path / "prepared"
-    args = ["prepare", "--train", str(design_file), "--validation", str(design_file), "--out", str(out)]
+    args = ["prepare", "--train", str(reference_file), "--validation", str(reference_file), "--out", str(out)]
     assert main(args + ["--same-speaker", "4"]) == 0
     train = json.loads((out / "data_train.json").read_text(encoding="utf-8"))
     val = json.loads((out / "data_val.json").read_text(encoding="utf-8"))
@@ -48,16 +48,16 @@ def test_same_speaker_task_only_in_training_data(design_file, tmp_path):
     assert {r["output"] for r in train[15:]} <= {"是", "否"}
 
 
-def test_prepare_in_the_dialogue_form_writes_each_utterances_separate_sequence(design_file, tmp_path, capsys):
+def test_prepare_in_the_dialogue_form_writes_each_utterances_separate_sequence(reference_file, tmp_path, capsys):
     out = tmp_path / "prepared"
-    assert main(["prepare", "--train", str(design_file), "--out", str(out), "--form", "dialogue"]) == 0
+    assert main(["prepare", "--train", str(reference_file), "--out", str(out), "--form", "dialogue"]) == 0
     records = json.loads((out / "data_train.json").read_text(encoding="utf-8"))
     assert len(records) == 15 and records[2]["id"] == "Yiwu_1_3" and records[2]["output"] == "Surprise"
     text = records[2]["instruction"]
     assert "\n1 A：你笑什么？我在问你话呢\n" in text and "\n11 B：那我明天再去问问\n" in text  # the whole dialogue
     assert text.endswith("\n3") and text.count("你笑什么？我在问你话呢") == 1  # asked by number, not quoted
     capsys.readouterr()
-    bad = ["prepare", "--train", str(design_file), "--out", str(tmp_path / "bad"), "--form", "dialogue",
+    bad = ["prepare", "--train", str(reference_file), "--out", str(tmp_path / "bad"), "--form", "dialogue",
            "--variant", "speaker"]
     assert main(bad) == 2
     assert "window form only" in capsys.readouterr().err and not (tmp_path / "bad").exists()

@@ -1,8 +1,8 @@
-from conftest import DESIGN_DIALOGUE
+from conftest import REFERENCE_DIALOGUE
 from erckit.data import Dialogue, Utterance
 from erckit.prompts import PromptConfig, build_prompt, same_speaker_examples, window_bounds
 
-DESIGN_PROMPT = (
+REFERENCE_PROMPT = (
     "现在，你是一名情感和情绪分析专家。下面这段标记在'### ###'间的对话涉及多个说话者。### "
     "<A：你笑什么？我在问你话呢> <B：义乌的> <A：义乌的怎么了> <B：没什么，就是觉得好玩> <A：你是不是又被人骗了> "
     "<B：没有，这次是真的> <A：上次你也这么说> <B：这次不一样，人家有营业执照> <A：营业执照也可以是假的> "
@@ -15,8 +15,8 @@ def dialogue(speakers_texts) -> Dialogue:
     return Dialogue("d", tuple(Utterance(f"u{i}", s, t, "Neutral") for i, (s, t) in enumerate(speakers_texts)))
 
 
-def test_design_prompt_verbatim():
-    assert build_prompt(dialogue(DESIGN_DIALOGUE), 0, PromptConfig()) == DESIGN_PROMPT
+def test_reference_prompt_verbatim():
+    assert build_prompt(dialogue(REFERENCE_DIALOGUE), 0, PromptConfig()) == REFERENCE_PROMPT
 
 
 def test_window_centered_stays_inside_and_past_ends_at_target():
@@ -49,7 +49,7 @@ def test_past_window_shows_no_future():
 
 
 def test_same_speaker_examples_are_correct_and_hide_speakers():
-    d = dialogue(DESIGN_DIALOGUE)
+    d = dialogue(REFERENCE_DIALOGUE)
     examples = same_speaker_examples([d], PromptConfig(), per_dialogue=8, seed=1)
     assert len(examples) >= 6 and {e.answer for e in examples} == {"是", "否"}
     by_id = {u.id: u for u in d.utterances}

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from conftest import DESIGN_DIALOGUE, SAMPLE_DATA, m3ed_file
+from conftest import REFERENCE_DIALOGUE, SAMPLE_DATA, m3ed_file
 from erckit.cli import main
 from test_encoder_model import tiny_encoder  # noqa: F401  (fixture)
 
-TURNS = [{"speaker": speaker, "text": text} for speaker, text in DESIGN_DIALOGUE]
+TURNS = [{"speaker": speaker, "text": text} for speaker, text in REFERENCE_DIALOGUE]
 
 
 def free_port() -> int:

@@ -41,8 +41,8 @@ class Decoding:
 
 GREEDY = Decoding()
 # The reference pipeline's decoding: sampling at temperature 0.3 with a light repetition penalty, seeded.
-DESIGN_DECODING = Decoding(do_sample=True, temperature=0.3, repetition_penalty=1.05)
-DECODING_PRESETS: dict[str, Decoding] = {"greedy": GREEDY, "design": DESIGN_DECODING}
+REFERENCE_DECODING = Decoding(do_sample=True, temperature=0.3, repetition_penalty=1.05)
+DECODING_PRESETS: dict[str, Decoding] = {"greedy": GREEDY, "reference": REFERENCE_DECODING}
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class PredictSettings:
                            BACKENDS)
     batch_size: int | None = setting(None, "prompts (dialogue form: dialogues) per batch",
                                      shown="the run's, else 8; vLLM 512")
-    decoding: str = setting("greedy", "generate: greedy, or design: the reference pipeline's temperature 0.3 + "
+    decoding: str = setting("greedy", "generate: greedy, or reference: the reference pipeline's temperature 0.3 + "
                             "repetition penalty 1.05", tuple(DECODING_PRESETS), applies=GENERATING)
     max_new_tokens: int | None = setting(None, "generate: answer length cap", shown=str(GREEDY.max_new_tokens),
                                          applies=GENERATING)
