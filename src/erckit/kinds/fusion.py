@@ -75,15 +75,20 @@ def saved_members(folder: Path, info: dict) -> list[Path]:
     it cannot read it leaves out (erckit.remote_code looks through folders before they are loaded)."""
     from erckit.models import MODEL_FILE
 
+    def listed(section: object, key: str) -> list:
+        value = section.get(key) if isinstance(section, dict) else None
+        return value if isinstance(value, list) else []
+
     recipe = info.get("config")
-    members = (recipe.get("fusion") or {}).get("members") if isinstance(recipe, dict) else None
-    members = [m for m in members if isinstance(m, str)] if isinstance(members, list) else []
-    summary = info.get("summary") if isinstance(info.get("summary"), dict) else {}
-    relative = summary.get("member_paths") if isinstance(summary.get("member_paths"), list) else []
+    members = listed(recipe.get("fusion") if isinstance(recipe, dict) else None, "members")
+    relative = listed(info.get("summary"), "member_paths")
     found = []
     for i, absolute in enumerate(members):
         beside = folder / relative[i] if i < len(relative) and isinstance(relative[i], str) else None
-        found.append(beside.resolve() if beside is not None and (beside / MODEL_FILE).exists() else Path(absolute))
+        if beside is not None and (beside / MODEL_FILE).exists():
+            found.append(beside.resolve())
+        elif isinstance(absolute, str):
+            found.append(Path(absolute))
     return found
 
 
