@@ -108,7 +108,7 @@ def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -
     """Every member loaded once; the weighted mean of their probabilities."""
     from erckit.models import load as load_member
 
-    predictors = [load_member(m, trust_remote_code=trust_remote_code) for m in config.fusion.members]  # saved_recipe's
+    predictors = [load_member(m, trust_remote_code=trust_remote_code) for m in config.fusion.members]  # where saved_recipe found them
     weights = info["summary"]["weights"]
 
     def score(dialogues: list[Dialogue], progress: bool) -> np.ndarray:
