@@ -83,7 +83,7 @@ def test_given_weights_are_kept_and_bad_fusions_end_in_one_line(members, tmp_pat
     assert not (tmp_path / "p.jsonl").exists()
 
 
-def test_a_runs_folder_moved_or_copied_whole_keeps_its_fusion_working(members, tmp_path):
+def test_a_runs_folder_moved_or_copied_whole_keeps_its_fusion_working(members, tmp_path, capsys):
     """The members are found at their path from the fusion folder; a fusion moved alone finds them where they were."""
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -96,6 +96,11 @@ def test_a_runs_folder_moved_or_copied_whole_keeps_its_fusion_working(members, t
     shutil.move(runs, elsewhere)  # another machine: the absolute paths saved in the fusion are gone
     assert main(["predict", "--model", str(elsewhere / "fused"), "--input", str(TEST), "--out", str(tmp_path / "b.jsonl")]) == 0
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "b.jsonl").read_text()
+    again = ["ensemble", "--models", *(str(elsewhere / m.name) for m in members), "--weights", "1", "3",
+             "--out", str(elsewhere / "fused")]
+    assert main(again) == 0 and "already holds this finished run" in capsys.readouterr().out  # the same recipe, moved
+    assert main(again[:-4] + ["3", "1", "--out", str(elsewhere / "fused")]) == 2
+    assert "fusion.weights differs" in capsys.readouterr().err
     alone = tmp_path / "fused-alone"
     shutil.move(elsewhere / "fused", alone)  # the fusion moved away from its members: their absolute paths...
     for member in members:

@@ -128,7 +128,7 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
         if not isinstance(spec, dict):
             raise ConfigError(f"{path}: method {name!r} must be a mapping with 'recipe' (and 'overrides'), 'model' "
                               f"or 'fusion', not {spec!r}")
-    config.methods = _expand_seeds({name: from_dict(Method, spec, f"{path}.methods.{name}")
+    config.methods = _expand_seeds({name: from_dict(Method, spec, str(path), f"methods.{name}")
                                     for name, spec in methods.items()}, config, path)
     for name, method in config.methods.items():
         if sum((method.recipe is not None, method.model is not None, bool(method.fusion))) != 1:

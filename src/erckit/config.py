@@ -287,8 +287,8 @@ class RunConfig:
         kinds.get(self.model).check(self)  # what spans its sections
 
 
-def _convert(value: Any, kind: Any, where: str) -> Any:
-    """Check or convert a YAML value to the annotated field type."""
+def _convert(value: Any, kind: Any, where: str, key: str) -> Any:
+    """Check or convert a YAML value (at dotted `key` of `where`) to the annotated field type."""
     origin = typing.get_origin(kind)
     if origin in (types.UnionType, typing.Union):
         options = typing.get_args(kind)
@@ -298,16 +298,16 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
         origin = typing.get_origin(kind)
     if dataclasses.is_dataclass(kind):
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping")
-        return from_dict(kind, value, where)
+            raise ConfigError(_at(where, key, "expected a mapping"))
+        return from_dict(kind, value, where, key)
     if origin is list:
         if not isinstance(value, list):
-            raise ConfigError(f"{where}: expected a list")
+            raise ConfigError(_at(where, key, "expected a list"))
         (item,) = typing.get_args(kind)
-        return [_convert(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_convert(v, item, where, f"{key}[{i}]") for i, v in enumerate(value)]
     if origin is dict or kind is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping")
+            raise ConfigError(_at(where, key, "expected a mapping"))
         return value
     if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -318,22 +318,28 @@ def _convert(value: Any, kind: Any, where: str) -> Any:
             pass
     if kind in (int, bool, str) and type(value) is kind:
         return value
-    raise ConfigError(f"{where}: expected {getattr(kind, '__name__', kind)}, got {value!r}")
+    raise ConfigError(_at(where, key, f"expected {getattr(kind, '__name__', kind)}, got {value!r}"))
 
 
-def from_dict(cls: type, data: dict[str, Any], where: str = "config") -> Any:
-    """Build dataclass `cls` from a mapping; unknown keys and wrong types are refused."""
+def _at(where: str, key: str, problem: str) -> str:
+    """A config error: the file (or command) it came from, the dotted key, the problem; blanks left out."""
+    return ": ".join(part for part in (where, key, problem) if part)
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config", key: str = "") -> Any:
+    """Build dataclass `cls` from the mapping at dotted `key` of `where` (a file, or a command); unknown keys
+    and wrong types are refused, naming both."""
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})")
+        raise ConfigError(_at(where, key, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})"))
     try:
-        return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+        return cls(**{k: _convert(v, hints[k], where, f"{key}.{k}" if key else k) for k, v in data.items()})
     except (TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise
-        raise ConfigError(f"{where}: {err}") from None
+        raise ConfigError(_at(where, key, str(err))) from None
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -379,16 +385,13 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     data = read_yaml(resolve(path)) if path else {}
     data = apply_overrides(data, list(overrides))
     try:
-        config = from_dict(RunConfig, data, str(path or "config"))
+        config = from_dict(RunConfig, data, "")  # the recipe's name goes in front below, with the section checks''' errors
         if unread := kinds.unread_key(config.model, data):
             raise ConfigError(f"{unread} is not read by model {config.model} (it reads {kinds.described(config.model)}, "
                               f"{', '.join(kinds.ALWAYS)}); remove it")
         return config
     except ConfigError as err:
-        message = str(err)
-        if path and not message.startswith(str(path)):
-            message = f"{path}: {message}"  # a value refused by a section's own check names the recipe too
-        raise ConfigError(message) from None
+        raise ConfigError(f"{path}: {err}" if path else str(err)) from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

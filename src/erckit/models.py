@@ -91,8 +91,11 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
     previous = read_model_info(out)
     if not previous.get("finished") and not _has_progress(out):
         return None  # a run stopped before its first checkpoint: nothing to keep
-    if key := kinds.first_difference(comparable(previous["config"], str(out / MODEL_FILE)),
-                                     comparable(saved_config(config))):
+    try:
+        saved = kinds.saved_recipe(out, previous)  # a fusion's members where they are now (moved with it)
+    except ConfigError:
+        saved = previous["config"]  # members nowhere: compared as saved (and found different)
+    if key := kinds.first_difference(comparable(saved, str(out / MODEL_FILE)), comparable(saved_config(config))):
         raise ConfigError(f"{out} holds a run of another recipe ({key} differs); choose another out= or remove it")
     if "data_sha256" not in previous:
         raise ConfigError(f"{out} holds a run that recorded no hash of its data (an older erckit), so it cannot be "
