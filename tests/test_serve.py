@@ -4,7 +4,8 @@ past-only prefixes), bad requests get a one-line 4xx and the server keeps servin
 from __future__ import annotations
 
 import json
-import socket
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -22,12 +23,6 @@ from test_encoder_model import tiny_encoder  # noqa: F401  (fixture)
 TURNS = [{"speaker": speaker, "text": text} for speaker, text in REFERENCE_DIALOGUE]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def request(url: str, body: object | bytes | None = None) -> tuple[int, dict]:
     """(status, JSON answer) of a GET (no body) or a JSON POST."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body, ensure_ascii=False).encode()
@@ -40,13 +35,17 @@ def request(url: str, body: object | bytes | None = None) -> tuple[int, dict]:
 
 
 class Server:
-    """`erckit serve` in a subprocess until closed."""
+    """`erckit serve` in a subprocess on a port it chose (--port 0, read from its first line) until closed."""
 
     def __init__(self, model: Path, *flags: str) -> None:
-        self.url = f"http://127.0.0.1:{free_port()}"
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "erckit", "serve", "--model", str(model), "--port", self.url.rsplit(":", 1)[1],
-             *flags], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [sys.executable, "-m", "erckit", "serve", "--model", str(model), "--port", "0", *flags],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # Ctrl-C as in a terminal
+        first = self.process.stdout.readline()
+        found = re.search(r" at http://127\.0\.0\.1:(\d+)/ ", first)
+        assert found and found[1] != "0", first + self.process.stdout.read()
+        self.url = f"http://127.0.0.1:{found[1]}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             assert self.process.poll() is None, self.process.stdout.read()
@@ -157,6 +156,41 @@ def test_a_body_larger_than_the_limits_allow_is_refused_before_it_is_read(served
     assert response.status == 413 and "request body of 2000000 bytes" in json.loads(response.read())["error"]
     connection.close()
     assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limits(served):
+    import http.client
+
+    _, url = served
+    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
+    connection.putrequest("POST", "/api/label")
+    connection.putheader("Content-Type", "application/json")
+    connection.putheader("Transfer-Encoding", "chunked")  # no length declared
+    connection.endheaders()
+    chunk = b'{"turns": [' + b" " * 65536
+    try:
+        for _ in range(64):  # 4 MiB, more than twice the limits' 1.6 MB; the server stops reading at the limit
+            connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+    except OSError:
+        pass  # the server answered and closed before the rest was sent
+    response = connection.getresponse()
+    assert response.status == 413 and "request body over the" in json.loads(response.read())["error"]
+    connection.close()
+    assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
+
+
+def test_serve_says_its_port_refuses_a_taken_one_in_one_line_and_ends_with_130_on_ctrl_c(served):
+    model, url = served
+    port = url.rsplit(":", 1)[1]
+    taken = subprocess.run([sys.executable, "-m", "erckit", "serve", "--model", str(model), "--port", port],
+                           capture_output=True, text=True, timeout=120)
+    assert (taken.returncode, taken.stdout) == (2, "")
+    assert taken.stderr == f"erckit serve: error: --host 127.0.0.1 --port {port}: cannot listen there: Address already in use\n"
+    server = Server(model)  # its own port, told on its first line (--port 0)
+    assert server.url != url
+    server.process.send_signal(signal.SIGINT)
+    rest = server.process.communicate(timeout=60)[0]
+    assert server.process.returncode == 130 and rest == "erckit serve: interrupted: the server stopped; it keeps nothing\n"
 
 
 def test_unknown_paths_and_methods_are_4xx_too(served):

@@ -12,7 +12,9 @@ from importlib import resources
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from erckit.data import DataError, Dialogue, Utterance, check_dialogues
 from erckit.labels import LABELS
@@ -32,6 +34,33 @@ class RequestRefused(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
+
+
+class BodyLimit:
+    """ASGI middleware refusing a request body over `max_bytes` with 413: one declared longer (Content-Length)
+    before it is read, one sent in chunks as soon as what arrived passes the limit (never read further)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app, self.max_bytes = app, max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = Headers(scope=scope).get("content-length")
+        if length and length.isdigit() and int(length) > self.max_bytes:
+            reason = f"request body of {length} bytes: more than the {self.max_bytes} the limits allow"
+            return await _error(413, reason)(scope, receive, send)
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.max_bytes:  # raised where the route reads its body: answered by http_error
+                raise HTTPException(413, f"request body over the {self.max_bytes} bytes the limits allow")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def _error(status: int, reason: str) -> JSONResponse:
@@ -81,12 +110,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     max_bytes = limits.max_turns * (4 * limits.max_chars + 256) + 1024  # UTF-8 text plus JSON per turn
     page = (resources.files(__package__) / "page.html").read_text(encoding="utf-8")
 
-    @app.middleware("http")
-    async def refuse_large_bodies(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > max_bytes:
-            return _error(413, f"request body of {length} bytes: more than the {max_bytes} the limits allow")
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_bytes=max_bytes)
 
     @app.exception_handler(RequestValidationError)
     async def refuse_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
