@@ -135,11 +135,20 @@ def test_every_command_names_a_mistyped_model_folder(command, tmp_path, monkeypa
     assert not (tmp_path / "merged").exists()
 
 
-def test_a_hub_id_without_a_local_folder_keeps_its_advice(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("model", ["Qwen/Qwen2.5-7B-Instruct", "nope"])
+def test_a_hub_id_without_a_local_folder_keeps_its_advice(model, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    args = ["predict", "--model", "Qwen/Qwen2.5-7B-Instruct", "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]
+    args = ["predict", "--model", model, "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]
     assert main(args) == 2
-    assert "no such model folder" not in one_line(capsys)
+    assert one_line(capsys).endswith(f"{model}: not a folder here, so read as a hub id: name its chat template with --template")
+
+
+def test_a_folder_holding_no_model_is_named(tmp_path, capsys):
+    (tmp_path / "empty").mkdir()
+    args = ["predict", "--model", str(tmp_path / "empty"), "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]
+    assert main(args) == 2
+    assert one_line(capsys).endswith("empty: holds no model (no erckit_model.json, config.json or adapter_config.json)")
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 def test_best_so_far_for_a_kind_without_it_is_refused_by_the_api_and_serve_too(tfidf_run, capsys):

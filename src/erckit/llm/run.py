@@ -19,7 +19,7 @@ from erckit.data import DataError
 from erckit.flags import apply, flag
 from erckit.llm.chat import CHAT_TEMPLATES, ChatTemplate, get_template
 from erckit.llm.record import BEST, RECORD_FILE, RunRecord, load_run_record
-from erckit.models import model_info
+from erckit.models import MODEL_FILE, model_info
 from erckit.prompts import PromptConfig, setting
 from erckit.remote_code import first_own_code
 
@@ -98,6 +98,8 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     adapter = is_adapter(folder)
     if adapter:
         check_adapter(folder)  # a broken adapter_config.json is named before anything else (and read once)
+    elif info is None and path.is_dir() and not (path / "config.json").is_file():
+        raise DataError(weights, None, f"holds no model (no {MODEL_FILE}, config.json or adapter_config.json)")
     elif flags.base_model is not None:
         raise DataError(weights, None, "is not a LoRA adapter (no adapter_config.json): a base model (--base, or "
                                        "--model under --adapter) does not apply to it; remove it")
@@ -107,6 +109,8 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
         base = flags.base_model or (None if adapter else weights)
         if base is None:
             raise DataError(folder, None, "is a LoRA adapter with no run record: give --base, the model it was trained on")
+        if flags.template is None and not path.exists():
+            raise DataError(weights, None, "not a folder here, so read as a hub id: name its chat template with --template")
         if flags.template is None:
             raise ValueError(f"name the chat template of {weights} with --template (no {RECORD_FILE} records one)")
         record = RunRecord(base, flags.template, prompt_from_flags(flags, language), flags.max_length, adapter=adapter)
