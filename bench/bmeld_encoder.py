@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def run_method(name: str, recipe: str | Path, out: Path, overrides: list[str], splits: dict) -> dict:
-    data = [f"data.train={BMELD / 'train_sent_emo.csv'}", f"data.validation={BMELD / 'dev_sent_emo.csv'}", "data.test=null"]
+    data = [f"data.train={BMELD / 'train_sent_emo.csv'}", f"data.validation={BMELD / 'dev_sent_emo.csv'}"]
     config = load_config(recipe, [*data, f"out={out / name}", *overrides])
     started = time.perf_counter()
     info = train(config)

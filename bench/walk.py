@@ -124,8 +124,7 @@ def main() -> None:
         argv = ["predict", "--model", str(run), "--input", str(SAMPLE / "annotation_validation.json"),
                 "--out", str(folder / "predictions.jsonl")]
     else:
-        argv = ["train", "--config", "bert_bigru", f"out={folder / 'model'}", *data,
-                "data.test=null", "train.epochs=1"]
+        argv = ["train", "--config", "bert_bigru", f"out={folder / 'model'}", *data, "train.epochs=1"]
     walk = Walk(Path(erckit.__file__).parent)
     sys.setprofile(walk.profile)
     sys.addaudithook(walk.audit)

@@ -42,7 +42,7 @@ def test_the_public_names_are_exported_and_documented():
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> erckit.Model:
     folder = tmp_path_factory.mktemp("api") / "model"
-    assert main(["train", "--config", "tfidf", "--out", str(folder), *SAMPLE_DATA, "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", "--out", str(folder), *SAMPLE_DATA]) == 0
     return erckit.load(folder)
 
 

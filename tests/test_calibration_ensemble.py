@@ -121,7 +121,7 @@ def test_calibrate_model_stores_offsets_predict_applies_and_removes_them(tmp_pat
     model = tmp_path / "model"
     assert main(["train", "--config", "tfidf", f"out={model}",
                  f"data.train={SAMPLE / 'annotation_train.json'}",
-                 f"data.validation={SAMPLE / 'annotation_validation.json'}", "data.test=null"]) == 0
+                 f"data.validation={SAMPLE / 'annotation_validation.json'}"]) == 0
     validation, test = SAMPLE / "annotation_validation.json", SAMPLE / "annotation_test.json"
     raw = tmp_path / "raw.jsonl"
     assert main(["predict", "--model", str(model), "--input", str(test), "--out", str(raw)]) == 0

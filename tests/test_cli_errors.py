@@ -112,8 +112,7 @@ def test_predicting_with_an_unfinished_run_is_refused(tmp_path, capsys):
 
     model = tmp_path / "model"
     test = SAMPLE / "annotation_test.json"
-    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.validation=null",
-                 "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.validation=null"]) == 0
     info = json.loads((model / "erckit_model.json").read_text())
     (model / "erckit_model.json").write_text(json.dumps(info | {"finished": False}))  # as a killed run leaves it
     out = tmp_path / "p.jsonl"
@@ -128,7 +127,7 @@ def test_tfidf_prints_and_stores_its_validation_score_and_a_reused_run_says_only
     from erckit.metrics import evaluate_files
 
     model, validation = tmp_path / "model", SAMPLE / "annotation_validation.json"
-    args = ["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.test=null"]
+    args = ["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA]
     assert main(args) == 0
     printed = capsys.readouterr().out
     summary = json.loads((model / "erckit_model.json").read_text())["summary"]

@@ -229,7 +229,7 @@ def test_a_calibrated_model_scored_on_its_own_calibration_split_is_marked_with_t
     tmp_path, capsys
 ):
     model, validation = tmp_path / "tfidf", SAMPLE / "annotation_validation.json"
-    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA]) == 0
     assert main(["calibrate", "--model", str(model), "--validation", str(validation), "--force"]) == 0
     report = json.loads((model / "erckit_model.json").read_text())["calibration_report"]
     config = {"out": str(tmp_path / "c"), "train": str(SAMPLE / "annotation_train.json"),

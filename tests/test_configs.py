@@ -52,7 +52,7 @@ def test_accelerate_configs_are_valid_yaml(name):
 
 
 def test_overrides_are_typed_and_unknown_keys_refused():
-    config = load_config("bert_bigru", ["train.epochs=2", "train.lr=1e-4", "data.test=null"])
+    config = load_config("bert_bigru", ["train.epochs=2", "train.lr=1e-4"])
     assert config.train.epochs == 2 and config.train.lr == 1e-4 and config.data.test is None
     with pytest.raises(ConfigError, match="^bert_bigru: train: unknown key 'epoch'"):  # recipe, section, key
         load_config("bert_bigru", ["train.epoch=2"])
@@ -60,6 +60,8 @@ def test_overrides_are_typed_and_unknown_keys_refused():
         load_config("bert_bigru", ["train.epochs=two"])
     with pytest.raises(ConfigError, match="^tfidf: unknown key 'tfid' "):
         load_config("tfidf", ["tfid.c=2"])
+    with pytest.raises(ConfigError, match="^bert_bigru: data.test is not read by model bert_bigru .*; remove it$"):
+        load_config("bert_bigru", ["data.test=annotation_test.json"])  # a test file is labelled by erckit predict
     with pytest.raises(ConfigError, match="encoder.speaker must be name, letter or none"):
         load_config("bert_bigru", ["encoder.speaker=names"])
 

@@ -128,7 +128,7 @@ def test_a_dialogue_reading_model_trains_predicts_and_reloads_through_the_cli(ti
     folder, _, _ = tiny
     out = tmp_path / "model"
     recipe = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={SAMPLE / 'annotation_validation.json'}",
-              "data.test=null", f"out={out}", f"encoder.name={folder}", "encoder.context=dialogue",
+              f"out={out}", f"encoder.name={folder}", "encoder.context=dialogue",
               "encoder.max_length=24", "encoder.dialogue_tokens=200", "encoder.freeze_layers=0",
               "classifier.gru_hidden=16", "train.epochs=1", "train.patience=0"]
     assert main(["train", "--config", "bert_bigru", *recipe]) == 0

@@ -52,7 +52,7 @@ def bmeld_slices(tmp_path_factory) -> tuple[Path, Path]:
 
 def recipe(tiny_encoder: Path, train_path: Path, dev_path: Path, out: Path, epochs: int) -> list[str]:
     return [
-        f"data.train={train_path}", f"data.validation={dev_path}", "data.test=null", f"out={out}",
+        f"data.train={train_path}", f"data.validation={dev_path}", f"out={out}",
         f"encoder.name={tiny_encoder}", "encoder.freeze_embeddings=false", "encoder.max_length=32",
         "classifier.gru_hidden=32", "train.lr=1e-3", "train.head_lr=3e-3", "train.batch_dialogues=8",
         f"train.epochs={epochs}",
@@ -209,7 +209,7 @@ def test_a_killed_early_stopping_run_predicts_with_its_best_epoch_on_request_and
 
 def test_best_so_far_is_refused_for_an_unfinished_tfidf_run(tmp_path, capsys):
     model = tmp_path / "model"
-    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA]) == 0
     info = json.loads((model / "erckit_model.json").read_text())
     (model / "erckit_model.json").write_text(json.dumps(info | {"finished": False}))
     capsys.readouterr()

@@ -23,7 +23,7 @@ VALIDATION, TEST = SAMPLE / "annotation_validation.json", SAMPLE / "annotation_t
 @pytest.fixture(scope="module")
 def members(tmp_path_factory):
     folder = tmp_path_factory.mktemp("members")
-    data = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={VALIDATION}", "data.test=null"]
+    data = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={VALIDATION}"]
     for name, extra in (("words", ["tfidf.ngram_max=1", "tfidf.c=0.1"]), ("trigrams", [])):
         assert main(["train", "--config", "tfidf", *data, *extra,
                      f"out={folder / name}"]) == 0

@@ -9,7 +9,7 @@ from safetensors import SafetensorError
 from conftest import SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 
-TRAIN = ["train", "--config", "tfidf", *SAMPLE_DATA, "data.validation=null", "data.test=null"]
+TRAIN = ["train", "--config", "tfidf", *SAMPLE_DATA, "data.validation=null"]
 TEST = SAMPLE / "annotation_test.json"
 
 

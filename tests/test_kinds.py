@@ -14,8 +14,7 @@ from erckit.cli import main
 from erckit.config import RunConfig, to_dict
 from erckit.recipes import resolve
 
-DATA = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={SAMPLE / 'annotation_validation.json'}",
-        "data.test=null"]
+DATA = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={SAMPLE / 'annotation_validation.json'}"]
 
 OTHER_KINDS_KEYS = [  # (recipe, override, the key named)
     ("gemma-270m-dialogue.yaml", "train.epochs=1", "train.epochs"),  # the llm kind has llm.epochs

@@ -33,7 +33,7 @@ def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp("live")
     tokenizer = tiny_tokenizer()
     base = save_tiny(folder / "tiny", tiny_model(tokenizer), tokenizer)
-    data = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={VALIDATION}", "data.test=null"]
+    data = [f"data.train={SAMPLE / 'annotation_train.json'}", f"data.validation={VALIDATION}"]
     for form, recipe in (("window", "gemma-270m-lora"), ("dialogue", "gemma-270m-dialogue")):
         assert main(["train", "--config", recipe, f"out={folder / form}", *data, f"llm.model={base}",
                      "llm.max_steps=2", "llm.eval_steps=2", "llm.eval_subset=0", "llm.prompt.window=3"]) == 0

@@ -33,7 +33,7 @@ def digest(path: Path) -> str:
 def tfidf_model(tmp_path_factory) -> Path:
     model = tmp_path_factory.mktemp("tfidf") / "model"
     assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA,
-                 "data.validation=null", "data.test=null"]) == 0
+                 "data.validation=null"]) == 0
     return model
 
 
@@ -135,7 +135,7 @@ def test_a_train_out_whose_record_is_its_data_is_refused(tmp_path, capsys):
     data = out / "erckit_model.json"
     data.write_bytes((SAMPLE / "annotation_train.json").read_bytes())
     assert main(["train", "--config", "tfidf", f"out={out}", f"data.train={data}",
-                 "data.validation=null", "data.test=null"]) == 2
+                 "data.validation=null"]) == 2
     assert "is the input" in capsys.readouterr().err
     assert data.read_bytes() == (SAMPLE / "annotation_train.json").read_bytes()
 

@@ -15,7 +15,7 @@ def test_a_bar_waits_for_slow_work_and_for_a_terminal():
 
 def test_predict_combine_and_evaluate_write_nothing_on_a_piped_stderr(tmp_path, capsys):
     model, preds, out = tmp_path / "model", tmp_path / "p.jsonl", tmp_path / "labelled.json"
-    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.validation=null", "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", f"out={model}", *SAMPLE_DATA, "data.validation=null"]) == 0
     assert main(["predict", "--model", str(model), "--input", str(TEST), "--out", str(preds)]) == 0
     assert main(["combine", "--predictions", str(preds), "--raw", str(TEST), "--out", str(out)]) == 0
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(out), "--out", str(tmp_path / "report")]) == 0

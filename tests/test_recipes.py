@@ -45,10 +45,10 @@ def test_bad_recipe_arguments_are_one_line_exit_2(tmp_path, monkeypatch, capsys,
 
 def test_train_by_name_from_another_folder_with_out_flag(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert main(["train", "--config", "tfidf", "--out", "model", *SAMPLE_DATA, "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", "--out", "model", *SAMPLE_DATA]) == 0
     info = json.loads((tmp_path / "model" / "erckit_model.json").read_text())
     assert info["finished"] and info["config"]["out"] == "model"
     # a file of that name in the current folder is the recipe, not the shipped one
     (tmp_path / "tfidf").write_text("model: tfidf\ntfidf:\n  c: 0.5\n", encoding="utf-8")
-    assert main(["train", "--config", "tfidf", "--out", "mine", *SAMPLE_DATA, "data.test=null"]) == 0
+    assert main(["train", "--config", "tfidf", "--out", "mine", *SAMPLE_DATA]) == 0
     assert json.loads((tmp_path / "mine" / "erckit_model.json").read_text())["config"]["tfidf"]["c"] == 0.5

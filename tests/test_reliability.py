@@ -15,7 +15,7 @@ from erckit.predictions import Prediction, read_predictions, write_predictions
 TFIDF = "tfidf"
 GOOD = [("A", "你好", "Happy"), ("B", "嗯", "Neutral")]
 IDS = ["d1_1", "d1_2"]
-NO_SPLITS = [*SAMPLE_DATA, "data.validation=null", "data.test=null"]
+NO_SPLITS = [*SAMPLE_DATA, "data.validation=null"]
 
 
 def one_line_error(capsys, *parts: str) -> str:

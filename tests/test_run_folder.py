@@ -10,7 +10,7 @@ from conftest import SAMPLE_DATA
 from erckit.cli import main
 from erckit.runfolder import LOCK_NAME
 
-TRAIN = ["train", "--config", "tfidf", *SAMPLE_DATA, "data.validation=null", "data.test=null"]
+TRAIN = ["train", "--config", "tfidf", *SAMPLE_DATA, "data.validation=null"]
 HOLD = "from filelock import FileLock; import os, sys, time; l = FileLock(sys.argv[1]); l.acquire(); " \
        "open(sys.argv[1], 'w').write(str(os.getpid())); print('held', flush=True); time.sleep(60)"
 

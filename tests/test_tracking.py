@@ -15,7 +15,7 @@ from test_llm_train import recipe, setup  # noqa: F401  (fixture)
 
 
 def encoder_run(out, encoder, *extra):
-    return ["train", "--config", "bert_bigru", "--out", str(out), *SAMPLE_DATA, "data.test=null",
+    return ["train", "--config", "bert_bigru", "--out", str(out), *SAMPLE_DATA, 
             f"encoder.name={encoder}", "train.epochs=2", "classifier.gru_hidden=16", *extra]
 
 

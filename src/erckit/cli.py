@@ -77,7 +77,7 @@ def _train(args: argparse.Namespace) -> int:
     from erckit.recipes import resolve
 
     config = load_config(args.config, [*args.overrides, *([f"out={args.out}"] if args.out else [])])
-    check_folder(config.out, [resolve(args.config), config.data.train, config.data.validation, config.data.test], OUTPUT_NAMES)
+    check_folder(config.out, [resolve(args.config), config.data.train, config.data.validation], OUTPUT_NAMES)
     args.out = config.out  # the folder a write error names (main)
     info = train(config)
     if info.get("reused"):  # said so by train(); nothing was trained

@@ -275,7 +275,7 @@ def training_file(method: Method, config: CompareConfig) -> str:
 def method_recipe(method: Method, config: CompareConfig, folder: Path) -> RunConfig:
     """The method's recipe on the comparison's split (or its own training file), trained into `folder/model`."""
     data = [f"data.train={training_file(method, config)}", f"data.validation={config.validation}"]
-    data += ["data.test=null", f"data.format={config.format or 'null'}", f"data.text_column={config.text_column or 'null'}"]
+    data += [f"data.format={config.format or 'null'}", f"data.text_column={config.text_column or 'null'}"]
     return load_config(method.recipe, [*method.overrides, *data, f"out={folder / 'model'}"])
 
 

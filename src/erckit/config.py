@@ -51,11 +51,11 @@ def fraction(value: Any) -> bool:
 
 @dataclass
 class DataConfig:
-    """The dialogue files; test is optional (labelled or not)."""
+    """The dialogue files a training reads (a test file is labelled by `erckit predict`)."""
 
     train: str | None = None
     validation: str | None = None
-    test: str | None = None
+    test: str | None = None  # read by no kind, refused in a recipe: declared so model folders saved with it load
     format: str | None = None
     text_column: str | None = None
 

@@ -45,6 +45,7 @@ MODULES = {"bert_bigru": "erckit.kinds.encoder", "tfidf": "erckit.kinds.tfidf", 
            "fusion": "erckit.kinds.fusion"}
 NAMES = tuple(MODULES)
 ALWAYS = ("model", "out", "report_to")  # the top-level keys every kind reads (report_to: checked by RunConfig)
+DATA = ("train", "validation", "format", "text_column")  # what a training kind reads of `data` (never data.test)
 
 
 def get(name: str) -> Kind:

@@ -7,10 +7,11 @@ from pathlib import Path
 
 from erckit.config import ConfigError, RunConfig
 from erckit.data import Dialogue
+from erckit.kinds import DATA
 from erckit.predictor import Predictor, offsets_of
 
 NAME = "bert_bigru"
-READS = {"data": None, "encoder": None, "classifier": None, "train": None}
+READS = {"data": DATA, "encoder": None, "classifier": None, "train": None}
 ENGINES = False
 BEST_SO_FAR = True  # an unfinished run predicts with its best epoch so far
 

@@ -8,10 +8,11 @@ import numpy as np
 
 from erckit.config import RunConfig
 from erckit.data import Dialogue
+from erckit.kinds import DATA
 from erckit.predictor import Predictor, offsets_of
 
 NAME = "llm"
-READS = {"data": None, "llm": None, "train": ("seed",)}
+READS = {"data": DATA, "llm": None, "train": ("seed",)}
 ENGINES = True  # also scored by `erckit predict`'s backends (generation, vLLM, prepared files)
 BEST_SO_FAR = False
 

@@ -9,10 +9,11 @@ from erckit.config import RunConfig
 from erckit.data import Dialogue, gold_labels
 from erckit.labels import LABELS
 from erckit.metrics import scores
+from erckit.kinds import DATA
 from erckit.predictor import Predictor, offsets_of
 
 NAME = "tfidf"
-READS = {"data": None, "tfidf": None, "train": ("seed",)}
+READS = {"data": DATA, "tfidf": None, "train": ("seed",)}
 ENGINES = False
 BEST_SO_FAR = False
 
