@@ -166,6 +166,11 @@ def test_the_pairs_a_comparison_names_get_their_paired_difference_on_every_split
     capsys.readouterr()
     assert main(["compare", "--config", str(path), "--methods", "one"]) == 0  # a pair of methods left out is left out
     assert "Pairs named" not in (out / "comparison.md").read_text(encoding="utf-8")
+    only_one = tmp_path / "only_one"  # an override after --methods is an override, not a method name
+    assert main(["compare", "--config", str(path), "--methods", "one", f"out={only_one}"]) == 0
+    assert list(json.loads((only_one / "comparison.json").read_text())) == ["one"]
+    assert main(["compare", "--config", str(path), "--methods", f"out={only_one}"]) == 2
+    assert "--methods needs a method name of the file" in capsys.readouterr().err
     for pairs, problem in (([["one", "one"]], "two different method names"), ([["one", "tree"]], "no method 'tree'"),
                            ([["one", "three"]], "'three' has several seeds"), ([["one", "three-seed5"]], "no method 'three-seed5'")):
         path.write_text(yaml.safe_dump(config | {"pairs": pairs}), encoding="utf-8")

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO
+from conftest import REPO, SAMPLE_DATA
 from erckit import recipes
 from erckit.cli import main
 from erckit.config import ConfigError, load_config
@@ -74,6 +74,19 @@ def test_bad_recipe_from_the_cli_is_one_line_exit_2(tmp_path, capsys):
     assert err.count("\n") == 1 and "bad.yaml: malformed YAML" in err
 
 
+@pytest.mark.parametrize("text, args, problem", [
+    ("model: tfidf\ntfidf:\n  c: 1\n  c: 2\n", [], "malformed YAML: key 'c' given twice (line 4)"),
+    ("", [], "names no model (model: bert_bigru, tfidf, llm, fusion)"),  # not the default model, minutes of training
+    ("tfidf:\n  c: 1\n", [], "names no model (model: bert_bigru, tfidf, llm, fusion)"),
+    ("model: tfidf\n", ["--out", "a", "out=b"], "--out a and out=b both name the output folder: keep one"),
+])
+def test_a_recipe_that_says_two_things_or_nothing_is_refused(text, args, problem, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("recipe.yaml").write_text(text, encoding="utf-8")
+    assert main(["train", "--config", "recipe.yaml", SAMPLE_DATA[0], *args, SAMPLE_DATA[1]]) == 2  # values around flags
+    assert capsys.readouterr().err.endswith(f"{problem}\n") and sorted(p.name for p in tmp_path.iterdir()) == ["recipe.yaml"]
+
+
 def test_llm_deepspeed_is_a_shipped_name_or_a_file_checked_before_anything_is_written(tmp_path, capsys):
     assert recipes.deepspeed_config("zero3").endswith("zero3.json")
     own = tmp_path / "mine.json"
@@ -85,3 +98,13 @@ def test_llm_deepspeed_is_a_shipped_name_or_a_file_checked_before_anything_is_wr
     err = capsys.readouterr().err
     assert "llm.deepspeed: zero9 is not a file, nor a shipped DeepSpeed config (zero2, zero3)" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_key_values_on_both_sides_of_a_flag_all_count(tmp_path, capsys):
+    out = tmp_path / "model"
+    assert main(["train", "--config", "tfidf", SAMPLE_DATA[0], "--out", str(out), SAMPLE_DATA[1], "tfidf.c=0.5"]) == 0
+    saved = json.loads((out / "erckit_model.json").read_text())["config"]
+    assert saved["tfidf"]["c"] == 0.5 and saved["data"]["validation"] == SAMPLE_DATA[1].split("=", 1)[1]
+    with pytest.raises(SystemExit, match="2"):  # argparse's own usage error
+        main(["train", "--config", "tfidf", "--out", str(out), "--bogus", SAMPLE_DATA[0]])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err

@@ -76,6 +76,8 @@ def _train(args: argparse.Namespace) -> int:
     from erckit.models import OUTPUT_NAMES, train
     from erckit.recipes import resolve
 
+    if args.out and (given := next((o for o in args.overrides if o.startswith("out=")), None)):
+        raise DataError("train", None, f"--out {args.out} and {given} both name the output folder: keep one")
     config = load_config(args.config, [*args.overrides, *([f"out={args.out}"] if args.out else [])])
     check_folder(config.out, [resolve(args.config), config.data.train, config.data.validation], OUTPUT_NAMES)
     args.out = config.out  # the folder a write error names (main)
@@ -327,7 +329,12 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from erckit.compare import compare, load_compare_config, table
 
-    config = load_compare_config(args.config, args.overrides, args.methods)
+    # --methods takes the words after it, key=value ones too: those (no method name has "=") are overrides
+    methods = [m for m in args.methods if "=" not in m] if args.methods else None
+    if methods == []:
+        raise DataError("compare", None, "--methods needs a method name of the file before any key=value")
+    overrides = [*args.overrides, *(m for m in args.methods or () if "=" in m)]
+    config = load_compare_config(args.config, overrides, methods)
     results = compare(config, args.config, trust_remote_code=args.trust_remote_code)
     split = "test" if all("test" in r for r in results.values()) else "validation"
     print(f"{split}: {getattr(config, split)}")
@@ -590,7 +597,12 @@ WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)  # an OSEr
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends with a one-line error and exit code 2, Ctrl-C with one line saying what
     was kept (`Interrupted`, raised where that is known) and exit code 130."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides = [*args.overrides, *extra]  # key=value after a flag: argparse takes only the first run of them
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         check_recipe_values(args)
         return args.handler(args)

@@ -358,11 +358,26 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+class _UniqueKeys(yaml.SafeLoader):
+    """yaml.SafeLoader refusing a key given twice in one mapping (PyYAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, typing.Hashable):
+                if key in seen:
+                    line = key_node.start_mark.line + 1
+                    raise yaml.constructor.ConstructorError(None, None, f"key {key!r} given twice (line {line})")
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_yaml(text: str, where: str) -> Any:
-    """`yaml.safe_load(text)`; malformed YAML, or a tag it refuses or cannot build (`!!python/...`, `!!int x`,
-    `!!timestamp x`), is refused in one line starting with `where`."""
+    """`yaml.safe_load(text)`; malformed YAML, a key given twice in one mapping, or a tag it refuses or cannot
+    build (`!!python/...`, `!!int x`, `!!timestamp x`), is refused in one line starting with `where`."""
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
     except (yaml.YAMLError, ValueError, TypeError, AttributeError) as err:  # pyyaml's constructors raise all four
         raise ConfigError(f"{where}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 
@@ -384,6 +399,8 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
 
     data = read_yaml(resolve(path)) if path else {}
     data = apply_overrides(data, list(overrides))
+    if path and "model" not in data:
+        raise ConfigError(f"{path}: names no model (model: {', '.join(MODEL_TYPES)})")
     try:
         config = from_dict(RunConfig, data, "")  # the recipe's name goes in front below, with the section checks''' errors
         if unread := kinds.unread_key(config.model, data):
