@@ -147,7 +147,7 @@ def test_a_folder_holding_no_model_is_named(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     args = ["predict", "--model", str(tmp_path / "empty"), "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]
     assert main(args) == 2
-    assert one_line(capsys).endswith("empty: holds no model (no erckit_model.json, config.json or adapter_config.json)")
+    assert one_line(capsys).endswith("empty: holds no model (no erckit_model.json, erckit_llm.json, config.json or adapter_config.json)")
     assert not (tmp_path / "p.jsonl").exists()
 
 

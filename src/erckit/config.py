@@ -377,7 +377,7 @@ def parse_yaml(text: str, where: str) -> Any:
     """`yaml.safe_load(text)`; malformed YAML, a key given twice in one mapping, or a tag it refuses or cannot
     build (`!!python/...`, `!!int x`, `!!timestamp x`), is refused in one line starting with `where`."""
     try:
-        return yaml.load(text, Loader=_UniqueKeys)  # noqa: S506 (a SafeLoader)
+        return yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader
     except (yaml.YAMLError, ValueError, TypeError, AttributeError) as err:  # pyyaml's constructors raise all four
         raise ConfigError(f"{where}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 

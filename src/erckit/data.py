@@ -15,6 +15,15 @@ class DataError(ValueError):
         super().__init__(where + problem)
 
 
+def not_text(record: dict, key: str) -> str:
+    """Why `record[key]` is no text, for a DataError: missing, not a string, or blank."""
+    if key not in record or record[key] is None:
+        return f'has no "{key}"'
+    if not isinstance(record[key], str):
+        return f'"{key}" is {type(record[key]).__name__} {record[key]!r:.40}, not text'
+    return f'"{key}" is blank'
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with what the interrupted command kept and how to go on (the command line prints it)."""
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from erckit.atomic import write_text_atomic
-from erckit.data import DataError
+from erckit.data import DataError, not_text
 from erckit.formats.encoding import iter_json_lines, read_json, read_text
 from erckit.labels import LABELS, normalize_label, parse_answer
 from erckit.progress import bar
@@ -49,7 +49,7 @@ def prediction_from_record(record: object, path: str | Path, where: str) -> Pred
         raise DataError(path, where, "expected a JSON object")
     utt_id, raw_label = record.get("id"), record.get("label")
     if not isinstance(utt_id, str) or not utt_id:
-        raise DataError(path, where, 'has no "id"')
+        raise DataError(path, where, not_text(record, "id"))
     label = normalize_label(raw_label) if isinstance(raw_label, str) else None
     if label is None:
         raise DataError(path, f"{where} (id {utt_id})", f"invalid label {raw_label!r} (expected one of {', '.join(LABELS)})")

@@ -25,10 +25,8 @@ def detect_format(text: str) -> str:
     try:
         data = json.loads(stripped)
         return "jsonl" if isinstance(data, dict) and "utterances" in data else "m3ed"
-    except json.JSONDecodeError as err:
-        first_line = stripped.split("\n", 1)[0]
-        if err.msg == "Extra data":
-            return "jsonl"
+    except json.JSONDecodeError:
+        first_line = stripped.split("\n", 1)[0]  # an object per line, or one object (then read to name its fault)
         try:
             json.loads(first_line)
             return "jsonl"
@@ -53,7 +51,13 @@ def resolve_format(path: str | Path, format: str | None = None, encoding: str | 
         if format not in FORMATS:
             raise DataError(path, None, f"unknown format {format!r} (choose from {', '.join(FORMATS)})")
         return format
-    text = read_text(path, encoding)[0]
+    return _detected(read_text(path, encoding)[0], path)
+
+
+def _detected(text: str, path: str | Path) -> str:
+    """The format of a dialogue file's text (`detect_format`); an empty file or a JSON list is refused."""
+    if not text.strip():
+        raise DataError(path, None, "is empty")
     _check_not_json_list(text, path)
     return detect_format(text)
 
@@ -82,9 +86,7 @@ def read_dialogue_file(
         raise DataError(path, None, "no such file")
     raw = read_bytes(path)
     text, _ = decode_text(raw, path, encoding)
-    if format is None:
-        _check_not_json_list(text, path)
-    fmt = format if format is not None else detect_format(text)
+    fmt = format if format is not None else _detected(text, path)
     if fmt not in FORMATS:
         raise DataError(path, None, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if fmt == "csv":

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from erckit.data import DataError, Dialogue, Utterance
+from erckit.data import DataError, Dialogue, Utterance, not_text
 from erckit.formats.encoding import iter_json_lines
 from erckit.labels import normalize_label
 
@@ -28,7 +28,7 @@ def _records(text: str, path: str | Path) -> Iterator[tuple[int, dict[str, Any]]
 def _string(record: dict[str, Any], key: str, path: str | Path, where: str) -> str:
     value = record.get(key)
     if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
-        raise DataError(path, where, f'has no "{key}"')
+        raise DataError(path, where, not_text(record, key))
     return str(value).strip()
 
 

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from erckit.data import DataError, Dialogue, Utterance
+from erckit.data import DataError, Dialogue, Utterance, not_text
 from erckit.labels import normalize_label
 
 LABEL_KEY = "final_main_emo"
@@ -69,10 +69,10 @@ def parse(text: str, path: str | Path) -> list[Dialogue]:
                 raise DataError(path, f"utterance {utt_id}", "expected an object")
             text_value = record.get("Text")
             if not isinstance(text_value, str) or not text_value.strip():
-                raise DataError(path, f"utterance {utt_id}", 'has no "Text"')
+                raise DataError(path, f"utterance {utt_id}", not_text(record, "Text"))
             speaker = record.get("Speaker")
             if not isinstance(speaker, str) or not speaker.strip():
-                raise DataError(path, f"utterance {utt_id}", 'has no "Speaker"')
+                raise DataError(path, f"utterance {utt_id}", not_text(record, "Speaker"))
             utterances.append(Utterance(utt_id, speaker.strip(), text_value.strip(), _label(record, path, utt_id)))
         out.append(Dialogue(dialogue_id, tuple(utterances)))
     return out

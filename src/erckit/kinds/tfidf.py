@@ -7,9 +7,9 @@ from pathlib import Path
 
 from erckit.config import RunConfig
 from erckit.data import Dialogue, gold_labels
+from erckit.kinds import DATA
 from erckit.labels import LABELS
 from erckit.metrics import scores
-from erckit.kinds import DATA
 from erckit.predictor import Predictor, offsets_of
 
 NAME = "tfidf"

@@ -98,13 +98,14 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     adapter = is_adapter(folder)
     if adapter:
         check_adapter(folder)  # a broken adapter_config.json is named before anything else (and read once)
-    elif info is None and path.is_dir() and not (path / "config.json").is_file():
-        raise DataError(weights, None, f"holds no model (no {MODEL_FILE}, config.json or adapter_config.json)")
     elif flags.base_model is not None:
         raise DataError(weights, None, "is not a LoRA adapter (no adapter_config.json): a base model (--base, or "
                                        "--model under --adapter) does not apply to it; remove it")
     record = load_run_record(weights)
     notes: list[str] = []
+    if record is None and not adapter and path.is_dir() and not (path / "config.json").is_file():
+        raise DataError(weights, None, f"holds no model (no {MODEL_FILE}, {RECORD_FILE}, config.json or "
+                                       "adapter_config.json)")
     if record is None:
         base = flags.base_model or (None if adapter else weights)
         if base is None:
