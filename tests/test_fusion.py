@@ -61,16 +61,20 @@ def test_given_weights_are_kept_and_bad_fusions_end_in_one_line(members, tmp_pat
     assert json.loads((fused / "erckit_model.json").read_text())["summary"]["weights"] == [0.25, 0.75]
     capsys.readouterr()
     cases = [
-        ["ensemble", "--models", str(members[0]), "--weights", "1", "--out", str(tmp_path / "one")],
-        ["ensemble", "--models", *map(str, members), "--out", str(tmp_path / "no-weights")],
-        ["ensemble", "--models", str(members[0]), str(tmp_path), "--weights", "1", "1", "--out", str(tmp_path / "x")],
-        ["ensemble", "--predictions", "a.jsonl", "b.jsonl", "--validation", str(VALIDATION), "--out", str(tmp_path / "y")],
-        ["ensemble", "--models", str(fused), str(members[0]), "--weights", "1", "1", "--out", str(tmp_path / "nested")],
+        (["--models", str(members[0]), "--weights", "1", "--out", str(tmp_path / "one")], "two or more model folders"),
+        (["--models", *map(str, members), "--out", str(tmp_path / "no-weights")],
+         "--models needs --weights (one per model) or --gold (a labelled file to choose them on)"),
+        (["--models", str(members[0]), str(tmp_path), "--weights", "1", "1", "--out", str(tmp_path / "x")],
+         "is not an erckit model folder"),
+        (["--predictions", "a.jsonl", "b.jsonl", "--validation", str(VALIDATION), "--out", str(tmp_path / "y")],
+         "--gold chooses the weights of --models"),
+        (["--models", str(fused), str(members[0]), "--weights", "1", "1", "--out", str(tmp_path / "nested")],
+         "is itself a fusion; name its members instead"),
     ]
-    for argv in cases:
-        assert main(argv) == 2
+    for argv, problem in cases:
+        assert main(["ensemble", *argv]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("erckit ensemble: error:") and err.count("\n") == 1
+        assert err.startswith("erckit ensemble: error:") and err.count("\n") == 1 and problem in err, err
         assert not (tmp_path / argv[-1]).exists()
     moved = tmp_path / "moved"
     shutil.copytree(members[0], moved)

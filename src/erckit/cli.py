@@ -297,6 +297,9 @@ def _fuse_models(args: argparse.Namespace) -> int:
 
     if args.offsets:
         raise DataError("ensemble", None, "--offsets applies to --predictions; calibrate a fusion with erckit calibrate --model")
+    if args.weights is None and args.validation is None:
+        raise DataError("ensemble", None, "--models needs --weights (one per model) or --gold (a labelled file to choose "
+                                          "them on)")
     recipe = {"model": "fusion", "out": args.out, "data": {"validation": args.validation},
               "fusion": {"members": args.models, "weights": args.weights, "trust_remote_code": args.trust_remote_code}}
     config = from_dict(RunConfig, recipe, "erckit ensemble")  # the fusion's check: members, their own code

@@ -22,7 +22,8 @@ def probability_matrix(predictions: dict[str, Prediction], ids: list[str], path:
         if prediction is None:
             raise DataError(path, f"id {utt_id}", "missing from this predictions file")
         if prediction.probs is None:
-            raise DataError(path, f"id {utt_id}", 'has no "probs" (ensembling needs label probabilities)')
+            raise DataError(path, f"id {utt_id}", 'has no "probs" (label probabilities: averaging and calibrating '
+                                                  'need them; erckit predict writes them)')
         rows.append([prediction.probs[label] for label in LABELS])
     return np.array(rows, dtype=float)
 
