@@ -87,11 +87,14 @@ def test_a_meld_dataframe_labels_as_the_csv_file(model, tmp_path):
         want = expected[f"dia{row.Dialogue_ID}_utt{row.Utterance_ID}"]
         assert row.label == want["label"]
         assert [getattr(row, label) for label in erckit.LABELS] == [want["probs"][label] for label in erckit.LABELS]
+    with pytest.raises(DataError, match="has a column 'label' already: label_frame adds label"):
+        model.label_frame(labelled[frame.columns.tolist() + ["label"]])  # never overwritten
 
 
 @pytest.mark.parametrize("data, problem", [
     ([[("A",)]], "expected a mapping or a (speaker, text) pair"),
     ([[{"speaker": "A", "txt": "hi"}]], "expected keys speaker, text (and id)"),
+    ([[{"text": "hi"}]], "expected keys speaker, text (and id), got ['text']"),
     ([[{"speaker": "A", "text": 3}]], "speaker, text and id must be strings"),
     ([[("A", "  ")]], "has no text"),
     (["A: hello"], "expected a list of turns"),

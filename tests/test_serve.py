@@ -136,6 +136,8 @@ BAD = [
      "duplicate utterance id"),
     ({"turns": TURNS * 4}, 413, "44 turns: more than the limit of 40 (--max-turns)"),
     ({"turns": [{"speaker": "A", "text": "好" * 101}]}, 413, "turn 1 has 101 characters: more than the limit of 100"),
+    ({"turns": [{"speaker": "A" * 201, "text": "hi"}]}, 422, "turns.0.speaker: String should have at most 200 characters"),
+    ({"turns": [{"speaker": "A", "text": "hi", "id": ""}]}, 422, "turns.0.id: String should have at least 1 character"),
 ]
 
 
@@ -174,7 +176,7 @@ def test_a_chunked_body_is_refused_once_it_passes_the_limits(served):
     connection.endheaders()
     chunk = b'{"turns": [' + b" " * 65536
     try:
-        for _ in range(64):  # 4 MiB, more than twice the limits' 1.6 MB; the server stops reading at the limit
+        for _ in range(64):  # 4 MiB, far more than the limits allow (246 kB); the server stops reading at the limit
             connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     except OSError:
         pass  # the server answered and closed before the rest was sent

@@ -38,9 +38,9 @@ def _utterance(turn: Turn, dialogue_id: str, number: int) -> Utterance:
     if isinstance(turn, Utterance):
         return turn
     if isinstance(turn, Mapping):
-        if set(turn) - {"id", "speaker", "text"} or "text" not in turn:
+        if set(turn) - {"id", "speaker", "text"} or not {"speaker", "text"} <= set(turn):
             raise DataError(WHERE, where, f"expected keys speaker, text (and id), got {sorted(turn)}")
-        speaker, text, utt_id = turn.get("speaker", ""), turn["text"], turn.get("id", f"{dialogue_id}_{number}")
+        speaker, text, utt_id = turn["speaker"], turn["text"], turn.get("id", f"{dialogue_id}_{number}")
     elif isinstance(turn, tuple) and len(turn) == 2:
         (speaker, text), utt_id = turn, f"{dialogue_id}_{number}"
     else:
@@ -106,6 +106,9 @@ class Model:
 
     def label_frame(self, frame: pd.DataFrame, *, text_column: str | None = None) -> pd.DataFrame:
         """A copy of a MELD-columns DataFrame with a `label` column and one probability column per label."""
+        if taken := [c for c in ("label", *LABELS) if c in frame.columns]:
+            raise DataError("<DataFrame>", None, f"has a column {taken[0]!r} already: label_frame adds label and one "
+                                                 "column per label; rename or drop it")
         dialogues = frame_to_dialogues(frame, text_column=text_column)
         by_id = {p.id: p for p in self.predictor.predict(dialogues)}
         ids = [f"dia{int(d)}_utt{int(u)}" for d, u in zip(frame["Dialogue_ID"], frame["Utterance_ID"])]

@@ -21,7 +21,7 @@ from erckit.labels import LABELS
 from erckit.models import Predictor
 from erckit.predictions import Prediction
 from erckit.serve.batcher import Batcher
-from erckit.serve.protocol import Conversation, Info, LabelledTurn, Labels, Limits
+from erckit.serve.protocol import NAME_CHARS, Conversation, Info, LabelledTurn, Labels, Limits
 from erckit.serve.settings import ServeSettings
 
 # one colour per label, in LABELS order (Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear)
@@ -107,7 +107,8 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
     batcher = Batcher(predictor, settings.max_batch_utterances)
     limits = settings.limits
     app.state.batcher = batcher
-    max_bytes = limits.max_turns * (4 * limits.max_chars + 256) + 1024  # UTF-8 text plus JSON per turn
+    # a turn's characters at their longest in JSON (12 bytes: an escaped surrogate pair), plus its keys
+    max_bytes = limits.max_turns * (12 * (limits.max_chars + 2 * NAME_CHARS) + 128) + 1024
     page = (resources.files(__package__) / "page.html").read_text(encoding="utf-8")
 
     app.add_middleware(BodyLimit, max_bytes=max_bytes)

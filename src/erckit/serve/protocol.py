@@ -5,13 +5,16 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field
 
 
+NAME_CHARS = 200  # most characters in a speaker's name or a turn id
+
+
 class Turn(BaseModel):
     """One turn of a conversation; `id` defaults to its position (1, 2, ...)."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
-    speaker: str = Field(min_length=1)
-    text: str = Field(min_length=1)
-    id: str | None = None
+    speaker: str = Field(min_length=1, max_length=NAME_CHARS)
+    text: str = Field(min_length=1)  # its most characters: --max-chars, checked by the app
+    id: str | None = Field(default=None, min_length=1, max_length=NAME_CHARS)
 
 
 class Conversation(BaseModel):
