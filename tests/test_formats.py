@@ -70,3 +70,10 @@ def test_detect_format():
 def test_format_override_wins(reference_file):
     with pytest.raises(DataError, match="missing column"):
         read_dialogues(reference_file, "csv")
+
+
+def test_a_text_column_for_a_file_that_is_not_csv_is_refused(tmp_path):
+    path = m3ed_file(tmp_path / "annotation_test.json", {"d1": [("A", "你好", None)]})
+    with pytest.raises(DataError, match=r"annotation_test.json: is not CSV \(m3ed\): a text column .* remove it$"):
+        read_dialogues(path, text_column="Target")
+    assert read_dialogues(path)[0].utterances[0].text == "你好"

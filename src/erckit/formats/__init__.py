@@ -91,6 +91,9 @@ def read_dialogue_file(
         raise DataError(path, None, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
     if fmt == "csv":
         dialogues = meld_csv.parse(text, path, text_column=text_column)
+    elif text_column is not None:
+        raise DataError(path, None, f"is not CSV ({fmt}): a text column (--text-column, data.text_column) names a CSV "
+                                    "column; remove it")
     else:
         dialogues = _MODULES[fmt].parse(text, path)
     return check_dialogues(dialogues, path), hashlib.sha256(raw).hexdigest()
