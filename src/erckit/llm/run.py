@@ -103,7 +103,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
                                        "--model under --adapter) does not apply to it; remove it")
     record = load_run_record(weights)
     notes: list[str] = []
-    if record is None and not adapter and path.is_dir() and not (path / "config.json").is_file():
+    if record is None and not adapter and path.is_dir() and not (path / "config.json").exists():
         raise DataError(weights, None, f"holds no model (no {MODEL_FILE}, {RECORD_FILE}, config.json or "
                                        "adapter_config.json)")
     if record is None:
