@@ -3,6 +3,7 @@ past-only prefixes), bad requests get a one-line 4xx and the server keeps servin
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import signal
@@ -150,40 +151,40 @@ def test_bad_requests_get_a_one_line_4xx_and_the_server_keeps_serving(served, bo
     assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
 
 
-def test_a_body_larger_than_the_limits_allow_is_refused_before_it_is_read(served):
-    import http.client
-
-    _, url = served
+def post_headers(url: str, header: str, value: str) -> http.client.HTTPConnection:
+    """A POST to /api/label whose headers are sent (the body is the caller's)."""
     connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
     connection.putrequest("POST", "/api/label")
     connection.putheader("Content-Type", "application/json")
-    connection.putheader("Content-Length", "2000000")  # declared, never sent
+    connection.putheader(header, value)
     connection.endheaders()
+    return connection
+
+
+def refused_413(connection: http.client.HTTPConnection, url: str, reason: str) -> None:
+    """The answer is a 413 giving `reason`, and the server goes on serving."""
     response = connection.getresponse()
-    assert response.status == 413 and "request body of 2000000 bytes" in json.loads(response.read())["error"]
+    assert response.status == 413 and reason in json.loads(response.read())["error"]
     connection.close()
     assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
 
 
-def test_a_chunked_body_is_refused_once_it_passes_the_limits(served):
-    import http.client
-
+def test_a_body_larger_than_the_limits_allow_is_refused_before_it_is_read(served):
     _, url = served
-    connection = http.client.HTTPConnection(url.removeprefix("http://"), timeout=30)
-    connection.putrequest("POST", "/api/label")
-    connection.putheader("Content-Type", "application/json")
-    connection.putheader("Transfer-Encoding", "chunked")  # no length declared
-    connection.endheaders()
+    connection = post_headers(url, "Content-Length", "2000000")  # declared, never sent
+    refused_413(connection, url, "request body of 2000000 bytes")
+
+
+def test_a_chunked_body_is_refused_once_it_passes_the_limits(served):
+    _, url = served
+    connection = post_headers(url, "Transfer-Encoding", "chunked")  # no length declared
     chunk = b'{"turns": [' + b" " * 65536
     try:
         for _ in range(64):  # 4 MiB, far more than the limits allow (246 kB); the server stops reading at the limit
             connection.send(b"%x\r\n%s\r\n" % (len(chunk), chunk))
     except OSError:
         pass  # the server answered and closed before the rest was sent
-    response = connection.getresponse()
-    assert response.status == 413 and "request body over the" in json.loads(response.read())["error"]
-    connection.close()
-    assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
+    refused_413(connection, url, "request body over the")
 
 
 def test_serve_says_its_port_refuses_a_taken_one_in_one_line_and_ends_with_130_on_ctrl_c(served):
