@@ -169,8 +169,13 @@ def test_the_pairs_a_comparison_names_get_their_paired_difference_on_every_split
     only_one = tmp_path / "only_one"  # an override after --methods is an override, not a method name
     assert main(["compare", "--config", str(path), "--methods", "one", f"out={only_one}"]) == 0
     assert list(json.loads((only_one / "comparison.json").read_text())) == ["one"]
-    assert main(["compare", "--config", str(path), "--methods", f"out={only_one}"]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["compare", "--config", str(path), "--methods", f"out={only_one}"])
     assert "--methods needs a method name of the file" in capsys.readouterr().err
+    later = tmp_path / "later"  # overrides on both sides of flags count in command-line order: the last out= wins
+    assert main(["compare", "--config", str(path), f"out={tmp_path / 'first'}", "--methods", "one",
+                 f"out={tmp_path / 'second'}", "--trust-remote-code", f"out={later}"]) == 0
+    assert (later / "comparison.json").is_file() and not (tmp_path / "first").exists() and not (tmp_path / "second").exists()
     for pairs, problem in (([["one", "one"]], "two different method names"), ([["one", "tree"]], "no method 'tree'"),
                            ([["one", "three"]], "'three' has several seeds"), ([["one", "three-seed5"]], "no method 'three-seed5'")):
         path.write_text(yaml.safe_dump(config | {"pairs": pairs}), encoding="utf-8")

@@ -52,8 +52,8 @@ def test_accelerate_configs_are_valid_yaml(name):
 
 
 def test_overrides_are_typed_and_unknown_keys_refused():
-    config = load_config("bert_bigru", ["train.epochs=2", "train.lr=1e-4"])
-    assert config.train.epochs == 2 and config.train.lr == 1e-4 and config.data.test is None
+    config = load_config("bert_bigru", ["train.epochs=2", "train.lr=1e-4", "data.test=null", "data={}"])  # null: unset
+    assert config.train.epochs == 2 and config.train.lr == 1e-4
     with pytest.raises(ConfigError, match="^bert_bigru: train: unknown key 'epoch'"):  # recipe, section, key
         load_config("bert_bigru", ["train.epoch=2"])
     with pytest.raises(ConfigError, match="^bert_bigru: train.epochs: expected int, got 'two'$"):
@@ -62,6 +62,7 @@ def test_overrides_are_typed_and_unknown_keys_refused():
         load_config("tfidf", ["tfid.c=2"])
     with pytest.raises(ConfigError, match="^bert_bigru: data.test is not read by model bert_bigru .*; remove it$"):
         load_config("bert_bigru", ["data.test=annotation_test.json"])  # a test file is labelled by erckit predict
+    assert load_config("bert_bigru", ["train.epochs=2", "train.epochs=3"]).train.epochs == 3  # the last one
     with pytest.raises(ConfigError, match="encoder.speaker must be name, letter or none"):
         load_config("bert_bigru", ["encoder.speaker=names"])
 
@@ -72,6 +73,17 @@ def test_bad_recipe_from_the_cli_is_one_line_exit_2(tmp_path, capsys):
     assert main(["train", "--config", str(recipe)]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "bad.yaml: malformed YAML" in err
+
+
+def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("model: tfidf\nbase: &base {c: 0.5, ngram_max: 2}\ntfidf:\n  <<: *base\n  ngram_max: 3\n",
+                      encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 'base'"):  # the anchor's own key is still a key
+        load_config(str(recipe))
+    recipe.write_text("model: tfidf\ntfidf:\n  <<: {c: 0.5, ngram_max: 2}\n  ngram_max: 3\n", encoding="utf-8")
+    config = load_config(str(recipe))
+    assert (config.tfidf.c, config.tfidf.ngram_max) == (0.5, 3)  # merged, then overridden as YAML says
 
 
 @pytest.mark.parametrize("text, args, problem", [

@@ -1,11 +1,13 @@
 """A training run's out folder (erckit.runfolder): new, empty or an erckit run; one run at a time."""
 
+import json
 import subprocess
 import sys
 import time
 
 import pytest
 
+import erckit
 from conftest import SAMPLE_DATA
 from erckit.cli import main
 from erckit.runfolder import LOCK_NAME
@@ -69,7 +71,7 @@ def test_a_second_run_into_a_folder_being_written_is_refused(held, tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == [LOCK_NAME]  # the other run's lock, nothing of this one
 
 
-@pytest.mark.parametrize("case", ["new", "empty", "left-by-a-killed-run", "same-run"])
+@pytest.mark.parametrize("case", ["new", "empty", "left-by-a-killed-run", "same-run", "same-run-saved-with-data.test"])
 def test_a_new_empty_or_same_run_folder_is_used(case, tmp_path, capsys):
     out = tmp_path / "run"
     if case == "empty":
@@ -78,12 +80,17 @@ def test_a_new_empty_or_same_run_folder_is_used(case, tmp_path, capsys):
         out.mkdir()
         (out / LOCK_NAME).write_text("999999999\n")
         (out / ".erckit_model.json.999999999.erckit-tmp").write_text("")
-    elif case == "same-run":
+    elif case.startswith("same-run"):
         assert main([*TRAIN, f"out={out}"]) == 0
+    if case == "same-run-saved-with-data.test":  # as erckit saved it before data.test was refused
+        info = json.loads((out / "erckit_model.json").read_text())
+        info["config"]["data"]["test"] = "annotation_test.json"
+        (out / "erckit_model.json").write_text(json.dumps(info))
+        assert erckit.load(out).kind == "tfidf"
     capsys.readouterr()
     assert main([*TRAIN, f"out={out}"]) == 0
     said = capsys.readouterr().out
-    assert ("reusing it" in said) == (case == "same-run")
+    assert ("reusing it" in said) == case.startswith("same-run")
     assert (out / "erckit_model.json").is_file() and not (out / LOCK_NAME).exists()
 
 

@@ -289,6 +289,8 @@ def test_serve_refuses_bad_flags_and_models_in_one_line(tmp_path, capsys):
     assert "--max-turns 0: max_turns must be a positive number" in capsys.readouterr().err
     assert main(["serve", "--model", str(tmp_path), "--port", "70000"]) == 2
     assert "--port 70000: port must be 0 to 65535" in capsys.readouterr().err
+    assert main(["serve", "--model", str(tmp_path), "--host", ""]) == 2
+    assert "host must be an address or a name (0.0.0.0: every network), not empty" in capsys.readouterr().err
 
 
 def test_the_python_serve_settings_are_checked_as_the_flags_are():

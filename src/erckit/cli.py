@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import sys
+from collections import Counter
 from dataclasses import fields
 from pathlib import Path
 
@@ -332,12 +333,7 @@ def _report(args: argparse.Namespace) -> int:
 def _compare(args: argparse.Namespace) -> int:
     from erckit.compare import compare, load_compare_config, table
 
-    # --methods takes the words after it, key=value ones too: those (no method name has "=") are overrides
-    methods = [m for m in args.methods if "=" not in m] if args.methods else None
-    if methods == []:
-        raise DataError("compare", None, "--methods needs a method name of the file before any key=value")
-    overrides = [*args.overrides, *(m for m in args.methods or () if "=" in m)]
-    config = load_compare_config(args.config, overrides, methods)
+    config = load_compare_config(args.config, args.overrides, args.methods)
     results = compare(config, args.config, trust_remote_code=args.trust_remote_code)
     split = "test" if all("test" in r for r in results.values()) else "validation"
     print(f"{split}: {getattr(config, split)}")
@@ -597,15 +593,39 @@ def build_parser() -> argparse.ArgumentParser:
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)  # an OSError that arose writing outputs
 
 
+def _is_override(word: str) -> bool:
+    """A key=value word (`--flag=value` is a flag)."""
+    return "=" in word and not word.startswith("-")
+
+
+def _in_order(argv: list[str], words: list[str]) -> list[str]:
+    """`words`, each one of argv's words, in the order they come in argv (a word given twice, twice)."""
+    left = Counter(words)
+    ordered = []
+    for word in argv:
+        if left[word] > 0:
+            left[word] -= 1
+            ordered.append(word)
+    return ordered
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends with a one-line error and exit code 2, Ctrl-C with one line saying what
     was kept (`Interrupted`, raised where that is known) and exit code 130."""
+    argv = sys.argv[1:] if argv is None else argv
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
-        args.overrides = [*args.overrides, *extra]  # key=value after a flag: argparse takes only the first run of them
-    elif extra:
+    if extra and not (hasattr(args, "overrides") and all(_is_override(e) for e in extra)):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    if hasattr(args, "overrides"):
+        # argparse keeps only the first run of key=value words as overrides: the later ones come back unrecognised,
+        # and --methods (compare) takes those after it; all of them are overrides, applied in command-line order
+        methods = getattr(args, "methods", None) or []
+        args.overrides = _in_order(argv, [*args.overrides, *extra, *filter(_is_override, methods)])
+        if methods:
+            args.methods = [m for m in methods if not _is_override(m)]
+            if not args.methods:
+                parser.error("compare: --methods needs a method name of the file before any key=value")
     try:
         check_recipe_values(args)
         return args.handler(args)

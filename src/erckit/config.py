@@ -343,7 +343,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config", key: str =
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys from `key=value` strings; values are parsed as YAML scalars."""
+    """Set dotted keys from `key=value` strings, in order (a key given twice: the last one); values are parsed
+    as YAML scalars."""
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -364,6 +365,8 @@ class _UniqueKeys(yaml.SafeLoader):
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *defaults`: merged by SafeLoader, keys may repeat
+                continue
             key = self.construct_object(key_node, deep=deep)
             if isinstance(key, typing.Hashable):
                 if key in seen:

@@ -93,8 +93,8 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
         return None  # a run stopped before its first checkpoint: nothing to keep
     try:
         saved = kinds.saved_recipe(out, previous)  # a fusion's members where they are now (moved with it)
-    except ConfigError:
-        saved = previous["config"]  # members nowhere: compared as saved (and found different)
+    except (ValueError, KeyError):  # members nowhere, or a file no erckit wrote: compared as saved (found different)
+        saved = previous.get("config") or {}
     if key := kinds.first_difference(comparable(saved, str(out / MODEL_FILE)), comparable(saved_config(config))):
         raise ConfigError(f"{out} holds a run of another recipe ({key} differs); choose another out= or remove it")
     if "data_sha256" not in previous:

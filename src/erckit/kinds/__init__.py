@@ -63,11 +63,12 @@ def saved_recipe(folder: Path, info: dict) -> dict:
 
 
 def flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted keys set in a (nested) recipe mapping, in order: `llm.prompt.form`, `train.epochs`."""
+    """The dotted keys set in a (nested) recipe mapping, in order: `llm.prompt.form`, `train.epochs`; a key set to
+    null, or a section left empty, sets nothing."""
     keys = []
     for key, value in data.items():
         name = f"{prefix}{key}"
-        keys.extend(flat_keys(value, f"{name}.") if isinstance(value, dict) and value else [name])
+        keys.extend(flat_keys(value, f"{name}.") if isinstance(value, dict) else [] if value is None else [name])
     return keys
 
 

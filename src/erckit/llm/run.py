@@ -84,7 +84,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     or, with no record, the flags (a template is then required) and defaults. `language` is the
     prompt language when there is no record; `info`: the erckit_model.json of an erckit run, when already
     read. An unfinished erckit run is refused."""
-    from erckit.llm.loading import check_adapter, is_adapter, is_local_path
+    from erckit.llm.loading import check_adapter, is_adapter, is_local_path, is_packaged
 
     weights = str(Path(weights).expanduser()) if weights.startswith("~") else weights  # a hub id stays as given
     path = Path(weights)
@@ -110,7 +110,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
         base = flags.base_model or (None if adapter else weights)
         if base is None:
             raise DataError(folder, None, "is a LoRA adapter with no run record: give --base, the model it was trained on")
-        if flags.template is None and not path.exists():
+        if flags.template is None and not path.exists() and not is_packaged(weights):
             raise DataError(weights, None, "not a folder here, so read as a hub id: name its chat template with --template")
         if flags.template is None:
             raise ValueError(f"name the chat template of {weights} with --template (no {RECORD_FILE} records one)")

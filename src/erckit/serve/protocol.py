@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-
 NAME_CHARS = 200  # most characters in a speaker's name or a turn id
 
 

@@ -23,6 +23,8 @@ class ServeSettings:
     max_batch_utterances: int = setting(256, "utterances of concurrent requests labelled in one model call")
 
     def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise ValueError("host must be an address or a name (0.0.0.0: every network), not empty")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0 to 65535, not {self.port}")
         for name in ("max_turns", "max_chars", "max_batch_utterances"):
