@@ -26,8 +26,8 @@ def test_shipped_compare_config_parses():
     seeds = [f"encoder_utterance-seed{n}" for n in range(3)]
     subset = ["encoder_250", "gemma_dialogue_250", "gemma_dialogue_number_250", "gemma_dialogue_marker_250",
               "gemma_window_250", "gemma_window_speaker_250", "gemma_window_same_speaker_250"]
-    assert {"tfidf", *seeds, "encoder_dialogue", "gemma_dialogue", *subset, "fusion_seeds", "fusion_encoders",
-            "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
+    assert {"tfidf", *seeds, "encoder_dialogue", "encoder_utterance_all_layers", "gemma_dialogue", *subset,
+            "fusion_seeds", "fusion_encoders", "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
     assert bmeld.methods["fusion_llm_encoder"].fusion == [*seeds, "gemma_dialogue"]
     assert bmeld.methods["fusion_all"].fusion == ["tfidf", *seeds, "encoder_dialogue", "gemma_dialogue"]
