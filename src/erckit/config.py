@@ -405,7 +405,7 @@ def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig
     if path and "model" not in data:
         raise ConfigError(f"{path}: names no model (model: {', '.join(MODEL_TYPES)})")
     try:
-        config = from_dict(RunConfig, data, "")  # the recipe's name goes in front below, with the section checks''' errors
+        config = from_dict(RunConfig, data, "")  # keys named alone: the recipe's name goes in front, below
         if unread := kinds.unread_key(config.model, data):
             raise ConfigError(f"{unread} is not read by model {config.model} (it reads {kinds.described(config.model)}, "
                               f"{', '.join(kinds.ALWAYS)}); remove it")
