@@ -31,6 +31,7 @@ Dialogues = Union[str, Path, Sequence[DialogueInput], Mapping[str, Sequence[Turn
 """A dialogue file's path, a list of dialogues (each a Dialogue or a list of turns), {dialogue id: turns}, or
 a DataFrame with MELD's columns (see frame_to_dialogues)."""
 WHERE = "<dialogues>"  # how errors name Python input
+FRAME = "<DataFrame>"  # ... and a DataFrame
 
 
 def _utterance(turn: Turn, dialogue_id: str, number: int) -> Utterance:
@@ -75,8 +76,7 @@ def frame_to_dialogues(frame: pd.DataFrame, *, text_column: str | None = None) -
     Target; Emotion optional), read exactly as a MELD CSV file: utterance ids are `dia<D>_utt<U>`."""
     from erckit.formats import meld_csv
 
-    return check_dialogues(meld_csv.parse(frame.to_csv(index=False), "<DataFrame>", text_column=text_column),
-                           "<DataFrame>")
+    return check_dialogues(meld_csv.parse(frame.to_csv(index=False), FRAME, text_column=text_column), FRAME)
 
 
 class Model:
@@ -107,8 +107,8 @@ class Model:
     def label_frame(self, frame: pd.DataFrame, *, text_column: str | None = None) -> pd.DataFrame:
         """A copy of a MELD-columns DataFrame with a `label` column and one probability column per label."""
         if taken := [c for c in ("label", *LABELS) if c in frame.columns]:
-            raise DataError("<DataFrame>", None, f"has a column {taken[0]!r} already: label_frame adds label and one "
-                                                 "column per label; rename or drop it")
+            raise DataError(FRAME, None, f"has a column {taken[0]!r} already: label_frame adds label and one "
+                                         "column per label; rename or drop it")
         dialogues = frame_to_dialogues(frame, text_column=text_column)
         by_id = {p.id: p for p in self.predictor.predict(dialogues)}
         ids = [f"dia{int(d)}_utt{int(u)}" for d, u in zip(frame["Dialogue_ID"], frame["Utterance_ID"])]
