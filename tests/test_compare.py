@@ -10,7 +10,7 @@ import yaml
 
 from conftest import BMELD, REPO, SAMPLE, SAMPLE_DATA
 from erckit.cli import main
-from erckit.compare import load_compare_config, method_recipe
+from erckit.compare import load_compare_config, method_recipe, seed_summary, seed_table
 from erckit.config import ConfigError, RunConfig, to_dict
 from erckit.recipes import resolve
 
@@ -368,3 +368,10 @@ def test_a_recipe_with_seeds_runs_once_per_seed_reports_mean_and_spread_and_fuse
     assert row["macro_f1"]["mean"] == pytest.approx(statistics.fmean(values))
     assert row["macro_f1"]["sd"] == pytest.approx(statistics.stdev(values))
     assert "| tfidf | 3 |" in (out / "comparison.md").read_text(encoding="utf-8")
+
+
+def test_seed_table_of_one_seed_shows_no_spread():
+    results = {"a-seed0": {"validation": {"macro_f1": 0.4422, "weighted_f1": 0.5730}}}
+    summary = seed_summary(results, {"a": ["a-seed0"]}, "validation")
+    assert summary["a"]["macro_f1"]["sd"] is None
+    assert "| a | 1 | 0.4422 (one seed: no spread) | 0.5730 (one seed: no spread) | 0.4422 |" in seed_table(summary)

@@ -240,7 +240,8 @@ def _expand_seeds(methods: dict[str, Method], config: CompareConfig, path: str |
 
 
 def seed_summary(results: dict[str, dict], groups: dict[str, list[str]], split: str) -> dict[str, dict]:
-    """Mean, standard deviation (n - 1) and values of macro-F1 and weighted-F1 over each seeded recipe's seeds."""
+    """Mean, standard deviation (n - 1; None for one seed) and values of macro-F1 and weighted-F1 over each seeded
+    recipe's seeds."""
     import statistics
 
     summary = {}
@@ -249,7 +250,7 @@ def seed_summary(results: dict[str, dict], groups: dict[str, list[str]], split: 
         for metric in ("macro_f1", "weighted_f1"):
             values = [results[m][split][metric] for m in members]
             row[metric] = {"mean": statistics.fmean(values), "values": values,
-                           "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+                           "sd": statistics.stdev(values) if len(values) > 1 else None}
         summary[name] = row
     return summary
 
@@ -261,10 +262,17 @@ def seed_table(summary: dict[str, dict]) -> str:
     lines = ["Seeds (the same recipe, one run per seed):", "",
              "| recipe | seeds | macro-F1 mean ± sd | weighted-F1 mean ± sd | macro-F1 of each seed |", "|---|---|---|---|---|"]
     for name, row in summary.items():
-        macro, weighted = row["macro_f1"], row["weighted_f1"]
-        lines.append(f"| {name} | {row['seeds']} | {macro['mean']:.4f} ± {macro['sd']:.4f} | "
-                     f"{weighted['mean']:.4f} ± {weighted['sd']:.4f} | {', '.join(f'{v:.4f}' for v in macro['values'])} |")
+        macro, weighted = (_mean_sd(row[metric]) for metric in ("macro_f1", "weighted_f1"))
+        values = ", ".join(f"{v:.4f}" for v in row["macro_f1"]["values"])
+        lines.append(f"| {name} | {row['seeds']} | {macro} | {weighted} | {values} |")
     return "\n".join(lines) + "\n"
+
+
+def _mean_sd(summary: dict) -> str:
+    """"0.4422 ± 0.0035", or "0.4422 (one seed: no spread)"."""
+    if summary["sd"] is None:
+        return f"{summary['mean']:.4f} (one seed: no spread)"
+    return f"{summary['mean']:.4f} ± {summary['sd']:.4f}"
 
 
 def training_file(method: Method, config: CompareConfig) -> str:
