@@ -83,8 +83,7 @@ class EncoderConfig:
     trust_remote_code: bool = False
 
     def __post_init__(self) -> None:
-        if self.speaker not in ("name", "letter", "none"):
-            raise ConfigError(f"encoder.speaker must be name, letter or none, not {self.speaker!r}")
+        require(self.speaker in ("name", "letter", "none"), "encoder.speaker", self.speaker, "name, letter or none")
         require(bool(self.name), "encoder.name", self.name, "a model folder, hub id or packaged:<name>")
         require(self.context in ("utterance", "dialogue"), "encoder.context", self.context, "utterance or dialogue")
         require(self.max_length >= 2, "encoder.max_length", self.max_length, "at least 2 tokens")
@@ -278,8 +277,7 @@ class RunConfig:
     def __post_init__(self) -> None:
         from erckit.tracking import REPORTERS
 
-        if self.model not in MODEL_TYPES:
-            raise ConfigError(f"model must be one of {', '.join(MODEL_TYPES)}, not {self.model!r}")
+        require(self.model in MODEL_TYPES, "model", self.model, f"one of {', '.join(MODEL_TYPES)}")
         require(bool(self.out), "out", self.out, "a folder")
         allowed = REPORTERS.get(self.model, ())
         require(all(r in allowed for r in self.report_to), "report_to", self.report_to,
