@@ -112,3 +112,18 @@ def test_a_runs_folder_moved_or_copied_whole_keeps_its_fusion_working(members, t
     shutil.rmtree(elsewhere)
     assert main(["predict", "--model", str(alone), "--input", str(TEST), "--out", str(tmp_path / "c.jsonl")]) == 0
     assert (tmp_path / "a.jsonl").read_text() == (tmp_path / "c.jsonl").read_text()
+
+
+def test_a_fusion_recipe_trains_with_erckit_train_and_reports_both_f1(members, tmp_path, capsys):
+    recipe = tmp_path / "fusion.yaml"
+    recipe.write_text(f"model: fusion\nfusion:\n  members: [{members[0]}, {members[1]}]\n", encoding="utf-8")
+    out = tmp_path / "fused"
+    assert main(["train", "--config", str(recipe), f"data.validation={VALIDATION}", "--out", str(out)]) == 0
+    summary = json.loads((out / "erckit_model.json").read_text())["summary"]
+    gold = [u.label for d in read_dialogues(VALIDATION) for u in d.utterances]
+    probs = [load(m).probabilities(read_dialogues(VALIDATION)) for m in members]
+    mixed = sum(w * p for w, p in zip(summary["weights"], probs, strict=True))
+    expected = scores(gold, [LABELS[i] for i in mixed.argmax(1)])
+    assert summary["val_macro_f1"] == pytest.approx(expected["macro_f1"])
+    assert summary["val_weighted_f1"] == pytest.approx(expected["weighted_f1"])
+    assert f"weighted-F1 {expected['weighted_f1']:.4f}" in capsys.readouterr().out

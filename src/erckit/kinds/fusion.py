@@ -18,6 +18,8 @@ import numpy as np
 from erckit.config import ConfigError, RunConfig
 from erckit.data import Dialogue, gold_labels
 from erckit.ensemble import choose_weights, weight_shares
+from erckit.labels import LABELS
+from erckit.metrics import scores
 from erckit.predictor import Predictor, offsets_of
 from erckit.remote_code import check_trusted
 
@@ -65,8 +67,10 @@ def train(config: RunConfig, train: list[Dialogue] | None, validation: list[Dial
     trust = config.fusion.trust_remote_code  # the recipe's (the user's) word
     probs = [load(folder, trust_remote_code=trust).probabilities(validation, progress=True) for folder in folders]
     weights, macro = choose_weights(probs, gold)
+    mixed = sum(w * p for w, p in zip(weights, probs, strict=True))
+    weighted = scores(gold, [LABELS[i] for i in mixed.argmax(1)])["weighted_f1"]
     return {"weights": weight_shares(weights, len(folders)), "weights_from": "validation macro-F1",
-            "val_macro_f1": macro} | relative
+            "val_macro_f1": macro, "val_weighted_f1": weighted} | relative
 
 
 def saved_members(folder: Path, info: dict) -> list[Path]:
