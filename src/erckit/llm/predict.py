@@ -221,7 +221,7 @@ def predict_run(
 ) -> PredictSummary:
     """Predict a prepared file or dialogues with an LLM run (`erckit.llm.run.open_run`) into `out`.
 
-    `batch_size`: prompts (dialogue form: dialogues) per batch and resumable unit; default the run's
+    `batch_size`: prompts (dialogue form with score: dialogues) per batch and resumable unit; default the run's
     `eval_batch_size` for label scoring, 8 for generation, 512 for vLLM. The run's calibration applies
     to the scoring backends (the summary notes it is left out for the generating ones).
     """

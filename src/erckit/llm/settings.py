@@ -52,7 +52,7 @@ class PredictSettings:
 
     backend: str = setting("score", "score: label log-probabilities, always valid; generate: free text, parsed",
                            BACKENDS)
-    batch_size: int | None = setting(None, "prompts (dialogue form: dialogues) per batch",
+    batch_size: int | None = setting(None, "prompts per batch (dialogue form with score: dialogues)",
                                      shown="the run's, else 8; vLLM 512")
     decoding: str = setting("greedy", "generate: greedy, or reference: the reference pipeline's temperature 0.3 + "
                             "repetition penalty 1.05", tuple(DECODING_PRESETS), applies=GENERATING)
