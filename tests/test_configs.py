@@ -49,6 +49,9 @@ def test_reference_recipe_has_the_reference_pipelines_hyperparameters():
 def test_accelerate_configs_are_valid_yaml(name):
     config = yaml.safe_load((REPO / "configs" / "accelerate" / name).read_text())
     assert config["distributed_type"] in ("DEEPSPEED", "FSDP") and config["num_processes"] >= 1
+    # a launcher's mixed precision would win over the recipe's llm.precision (TrainingArguments reads it when
+    # neither fp16 nor bf16 is set, as with llm.precision=fp32), and the run record would not say so
+    assert config["mixed_precision"] == "no"
 
 
 def test_overrides_are_typed_and_unknown_keys_refused():

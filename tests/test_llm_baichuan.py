@@ -128,6 +128,33 @@ def test_its_tuple_gradient_checkpointing_is_not_switched_on(data):
     assert model.model.gradient_checkpointing is False and not model.is_activation_checkpointing
 
 
+def test_validation_scores_with_the_normalised_head_and_leaves_its_weight_as_it_was(data):
+    from peft import LoraConfig, get_peft_model
+
+    from erckit.llm.train import scoring_mode
+
+    model = get_peft_model(load_causal_lm(str(data["base"]), trust_remote_code=True),
+                           LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    head = model.get_base_model().get_output_embeddings()
+    with torch.no_grad():
+        head.weight.mul_(3.0)  # rows far from unit norm, as a real head's are
+    raw = head.weight.detach().clone()
+    ids = torch.tensor([[5, 6, 7, 8]])
+    with torch.no_grad():
+        model.train()
+        normalised = model(input_ids=ids).logits
+        with scoring_mode(model):
+            assert not model.base_model.model.model.training and head.training
+            for _ in range(2):  # the second call is where Baichuan2's eval mode would use the raw weight
+                torch.testing.assert_close(model(input_ids=ids).logits, normalised)
+    assert model.training  # as it was
+    torch.testing.assert_close(head.weight, raw)  # never normalised in place: nothing a gathered copy could lose
+    model.eval()  # what the same model does in plain eval mode
+    with torch.no_grad():
+        model(input_ids=ids)
+    assert not torch.allclose(head.weight, raw)
+
+
 @pytest.mark.integration
 def test_trains_selects_merges_and_predicts_through_the_cli(data, tmp_path, capsys):
     run, merged = tmp_path / "run", tmp_path / "merged"

@@ -20,8 +20,9 @@ from conftest import SAMPLE_DATA
 from erckit.config import ConfigError
 from erckit.llm import train as train_module
 from erckit.llm.chat import get_template
-from erckit.llm.distributed import gather_rows, shard
+from erckit.llm.distributed import gather_rows, validation_share
 from erckit.llm.loading import native_bf16, precision_dtype, rank_device_map
+from erckit.llm.scoring import forward_parameters, unwrapped
 from erckit.llm.train import (
     export_checkpoint,
     full_fsdp_state,
@@ -31,17 +32,30 @@ from erckit.llm.train import (
     training_arguments,
     training_dtype,
 )
+from llm_tiny import tiny_model, tiny_tokenizer
 from test_llm_train import recipe, setup  # noqa: F401
 
 
-def test_validation_shards_are_equal_cover_everything_and_gather_back():
+def test_validation_shares_cover_everything_once_and_gather_back():
     for count, size in ((10, 3), (7, 2), (2, 4), (12, 6)):
-        shards = [shard(count, rank, size) for rank in range(size)]
-        assert len({len(s) for s in shards}) == 1  # the same number of forward calls on every process
-        assert sorted({i for s in shards for i in s}) == list(range(count))
+        shares = [validation_share(count, rank, size, parameters_sharded=False) for rank in range(size)]
+        assert sorted(i for s in shares for i in s) == list(range(count))
+        # FSDP / ZeRO-3: every process scores everything, so all make the same (collective) forward calls
+        assert {tuple(validation_share(count, rank, size, parameters_sharded=True)) for rank in range(size)} == {
+            tuple(range(count))}
     rows = np.arange(20, dtype=float).reshape(10, 2)
-    mine = shard(10, 0, 1)
+    mine = validation_share(10, 0, 1, parameters_sharded=False)
     np.testing.assert_array_equal(gather_rows(mine, rows[mine], 10), rows)
+
+
+def test_the_loss_looks_through_the_training_wrapper_and_the_adapter():
+    from peft import LoraConfig, get_peft_model
+
+    base = tiny_model(tiny_tokenizer())
+    adapted = get_peft_model(base, LoraConfig(r=2, target_modules="all-linear", task_type="CAUSAL_LM"))
+    wrapped = torch.nn.DataParallel(adapted)  # as DDP or DeepSpeed: the Trainer hands compute_loss the wrapper
+    assert unwrapped(wrapped) is base
+    assert {"position_ids", "logits_to_keep"} <= forward_parameters(wrapped)  # the wrapper's forward is (*a, **kw)
 
 
 @pytest.mark.needs_data

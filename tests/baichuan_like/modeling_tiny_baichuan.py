@@ -6,7 +6,7 @@ It reproduces what erckit must cope with in Baichuan2-13B-Chat's modelling code:
   token is fed: several new tokens on top of a cache fail with a size mismatch;
 - legacy tuple caches: the past length is read as `past_key_values[0][0].shape[2]`, so the cache
   objects of `model.generate` break it;
-- a normalised output head (`NormHead`), not an nn.Linear;
+- a normalised output head (`NormHead`), not an nn.Linear, that normalises its weight in place in eval mode;
 - a config whose `gradient_checkpointing` is a tuple: layers are checkpointed with reentrant autograd
   whenever it is truthy in training.
 """
@@ -80,14 +80,23 @@ class Layer(nn.Module):
 
 
 class NormHead(nn.Module):
-    """The output head: logits against unit-norm rows of the weight."""
+    """The output head: logits against unit-norm rows of the weight. As Baichuan2's: in training mode it
+    normalises on every call; in eval mode its first call normalises the weight in place (lost where the
+    weight is a temporary gathered copy, as under ZeRO-3 or FSDP) and later calls use the weight as it is."""
 
     def __init__(self, hidden_size, vocab_size):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(vocab_size, hidden_size))
+        self.first_flag = True
 
     def forward(self, x):
-        return F.linear(x, F.normalize(self.weight, dim=-1))
+        if self.training:
+            self.first_flag = True
+            return F.linear(x, F.normalize(self.weight, dim=-1))
+        if self.first_flag:
+            self.first_flag = False
+            self.weight.data = F.normalize(self.weight, dim=-1)
+        return F.linear(x, self.weight)
 
 
 class TinyBaichuanPreTrainedModel(PreTrainedModel):

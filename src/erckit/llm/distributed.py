@@ -1,8 +1,9 @@
 """The few collective steps of a multi-process run (torchrun / accelerate launch), no-ops in one process.
 
-Validation is split into equal shards (`shard`: the last index repeats to even them out, so every
-process makes the same number of forward calls, which ZeRO-3 and FSDP require); `gather_rows` puts
-every process's rows back together on every process. `barrier` makes the processes wait for each
+Validation is split into shards (`validation_share`), except where the parameters themselves are sharded
+(FSDP, ZeRO-3): there each forward call gathers them from every process, so every process must make the
+same calls, and only the same inputs ensure that; every process then scores all of validation.
+`gather_rows` puts every process's rows back together on every process. `barrier` makes the processes wait for each
 other; `is_main_process` says which one writes files.
 """
 
@@ -43,12 +44,10 @@ def barrier() -> None:
         _dist().barrier()
 
 
-def shard(count: int, rank: int, size: int) -> list[int]:
-    """The indices process `rank` of `size` handles: every size-th from rank, padded (by repeating
-    the last index) to the same length on every process."""
-    mine = list(range(rank, count, size))
-    length = -(-count // size)
-    return mine + [count - 1] * (length - len(mine)) if count else []
+def validation_share(count: int, rank: int, size: int, parameters_sharded: bool) -> list[int]:
+    """The validation indices process `rank` of `size` scores: every size-th from rank, or all of them when
+    `parameters_sharded` (FSDP, ZeRO-3: the same forward calls on every process, whatever the inputs' lengths)."""
+    return list(range(count)) if parameters_sharded else list(range(rank, count, size))
 
 
 def _all_parts(part: tuple) -> list[tuple]:

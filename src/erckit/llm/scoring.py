@@ -35,7 +35,11 @@ def forward_parameters(model) -> set[str]:
 
 
 def unwrapped(model):
-    """The transformers model inside a PeftModel (or the model itself)."""
+    """The transformers model inside a training wrapper (DDP, DeepSpeed, FSDP: the Trainer hands its loss the
+    wrapped model) and a PeftModel, or the model itself."""
+    from accelerate.utils import extract_model_from_parallel
+
+    model = extract_model_from_parallel(model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 

@@ -8,7 +8,8 @@ The same command resumes a killed run from its last checkpoint, and runs unchang
 - the seed is set before LoRA weights are drawn: every process and every rerun starts alike;
 - DDP does not look for unused parameters (none are: an extra autograd pass, and a crash with
   reentrant checkpointing); under FSDP checkpoints hold full adapter weights;
-- validation is scored in shards, one per process, gathered so every process picks the same best;
+- validation is scored in shards, one per process (under FSDP and ZeRO-3 all of it on every process: their
+  forward calls are collective), gathered so every process picks the same best;
 - only the main process writes the run record, `best/` and the plot, after a barrier.
 """
 
@@ -41,12 +42,12 @@ from erckit.data import DataError, Dialogue, first_utterances
 from erckit.labels import LABELS, class_weights
 from erckit.llm.chat import ChatTemplate, encode_pair, get_template
 from erckit.llm.dialogue_training import collate, packed_answer_loss, training_rows
-from erckit.llm.distributed import barrier, gather_objects, shard
+from erckit.llm.distributed import barrier, gather_objects, validation_share
 from erckit.llm.engines import TransformersEngine, score_dialogues
 from erckit.llm.loading import load_causal_lm, load_tokenizer, native_bf16, precision_dtype, rank_device_map
 from erckit.llm.packing import sliding_window_of
 from erckit.llm.record import BEST, RunRecord, save_run_record
-from erckit.llm.scoring import forward_parameters
+from erckit.llm.scoring import forward_parameters, unwrapped
 from erckit.metrics import scores
 from erckit.plots import plot_training
 from erckit.prompts import Example, PromptConfig, detect_language, emotion_examples, same_speaker_examples
@@ -222,6 +223,23 @@ class DialogueCollator:
         return collate(rows, self.pad_id, self.dtype, self.sliding_window)
 
 
+@contextlib.contextmanager
+def scoring_mode(model) -> Iterator[None]:
+    """Eval mode for validation scoring, but for the output head: Baichuan2's NormHead normalises its weight in
+    place on its first call in eval mode, a write that ZeRO-3 and FSDP make to a temporary gathered copy and
+    lose, after which it would score with the raw weight; in training mode it normalises on every call. An
+    ordinary head (a Linear) is the same in both modes."""
+    was_training = model.training
+    model.eval()
+    head = unwrapped(model).get_output_embeddings()
+    if head is not None:
+        head.train()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
 class MacroF1Trainer(Trainer):
     """A Trainer whose loss is on the answer tokens only and whose evaluation is validation macro-F1
     by label scoring (always-valid labels), in the run's prompt form."""
@@ -237,9 +255,12 @@ class MacroF1Trainer(Trainer):
         return (loss, None) if return_outputs else loss
 
     def score_shard(self, model) -> np.ndarray:
-        """Validation log-probs: each process scores its share of the dialogues, and every process
-        gets all rows back (in order), so every process picks the same best checkpoint."""
-        mine = shard(len(self.validation), self.args.process_index, self.args.world_size)
+        """Validation log-probs: each process scores its share of the dialogues (`validation_share`), and every
+        process gets all rows back (in order), so every process picks the same best checkpoint."""
+        from transformers.integrations import is_deepspeed_zero3_enabled
+
+        sharded = self.is_fsdp_enabled or is_deepspeed_zero3_enabled()
+        mine = validation_share(len(self.validation), self.args.process_index, self.args.world_size, sharded)
         record = self.record  # scored as `erckit predict` scores the saved run: truncated as in training
         engine = TransformersEngine("score", model, self.processing_class, get_template(record.template),
                                     record.max_length, record.pack_tokens)
@@ -251,13 +272,8 @@ class MacroF1Trainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval") -> dict[str, float]:
         started = time.perf_counter()
-        model = self.model
-        was_training = model.training
-        model.eval()
-        try:
-            logp = self.score_shard(model)
-        finally:
-            model.train(was_training)
+        with scoring_mode(self.model):
+            logp = self.score_shard(self.model)
         result = scores(self.val_gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
         metrics = {
             f"{metric_key_prefix}_{key}": round(result[key], 6) for key in ("macro_f1", "weighted_f1", "accuracy")

@@ -26,13 +26,18 @@ from pathlib import Path
 import numpy as np
 
 from erckit.cache import MissingPackage
+from erckit.config import ConfigError
 from erckit.formats.encoding import read_json
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.generation import answer_from_tokens, stop_token_ids, truncate_for_generation
-from erckit.llm.loading import load_tokenizer, resolve_source
+from erckit.llm.loading import is_packaged, load_tokenizer, resolve_source
 from erckit.llm.scoring import encode_contexts
 from erckit.llm.settings import GREEDY, Decoding
+
+# Architectures vLLM no longer runs (its registry's "previously supported" models), with the last version
+# that ran them: refused before vLLM starts, pointing to the backends that do run them.
+NOT_IN_VLLM = {"BaichuanForCausalLM": "0.23"}  # Baichuan and Baichuan2
 
 # erckit's --dtype names -> vLLM's; `auto` is erckit's auto (float32 without CUDA, else vLLM's choice).
 VLLM_DTYPES = {
@@ -115,6 +120,21 @@ def engine_arguments(
     return arguments
 
 
+def check_vllm_runs(model: str) -> None:
+    """Refuse a model (folder or hub id) whose architecture vLLM no longer runs; one whose config cannot be
+    read here is left to vLLM, which names the problem itself."""
+    from transformers import PretrainedConfig
+
+    try:
+        config, _ = PretrainedConfig.get_config_dict(model)
+    except (OSError, ValueError):
+        return
+    for architecture in config.get("architectures") or []:
+        if architecture in NOT_IN_VLLM:
+            raise ConfigError(f"{model}: vLLM ran {architecture} only up to version {NOT_IN_VLLM[architecture]}, "
+                              "and erckit's vLLM is later: use --backend score or generate")
+
+
 def vllm_engine(
     model: str,
     *,
@@ -132,6 +152,8 @@ def vllm_engine(
     (`erckit merge`) is faster and is what vLLM handles best. vLLM starts worker processes: a
     script that calls this must do so under `if __name__ == "__main__":`.
     """
+    if not is_packaged(model):
+        check_vllm_runs(model)
     try:
         import torch
         from vllm import LLM
