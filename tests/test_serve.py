@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +20,7 @@ import pytest
 
 from conftest import REFERENCE_DIALOGUE, SAMPLE_DATA, m3ed_file
 from erckit.cli import main
+from erckit.config import ConfigError
 from test_encoder_model import tiny_encoder  # noqa: F401  (fixture)
 
 TURNS = [{"speaker": speaker, "text": text} for speaker, text in REFERENCE_DIALOGUE]
@@ -299,3 +301,27 @@ def test_the_python_serve_settings_are_checked_as_the_flags_are():
     with pytest.raises(ValueError, match="max_batch_utterances must be a positive number, not 0"):
         ServeSettings(max_batch_utterances=0)
     assert ServeSettings(port=0).limits.max_turns == 200
+
+
+def test_a_name_with_several_addresses_is_served_on_each_on_one_port(monkeypatch):
+    from erckit import serve
+
+    def two_addresses(host, port, *args, **kwargs):  # as `localhost` on a machine with IPv4 and IPv6
+        assert host == "both-loopbacks"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (address, port)) for address in ("127.0.0.1", "127.0.0.2")]
+
+    monkeypatch.setattr(serve.socket, "getaddrinfo", two_addresses)
+    listening = serve.listen("both-loopbacks", 0)
+    try:
+        bound = [sock.getsockname() for sock in listening]
+        assert [address for address, _ in bound] == ["127.0.0.1", "127.0.0.2"]
+        assert bound[0][1] != 0 and bound[0][1] == bound[1][1]  # the port the first took, on both
+        monkeypatch.undo()
+        for address, port in bound:
+            socket.create_connection((address, port), timeout=5).close()  # each one listens
+        with pytest.raises(ConfigError, match=f"--host 127.0.0.1 --port {bound[0][1]}: cannot listen there: Address "
+                                              "already in use"):
+            serve.listen("127.0.0.1", bound[0][1])
+    finally:
+        for sock in listening:
+            sock.close()

@@ -6,6 +6,8 @@ Built on FastAPI (typed request models that refuse unknown fields and wrong type
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import socket
 from pathlib import Path
@@ -27,24 +29,39 @@ def serve(folder: str | Path, settings: ServeSettings | None = None, *, best_so_
 
     settings = settings or ServeSettings()
     listening = listen(settings.host, settings.port)  # before the model loads: a port in use is told at once
-    with listening:
+    with contextlib.ExitStack() as stack:
+        for sock in listening:
+            stack.enter_context(sock)
         predictor = load(folder, best_so_far=best_so_far, trust_remote_code=trust_remote_code)
         app = create_app(predictor, settings)
-        host, port = listening.getsockname()[:2]
-        print(f"erckit serve: {predictor.kind} model {folder} at http://{_url_host(host)}:{port}/ (Ctrl-C stops)",
-              flush=True)
+        urls = ", ".join(f"http://{_url_host(sock.getsockname()[0])}:{sock.getsockname()[1]}/" for sock in listening)
+        print(f"erckit serve: {predictor.kind} model {folder} at {urls} (Ctrl-C stops)", flush=True)
         try:
-            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[listening])
+            uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=listening)
         except KeyboardInterrupt:  # uvicorn stops gracefully on Ctrl-C, then raises it again
             raise Interrupted("the server stopped; it keeps nothing") from None
 
 
-def listen(host: str, port: int) -> socket.socket:
-    """A socket bound to host:port (0: a free port, named by the caller); refused in one line when it cannot be."""
+def listen(host: str, port: int) -> list[socket.socket]:
+    """Sockets bound to host:port, one per address the host resolves to (`localhost`: 127.0.0.1 and ::1 where
+    the machine has both), all on one port (0: a free one, named by the caller); an address family the machine
+    lacks is passed over. Refused in one line when none can be bound, or when the port is taken on any."""
+    sockets: list[socket.socket] = []
     try:
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        return socket.create_server((host, port), family=family)
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        for family, address in dict.fromkeys((info[0], info[4]) for info in found):
+            address = (address[0], sockets[0].getsockname()[1] if sockets else port, *address[2:])
+            try:
+                sockets.append(socket.create_server(address, family=family))
+            except OSError as err:
+                if err.errno != errno.EADDRNOTAVAIL:  # not available: not this machine's, or its family is off
+                    raise
+        if not sockets:
+            raise OSError(errno.EADDRNOTAVAIL, os.strerror(errno.EADDRNOTAVAIL))
+        return sockets
     except OSError as err:  # a port in use, an address that is not this machine's or does not resolve
+        for sock in sockets:
+            sock.close()
         reason = os.strerror(err.errno) if isinstance(err.errno, int) and err.errno > 0 else err.strerror or err
         raise ConfigError(f"--host {host} --port {port}: cannot listen there: {reason}") from None
 
