@@ -26,7 +26,8 @@ def test_shipped_compare_config_parses():
     seeds = [f"encoder_utterance-seed{n}" for n in range(3)]
     subset = ["encoder_250", "gemma_dialogue_250", "gemma_dialogue_number_250", "gemma_dialogue_marker_250",
               "gemma_window_250", "gemma_window_speaker_250", "gemma_window_same_speaker_250"]
-    assert {"tfidf", *seeds, "encoder_dialogue", "encoder_utterance_all_layers", "gemma_dialogue", *subset,
+    balanced = [f"encoder_utterance_balanced-seed{n}" for n in range(2)]
+    assert {"tfidf", *seeds, "encoder_dialogue", "encoder_utterance_all_layers", *balanced, "gemma_dialogue", *subset,
             "fusion_seeds", "fusion_encoders", "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
     assert bmeld.methods["fusion_llm_encoder"].fusion == [*seeds, "gemma_dialogue"]
@@ -176,6 +177,10 @@ def test_the_pairs_a_comparison_names_get_their_paired_difference_on_every_split
     assert main(["compare", "--config", str(path), f"out={tmp_path / 'first'}", "--methods", "one",
                  f"out={tmp_path / 'second'}", "--trust-remote-code", f"out={later}"]) == 0
     assert (later / "comparison.json").is_file() and not (tmp_path / "first").exists() and not (tmp_path / "second").exists()
+    fewer_seeds = load_compare_config(path, ["methods.three.seeds=[0]"])  # a seed left out leaves its pair out
+    assert set(fewer_seeds.methods) == {"one", "three-seed0"} and fewer_seeds.pairs == []
+    assert load_compare_config(path, ["methods.three.seeds=[1, 5]", "pairs=[[one, three-seed5]]"]).pairs == [
+        ["one", "three-seed5"]]  # a seed the overrides add can be paired
     for pairs, problem in (([["one", "one"]], "two different method names"), ([["one", "tree"]], "no method 'tree'"),
                            ([["one", "three"]], "'three' has several seeds"), ([["one", "three-seed5"]], "no method 'three-seed5'")):
         path.write_text(yaml.safe_dump(config | {"pairs": pairs}), encoding="utf-8")

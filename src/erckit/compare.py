@@ -110,9 +110,11 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
     are relative to the current directory."""
     from erckit.config import apply_overrides
 
-    data = apply_overrides(_relative_to(Path(path).parent, read_yaml(path)), list(overrides))
+    data = _relative_to(Path(path).parent, read_yaml(path))
+    written = _method_names(data.get("methods"))  # before the overrides, which may drop methods or seeds
+    data = apply_overrides(data, list(overrides))
     methods = data.pop("methods", None)
-    declared = set(methods) if isinstance(methods, dict) else set()  # pairs may name methods dropped here
+    declared = written | _method_names(methods)  # pairs may name methods or seeds dropped here
     if isinstance(methods, dict):  # methods.<name>=null drops a method
         methods = {name: spec for name, spec in methods.items() if spec is not None}
         for name in methods:
@@ -157,10 +159,22 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
     return config
 
 
+def _method_names(methods: object) -> set[str]:
+    """The names a `methods` mapping declares: each method's, and `<name>-seed<N>` for each of its seeds."""
+    if not isinstance(methods, dict):
+        return set()
+    names = set(methods)
+    for name, spec in methods.items():
+        seeds = spec.get("seeds") if isinstance(spec, dict) else None
+        names |= {f"{name}-seed{seed}" for seed in seeds} if isinstance(seeds, list) else set()
+    return names
+
+
 def _checked_pairs(config: CompareConfig, declared: set[str], path: str | Path) -> list[list[str]]:
-    """The pairs whose two methods both run (a method left out by --methods or methods.<name>=null drops its
-    pairs). Refused: a pair that is not two different methods of the file (`declared`; one seed of a seeded
-    recipe is `<name>-seed<N>`) or names a seeded recipe as a whole."""
+    """The pairs whose two methods both run (a method left out by --methods or methods.<name>=null, or a seed
+    left out by methods.<name>.seeds=[...], drops its pairs). Refused: a pair that is not two different
+    methods of the file or its overrides (`declared`; one seed of a seeded recipe is `<name>-seed<N>`) or
+    names a seeded recipe as a whole."""
     kept = []
     for pair in config.pairs:
         if not isinstance(pair, list) or len(pair) != 2 or pair[0] == pair[1]:
@@ -168,8 +182,7 @@ def _checked_pairs(config: CompareConfig, declared: set[str], path: str | Path) 
         for name in pair:
             if name in config.seed_groups:
                 raise ConfigError(f"{path}: pairs: {name!r} has several seeds: name one ({config.seed_groups[name][0]!r})")
-            seeded = re.sub(r"-seed\d+$", "", str(name))
-            if (name not in declared and seeded not in declared) or name not in config.seed_groups.get(seeded, [name]):
+            if name not in declared:
                 raise ConfigError(f"{path}: pairs: no method {name!r} (methods: {', '.join(sorted(declared))})")
         if all(name in config.methods for name in pair):
             kept.append(pair)
