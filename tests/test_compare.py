@@ -27,7 +27,8 @@ def test_shipped_compare_config_parses():
     subset = ["encoder_250", "gemma_dialogue_250", "gemma_dialogue_number_250", "gemma_dialogue_marker_250",
               "gemma_window_250", "gemma_window_speaker_250", "gemma_window_same_speaker_250"]
     balanced = [f"encoder_utterance_balanced-seed{n}" for n in range(2)]
-    assert {"tfidf", *seeds, "encoder_dialogue", "encoder_utterance_all_layers", *balanced, "gemma_dialogue", *subset,
+    assert {"tfidf", *seeds, "encoder_dialogue", "encoder_utterance_all_layers", *balanced, "encoder_utterance_power075",
+            "encoder_utterance_top2_layers", "gemma_dialogue", *subset,
             "fusion_seeds", "fusion_encoders", "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
     assert bmeld.methods["fusion_llm_encoder"].fusion == [*seeds, "gemma_dialogue"]
