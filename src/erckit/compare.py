@@ -22,7 +22,7 @@ from erckit.atomic import atomic_files, check_folder, write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
 from erckit.data import DataError, Dialogue, dialogue_ids, gold_labels, iter_utterances
-from erckit.ensemble import choose_weights, probability_matrix, weight_shares
+from erckit.ensemble import choose_weights, mix, probability_matrix, weight_shares
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import check_file, read_json
 from erckit.intervals import bootstrap, paired_difference
@@ -385,7 +385,7 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
               "train_seconds": round(sum(r["train_seconds"] for r in members), 1),
               "commit": ", ".join(commits) if commits else None}
     for split, dialogues in splits.items():
-        predictions = from_probabilities(ids[split], sum(w * p for w, p in zip(shares, probs[split], strict=True)))
+        predictions = from_probabilities(ids[split], mix(shares, probs[split]))
         write_predictions(method_folder(config, name) / predictions_file(split), predictions)
         result[split] = _scored(predictions, dialogues, getattr(config, split))
         result[f"{split}_predict_seconds"] = round(sum(r[f"{split}_predict_seconds"] for r in members), 1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,11 @@ def probability_matrix(predictions: dict[str, Prediction], ids: list[str], path:
     return np.array(rows, dtype=float)
 
 
+def mix(weights: Sequence[float], probs: Sequence[np.ndarray]) -> np.ndarray:
+    """The weighted sum of same-shaped probability arrays (one weight per array)."""
+    return sum(w * p for w, p in zip(weights, probs, strict=True))
+
+
 def average(runs: list[tuple[str | Path, dict[str, Prediction]]], weights: list[float] | None = None) -> list[Prediction]:
     """The weighted mean of the runs' probabilities; all runs must predict exactly the same ids."""
     first_path, first = runs[0]
@@ -36,8 +42,7 @@ def average(runs: list[tuple[str | Path, dict[str, Prediction]]], weights: list[
         if set(predictions) != set(ids):
             raise DataError(path, None, f"predicts other ids than {first_path}")
     shares = weight_shares(weights, len(runs))
-    stacked = sum(s * probability_matrix(p, ids, path) for s, (path, p) in zip(shares, runs, strict=True))
-    return from_probabilities(ids, stacked)
+    return from_probabilities(ids, mix(shares, [probability_matrix(p, ids, path) for path, p in runs]))
 
 
 def weight_shares(weights: list[float] | None, runs: int) -> list[float]:
@@ -102,8 +107,7 @@ def choose_weights(probs: list[np.ndarray], gold: list[str], *, step: float = 0.
     gold_indices = np.array([LABELS.index(label) for label in gold])
     best: tuple[float, float, tuple[float, ...]] | None = None
     for weights in weight_grid(len(probs), step):
-        mixed = sum(w * p for w, p in zip(weights, probs, strict=True))
-        macro = macro_f1_of_indices(gold_indices, mixed.argmax(1))
+        macro = macro_f1_of_indices(gold_indices, mix(weights, probs).argmax(1))
         key = (round(macro, 12), -float(np.ptp(weights)), weights)
         if best is None or key[:2] > best[:2]:
             best = key

@@ -17,7 +17,7 @@ import numpy as np
 
 from erckit.config import ConfigError, RunConfig
 from erckit.data import Dialogue, gold_labels
-from erckit.ensemble import choose_weights, weight_shares
+from erckit.ensemble import choose_weights, mix, weight_shares
 from erckit.labels import LABELS
 from erckit.metrics import scores
 from erckit.predictor import Predictor, offsets_of
@@ -67,8 +67,7 @@ def train(config: RunConfig, train: list[Dialogue] | None, validation: list[Dial
     trust = config.fusion.trust_remote_code  # the recipe's (the user's) word
     probs = [load(folder, trust_remote_code=trust).probabilities(validation, progress=True) for folder in folders]
     weights, macro = choose_weights(probs, gold)
-    mixed = sum(w * p for w, p in zip(weights, probs, strict=True))
-    weighted = scores(gold, [LABELS[i] for i in mixed.argmax(1)])["weighted_f1"]
+    weighted = scores(gold, [LABELS[i] for i in mix(weights, probs).argmax(1)])["weighted_f1"]
     return {"weights": weight_shares(weights, len(folders)), "weights_from": "validation macro-F1",
             "val_macro_f1": macro, "val_weighted_f1": weighted} | relative
 
@@ -116,9 +115,9 @@ def load(folder: Path, config: RunConfig, info: dict, trust_remote_code: bool) -
     weights = info["summary"]["weights"]
 
     def score(dialogues: list[Dialogue], progress: bool) -> np.ndarray:
-        return sum(w * p.probabilities(dialogues, progress=progress) for w, p in zip(weights, predictors, strict=True))
+        return mix(weights, [p.probabilities(dialogues, progress=progress) for p in predictors])
 
     def score_last(dialogues: list[Dialogue]) -> np.ndarray:
-        return sum(w * p.last_probabilities(dialogues) for w, p in zip(weights, predictors, strict=True))
+        return mix(weights, [p.last_probabilities(dialogues) for p in predictors])
 
     return Predictor(folder, NAME, score, offsets_of(info), score_last=score_last)
