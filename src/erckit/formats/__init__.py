@@ -48,10 +48,15 @@ def _check_not_json_list(text: str, path: str | Path) -> None:
 def resolve_format(path: str | Path, format: str | None = None, encoding: str | None = None) -> str:
     """The format named, or the one detected from the file's content."""
     if format is not None:
-        if format not in FORMATS:
-            raise DataError(path, None, f"unknown format {format!r} (choose from {', '.join(FORMATS)})")
-        return format
+        return _known(format, path)
     return _detected(read_text(path, encoding)[0], path)
+
+
+def _known(format: str, path: str | Path) -> str:
+    """`format`, refused unless it is one of FORMATS."""
+    if format not in FORMATS:
+        raise DataError(path, None, f"unknown format {format!r} (choose from {', '.join(FORMATS)})")
+    return format
 
 
 def _detected(text: str, path: str | Path) -> str:
@@ -86,9 +91,7 @@ def read_dialogue_file(
         raise DataError(path, None, "no such file")
     raw = read_bytes(path)
     text, _ = decode_text(raw, path, encoding)
-    fmt = format if format is not None else _detected(text, path)
-    if fmt not in FORMATS:
-        raise DataError(path, None, f"unknown format {fmt!r} (choose from {', '.join(FORMATS)})")
+    fmt = _known(format, path) if format is not None else _detected(text, path)
     if fmt == "csv":
         dialogues = meld_csv.parse(text, path, text_column=text_column)
     elif text_column is not None:

@@ -34,7 +34,7 @@ def serve(folder: str | Path, settings: ServeSettings | None = None, *, best_so_
             stack.enter_context(sock)
         predictor = load(folder, best_so_far=best_so_far, trust_remote_code=trust_remote_code)
         app = create_app(predictor, settings)
-        urls = ", ".join(f"http://{_url_host(sock.getsockname()[0])}:{sock.getsockname()[1]}/" for sock in listening)
+        urls = ", ".join(_url(sock) for sock in listening)
         print(f"erckit serve: {predictor.kind} model {folder} at {urls} (Ctrl-C stops)", flush=True)
         try:
             uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=listening)
@@ -66,5 +66,7 @@ def listen(host: str, port: int) -> list[socket.socket]:
         raise ConfigError(f"--host {host} --port {port}: cannot listen there: {reason}") from None
 
 
-def _url_host(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
+def _url(sock: socket.socket) -> str:
+    """The page's address on a listening socket (an IPv6 host in brackets)."""
+    host, port = sock.getsockname()[:2]
+    return f"http://[{host}]:{port}/" if ":" in host else f"http://{host}:{port}/"
