@@ -155,6 +155,19 @@ def test_a_run_resumed_from_its_last_checkpoint_trains_no_extra_step(setup, tmp_
         out / first["best_checkpoint"].rsplit("/", 1)[-1] / "adapter_model.safetensors").read_bytes()
 
 
+@pytest.mark.needs_data
+def test_a_run_without_validation_resumed_after_its_last_checkpoint_exports_the_trained_weights(setup, tmp_path):  # noqa: F811
+    out = tmp_path / "run"
+    config = recipe(setup, out, "llm.max_steps=4", "llm.eval_steps=4")
+    first = train_llm(config, setup["train_dialogues"], None, out)
+    trained = (out / "best" / "adapter_model.safetensors").read_bytes()
+    assert trained == (out / "checkpoint-4" / "adapter_model.safetensors").read_bytes()
+    shutil.rmtree(out / "best")  # killed after the last checkpoint, before the export
+    again = train_llm(config, setup["train_dialogues"], None, out)
+    assert again["global_step"] == first["global_step"] == 4 and again["best_checkpoint"] is None
+    assert (out / "best" / "adapter_model.safetensors").read_bytes() == trained  # not a fresh, untrained LoRA
+
+
 def test_qwen25_template_has_qwen25s_system_prompt():
     template = get_template("qwen2.5")
     assert "You are Qwen, created by Alibaba Cloud. You are a helpful assistant." in template.prefix

@@ -413,12 +413,14 @@ def train_llm(
             trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     seconds = training_seconds(trainer, done)
     best = trainer.state.best_model_checkpoint
-    if best is None:
-        trainer.save_model(str(out / BEST))  # no validation: the last weights (all processes take part)
+    # no validation: the last weights, from the last step's checkpoint when this call trained nothing
+    source = Path(best) if best is not None else resume if done is not None else None
+    if source is None:
+        trainer.save_model(str(out / BEST))  # all processes take part
     barrier()
     if trainer.is_world_process_zero():
-        if best is not None:
-            export_checkpoint(Path(best), out / BEST)
+        if source is not None:
+            export_checkpoint(source, out / BEST)
         tokenizer.save_pretrained(str(out / BEST))
         save_run_record(out / BEST, record)
         log = trainer.state.log_history
@@ -426,7 +428,7 @@ def train_llm(
             out / "training.png", "step", [(h["step"], h["loss"]) for h in log if "loss" in h],
             {"validation macro-F1": [(h["step"], h["eval_macro_f1"]) for h in log if "eval_macro_f1" in h]},
         )
-        print(f"wrote {out / BEST} (from {Path(best).name if best else 'the last step'})")
+        print(f"wrote {out / BEST} (from {source.name if source else 'the last step'})")
     barrier()  # no process returns (and reports the run finished) before best/ is written
     return {
         "best_checkpoint": best, "best_macro_f1": trainer.state.best_metric,
