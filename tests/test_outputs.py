@@ -4,6 +4,7 @@ files are refused, modes are kept, killed runs leave nothing behind, folder outp
 import hashlib
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -84,6 +85,10 @@ OUTPUT_IS_INPUT = {
     "ensemble-out-hard-links-an-input": (lambda f: (["ensemble", "--predictions", str(f["a"]), str(f["b"])], _hard_link(f, f["a"]), f["a"]), "is the input"),
     "calibrate-out-is-predictions": (lambda f: (["calibrate", "--predictions", str(f["a"]), "--validation", str(f["raw"])], f["a"], f["a"]), "is the input"),
     "select-out-is-validation": (lambda f: (["select", "--run", str(f["tmp"]), "--validation", str(f["raw"])], f["raw"], f["raw"]), "is the input"),
+    "calibrate-out-is-a-model-file": (lambda f: (["calibrate", "--model", str(f["model"]), "--validation", str(f["raw"])],
+                                                 f["model"] / "tfidf.json", f["model"] / "tfidf.json"), "is the input"),
+    "select-out-is-an-adapter-file": (lambda f: (["select", "--run", str(f["adapter"]), "--validation", str(f["raw"])],
+                                                 p := f["adapter"] / "adapter_config.json", p), "is the input"),
     "prepare-writes-over-its-input": (lambda f: (["prepare", "--test", str(p := _in_folder(f, "data", "data_test.json", f["raw"]))],
                                                  p.parent, p), "is the input"),
     "evaluate-metrics-is-predictions": (lambda f: (["evaluate", "--predictions", str(p := _in_folder(f, "rep", "metrics.json", f["a"])),
@@ -107,6 +112,20 @@ def test_an_output_that_is_an_input_is_refused(case, files, capsys):
     assert err.count("\n") == 1 and message in err and str(out) in err and "Traceback" not in err, err
     assert digest(protected) == before
     assert not list(files["tmp"].rglob("*.erckit-tmp")) and not (files["tmp"] / "p.jsonl").exists()
+
+
+def test_a_predict_out_that_is_a_fusion_members_file_is_refused(files, capsys):
+    member = files["tmp"] / "second"
+    shutil.copytree(files["model"], member)
+    fusion = files["tmp"] / "fusion"
+    assert main(["ensemble", "--models", str(files["model"]), str(member), "--weights", "1", "1", "--out", str(fusion)]) == 0
+    capsys.readouterr()
+    protected = member / "tfidf.json"
+    before = digest(protected)
+    assert main(["predict", "--model", str(fusion), "--input", str(files["raw"]), "--out", str(protected)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{protected}: is the input" in err, err
+    assert digest(protected) == before
 
 
 def test_two_outputs_on_one_new_path_are_refused(files, capsys):

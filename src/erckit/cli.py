@@ -74,13 +74,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from erckit.config import load_config
-    from erckit.models import OUTPUT_NAMES, train
+    from erckit.models import OUTPUT_NAMES, model_files, train
     from erckit.recipes import resolve
 
     if args.out and (given := next((o for o in args.overrides if o.startswith("out=")), None)):
         raise DataError("train", None, f"--out {args.out} and {given} both name the output folder: keep one")
     config = load_config(args.config, [*args.overrides, *([f"out={args.out}"] if args.out else [])])
-    check_folder(config.out, [resolve(args.config), config.data.train, config.data.validation], OUTPUT_NAMES)
+    members = [f for m in config.fusion.members for f in model_files(m)]  # a fusion recipe's
+    check_folder(config.out, [resolve(args.config), config.data.train, config.data.validation, *members], OUTPUT_NAMES)
     args.out = config.out  # the folder a write error names (main)
     info = train(config)
     if info.get("reused"):  # said so by train(); nothing was trained
@@ -126,16 +127,14 @@ def _serve(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from erckit import kinds
     from erckit.formats import read_dialogues
-    from erckit.models import check_best_so_far, load, model_info
+    from erckit.models import check_best_so_far, load, model_files, model_info
     from erckit.predictions import moved_by_calibration, moved_note, write_predictions
 
-    folders = [Path(f) for f in (args.model, args.adapter) if f and Path(f).is_dir()]
-    folders += [sub for f in folders for sub in f.iterdir() if sub.is_dir()]  # best/, encoder/, checkpoint-N/
-    model_files = [p for f in folders for p in f.iterdir() if p.is_file()]
+    held = [*model_files(args.model), *model_files(args.adapter)]
     if args.llamafactory and same_file(args.llamafactory, args.out):
         raise DataError(args.out, None, "is also --llamafactory: give the two outputs different paths")
-    check_output(args.out, [args.input, args.prepared, *model_files])
-    check_output(args.llamafactory, [args.input, args.prepared, *model_files])
+    check_output(args.out, [args.input, args.prepared, *held])
+    check_output(args.llamafactory, [args.input, args.prepared, *held])
     dialogues = read_dialogues(args.input, args.format, text_column=args.text_column) if args.input else None
     info = model_info(args.model)
     kind = kinds.get(info["type"]) if info else None
@@ -225,10 +224,10 @@ def _calibrate(args: argparse.Namespace) -> int:
     from erckit.data import gold_labels
     from erckit.ensemble import probability_matrix
     from erckit.formats import read_dialogues
-    from erckit.models import MODEL_FILE, load, read_model_info, store_calibration
+    from erckit.models import load, model_files, read_model_info, store_calibration
     from erckit.predictions import read_predictions
 
-    check_output(args.out, [args.predictions, args.validation, args.model and Path(args.model) / MODEL_FILE])
+    check_output(args.out, [args.predictions, args.validation, *model_files(args.model)])
     dialogues = read_dialogues(args.validation, args.format, text_column=args.text_column)
     ids = list(gold_labels(dialogues, args.validation))
     if len(dialogues) < 2:
@@ -294,7 +293,7 @@ def _ensemble(args: argparse.Namespace) -> int:
 def _fuse_models(args: argparse.Namespace) -> int:
     """erckit ensemble --models: a fusion model folder (`model: fusion`) that predict, serve and the API load."""
     from erckit.config import RunConfig, from_dict
-    from erckit.models import MODEL_FILE, OUTPUT_NAMES, train
+    from erckit.models import OUTPUT_NAMES, model_files, train
 
     if args.offsets:
         raise DataError("ensemble", None, "--offsets applies to --predictions; calibrate a fusion with erckit calibrate --model")
@@ -304,7 +303,7 @@ def _fuse_models(args: argparse.Namespace) -> int:
     recipe = {"model": "fusion", "out": args.out, "data": {"validation": args.validation},
               "fusion": {"members": args.models, "weights": args.weights, "trust_remote_code": args.trust_remote_code}}
     config = from_dict(RunConfig, recipe, "erckit ensemble")  # the fusion's check: members, their own code
-    check_folder(args.out, [args.validation, *(Path(m) / MODEL_FILE for m in args.models)], OUTPUT_NAMES)
+    check_folder(args.out, [args.validation, *(f for m in args.models for f in model_files(m))], OUTPUT_NAMES)
     info = train(config)
     summary = info["summary"]
     origin = (f"chosen on {args.validation}: macro-F1 {summary['val_macro_f1']:.4f}" if "val_macro_f1" in summary
@@ -372,8 +371,9 @@ def _select(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
     from erckit.llm.engines import EngineOptions
     from erckit.llm.select import find_checkpoints, rank_checkpoints
+    from erckit.models import model_files
 
-    check_output(args.out, [args.validation])
+    check_output(args.out, [args.validation, *(f for run in args.run for f in model_files(run)), *model_files(args.base)])
     if missing := next((run for run in args.run if not Path(run).exists()), None):
         raise DataError(missing, None, "no such model folder")
     checkpoints = [c for run in args.run for c in find_checkpoints(Path(run))]
