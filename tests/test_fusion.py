@@ -55,6 +55,15 @@ def test_weights_are_the_best_on_validation_and_predict_averages_the_members(mem
     assert load(fused).kind == "fusion"
 
 
+def test_more_members_than_weight_steps_are_fused_in_equal_shares(members, tmp_path, capsys):
+    folders = [shutil.copytree(members[i % 2], tmp_path / f"member{i}") for i in range(11)]  # 11 > 1 / 0.1
+    assert weight_grid(11) == [(1 / 11,) * 11]
+    fused = tmp_path / "fused"
+    assert main(["ensemble", "--models", *map(str, folders), "--validation", str(VALIDATION), "--out", str(fused)]) == 0
+    weights = json.loads((fused / "erckit_model.json").read_text())["summary"]["weights"]
+    assert weights == pytest.approx([1 / 11] * 11)
+
+
 def test_given_weights_are_kept_and_bad_fusions_end_in_one_line(members, tmp_path, capsys):
     fused = tmp_path / "fused"
     assert main(["ensemble", "--models", *map(str, members), "--weights", "1", "3", "--out", str(fused)]) == 0

@@ -88,8 +88,9 @@ def calibrated_labels(predictions: dict[str, Prediction]) -> int:
 
 
 def weight_grid(members: int, step: float = 0.1) -> list[tuple[float, ...]]:
-    """Every way to share 1 between `members` in multiples of `step`, each member at least one step."""
-    units = round(1 / step)
+    """Every way to share 1 between `members` in multiples of `step`, each member at least one step (more
+    members than steps in 1: equal shares, the one way left)."""
+    units = max(round(1 / step), members)
 
     def shares(left: int, slots: int) -> list[tuple[int, ...]]:
         if slots == 1:
