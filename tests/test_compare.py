@@ -350,6 +350,21 @@ def test_a_fusion_of_unknown_methods_fusions_or_one_method_is_refused_before_any
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(("weights", "problem"), [([1, -1], "finite positive"), ([0, 1], "finite positive"),
+                                                  ([1], "1 weights for 2 members")])
+def test_bad_fusion_weights_are_refused_before_anything_runs(tmp_path, capsys, weights, problem):
+    config = {"out": str(tmp_path / "o"), "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(SAMPLE / "annotation_validation.json"),
+              "methods": {"fused": {"fusion": ["a", "b"], "weights": weights}, "a": {"recipe": "tfidf"},
+                          "b": {"recipe": "tfidf", "overrides": ["tfidf.ngram_max=1"]}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "method 'fused'" in err and problem in err and "--weights" not in err, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_a_recipe_with_seeds_runs_once_per_seed_reports_mean_and_spread_and_fuses_its_seeds(tmp_path):
     import statistics
 

@@ -22,7 +22,7 @@ from erckit.atomic import atomic_files, check_folder, write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
 from erckit.data import DataError, Dialogue, dialogue_ids, gold_labels, iter_utterances
-from erckit.ensemble import choose_weights, mix, probability_matrix, weight_shares
+from erckit.ensemble import choose_weights, mix, probability_matrix, weight_shares, weights_problem
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import check_file, read_json
 from erckit.intervals import bootstrap, paired_difference
@@ -144,9 +144,8 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
                               "is not trained here")
         if method.fusion and len(method.fusion) < 2:
             raise ConfigError(f"{path}: method {name!r}: a fusion needs two or more methods")
-        if method.weights is not None and len(method.weights) != len(method.fusion):
-            raise ConfigError(f"{path}: method {name!r}: {len(method.weights)} weights for {len(method.fusion)} "
-                              "fusion members")
+        if method.weights is not None and (problem := weights_problem(method.weights, len(method.fusion))):
+            raise ConfigError(f"{path}: method {name!r}: {problem}")
     if config.train is None or config.validation is None:
         raise ConfigError(f"{path}: train and validation are required")
     config.pairs = _checked_pairs(config, declared, path)

@@ -45,13 +45,20 @@ def average(runs: list[tuple[str | Path, dict[str, Prediction]]], weights: list[
     return from_probabilities(ids, mix(shares, [probability_matrix(p, ids, path) for path, p in runs]))
 
 
+def weights_problem(weights: list[float], members: int) -> str | None:
+    """Why `weights` cannot weigh `members` fused models (one finite positive number each), or None."""
+    if len(weights) != members:
+        return f"{len(weights)} weights for {members} members"
+    if not all(math.isfinite(w) and w > 0 for w in weights):
+        return f"weights must be finite positive numbers, not {' '.join(map(str, weights))}"
+    return None
+
+
 def weight_shares(weights: list[float] | None, runs: int) -> list[float]:
     """The weights scaled to sum to 1 (equal when None); each must be finite and positive."""
     weights = weights or [1.0] * runs
-    if len(weights) != runs:
-        raise DataError("--weights", None, f"{len(weights)} weights for {runs} --predictions files")
-    if not all(math.isfinite(w) and w > 0 for w in weights):
-        raise DataError("--weights", None, f"weights must be finite positive numbers, not {' '.join(map(str, weights))}")
+    if problem := weights_problem(weights, runs):
+        raise DataError("--weights", None, problem)
     largest = max(weights)
     shares = [w / largest for w in weights]  # scaled to at most 1 first: no overflow for 1e308
     return [s / math.fsum(shares) for s in shares]

@@ -172,7 +172,8 @@ def model_info(path: str | Path) -> dict | None:
 def model_files(folder: str | Path | None) -> list[Path]:
     """Every file a model folder holds, at any depth, and the files of a fusion's members: what no output may
     replace (an erckit model folder, a merged model, an adapter; nothing for a hub id)."""
-    from erckit.kinds.fusion import NAME as FUSION, saved_members
+    from erckit.kinds.fusion import NAME as FUSION
+    from erckit.kinds.fusion import saved_members
 
     if folder is None or not Path(folder).is_dir():
         return []

@@ -9,7 +9,6 @@ them); `erckit predict`, `erckit serve` and `erckit.load` then label with every 
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 
 from erckit.config import ConfigError, RunConfig
 from erckit.data import Dialogue, gold_labels
-from erckit.ensemble import choose_weights, mix, weight_shares
+from erckit.ensemble import choose_weights, mix, weight_shares, weights_problem
 from erckit.labels import LABELS
 from erckit.metrics import scores
 from erckit.predictor import Predictor, offsets_of
@@ -35,8 +34,8 @@ def check(config: RunConfig) -> None:
         raise ConfigError(f"fusion.members must be two or more model folders, not {members!r}")
     if weights is None and config.data.validation is None:
         raise ConfigError("fusion.weights is null: give one weight per member, or data.validation to choose them on")
-    if weights is not None and (len(weights) != len(members) or not all(math.isfinite(w) and w > 0 for w in weights)):
-        raise ConfigError(f"fusion.weights must be {len(members)} positive numbers (one per member), not {weights!r}")
+    if weights is not None and (problem := weights_problem(weights, len(members))):
+        raise ConfigError(f"fusion.weights: {problem}")
     check_trusted(_member_folders(members), config.fusion.trust_remote_code)  # before anything is written
 
 
