@@ -350,6 +350,17 @@ def test_a_fusion_of_unknown_methods_fusions_or_one_method_is_refused_before_any
     assert not (tmp_path / "o").exists()
 
 
+def test_a_compare_file_cannot_set_what_the_seeds_fill(tmp_path, capsys):
+    config = {"out": str(tmp_path / "o"), "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(SAMPLE / "annotation_validation.json"), "seed_groups": {"x": ["nope"]},
+              "methods": {"a": {"recipe": "tfidf"}, "b": {"recipe": "tfidf"}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 2
+    assert "unknown key 'seed_groups'" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize(("weights", "problem"), [([1, -1], "finite positive"), ([0, 1], "finite positive"),
                                                   ([1], "1 weights for 2 members")])
 def test_bad_fusion_weights_are_refused_before_anything_runs(tmp_path, capsys, weights, problem):

@@ -54,7 +54,7 @@ def test_accelerate_configs_are_valid_yaml(name):
     assert config["mixed_precision"] == "no"
 
 
-def test_overrides_are_typed_and_unknown_keys_refused():
+def test_overrides_are_typed_and_unknown_keys_refused(tmp_path):
     config = load_config("bert_bigru", ["train.epochs=2", "train.lr=1e-4", "data.test=null", "data={}"])  # null: unset
     assert config.train.epochs == 2 and config.train.lr == 1e-4
     with pytest.raises(ConfigError, match="^bert_bigru: train: unknown key 'epoch'"):  # recipe, section, key
@@ -63,6 +63,10 @@ def test_overrides_are_typed_and_unknown_keys_refused():
         load_config("bert_bigru", ["train.epochs=two"])
     with pytest.raises(ConfigError, match="^tfidf: unknown key 'tfid' "):
         load_config("tfidf", ["tfid.c=2"])
+    recipe = tmp_path / "keys.yaml"  # YAML reads `1:` as a number: unknown keys of mixed types, named
+    recipe.write_text("model: tfidf\n1: a\nfoo: b\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="unknown key 1 "):
+        load_config(recipe)
     with pytest.raises(ConfigError, match="^bert_bigru: data.test is not read by model bert_bigru .*; remove it$"):
         load_config("bert_bigru", ["data.test=annotation_test.json"])  # a test file is labelled by erckit predict
     assert load_config("bert_bigru", ["train.epochs=2", "train.epochs=3"]).train.epochs == 3  # the last one

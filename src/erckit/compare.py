@@ -75,7 +75,8 @@ class CompareConfig:
     text_column: str | None = None
     methods: dict[str, Method] = field(default_factory=dict)
     pairs: list[list[str]] = field(default_factory=list)  # [first, second]: first minus second, paired by dialogue
-    seed_groups: dict[str, list[str]] = field(default_factory=dict)  # a seeded recipe -> its methods, one per seed
+    seed_groups: dict[str, list[str]] = field(default_factory=dict, init=False)  # filled from `seeds`: a seeded
+    # recipe -> its methods, one per seed
 
 
 def _is_path(recipe) -> bool:

@@ -328,8 +328,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config", key: str =
     """Build dataclass `cls` from the mapping at dotted `key` of `where` (a file, or a command); unknown keys
     and wrong types are refused, naming both."""
     hints = typing.get_type_hints(cls)
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
+    names = {f.name for f in dataclasses.fields(cls) if f.init}  # a field the code fills is no key of a file
+    unknown = sorted(set(data) - names, key=str)  # YAML reads `1:` or `yes:` as a number or a bool
     if unknown:
         raise ConfigError(_at(where, key, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})"))
     try:
