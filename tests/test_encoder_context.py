@@ -118,7 +118,8 @@ def test_dialogue_context_pools_each_turn_from_its_own_tokens_in_a_shared_pass(t
 
 def test_dialogue_tokens_must_leave_room_for_context():
     with pytest.raises(ConfigError, match="encoder.dialogue_tokens"):
-        EncoderConfig(max_length=48, dialogue_tokens=100)
+        EncoderConfig(max_length=48, dialogue_tokens=100, context="dialogue")
+    assert EncoderConfig(max_length=128, context="utterance").dialogue_tokens == 512  # not read: not checked
     with pytest.raises(ConfigError, match="encoder.context"):
         EncoderConfig(context="window")
 

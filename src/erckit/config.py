@@ -87,7 +87,9 @@ class EncoderConfig:
         require(bool(self.name), "encoder.name", self.name, "a model folder, hub id or packaged:<name>")
         require(self.context in ("utterance", "dialogue"), "encoder.context", self.context, "utterance or dialogue")
         require(self.max_length >= 2, "encoder.max_length", self.max_length, "at least 2 tokens")
-        require(self.dialogue_tokens >= 4 * (self.max_length + 1) + 8, "encoder.dialogue_tokens", self.dialogue_tokens,
+        require(self.dialogue_tokens >= 1, "encoder.dialogue_tokens", self.dialogue_tokens, "1 or more")
+        require(self.context != "dialogue" or self.dialogue_tokens >= 4 * (self.max_length + 1) + 8,
+                "encoder.dialogue_tokens", self.dialogue_tokens,
                 f"at least 4 × (encoder.max_length + 1) + 8 = {4 * (self.max_length + 1) + 8} (a turn and context)")
         require(self.freeze_layers >= 0, "encoder.freeze_layers", self.freeze_layers, "0 or more")
 
