@@ -95,6 +95,7 @@ PREPARE = ["prepare", "--train", str(GOLD)]
     (PREPARE, ["--window", "0"], "llm.prompt.window"),
     (PREPARE, ["--window", "-3"], "llm.prompt.window"),
     (PREPARE, ["--same-speaker", "-1"], "llm.prompt.same_speaker"),
+    (PREPARE, ["--same-speaker", "3", "--form", "dialogue"], "window form only"),  # as the recipe refuses it
     (PREPARE, ["--seed", "-1"], "train.seed"),
     (PREPARE, ["--question", "quoted"], "question"),
     (PREDICT, ["--window", "0"], "llm.prompt.window"),

@@ -23,6 +23,10 @@ def _add_format(parser: argparse.ArgumentParser) -> None:
 
 
 def _prepare(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from erckit.config import ConfigError, PromptSettings
+    from erckit.flags import given
     from erckit.formats import read_dialogues
     from erckit.prepare import OUTPUT_NAMES, prepare
 
@@ -36,7 +40,11 @@ def _prepare(args: argparse.Namespace) -> int:
     if not dialogues:
         raise DataError("prepare", None, "give at least one of --train, --validation, --test")
     config = _prompt_config(args, next(iter(dialogues.values())))
-    counts = prepare(dialogues, Path(args.out), config, same_speaker_per_dialogue=args.same_speaker, seed=args.seed)
+    try:  # the recipe's check: the same-speaker task exists in the window form only
+        settings = PromptSettings(**(asdict(config) | given(args, PromptSettings)))
+    except ConfigError as err:
+        raise ConfigError(f"--same-speaker {args.same_speaker}: {err}") from None
+    counts = prepare(dialogues, Path(args.out), config, same_speaker_per_dialogue=settings.same_speaker, seed=args.seed)
     for split, count in counts.items():
         print(f"{split}: {count} examples")
     print(f"wrote {args.out}/data_info.json (LLaMA-Factory: --dataset_dir {args.out} --dataset erc_train)")
@@ -429,9 +437,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"erckit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from erckit.config import PromptSettings
     from erckit.flags import add_flags
     from erckit.llm.run import RunFlags
     from erckit.llm.settings import PredictSettings
+    from erckit.prompts import PromptConfig
     from erckit.serve.settings import ServeSettings
 
     def run_flags(parser, *names: str) -> None:
@@ -455,8 +465,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     _add_format(p)
     _add_prompt_options(p)
-    p.add_argument("--same-speaker", type=int, default=0, metavar="N",
-                   help="add N same-speaker auxiliary questions per training dialogue")
+    add_flags(p, PromptSettings, skip=tuple(f.name for f in fields(PromptConfig)))  # --same-speaker
     p.add_argument("--seed", type=int, default=0, help="random seed of the same-speaker questions")
     p.set_defaults(handler=_prepare)
 
