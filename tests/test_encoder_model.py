@@ -50,6 +50,9 @@ def bmeld_slices(tmp_path_factory) -> tuple[Path, Path]:
     return train_path, dev_path
 
 
+SAMPLE_PATHS = SAMPLE / "annotation_train.json", SAMPLE / "annotation_validation.json"
+
+
 def recipe(tiny_encoder: Path, train_path: Path, dev_path: Path, out: Path, epochs: int) -> list[str]:
     return [
         f"data.train={train_path}", f"data.validation={dev_path}", f"out={out}",
@@ -112,6 +115,44 @@ def test_killed_run_resumes_after_its_last_epoch(tiny_encoder, bmeld_slices, tmp
     history = info["summary"]["history"]
     assert [h["epoch"] for h in history] == [1, 2, 3]
     assert history[: first["epoch"]] == first["history"]
+
+
+def test_a_run_killed_between_its_checkpoint_and_its_best_weights_resumes_and_keeps_them(
+    tiny_encoder, tmp_path, monkeypatch, capsys
+):
+    import erckit.encoder.train as encoder_train
+    from erckit.encoder.model import saved_epoch
+
+    out = tmp_path / "m"
+    args = ["train", "--config", "bert_bigru", *recipe(tiny_encoder, *SAMPLE_PATHS, out, 2)]
+
+    def killed(*_args, **_kwargs):  # the kill lands right after epoch 1's checkpoint
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(encoder_train, "save_classifier", killed)
+        assert main(args) == 130
+    assert (out / "checkpoint" / "state.safetensors").exists() and not (out / "model.safetensors").exists()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"resuming {out} after epoch 1" in capsys.readouterr().out
+    summary = json.loads((out / "erckit_model.json").read_text())["summary"]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2] and saved_epoch(out) == summary["best_epoch"]
+
+
+def test_a_run_killed_after_its_last_epoch_is_not_trained_again(tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", "--config", "bert_bigru", *recipe(tiny_encoder, *SAMPLE_PATHS, out, 2)]
+    assert main(args) == 0
+    info = json.loads((out / "erckit_model.json").read_text())
+    weights = (out / "model.safetensors").read_bytes()
+    (out / "erckit_model.json").write_text(json.dumps(info | {"finished": False}))  # killed before it said so
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "all 2 epochs were run; nothing left to train" in capsys.readouterr().out
+    again = json.loads((out / "erckit_model.json").read_text())
+    assert again["finished"] and again["summary"]["history"] == info["summary"]["history"]
+    assert (out / "model.safetensors").read_bytes() == weights
 
 
 def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
@@ -36,6 +37,8 @@ from erckit.plots import plot_training
 from erckit.tracking import log_epoch
 
 CHECKPOINT = "checkpoint"
+STATE = "state.safetensors"  # the checkpoint: weights, optimizer and progress in one file, written atomically
+PROGRESS = "trainer_state.json"  # the progress alone, for readers (best_so_far), written after an epoch's weights
 
 
 def class_weights(dialogues: list[Dialogue], power: float) -> torch.Tensor:
@@ -51,22 +54,24 @@ def _batches(dialogues: list[Dialogue], size: int, seed: int) -> list[list[Dialo
 
 
 def _save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
-    """Model and optimizer state as safetensors, progress as JSON; the JSON is written last."""
+    """Model and optimizer state with the progress in its metadata: one file, so a kill leaves the last one whole."""
     folder.mkdir(parents=True, exist_ok=True)
     opt = optimizer.state_dict()
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     for index, slots in opt["state"].items():
         for key, value in slots.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
-    write_safetensors(save_file, tensors, folder / "state.safetensors")
-    state = {**state, "param_groups": opt["param_groups"]}
-    write_text_atomic(folder / "trainer_state.json", json.dumps(state, indent=1))
+    progress = json.dumps({**state, "param_groups": opt["param_groups"]})
+    write_safetensors(save_file, tensors, folder / STATE, {"progress": progress})
 
 
 def _load_checkpoint(folder: Path, model, optimizer) -> dict:
-    state = read_json(folder / "trainer_state.json", "settings")
-    check_file(folder / "state.safetensors")
-    tensors = load_file(str(folder / "state.safetensors"))
+    check_file(folder / STATE)
+    with safe_open(str(folder / STATE), framework="pt") as saved:
+        progress = (saved.metadata() or {}).get("progress")
+    # a checkpoint of an earlier erckit keeps its progress in the JSON alone
+    state = json.loads(progress) if progress is not None else read_json(folder / PROGRESS, "settings")
+    tensors = load_file(str(folder / STATE))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
     slots: dict[int, dict] = {}
     for key, value in tensors.items():
@@ -100,10 +105,15 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
 
     state = {"epoch": 0, "best_macro_f1": -1.0, "best_epoch": 0, "history": [], "train_seconds": 0.0}
     checkpoint = out / CHECKPOINT
-    if (checkpoint / "state.safetensors").exists():
+    if (ended := _ended(out)) is not None:  # killed after the last epoch, before the run was recorded finished
+        print(f"{out}: all {ended['epoch']} epochs were run; nothing left to train")
+        return ended
+    if (checkpoint / STATE).exists():
         state = _load_checkpoint(checkpoint, model, optimizer)
         for _ in range(state["epoch"] * steps_per_epoch):
             scheduler.step()
+        if state["best_epoch"] == state["epoch"] and _weights_epoch(out) != state["epoch"]:
+            save_classifier(model, tokenizer, out, state["epoch"])  # killed before the best epoch's weights were kept
         print(f"resuming {out} after epoch {state['epoch']}")
 
     for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
@@ -133,12 +143,15 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
             record |= {"val_macro_f1": result["macro_f1"], "val_weighted_f1": result["weighted_f1"]}
         score = record.get("val_macro_f1", float(epoch))  # without validation: keep the last epoch
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
-        if score > state["best_macro_f1"]:
+        improved = score > state["best_macro_f1"]
+        if improved:
             state["best_macro_f1"], state["best_epoch"] = score, epoch
-            save_classifier(model, tokenizer, out, epoch)
         state["epoch"] = epoch
         state["history"].append(record)
-        _save_checkpoint(checkpoint, model, optimizer, state)
+        _save_checkpoint(checkpoint, model, optimizer, state)  # first: it holds this epoch's weights too
+        if improved:
+            save_classifier(model, tokenizer, out, epoch)
+        write_text_atomic(checkpoint / PROGRESS, json.dumps(state, indent=1))  # last: readers see a whole epoch
         log_epoch(out, config.report_to, record)  # TensorBoard, if the recipe reports to it
         plot_training(
             out / "training.png", "epoch", [(h["epoch"], h["train_loss"]) for h in state["history"]],
@@ -149,8 +162,25 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
     if state["stopped_early"]:
         print(f"early stopping after epoch {state['epoch']} of {recipe.epochs}: no higher validation macro-F1 "
               f"in {recipe.patience} epochs (best epoch {state['best_epoch']}, {state['best_macro_f1']:.4f})")
-    (checkpoint / "state.safetensors").unlink()  # finished: the best model is in `out`
+    write_text_atomic(checkpoint / PROGRESS, json.dumps(state | {"finished": True}, indent=1))
+    (checkpoint / STATE).unlink()  # finished: the best model is in `out`
     return state
+
+
+def _weights_epoch(out: Path) -> int | None:
+    """The epoch of the best weights kept in `out`, None when there are none."""
+    return saved_epoch(out) if (out / WEIGHTS).is_file() else None
+
+
+def _ended(out: Path) -> dict | None:
+    """The progress of a run whose epochs have all been run (its best weights kept), else None."""
+    path = out / CHECKPOINT / PROGRESS
+    if not path.is_file() or (out / CHECKPOINT / STATE).exists():
+        return None
+    state = read_json(path, "settings")
+    if not (isinstance(state, dict) and state.get("finished")) or _weights_epoch(out) != state.get("best_epoch"):
+        return None
+    return {k: v for k, v in state.items() if k != "finished"}
 
 
 def best_so_far(out: Path) -> dict:
@@ -158,7 +188,7 @@ def best_so_far(out: Path) -> dict:
     epochs run so far and the cap. Raises ValueError when no epoch has finished yet."""
     if not (out / WEIGHTS).is_file():
         raise ValueError(f"{out}: no epoch has finished yet; nothing to predict with")
-    path = out / CHECKPOINT / "trainer_state.json"
+    path = out / CHECKPOINT / PROGRESS
     state = read_json(path, "settings") if path.exists() else {"history": [], "epoch": 0, "best_epoch": None}
     epoch = saved_epoch(out) or state["best_epoch"]  # runs trained before epochs were recorded: the checkpoint's
     record = next((h for h in state["history"] if h["epoch"] == epoch), {})
