@@ -161,6 +161,16 @@ def test_select_adapter_checkpoints_need_base(tmp_path, capsys):
     assert not out.exists()
 
 
+def test_select_refuses_an_unlabelled_validation_file_before_scoring(tmp_path, capsys):
+    checkpoint = tmp_path / "run" / "checkpoint-10"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "adapter_config.json").write_text('{"peft_type": "LORA"}', encoding="utf-8")
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    unlabelled.write_text('{"id": "d1", "utterances": [{"id": "u1", "speaker": "A", "text": "你好"}]}\n', encoding="utf-8")
+    assert main(["select", "--run", str(tmp_path / "run"), "--validation", str(unlabelled)]) == 2
+    assert_error(capsys, f"{unlabelled}: utterance u1: has no gold label")
+
+
 def test_predict_with_a_missing_model_is_a_one_line_error(tmp_path, capsys):
     model, out = tmp_path / "nonexistent", tmp_path / "predictions.jsonl"
     args = ["predict", "--model", str(model), "--template", "plain", "--input", str(SAMPLE / "annotation_test.json")]

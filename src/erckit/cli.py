@@ -376,6 +376,7 @@ def _select(args: argparse.Namespace) -> int:
     import json
 
     from erckit.atomic import write_text_atomic
+    from erckit.data import gold_labels
     from erckit.formats import read_dialogues
     from erckit.llm.engines import EngineOptions
     from erckit.llm.select import find_checkpoints, rank_checkpoints
@@ -388,6 +389,7 @@ def _select(args: argparse.Namespace) -> int:
     if not checkpoints:
         raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")
     validation = read_dialogues(args.validation, args.format, text_column=args.text_column)
+    gold_labels(validation, args.validation)  # every utterance labelled: refused before a checkpoint is scored
     runs = [_open_run(str(c), args, validation, base=args.base) for c in checkpoints]
     ranking = rank_checkpoints(checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
                                options=EngineOptions(trust_remote_code=args.trust_remote_code))
