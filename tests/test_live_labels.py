@@ -109,7 +109,7 @@ def test_the_batcher_labels_waiting_live_and_whole_requests_in_one_call_each(run
         calls.append(("last", len(dialogues)))
         return real.last_probabilities(dialogues)
 
-    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets, score_last=score_last))
+    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets, score_last=score_last), max_utterances=256)
     dialogues = reference_prefixes()
     first = batcher.submit(dialogues[:1])
     while not calls:

@@ -257,6 +257,32 @@ def test_the_batcher_labels_requests_waiting_together_in_one_model_call(tmp_path
         assert result == real.predict(dialogues)
 
 
+def test_a_batch_never_holds_more_utterances_than_its_cap(tmp_path, tiny_encoder):  # noqa: F811
+    from erckit.api import to_dialogues
+    from erckit.models import Predictor, load
+    from erckit.serve.batcher import Batcher
+
+    real = load(train_model("tfidf", tmp_path / "model", tiny_encoder))
+    gate, calls = threading.Event(), []
+
+    def score(dialogues, progress):
+        calls.append(sum(len(d) for d in dialogues))
+        gate.wait(30)
+        return real.probabilities(dialogues)
+
+    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets), max_utterances=6)
+    requests = [to_dialogues([TURNS[:k]]) for k in range(1, 7)]  # 1, 2, ..., 6 turns
+    first = batcher.submit(requests[0])
+    while not calls:
+        time.sleep(0.01)
+    rest = [batcher.submit(r) for r in requests[1:]]
+    gate.set()
+    results = [first.result(30), *(future.result(30) for future in rest)]
+    assert calls == [1, 2 + 3, 4, 5, 6]  # 4 would have made 9: it waits for the next call, first
+    for dialogues, result in zip(requests, results, strict=True):
+        assert result == real.predict(dialogues)
+
+
 def test_a_caller_that_gave_up_is_skipped_and_the_batcher_keeps_serving(tmp_path, tiny_encoder):  # noqa: F811
     from erckit.api import to_dialogues
     from erckit.models import Predictor, load
@@ -270,7 +296,7 @@ def test_a_caller_that_gave_up_is_skipped_and_the_batcher_keeps_serving(tmp_path
         gate.wait(30)
         return real.probabilities(dialogues)
 
-    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets))
+    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets), max_utterances=256)
     requests = [to_dialogues([TURNS[:k]]) for k in range(1, 5)]
     first = batcher.submit(requests[0])
     while not calls:

@@ -24,11 +24,12 @@ class _Request:
 class Batcher:
     """Labels dialogues for many callers with one model; `submit` returns a Future of the predictions."""
 
-    def __init__(self, predictor: Predictor, max_utterances: int = 256) -> None:
+    def __init__(self, predictor: Predictor, max_utterances: int) -> None:
         self.predictor = predictor
         self.max_utterances = max_utterances
         self.batches = 0  # model calls so far (tests and the load test read them)
         self._queue: queue.Queue[_Request] = queue.Queue()
+        self._held: _Request | None = None  # taken from the queue, over the cap of the batch before: the next one's first
         self._ids = count()
         threading.Thread(target=self._work, name="erckit-batcher", daemon=True).start()
 
@@ -40,14 +41,17 @@ class Batcher:
         return future
 
     def _take(self) -> list[_Request]:
-        """The first waiting request (blocking), then every other already waiting, within the size cap;
-        requests whose callers gave up (a cancelled Future) are dropped."""
-        batch = [self._queue.get()]
-        size = self._size(batch[0])
+        """The first waiting request (blocking), then every other already waiting while they fit in the size cap
+        (a request larger than the cap goes alone); requests whose callers gave up (a cancelled Future) are dropped."""
+        first, self._held = self._held or self._queue.get(), None
+        batch, size = [first], self._size(first)
         while size < self.max_utterances:
             try:
                 request = self._queue.get_nowait()
             except queue.Empty:
+                break
+            if size + self._size(request) > self.max_utterances:
+                self._held = request
                 break
             batch.append(request)
             size += self._size(request)
