@@ -112,3 +112,11 @@ def test_a_bad_record_is_refused_naming_the_file(tmp_path):
     (tmp_path / "erckit_llm.json").write_text(json.dumps({"base_model": "x", "template": "plain", "colour": 1}))
     with pytest.raises(DataError, match="unknown key 'colour'"):
         load_run_record(tmp_path)
+    for key, value, problem in [("eval_batch_size", 0, "llm.eval_batch_size must be 1 or more"),
+                                ("pack_tokens", 0, "llm.pack_tokens must be 1 or more"),
+                                ("max_length", -5, "llm.max_length must be at least 2"),
+                                ("precision", "fp8", "llm.precision must be"),
+                                ("eval_batch_size", True, "'eval_batch_size' has a value of the wrong type")]:
+        (tmp_path / "erckit_llm.json").write_text(json.dumps({"base_model": "x", "template": "plain", key: value}))
+        with pytest.raises(DataError, match=f"erckit_llm.json: {problem}"):
+            load_run_record(tmp_path)
