@@ -33,12 +33,17 @@ _SIMPLIFIED = "们这说个来时会对为过还没么样后点见问让车东�
 _TRADITIONAL = "們這說個來時會對為過還沒麼樣後點見問讓車東開關門電話錢長請買書頭發現實學聽親愛歡謝難邊覺應該兩無與經給嗎語認識記師飯氣歲媽誰"
 
 
+def mostly_chinese(texts: list[str]) -> bool:
+    """Whether at least half of `texts` hold CJK characters (no texts: True, erckit's first language)."""
+    return 2 * sum(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in texts) >= len(texts)
+
+
 def display_names(texts: Iterable[str]) -> dict[str, str] | None:
     """Label names in the script of `texts`: Simplified or Traditional Chinese when most texts hold CJK
     characters (Traditional when its distinctive characters outnumber the Simplified ones), else None
     (English: the label names themselves)."""
     texts = list(texts)
-    if sum(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in texts) * 2 < max(len(texts), 1):
+    if not texts or not mostly_chinese(texts):
         return None
     joined = "".join(texts)
     traditional = sum(joined.count(ch) for ch in _TRADITIONAL)

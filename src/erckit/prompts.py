@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field, fields
 
 from erckit.data import Dialogue, speaker_letters
-from erckit.labels import LABELS
+from erckit.labels import LABELS, mostly_chinese
 
 PLACEMENTS = ("centered", "past")
 VARIANTS = ("emotion", "speaker")
@@ -182,9 +182,7 @@ def window_bounds(length: int, index: int, size: int, placement: str) -> tuple[i
 
 def detect_language(dialogues: Iterable[Dialogue]) -> str:
     """'zh' when most utterances contain CJK characters, else 'en'."""
-    texts = [u.text for d in dialogues for u in d.utterances]
-    cjk = sum(any("\u4e00" <= ch <= "\u9fff" for ch in text) for text in texts)
-    return "zh" if cjk * 2 >= len(texts) else "en"
+    return "zh" if mostly_chinese([u.text for d in dialogues for u in d.utterances]) else "en"
 
 
 def build_prompt(dialogue: Dialogue, index: int, config: PromptConfig) -> str:
