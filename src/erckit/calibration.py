@@ -17,11 +17,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
-from sklearn.metrics import f1_score
 
 from erckit.data import Dialogue, dialogue_ids
 from erckit.labels import LABELS
-from erckit.metrics import macro_f1_of_indices
+from erckit.metrics import macro_f1_of_indices, scores
 
 GRID = np.round(np.arange(-3.0, 3.0001, 0.1), 2)
 TAUS = np.round(np.arange(0.0, 3.0001, 0.1), 2)
@@ -93,15 +92,11 @@ def cross_fitted_gain(
             continue
         offsets = fitter(log_probs[~held], gold[~held])
         calibrated[held] = np.argmax(log_probs[held] + offsets, axis=1)
-    before = np.argmax(log_probs, axis=1)
-    labels = range(len(LABELS))
-    return {
-        "macro_f1_before": float(f1_score(gold, before, labels=labels, average="macro", zero_division=0)),
-        "macro_f1_after": float(f1_score(gold, calibrated, labels=labels, average="macro", zero_division=0)),
-        "weighted_f1_before": float(f1_score(gold, before, labels=labels, average="weighted", zero_division=0)),
-        "weighted_f1_after": float(f1_score(gold, calibrated, labels=labels, average="weighted", zero_division=0)),
-        "folds": folds,
-    }
+    gold_labels = [LABELS[i] for i in gold]
+    before = scores(gold_labels, [LABELS[i] for i in np.argmax(log_probs, axis=1)])
+    after = scores(gold_labels, [LABELS[i] for i in calibrated])
+    return {f"{metric}_{when}": result[metric] for metric in ("macro_f1", "weighted_f1")
+            for when, result in (("before", before), ("after", after))} | {"folds": folds}
 
 
 def as_dict(offsets: np.ndarray) -> dict[str, float]:
