@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from collections.abc import Set as AbstractSet
 from pathlib import Path
 
-from erckit.data import DataError, iter_utterances
+from erckit.data import iter_utterances
 from erckit.formats import read_dialogues, resolve_format, write_labels
+from erckit.predictions import check_ids
 from erckit.progress import steps
-
-
-def check_ids(
-    predicted: AbstractSet[str], expected: list[str], predictions_path: str | Path, raw_path: str | Path
-) -> None:
-    """Refuse predictions that miss an utterance of the raw file or name one it does not have."""
-    missing = [i for i in expected if i not in predicted]
-    if missing:
-        shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
-        raise DataError(predictions_path, None, f"{len(missing)} utterance id(s) of {raw_path} have no prediction: {shown}")
-    extra = sorted(predicted - set(expected))
-    if extra:
-        shown = ", ".join(extra[:3]) + (" …" if len(extra) > 3 else "")
-        raise DataError(predictions_path, None, f"{len(extra)} predicted id(s) are not in {raw_path}: {shown}")
 
 
 def combine(

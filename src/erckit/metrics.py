@@ -10,7 +10,6 @@ import numpy as np
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 from erckit.atomic import atomic_files, write_text_atomic
-from erckit.data import DataError
 from erckit.intervals import bootstrap, describe_interval, f1_from_counts
 from erckit.labels import LABELS, display_names
 from erckit.plots import new_figure, save_figure
@@ -42,14 +41,12 @@ def scores(gold: Sequence[str], predicted: Sequence[str]) -> dict:
     }
 
 
-def aligned(gold: dict[str, str], predicted: dict[str, str], predictions_path: str | Path) -> tuple[list, list]:
+def aligned(gold: dict[str, str], predicted: dict[str, str], predictions_path: str | Path,
+            gold_path: str | Path) -> tuple[list, list]:
     """Gold and predicted labels in gold order; every gold id must be predicted, and nothing else."""
-    missing = [i for i in gold if i not in predicted]
-    extra = [i for i in predicted if i not in gold]
-    if missing or extra:
-        problem = f"{len(missing)} gold id(s) without prediction" if missing else f"{len(extra)} id(s) not in gold"
-        example = (missing or extra)[0]
-        raise DataError(predictions_path, f"id {example}", problem)
+    from erckit.predictions import check_ids
+
+    check_ids(predicted.keys(), list(gold), predictions_path, gold_path)
     return [gold[i] for i in gold], [predicted[i] for i in gold]
 
 
@@ -153,7 +150,7 @@ def evaluate_files(
         begin(f"reading {Path(predictions_path).name}")
         predicted = read_labels(predictions_path)
         begin("scoring")
-        gold_list, predicted_list = aligned(gold, predicted, predictions_path)
+        gold_list, predicted_list = aligned(gold, predicted, predictions_path, gold_path)
         result = scores(gold_list, predicted_list)
         begin("bootstrap intervals")
         result["intervals"] = bootstrap(gold_list, predicted_list, dialogue_ids(dialogues))

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -241,3 +242,17 @@ def read_prepared(path: str | Path) -> list[dict]:
     if not records:
         raise DataError(path, None, "holds nothing to predict")
     return records
+
+
+def check_ids(
+    predicted: AbstractSet[str], expected: list[str], predictions_path: str | Path, source_path: str | Path
+) -> None:
+    """Refuse predictions that miss an utterance of the source file (raw or gold) or name one it does not have."""
+    missing = [i for i in expected if i not in predicted]
+    if missing:
+        shown = ", ".join(missing[:3]) + (" …" if len(missing) > 3 else "")
+        raise DataError(predictions_path, None, f"{len(missing)} utterance id(s) of {source_path} have no prediction: {shown}")
+    extra = sorted(predicted - set(expected))
+    if extra:
+        shown = ", ".join(extra[:3]) + (" …" if len(extra) > 3 else "")
+        raise DataError(predictions_path, None, f"{len(extra)} predicted id(s) are not in {source_path}: {shown}")

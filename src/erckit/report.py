@@ -71,7 +71,7 @@ def _write_error_report(
     predictions_path: str | Path, top_pairs: int, examples: int, names: dict[str, str] | None,
 ) -> None:
     gold = gold_labels(dialogues, gold_path)
-    gold_list, predicted_list = aligned(gold, {i: p.label for i, p in predictions.items()}, predictions_path)
+    gold_list, predicted_list = aligned(gold, {i: p.label for i, p in predictions.items()}, predictions_path, gold_path)
     result = scores(gold_list, predicted_list)
     plot_confusion(gold_list, predicted_list, out / "confusion.png", names=names)
     plot_per_class_f1(result, out / "per_class_f1.png", names)
