@@ -18,6 +18,7 @@ import numpy as np
 from erckit import models
 from erckit.data import DataError, Dialogue, Utterance, check_dialogues, prefixes
 from erckit.formats import read_dialogues
+from erckit.formats.meld_csv import utterance_id
 from erckit.labels import LABELS
 from erckit.predictions import Prediction
 
@@ -111,7 +112,7 @@ class Model:
                                          "column per label; rename or drop it")
         dialogues = frame_to_dialogues(frame, text_column=text_column)
         by_id = {p.id: p for p in self.predictor.predict(dialogues)}
-        ids = [f"dia{int(d)}_utt{int(u)}" for d, u in zip(frame["Dialogue_ID"], frame["Utterance_ID"])]
+        ids = [utterance_id(int(d), int(u)) for d, u in zip(frame["Dialogue_ID"], frame["Utterance_ID"], strict=True)]
         out = frame.copy()
         out["label"] = [by_id[i].label for i in ids]
         for label in LABELS:

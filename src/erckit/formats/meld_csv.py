@@ -42,7 +42,12 @@ def _utterance_id(row: list[str], header: list[str], path: str | Path, number: i
         utterance = int(row[header.index(UTTERANCE)])
     except ValueError:
         raise DataError(path, f"row {number}", f"{DIALOGUE}/{UTTERANCE} are not integers") from None
-    return dialogue, utterance, f"dia{dialogue}_utt{utterance}"
+    return dialogue, utterance, utterance_id(dialogue, utterance)
+
+
+def utterance_id(dialogue: int, utterance: int) -> str:
+    """The erckit id of a MELD row: `dia<Dialogue_ID>_utt<Utterance_ID>`."""
+    return f"dia{dialogue}_utt{utterance}"
 
 
 def parse(text: str, path: str | Path, *, text_column: str | None = None) -> list[Dialogue]:
