@@ -64,7 +64,7 @@ test-integration: install
 	$(BIN)/python -m pytest -m integration
 
 test-all: install
-	$(BIN)/python -m pytest -m ''
+	$(BIN)/python -m pytest -m 'not gpu'
 
 # what `pip install erckit` gives: build the wheel, install it alone into a fresh virtualenv and, from an empty
 # folder, list the recipes, train the TF-IDF baseline and the default model (one epoch) on the sample, predict,

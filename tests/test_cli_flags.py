@@ -39,7 +39,14 @@ def test_a_flag_that_does_not_apply_to_the_kind_is_refused(flags, tfidf_run, tmp
 
 
 def test_the_flags_of_the_kind_are_accepted(tfidf_run, tmp_path):
-    assert main(["predict", "--model", str(tfidf_run), "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]) == 0
+    # the flags every kind reads: the input's format and text column, and the model's own code (no own code here)
+    flags = ["--format", "m3ed", "--trust-remote-code"]
+    assert main(["predict", "--model", str(tfidf_run), "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl"),
+                 *flags]) == 0
+    csv = tmp_path / "dialogue.csv"
+    csv.write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance,Line\n0,0,A,hi,你好\n0,1,B,why,为什么\n", encoding="utf-8")
+    assert main(["predict", "--model", str(tfidf_run), "--input", str(csv), "--out", str(tmp_path / "c.jsonl"),
+                 "--text-column", "Line"]) == 0
 
 
 PREDICT = ["predict", "--model", "packaged:gemma-3-270m", "--template", "plain", "--input", str(GOLD)]

@@ -334,19 +334,25 @@ def test_a_fusion_takes_weights_from_validation_only_and_every_score_has_an_inte
     from erckit.models import source_commit
 
     commit = source_commit()  # the checkout that trained them (None in a copy without git: then "—")
+    assert (commit is not None) == (REPO / ".git").exists()
     assert commit is None or commit.split("+")[0] in subprocess.run(["git", "log", "-1", "--format=%H"], cwd=REPO, check=False,
                                                                      capture_output=True, text=True).stdout
     assert all(row.endswith(f" | {commit or '—'} |") for row in rows)  # every row, the fusion's from its members
 
 
-@pytest.mark.parametrize("fusion", [["a", "b"], ["a", "fused"], ["a"]])
-def test_a_fusion_of_unknown_methods_fusions_or_one_method_is_refused_before_anything_runs(tmp_path, fusion):
+@pytest.mark.parametrize(("fusion", "problem"), [(["a", "b"], "fusion member 'b' is not a trained method"),
+                                                 (["a", "fused"], "fusion member 'fused' is not a trained method"),
+                                                 (["a"], "a fusion needs two or more methods")])
+def test_a_fusion_of_unknown_methods_fusions_or_one_method_is_refused_before_anything_runs(tmp_path, capsys, fusion,
+                                                                                            problem):
     config = {"out": str(tmp_path / "o"), "train": str(SAMPLE / "annotation_train.json"),
               "validation": str(SAMPLE / "annotation_validation.json"),
               "methods": {"fused": {"fusion": fusion}, "a": {"recipe": "tfidf"}}}
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert main(["compare", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "method 'fused'" in err and problem in err, err
     assert not (tmp_path / "o").exists()
 
 

@@ -5,6 +5,7 @@ import json
 from conftest import m3ed_file
 from erckit.cli import main
 from erckit.labels import CHINESE_NAMES, TRADITIONAL_CHINESE_NAMES, display_names
+from erckit.metrics import plot_confusion
 
 
 def test_the_script_of_the_data_picks_the_label_names():
@@ -23,4 +24,9 @@ def test_evaluate_on_traditional_chinese_data_writes_its_confusion_plot(tmp_path
     preds.write_text("".join(json.dumps({"id": f"d1_{i}", "label": l}) + "\n"
                              for i, l in enumerate(["Happy", "Neutral", "Neutral", "Anger"], start=1)))
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(gold), "--out", str(tmp_path / "r")]) == 0
-    assert (tmp_path / "r" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    written = (tmp_path / "r" / "confusion.png").read_bytes()
+    assert written[:4] == b"\x89PNG"
+    predicted = ["Happy", "Neutral", "Neutral", "Anger"]
+    for names, same in ((TRADITIONAL_CHINESE_NAMES, True), (CHINESE_NAMES, False), (None, False)):
+        plot_confusion(labels, predicted, tmp_path / "drawn.png", names=names)  # the plot with these tick labels
+        assert ((tmp_path / "drawn.png").read_bytes() == written) is same, names

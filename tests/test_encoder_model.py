@@ -21,6 +21,7 @@ from erckit.encoder.model import DialogueClassifier, load_classifier, predict_pr
 from erckit.encoder.packaged import tokenizer_json
 from erckit.formats import read_dialogues
 from erckit.formats.jsonl import dump
+from erckit.metrics import scores
 from erckit.models import train
 
 
@@ -165,9 +166,15 @@ def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):
     lines = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
     assert len(lines) == 96 and all(abs(sum(r["probs"].values()) - 1) < 1e-4 for r in lines)
     assert main(["combine", "--predictions", str(preds), "--raw", str(test_file), "--out", str(tmp_path / "test_label.json")]) == 0
+    predicted = {r["id"]: r["label"] for r in lines}
+    written = read_dialogues(tmp_path / "test_label.json")  # the raw file with the predicted labels written in
+    assert {u.id: u.label for d in written for u in d.utterances} == predicted
     assert main(["evaluate", "--predictions", str(preds), "--gold", str(test_file), "--out", str(tmp_path / "report")]) == 0
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    assert metrics["n"] == 96 and 0.0 <= metrics["macro_f1"] <= 1.0
+    gold = [u for d in read_dialogues(test_file) for u in d.utterances]
+    want = scores([u.label for u in gold], [predicted[u.id] for u in gold])
+    assert metrics["n"] == 96 and metrics["macro_f1"] == pytest.approx(want["macro_f1"])
+    assert metrics["weighted_f1"] == pytest.approx(want["weighted_f1"])
 
 
 @pytest.mark.integration

@@ -65,16 +65,21 @@ def test_paired_difference_of_a_method_with_itself_is_zero_and_a_better_one_is_a
 
 def test_evaluate_prints_and_stores_the_interval(tmp_path, capsys):
     gold = SAMPLE / "annotation_test.json"
+    import json
+
+    from erckit.data import dialogue_ids
     from erckit.formats import read_dialogues
 
-    lines = [f'{{"id": "{u.id}", "label": "{"Neutral" if i % 3 else u.label}"}}'
-             for i, u in enumerate(u for d in read_dialogues(gold) for u in d.utterances)]
+    dialogues = read_dialogues(gold)
+    utterances = [u for d in dialogues for u in d.utterances]
+    predicted = ["Neutral" if i % 3 else u.label for i, u in enumerate(utterances)]
+    lines = [json.dumps({"id": u.id, "label": label}) for u, label in zip(utterances, predicted, strict=True)]
     (tmp_path / "p.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert main(["evaluate", "--predictions", str(tmp_path / "p.jsonl"), "--gold", str(gold),
                  "--out", str(tmp_path / "report")]) == 0
-    assert "bootstrap over 8 dialogues: macro-F1 95% CI" in capsys.readouterr().out
-    import json
-
+    printed = capsys.readouterr().out
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    low, high = metrics["intervals"]["macro_f1"]
-    assert 0 <= low < high <= 1 and metrics["intervals"]["resamples"] == 2000
+    want = bootstrap([u.label for u in utterances], predicted, dialogue_ids(dialogues))  # gold first, by dialogue
+    assert metrics["intervals"] == json.loads(json.dumps(want)) and want["resamples"] == 2000
+    low, high = want["macro_f1"]
+    assert f"bootstrap over 8 dialogues: macro-F1 95% CI {low:.3f}–{high:.3f}" in printed, printed

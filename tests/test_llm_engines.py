@@ -96,8 +96,12 @@ def test_training_arguments_exist_before_the_model_is_loaded(setup, tmp_path, mo
     del load
 
 
-def test_bf16_only_where_the_gpu_has_it_natively():
-    assert not native_bf16()  # no GPU here; on one, compute capability >= 8.0 decides
+def test_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
+    assert native_bf16() == (torch.cuda.is_available() and torch.cuda.get_device_capability() >= (8, 0))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the GPUs this rule is about, without one
+    for capability, native in (((7, 0), False), ((7, 5), False), ((8, 0), True), ((9, 0), True)):  # V100, T4, A100, H100
+        monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None, c=capability: c)
+        assert native_bf16() is native, capability
     assert precision_flags("auto", cuda=True, bf16=False) == {"bf16": False, "fp16": True}  # V100, T4
     assert precision_flags("auto", cuda=True, bf16=True) == {"bf16": True, "fp16": False}
     assert precision_flags("auto", cuda=False) == {"bf16": False, "fp16": False}

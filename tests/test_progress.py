@@ -1,5 +1,8 @@
 """Progress bars of long non-LLM work: on a terminal only, and only once the work takes a while."""
 
+import os
+import sys
+
 from conftest import SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.progress import DELAY, bar
@@ -7,10 +10,17 @@ from erckit.progress import DELAY, bar
 TEST = SAMPLE / "annotation_test.json"
 
 
-def test_a_bar_waits_for_slow_work_and_for_a_terminal():
-    assert DELAY > 0
+def test_a_bar_waits_for_slow_work_and_for_a_terminal(monkeypatch):
     assert bar(10, "x", show=False).disable
     assert bar(10, "x").disable  # stderr under pytest is no terminal
+    primary, secondary = os.openpty()
+    with os.fdopen(secondary, "w") as terminal:
+        monkeypatch.setattr(sys, "stderr", terminal)
+        shown = bar(10, "x")
+        assert not shown.disable and shown.delay == DELAY > 0  # on a terminal, after DELAY seconds of work
+        shown.close()
+        assert bar(10, "x", show=False).disable  # not asked for: never
+    os.close(primary)
 
 
 def test_predict_combine_and_evaluate_write_nothing_on_a_piped_stderr(tmp_path, capsys):

@@ -8,7 +8,6 @@ suite inside the suite would be recursion.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -20,12 +19,7 @@ import pytest
 
 from conftest import REPO, SAMPLE
 
-pytestmark = [
-    pytest.mark.skipif(importlib.util.find_spec("erckit.recipes") is None,
-                       reason="needs recipes by name (`erckit recipes`, `--config bert_bigru`), which the "
-                              "README documents; expected to pass once the recipes ship in the package"),
-    pytest.mark.slow,  # trains the encoder twice (one epoch each): about a minute or two on 2 cores
-]
+pytestmark = pytest.mark.slow  # trains the encoder twice (one epoch each): about a minute or two on 2 cores
 
 BUDGET = "train.epochs=1"
 BIN = Path(sys.executable).parent  # where `erckit` is installed beside this python
