@@ -231,7 +231,13 @@ def test_concurrent_requests_each_get_their_own_answer(served):
             assert got["probs"] == pytest.approx(want["probs"], abs=2e-6)
 
 
-def test_the_batcher_labels_requests_waiting_together_in_one_model_call(tmp_path, tiny_encoder):  # noqa: F811
+@pytest.mark.parametrize(("cap", "calls_of"), [
+    (1000, [1, 2 + 3 + 4 + 5 + 6]),  # one call for the first, one for the five waiting
+    (6, [1, 2 + 3, 4, 5, 6]),  # 4 more would have made 9: it waits for the next call, first
+])
+def test_the_batcher_labels_requests_waiting_together_in_one_model_call_within_its_cap(
+    tmp_path, tiny_encoder, cap, calls_of  # noqa: F811
+):
     from erckit.api import to_dialogues
     from erckit.models import Predictor, load
     from erckit.serve.batcher import Batcher
@@ -240,37 +246,11 @@ def test_the_batcher_labels_requests_waiting_together_in_one_model_call(tmp_path
     gate, calls = threading.Event(), []
 
     def score(dialogues, progress):
-        calls.append(len(dialogues))
+        calls.append(sum(len(d) for d in dialogues))  # utterances in the call
         gate.wait(30)  # the first call holds the model while the others queue
         return real.probabilities(dialogues)
 
-    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets), max_utterances=1000)
-    requests = [to_dialogues([TURNS[:k]]) for k in range(1, 7)]
-    first = batcher.submit(requests[0])
-    while not calls:
-        time.sleep(0.01)
-    rest = [batcher.submit(r) for r in requests[1:]]
-    gate.set()
-    results = [first.result(30), *(future.result(30) for future in rest)]
-    assert calls == [1, 5] and batcher.batches == 2  # one call for the first, one for the five waiting
-    for dialogues, result in zip(requests, results, strict=True):
-        assert result == real.predict(dialogues)
-
-
-def test_a_batch_never_holds_more_utterances_than_its_cap(tmp_path, tiny_encoder):  # noqa: F811
-    from erckit.api import to_dialogues
-    from erckit.models import Predictor, load
-    from erckit.serve.batcher import Batcher
-
-    real = load(train_model("tfidf", tmp_path / "model", tiny_encoder))
-    gate, calls = threading.Event(), []
-
-    def score(dialogues, progress):
-        calls.append(sum(len(d) for d in dialogues))
-        gate.wait(30)
-        return real.probabilities(dialogues)
-
-    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets), max_utterances=6)
+    batcher = Batcher(Predictor(real.folder, real.kind, score, real.offsets), max_utterances=cap)
     requests = [to_dialogues([TURNS[:k]]) for k in range(1, 7)]  # 1, 2, ..., 6 turns
     first = batcher.submit(requests[0])
     while not calls:
@@ -278,7 +258,7 @@ def test_a_batch_never_holds_more_utterances_than_its_cap(tmp_path, tiny_encoder
     rest = [batcher.submit(r) for r in requests[1:]]
     gate.set()
     results = [first.result(30), *(future.result(30) for future in rest)]
-    assert calls == [1, 2 + 3, 4, 5, 6]  # 4 would have made 9: it waits for the next call, first
+    assert calls == calls_of and batcher.batches == len(calls_of)
     for dialogues, result in zip(requests, results, strict=True):
         assert result == real.predict(dialogues)
 
