@@ -146,3 +146,27 @@ def test_tfidf_prints_and_stores_its_validation_score_and_a_reused_run_says_only
     capsys.readouterr()
     assert main(args) == 0
     assert capsys.readouterr().out.splitlines() == [f"{model} already holds this finished run; reusing it"]
+
+
+def test_output_into_a_pipe_whose_reader_has_gone_ends_quietly():
+    import os
+
+    read, write = os.pipe()
+    os.close(read)  # `erckit recipes ls | head -0`: nobody reads
+    try:
+        done = subprocess.run([sys.executable, "-m", "erckit", "recipes", "ls"], stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=120, check=False)
+    finally:
+        os.close(write)
+    assert done.returncode == 0 and done.stderr == ""
+
+
+def test_a_broken_pipe_that_is_not_the_output_is_an_error(monkeypatch, capsys):
+    import erckit.cli
+
+    def worker_gone(args):
+        raise BrokenPipeError(32, "Broken pipe")  # a worker process's pipe, not standard output
+
+    monkeypatch.setattr(erckit.cli, "_recipes", worker_gone)
+    assert main(["recipes", "ls"]) == 2
+    assert capsys.readouterr().err == "erckit recipes: error: [Errno 32] Broken pipe\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import select
 import sys
 from collections import Counter
 from dataclasses import fields
@@ -620,6 +621,16 @@ def _in_order(argv: list[str], words: list[str]) -> list[str]:
     return ordered
 
 
+def _stdout_reader_gone() -> bool:
+    """Whether standard output is a pipe whose reader has closed it (`erckit recipes ls | head -1`)."""
+    try:
+        poller = select.poll()
+        poller.register(sys.stdout.fileno(), select.POLLOUT)
+        return any(events & select.POLLERR for _, events in poller.poll(0))
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test's stand-in) or no poll here
+        return False
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends with a one-line error and exit code 2, Ctrl-C with one line saying what
     was kept (`Interrupted`, raised where that is known) and exit code 130."""
@@ -640,8 +651,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         check_recipe_values(args)
         return args.handler(args)
-    except BrokenPipeError:  # output piped into e.g. `head`: stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except BrokenPipeError as err:
+        if not _stdout_reader_gone():  # another pipe (a worker's): an error as any other
+            print(f"erckit {args.command}: error: {err}", file=sys.stderr)
+            return 2
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # piped into e.g. `head`: stop quietly
         return 0
     except KeyboardInterrupt as err:
         kept = str(err) if isinstance(err, Interrupted) else "nothing was kept half-written; run the same command again"
