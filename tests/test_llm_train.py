@@ -161,7 +161,8 @@ def zero_lora_b(adapter: Path) -> None:
 
 
 @pytest.mark.integration
-def test_select_picks_highest_macro_f1_not_last_not_lowest_loss(setup, tmp_path, capsys):
+def test_select_picks_highest_macro_f1_not_last_not_lowest_loss_and_resumes_after_a_kill(setup, tmp_path, capsys,
+                                                                                         monkeypatch):
     trained = tmp_path / "trained"
     config = recipe(setup, trained, f"data.train={setup['dev']}", "llm.max_steps=80", "llm.eval_steps=80",
                     "llm.lr=0.02", "llm.lora.rank=16", "llm.lora.alpha=32")
@@ -172,13 +173,34 @@ def test_select_picks_highest_macro_f1_not_last_not_lowest_loss(setup, tmp_path,
     zero_lora_b(run / "checkpoint-15")  # the last checkpoint: a no-op adapter (the untrained base)
     state = {"log_history": [{"step": 5, "loss": 2.0}, {"step": 15, "loss": 0.1}]}  # last has the lowest loss
     (run / "checkpoint-15" / "trainer_state.json").write_text(json.dumps(state))
+    out = tmp_path / "select.json"
     args = ["select", "--run", str(run), "--base", str(setup["base"]), "--validation", str(setup["dev"]),
-            "--template", "plain", "--window", "3", "--out", str(tmp_path / "select.json")]
+            "--template", "plain", "--window", "3", "--out", str(out)]
     assert main(args) == 0
-    ranking = json.loads((tmp_path / "select.json").read_text())["ranking"]
+    ranking = json.loads(out.read_text())["ranking"]
     assert [Path(r["checkpoint"]).name for r in ranking] == ["checkpoint-5", "checkpoint-15"]
     assert ranking[0]["macro_f1"] > ranking[1]["macro_f1"]
     assert "best: " in capsys.readouterr().out
+    assert not out.with_name("select.json.partial").exists()  # the progress file goes once the ranking is written
+
+    from erckit.llm import select
+
+    loaded, real = [], select.load_engine
+
+    def killed_at_the_second(run, *rest):  # a kill while the second checkpoint is scored
+        loaded.append(run)
+        if len(loaded) == 2:
+            raise KeyboardInterrupt
+        return real(run, *rest)
+
+    out.unlink()
+    monkeypatch.setattr(select, "load_engine", killed_at_the_second)
+    assert main(args) == 130
+    assert "the checkpoints scored so far are kept in" in capsys.readouterr().err and not out.exists()
+    loaded.clear()
+    monkeypatch.setattr(select, "load_engine", lambda run, *rest: loaded.append(run) or real(run, *rest))
+    assert main(args) == 0  # the same command: only the checkpoint left is scored
+    assert len(loaded) == 1 and json.loads(out.read_text())["ranking"] == ranking
 
 
 def test_merged_logits_equal_adapter_logits_and_template_is_exported(setup, tmp_path):

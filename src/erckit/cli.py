@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import select
@@ -378,27 +379,40 @@ def _select(args: argparse.Namespace) -> int:
 
     from erckit.atomic import write_text_atomic
     from erckit.data import gold_labels
-    from erckit.formats import read_dialogues
+    from erckit.formats import read_dialogue_file
     from erckit.llm.engines import EngineOptions
+    from erckit.llm.resume import lock_partial, partial_path
     from erckit.llm.select import find_checkpoints, rank_checkpoints
     from erckit.models import model_files
 
-    check_output(args.out, [args.validation, *(f for run in args.run for f in model_files(run)), *model_files(args.base)])
+    inputs = [args.validation, *(f for run in args.run for f in model_files(run)), *model_files(args.base)]
+    check_output(args.out, inputs)
+    check_output(args.out and partial_path(Path(args.out)), inputs)  # its progress file beside --out
     if missing := next((run for run in args.run if not Path(run).exists()), None):
         raise DataError(missing, None, "no such model folder")
     checkpoints = [c for run in args.run for c in find_checkpoints(Path(run))]
     if not checkpoints:
         raise DataError(args.run[0], None, "holds no checkpoint (checkpoint-N folders with an adapter or a model)")
-    validation = read_dialogues(args.validation, args.format, text_column=args.text_column)
+    validation, digest = read_dialogue_file(args.validation, args.format, text_column=args.text_column)
     gold_labels(validation, args.validation)  # every utterance labelled: refused before a checkpoint is scored
     runs = [_open_run(str(c), args, validation, base=args.base) for c in checkpoints]
-    ranking = rank_checkpoints(checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
-                               options=EngineOptions(trust_remote_code=args.trust_remote_code))
+    progress = partial_path(Path(args.out)) if args.out else None  # each checkpoint's scores, kept as they come
+    settings = {"validation_sha256": digest, "text_column": args.text_column, "limit": args.limit}
+    try:
+        with lock_partial(progress, "select") if progress else contextlib.nullcontext():
+            ranking = rank_checkpoints(checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
+                                       options=EngineOptions(trust_remote_code=args.trust_remote_code),
+                                       progress=progress, settings=settings)
+            if args.out:
+                write_text_atomic(args.out, json.dumps({"best": ranking[0]["checkpoint"], "ranking": ranking},
+                                                       indent=2) + "\n")
+                progress.unlink()
+    except KeyboardInterrupt:
+        kept = f"the checkpoints scored so far are kept in {progress}" if progress and progress.exists() else None
+        raise Interrupted(f"{kept}; run the same command again to resume" if kept else "nothing was written") from None
     for row in ranking:
         print(f"{row['macro_f1']:.4f} macro-F1  {row['weighted_f1']:.4f} weighted-F1  {row['checkpoint']}")
     print(f"best: {ranking[0]['checkpoint']}")
-    if args.out:
-        write_text_atomic(args.out, json.dumps({"best": ranking[0]["checkpoint"], "ranking": ranking}, indent=2) + "\n")
     return 0
 
 
@@ -580,7 +594,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(p, PredictSettings, unset="the run's", skip=tuple(f.name for f in fields(PredictSettings)
                                                                 if f.name != "batch_size"))
     _add_trust(p)
-    p.add_argument("--out", help="write the ranking to this JSON file (default: none, printed only)")
+    p.add_argument("--out", help="write the ranking to this JSON file; a killed run then resumes, its checkpoints "
+                                 "scored so far kept in <out>.partial (default: none, printed only)")
     _add_format(p)
     p.set_defaults(handler=_select)
 

@@ -1,11 +1,11 @@
-"""The partial predictions file that makes `erckit predict` resumable.
+"""The progress file that makes `erckit predict` (and `erckit select`) resumable.
 
-`<out>.partial`: a header line naming the run's settings, then one JSON line per finished id
-(`{"id", "label", "probs"?, "raw"?}`; label null for an unparsed generated answer), appended batch by
-batch, each batch flushed and fsynced. A run killed mid-write leaves at most one torn last line, which
-the next run cuts off; a file from a run with other settings is refused, never mixed in. A run holds
-an exclusive lock on `<out>.partial.lock` (filelock: flock on POSIX, msvcrt on Windows): a second run
-into the same output is refused while it runs.
+`<out>.partial`: a header line naming the run's settings, then one JSON line per finished unit — for
+predict an id (`{"id", "label", "probs"?, "raw"?}`; label null for an unparsed generated answer), appended
+batch by batch; for select a scored checkpoint — each write flushed and fsynced. A run killed mid-write
+leaves at most one torn last line, which the next run cuts off; a file from a run with other settings is
+refused, never mixed in. A run holds an exclusive lock on `<out>.partial.lock` (filelock: flock on POSIX,
+msvcrt on Windows): a second run into the same output is refused while it runs.
 """
 
 from __future__ import annotations
@@ -44,11 +44,11 @@ def lock_path(partial: Path) -> Path:
 
 
 @contextlib.contextmanager
-def lock_partial(path: Path) -> Iterator[None]:
+def lock_partial(path: Path, command: str = "predict") -> Iterator[None]:
     """Hold an exclusive lock beside the partial file for a whole run: a second run into the same output
     is refused instead of mixing its lines in. An empty partial file and the lock file are removed at the end."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with exclusive(lock_path(path), path, "is in use by another erckit predict writing the same --out",
+    with exclusive(lock_path(path), path, f"is in use by another erckit {command} writing the same --out",
                    "wait for it to finish or choose another --out"):
         try:
             yield
@@ -65,10 +65,11 @@ def outcome_line(utt_id: str, outcome: Outcome) -> str:
     return json.dumps(record, ensure_ascii=False) + "\n"
 
 
-def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome]:
-    """Outcomes saved by an earlier run with the same settings; a torn last line is cut off the file."""
+def read_progress(path: Path, settings: dict, what: str = "partial predictions") -> list[tuple[int, object]]:
+    """(line number, record) of each line an earlier run with the same settings wrote after its header; a torn
+    last line is cut off the file. `what`: the file's kind, for errors."""
     if not path.exists():
-        return {}
+        return []
     data = read_bytes(path)
     complete = data[: data.rfind(b"\n") + 1]
     if len(complete) != len(data):  # killed mid-write: drop the torn line so appends start clean
@@ -76,13 +77,13 @@ def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome
             handle.truncate(len(complete))
     lines = [line for line in decode_text(complete, path, "utf-8")[0].split("\n") if line]  # U+2028 may be in an answer
     if not lines:
-        return {}
+        return []
     try:
         header = json.loads(lines[0])
     except json.JSONDecodeError:
         header = None
     if not isinstance(header, dict) or header.get("erckit_partial") != PARTIAL_FORMAT:
-        raise DataError(path, "line 1", "is not an erckit partial predictions file; delete it to start over")
+        raise DataError(path, "line 1", f"is not an erckit {what} file; delete it to start over")
     if header.get("settings") != settings:
         changed = sorted(k for k in settings.keys() | header.get("settings", {}).keys()
                          if settings.get(k) != header.get("settings", {}).get(k))
@@ -91,12 +92,19 @@ def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome
             f"was written by a run with other settings ({', '.join(changed)} differ); rerun that command "
             "to finish it, or delete the file to start over",
         )
-    done: dict[str, Outcome] = {}
+    records = []
     for number, line in enumerate(lines[1:], start=2):
         try:
-            record = json.loads(line)
+            records.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
             raise DataError(path, f"line {number}", f"malformed JSON ({err.msg}); delete the file to start over")
+    return records
+
+
+def read_partial(path: Path, settings: dict, ids: set[str]) -> dict[str, Outcome]:
+    """Outcomes saved by an earlier run with the same settings (`read_progress`)."""
+    done: dict[str, Outcome] = {}
+    for number, record in read_progress(path, settings):
         utt_id, outcome = resumed_outcome(record, path, f"line {number}")
         if utt_id not in ids:
             raise DataError(path, f"line {number}", f"id {utt_id!r} is not among the inputs")
@@ -119,8 +127,8 @@ def resumed_outcome(record: object, path: Path, where: str) -> tuple[str, Outcom
 
 
 @contextlib.contextmanager
-def partial_writer(path: Path, settings: dict) -> Iterator[Callable[[Sequence[str], Sequence[Outcome]], None]]:
-    """Yields `append(ids, outcomes)`: one JSON line per id, flushed and fsynced per call (per batch)."""
+def progress_writer(path: Path, settings: dict) -> Iterator[Callable[[str], None]]:
+    """Yields `write(text)`: appended, flushed and fsynced per call; a new file gets the settings' header first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fresh = not path.exists() or path.stat().st_size == 0
     with open(path, "a", encoding="utf-8") as handle:
@@ -132,4 +140,11 @@ def partial_writer(path: Path, settings: dict) -> Iterator[Callable[[Sequence[st
 
         if fresh:
             write(json.dumps({"erckit_partial": PARTIAL_FORMAT, "settings": settings}) + "\n")
+        yield write
+
+
+@contextlib.contextmanager
+def partial_writer(path: Path, settings: dict) -> Iterator[Callable[[Sequence[str], Sequence[Outcome]], None]]:
+    """Yields `append(ids, outcomes)`: one JSON line per id, flushed and fsynced per call (per batch)."""
+    with progress_writer(path, settings) as write:
         yield lambda ids, outcomes: write("".join(outcome_line(i, o) for i, o in zip(ids, outcomes, strict=True)))

@@ -2,20 +2,26 @@
 
 Works on erckit runs and on runs made elsewhere (e.g. LLaMA-Factory's checkpoint-N folders of LoRA
 adapters, or full-model checkpoints): every folder holding an adapter or a model is scored the same way.
+Resumable: each checkpoint's scores are kept as soon as it is scored (`erckit.llm.resume`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 from pathlib import Path
 
 import numpy as np
 
-from erckit.data import Dialogue, first_utterances
+from erckit.data import DataError, Dialogue, first_utterances
 from erckit.labels import LABELS
 from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_own_code, load_engine, score_dialogues
 from erckit.llm.loading import is_adapter
+from erckit.llm.resume import progress_writer, read_progress
 from erckit.llm.run import LLMRun
 from erckit.metrics import scores
+
+SCORES = ("macro_f1", "weighted_f1", "accuracy")
 
 
 def find_checkpoints(run: Path) -> list[Path]:
@@ -38,25 +44,46 @@ def rank_checkpoints(
     batch_size: int | None = None,
     limit: int = 0,
     options: EngineOptions = DEFAULT_OPTIONS,
+    progress: Path | None = None,
+    settings: dict | None = None,
 ) -> list[dict]:
     """Validation scores of every checkpoint, best macro-F1 first (ties: the earlier checkpoint).
 
     `runs[i]`: `checkpoints[i]` opened (`erckit.llm.run.open_run`): each checkpoint is scored with the
     template, prompts, max length and batch settings it was trained with, by the engine `erckit predict`
-    uses (`batch_size`: None for the run's).
+    uses (`batch_size`: None for the run's). `progress`: a file keeping each checkpoint's scores as soon as
+    they are known; a rerun with the same `settings` (the validation data) scores only the checkpoints not in
+    it, or whose run settings changed.
     """
     rows = []
     dialogues = first_utterances(validation, limit)
     gold = [u.label for d in dialogues for u in d.utterances]
     for run in runs:  # every checkpoint's own code refused before the first is scored
         check_own_code(run, options)
-    for order, (checkpoint, run) in enumerate(zip(checkpoints, runs, strict=True)):
-        engine = load_engine(run, "score", options)
-        logp = score_dialogues(engine, dialogues, run.record.prompt, batch_size or run.record.eval_batch_size,
-                               progress=True)
-        result = scores(gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
-        rows.append({"checkpoint": str(checkpoint), "order": order} | {
-            k: result[k] for k in ("macro_f1", "weighted_f1", "accuracy")
-        })
-        del engine
+    earlier = _scored_before(progress, settings or {}) if progress is not None else {}
+    with progress_writer(progress, settings or {}) if progress is not None else contextlib.nullcontext() as write:
+        for order, (checkpoint, run) in enumerate(zip(checkpoints, runs, strict=True)):
+            record = json.loads(json.dumps(run.record.to_json()))  # as it reads back from the file
+            row = earlier.get(str(checkpoint))
+            if row is None or row["record"] != record:
+                engine = load_engine(run, "score", options)
+                logp = score_dialogues(engine, dialogues, run.record.prompt, batch_size or run.record.eval_batch_size,
+                                       progress=True)
+                del engine
+                result = scores(gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
+                row = {"checkpoint": str(checkpoint), "record": record} | {k: result[k] for k in SCORES}
+                if write is not None:
+                    write(json.dumps(row, ensure_ascii=False) + "\n")
+            rows.append({"checkpoint": str(checkpoint), "order": order} | {k: row[k] for k in SCORES})
     return sorted(rows, key=lambda r: (-r["macro_f1"], r["order"]))
+
+
+def _scored_before(progress: Path, settings: dict) -> dict[str, dict]:
+    """Checkpoint -> its row, from the progress file of an earlier run with the same settings."""
+    earlier = {}
+    for number, row in read_progress(progress, settings, "select progress"):
+        if not (isinstance(row, dict) and isinstance(row.get("checkpoint"), str) and isinstance(row.get("record"), dict)
+                and all(isinstance(row.get(k), float) for k in SCORES)):
+            raise DataError(progress, f"line {number}", "is not a scored checkpoint; delete the file to start over")
+        earlier[row["checkpoint"]] = row
+    return earlier
