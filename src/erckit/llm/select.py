@@ -53,7 +53,7 @@ def rank_checkpoints(
     template, prompts, max length and batch settings it was trained with, by the engine `erckit predict`
     uses (`batch_size`: None for the run's). `progress`: a file keeping each checkpoint's scores as soon as
     they are known; a rerun with the same `settings` (the validation data) scores only the checkpoints not in
-    it, or whose run settings changed.
+    it, or whose run settings or files changed.
     """
     rows = []
     dialogues = first_utterances(validation, limit)
@@ -63,7 +63,8 @@ def rank_checkpoints(
     earlier = _scored_before(progress, settings or {}) if progress is not None else {}
     with progress_writer(progress, settings or {}) if progress is not None else contextlib.nullcontext() as write:
         for order, (checkpoint, run) in enumerate(zip(checkpoints, runs, strict=True)):
-            record = json.loads(json.dumps(run.record.to_json()))  # as it reads back from the file
+            # what the scores depend on besides the data, as it reads back from the file
+            record = json.loads(json.dumps(run.record.to_json())) | {"files": _stamp(checkpoint)}
             row = earlier.get(str(checkpoint))
             if row is None or row["record"] != record:
                 engine = load_engine(run, "score", options)
@@ -87,3 +88,8 @@ def _scored_before(progress: Path, settings: dict) -> dict[str, dict]:
             raise DataError(progress, f"line {number}", "is not a scored checkpoint; delete the file to start over")
         earlier[row["checkpoint"]] = row
     return earlier
+
+
+def _stamp(checkpoint: Path) -> dict[str, list[int]]:
+    """Size and modification time of each file a checkpoint folder holds: a checkpoint written again is scored again."""
+    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(checkpoint.iterdir()) if f.is_file()}
