@@ -28,8 +28,8 @@ def test_shipped_compare_config_parses():
               "gemma_window_250", "gemma_window_speaker_250", "gemma_window_same_speaker_250"]
     balanced = [f"encoder_utterance_balanced-seed{n}" for n in range(2)]
     assert {"tfidf", *seeds, "encoder_dialogue", "encoder_utterance_all_layers", *balanced, "encoder_utterance_power075",
-            "encoder_utterance_top2_layers", "encoder_utterance_dropout03", "encoder_utterance_lr1e4", "gemma_dialogue",
-            *subset,
+            "encoder_utterance_top2_layers", "encoder_utterance_dropout03", "encoder_utterance_lr1e4",
+            "encoder_utterance_top6_layers", "encoder_utterance_headlr5e4", "gemma_dialogue", *subset,
             "fusion_seeds", "fusion_encoders", "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
     assert bmeld.methods["fusion_llm_encoder"].fusion == [*seeds, "gemma_dialogue"]
