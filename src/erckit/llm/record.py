@@ -64,7 +64,8 @@ class RunRecord:
             values["adapter"] = False
         for key, kinds in (("max_length", (int, type(None))), ("precision", (str,)), ("adapter", (bool,)),
                            ("trust_remote_code", (bool,)), ("pack_tokens", (int,)), ("eval_batch_size", (int,))):
-            if key in values and (not isinstance(values[key], kinds) or (bool not in kinds and isinstance(values[key], bool))):
+            is_bool = isinstance(values.get(key), bool)  # a bool is an int to isinstance: not a number here
+            if key in values and (not isinstance(values[key], kinds) or is_bool and bool not in kinds):
                 raise DataError(where, None, f"{key!r} has a value of the wrong type: {values[key]!r}")
         try:  # the values the recipe's keys of the same name would take
             LLMConfig(**{k: values[k] for k in ("max_length", "precision", "pack_tokens", "eval_batch_size")

@@ -92,4 +92,5 @@ def _scored_before(progress: Path, settings: dict) -> dict[str, dict]:
 
 def _stamp(checkpoint: Path) -> dict[str, list[int]]:
     """Size and modification time of each file a checkpoint folder holds: a checkpoint written again is scored again."""
-    return {f.name: [f.stat().st_size, f.stat().st_mtime_ns] for f in sorted(checkpoint.iterdir()) if f.is_file()}
+    stats = {f.name: f.stat() for f in sorted(checkpoint.iterdir()) if f.is_file()}
+    return {name: [stat.st_size, stat.st_mtime_ns] for name, stat in stats.items()}
