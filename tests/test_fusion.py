@@ -10,7 +10,7 @@ import pytest
 
 from conftest import SAMPLE
 from erckit.cli import main
-from erckit.ensemble import probability_matrix, weight_grid
+from erckit.ensemble import fusion_weights, probability_matrix, weight_grid
 from erckit.formats import read_dialogues
 from erckit.labels import LABELS
 from erckit.metrics import scores
@@ -53,6 +53,22 @@ def test_weights_are_the_best_on_validation_and_predict_averages_the_members(mem
         tmp_path / "trigrams.jsonl", test)
     np.testing.assert_allclose(predicted_probs(tmp_path / "fused.jsonl", test), expected, atol=2e-6)
     assert load(fused).kind == "fusion"
+
+
+def test_given_weights_never_score_validation_and_chosen_ones_are_the_grid_best():
+    def no_validation():
+        raise AssertionError("given weights must not load or score the members on validation")
+
+    given = fusion_weights([1, 3], 2, no_validation)
+    assert (given.shares, given.origin, given.validation_macro_f1) == ([0.25, 0.75], "given", None)
+    gold = ["Happy", "Sad", "Sad", "Neutral"]
+    right = np.eye(7)[[LABELS.index(label) for label in gold]]  # sure of the gold label
+    wrong = np.eye(7)[[LABELS.index("Anger")] * 4]
+    chosen = fusion_weights(None, 2, lambda: ([wrong, right], gold))
+    assert chosen.origin == "validation macro-F1" and chosen.shares[1] > chosen.shares[0]
+    perfect = scores(gold, gold)  # macro-F1 over all seven labels, four of them absent here
+    assert chosen.validation_macro_f1 == pytest.approx(perfect["macro_f1"])
+    assert chosen.validation_weighted_f1 == pytest.approx(perfect["weighted_f1"]) == pytest.approx(1.0)
 
 
 def test_more_members_than_weight_steps_are_fused_in_equal_shares(members, tmp_path, capsys):

@@ -22,7 +22,7 @@ from erckit.atomic import atomic_files, check_folder, write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
 from erckit.data import DataError, Dialogue, dialogue_ids, gold_labels, iter_utterances
-from erckit.ensemble import choose_weights, mix, probability_matrix, weight_shares, weights_problem
+from erckit.ensemble import fusion_weights, mix, probability_matrix, weights_problem
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import check_file, read_json
 from erckit.intervals import bootstrap, paired_difference
@@ -373,15 +373,16 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
     """Average the members' probabilities on every split; weights given, or chosen on validation macro-F1."""
     ids = {split: [u.id for u in iter_utterances(dialogues)] for split, dialogues in splits.items()}
     probs = {split: [_split_probabilities(config, m, split, ids[split]) for m in method.fusion] for split in splits}
-    weights, chosen = method.weights, "given"
-    if weights is None:
+
+    def on_validation() -> tuple[list[np.ndarray], list[str]]:
         gold = gold_labels(splits["validation"], config.validation)
-        weights, _ = choose_weights(probs["validation"], [gold[i] for i in ids["validation"]])
-        chosen = "validation macro-F1"
-    shares = weight_shares(weights, len(weights))
+        return probs["validation"], [gold[i] for i in ids["validation"]]
+
+    chosen = fusion_weights(method.weights, len(method.fusion), on_validation)
+    shares = chosen.shares
     members = [results[m] for m in method.fusion]
     commits = sorted({r["commit"] for r in members if r.get("commit")})
-    result = {"fusion": method.fusion, "weights": shares, "weights_from": chosen,
+    result = {"fusion": method.fusion, "weights": shares, "weights_from": chosen.origin,
               "train_seconds": round(sum(r["train_seconds"] for r in members), 1),
               "commit": ", ".join(commits) if commits else None}
     for split, dialogues in splits.items():
@@ -390,7 +391,7 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
         result[split] = _scored(predictions, dialogues, getattr(config, split))
         result[f"{split}_predict_seconds"] = round(sum(r[f"{split}_predict_seconds"] for r in members), 1)
     print(f"{name}: fusion of {', '.join(method.fusion)} with weights "
-          + ", ".join(f"{w:.2f}" for w in shares) + f" ({chosen})")
+          + ", ".join(f"{w:.2f}" for w in shares) + f" ({chosen.origin})")
     return result
 
 

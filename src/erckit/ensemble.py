@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -120,3 +121,27 @@ def choose_weights(probs: list[np.ndarray], gold: list[str], *, step: float = 0.
         if best is None or key[:2] > best[:2]:
             best = key
     return list(best[2]), best[0]
+
+
+@dataclass(frozen=True)
+class FusionWeights:
+    """A fusion's weights as shares summing to 1, and where they came from."""
+
+    shares: list[float]
+    origin: str  # "given", or "validation macro-F1" (chosen by `choose_weights`)
+    validation_macro_f1: float | None = None  # of the chosen weights; None when given
+    validation_weighted_f1: float | None = None
+
+
+def fusion_weights(given: list[float] | None, members: int,
+                   validation: Callable[[], tuple[list[np.ndarray], list[str]]]) -> FusionWeights:
+    """The given weights, else those chosen on validation: `validation()` (called only then) returns each
+    member's validation probabilities and the gold labels in the same order."""
+    if given is not None:
+        return FusionWeights(weight_shares(given, members), "given")
+    from erckit.metrics import scores
+
+    probs, gold = validation()
+    weights, macro = choose_weights(probs, gold)
+    weighted = scores(gold, [LABELS[i] for i in mix(weights, probs).argmax(1)])["weighted_f1"]
+    return FusionWeights(weight_shares(weights, members), "validation macro-F1", macro, weighted)

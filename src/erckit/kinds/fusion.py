@@ -2,7 +2,7 @@
 
 `erckit ensemble --models A B --gold dev.json --out fused` (or a recipe with `model: fusion`) "trains" a
 fusion: it checks the members and keeps the weights, given or chosen on validation macro-F1 by the search
-`erckit compare` uses for its fusion methods (`ensemble.choose_weights`). The folder names its members by absolute
+`erckit compare` uses for its fusion methods (`ensemble.fusion_weights`). The folder names its members by absolute
 path and by their path from the fusion folder (`saved_members`: a runs folder moved or copied whole still finds
 them); `erckit predict`, `erckit serve` and `erckit.load` then label with every member, each loaded once.
 """
@@ -16,9 +16,7 @@ import numpy as np
 
 from erckit.config import ConfigError, RunConfig
 from erckit.data import Dialogue, gold_labels
-from erckit.ensemble import choose_weights, mix, weight_shares, weights_problem
-from erckit.labels import LABELS
-from erckit.metrics import scores
+from erckit.ensemble import fusion_weights, mix, weights_problem
 from erckit.predictor import Predictor, offsets_of
 from erckit.remote_code import check_trusted
 
@@ -59,16 +57,17 @@ def train(config: RunConfig, train: list[Dialogue] | None, validation: list[Dial
     from erckit.models import load
 
     folders = [Path(m) for m in config.fusion.members]  # checked when the recipe loaded
-    relative = {"member_paths": [os.path.relpath(m, out.resolve()) for m in folders]}  # see saved_members
-    if config.fusion.weights is not None:
-        return {"weights": weight_shares(config.fusion.weights, len(folders)), "weights_from": "given"} | relative
-    gold = list(gold_labels(validation, config.data.validation).values())
     trust = config.fusion.trust_remote_code  # the recipe's (the user's) word
-    probs = [load(folder, trust_remote_code=trust).probabilities(validation, progress=True) for folder in folders]
-    weights, macro = choose_weights(probs, gold)
-    weighted = scores(gold, [LABELS[i] for i in mix(weights, probs).argmax(1)])["weighted_f1"]
-    return {"weights": weight_shares(weights, len(folders)), "weights_from": "validation macro-F1",
-            "val_macro_f1": macro, "val_weighted_f1": weighted} | relative
+
+    def on_validation() -> tuple[list[np.ndarray], list[str]]:
+        probs = [load(folder, trust_remote_code=trust).probabilities(validation, progress=True) for folder in folders]
+        return probs, list(gold_labels(validation, config.data.validation).values())
+
+    chosen = fusion_weights(config.fusion.weights, len(folders), on_validation)
+    summary = {"weights": chosen.shares, "weights_from": chosen.origin}
+    if chosen.validation_macro_f1 is not None:
+        summary |= {"val_macro_f1": chosen.validation_macro_f1, "val_weighted_f1": chosen.validation_weighted_f1}
+    return summary | {"member_paths": [os.path.relpath(m, out.resolve()) for m in folders]}  # see saved_members
 
 
 def saved_members(folder: Path, info: dict) -> list[Path]:
