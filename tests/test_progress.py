@@ -1,5 +1,6 @@
 """Progress bars of long non-LLM work: on a terminal only, and only once the work takes a while."""
 
+import io
 import os
 import sys
 
@@ -12,7 +13,8 @@ TEST = SAMPLE / "annotation_test.json"
 
 def test_a_bar_waits_for_slow_work_and_for_a_terminal(monkeypatch):
     assert bar(10, "x", show=False).disable
-    assert bar(10, "x").disable  # stderr under pytest is no terminal
+    monkeypatch.setattr(sys, "stderr", io.StringIO())  # a pipe or a file, not a terminal (also under pytest -s)
+    assert bar(10, "x").disable
     primary, secondary = os.openpty()
     with os.fdopen(secondary, "w") as terminal:
         monkeypatch.setattr(sys, "stderr", terminal)
