@@ -46,12 +46,21 @@ def test_reference_recipe_has_the_reference_pipelines_hyperparameters():
 
 
 @pytest.mark.parametrize("name", ["deepspeed_zero2.yaml", "fsdp.yaml"])
-def test_accelerate_configs_are_valid_yaml(name):
-    config = yaml.safe_load((REPO / "configs" / "accelerate" / name).read_text())
-    assert config["distributed_type"] in ("DEEPSPEED", "FSDP") and config["num_processes"] >= 1
+def test_accelerate_configs_leave_the_precision_to_the_recipe_and_pass_accelerates_checks(name, monkeypatch):
+    from accelerate.commands.launch import _validate_launch_command, launch_command_parser
+    from accelerate.utils import DeepSpeedPlugin
+
+    path = REPO / "configs" / "accelerate" / name
+    args = launch_command_parser().parse_args(["--config_file", str(path), "-m", "erckit", "train"])
+    args, defaults, precision_from_file = _validate_launch_command(args)  # what `accelerate launch` does first
+    assert args.num_processes >= 1 and (args.use_deepspeed or args.use_fsdp)
     # a launcher's mixed precision would win over the recipe's llm.precision (TrainingArguments reads it when
     # neither fp16 nor bf16 is set, as with llm.precision=fp32), and the run record would not say so
-    assert config["mixed_precision"] == "no"
+    assert args.mixed_precision == "no"
+    if args.use_deepspeed:  # the fields the launcher hands each process (accelerate's launch_command)...
+        fields = [*defaults.deepspeed_config, *(["mixed_precision"] if precision_from_file else [])]
+        monkeypatch.setenv("ACCELERATE_CONFIG_DS_FIELDS", ",".join(fields).lower())
+        DeepSpeedPlugin(hf_ds_config=str(REPO / "src" / "erckit" / "recipes" / "deepspeed" / "zero2.json"))  # ...pass
 
 
 def test_overrides_are_typed_and_unknown_keys_refused(tmp_path):

@@ -298,3 +298,26 @@ def test_a_checkpoint_the_trainer_cannot_write_ends_in_one_line(error, setup, tm
     with pytest.raises(DataError, match=r"cannot write a checkpoint: .*(file write failed|os error 28)") as raised:
         train_llm(recipe(setup, out), setup["train_dialogues"], setup["dev_dialogues"], out)
     assert str(out) in str(raised.value) and len(str(raised.value).splitlines()) == 1
+
+
+def test_several_gpus_seen_by_one_unlaunched_process_are_refused_before_training(setup, tmp_path, monkeypatch, capsys):
+    from erckit.cli import main
+    from erckit.config import ConfigError
+    from erckit.llm.distributed import check_one_gpu_per_process
+
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)  # a 4-GPU host, no launcher
+    out = tmp_path / "run"
+    overrides = [f"out={out}", f"data.train={setup['train']}", f"data.validation={setup['dev']}",
+                 f"llm.model={setup['base']}", "llm.template=plain", "llm.max_steps=2"]
+    assert main(["train", "--config", "gemma-270m-lora", *overrides]) == 2
+    error = capsys.readouterr().err
+    assert "4 GPUs are visible to one process" in error and "torchrun --nproc_per_node 4" in error
+    assert not list(out.glob("checkpoint-*")) and not (out / "best").exists()
+    monkeypatch.setenv("LOCAL_RANK", "0")  # started by torchrun / accelerate: one GPU per process
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    check_one_gpu_per_process(4)
+    monkeypatch.delenv("LOCAL_RANK")
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    with pytest.raises(ConfigError):
+        check_one_gpu_per_process(2)
+    check_one_gpu_per_process(1)

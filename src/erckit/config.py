@@ -214,7 +214,7 @@ class LLMConfig:
     eval_steps: int = 100  # validation macro-F1 and a checkpoint every N optimiser steps
     eval_subset: int = 0  # score only the first N validation utterances (0 = all)
     eval_batch_size: int = 8
-    save_total_limit: int = 3  # checkpoints kept besides the best
+    save_total_limit: int = 3  # checkpoints kept in all, the best and the latest among them (more: select ranks more)
     precision: str = "auto"  # auto (bf16 where native, else fp16, on GPU; fp32 on CPU) | fp32 | fp16 | bf16
     gradient_checkpointing: bool = False
     deepspeed: str | None = None  # a DeepSpeed JSON file, or a shipped one by name: zero2, zero3

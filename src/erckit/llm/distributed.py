@@ -39,6 +39,17 @@ def is_main_process() -> bool:
     return world()[0] == 0
 
 
+def check_one_gpu_per_process(visible_gpus: int) -> None:
+    """Refuse several GPUs seen by one process that no launcher started: the Trainer would wrap the model in
+    nn.DataParallel (every weight copied to every GPU at each step, the batch multiplied without a record)."""
+    if visible_gpus > 1 and world()[1] == 1 and "LOCAL_RANK" not in os.environ:
+        from erckit.config import ConfigError
+
+        raise ConfigError(f"{visible_gpus} GPUs are visible to one process: train on all of them with torchrun "
+                          f"--nproc_per_node {visible_gpus} -m erckit train ... (or accelerate launch), or on one "
+                          "with CUDA_VISIBLE_DEVICES=0")
+
+
 def barrier() -> None:
     if initialized() and _dist().get_world_size() > 1:
         _dist().barrier()

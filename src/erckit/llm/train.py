@@ -42,7 +42,7 @@ from erckit.data import DataError, Dialogue, first_utterances
 from erckit.labels import LABELS, class_weights
 from erckit.llm.chat import ChatTemplate, encode_pair, get_template
 from erckit.llm.dialogue_training import collate, packed_answer_loss, training_rows
-from erckit.llm.distributed import barrier, gather_objects, validation_share
+from erckit.llm.distributed import barrier, check_one_gpu_per_process, gather_objects, validation_share
 from erckit.llm.engines import TransformersEngine, score_dialogues
 from erckit.llm.loading import load_causal_lm, load_tokenizer, native_bf16, precision_dtype, rank_device_map
 from erckit.llm.packing import sliding_window_of
@@ -377,6 +377,7 @@ def train_llm(
 ) -> dict:
     """Fine-tune, select by validation macro-F1, export the best adapter (or model) to `out/best`."""
     llm = config.llm
+    check_one_gpu_per_process(torch.cuda.device_count())
     template = get_template(llm.template)
     prompts = prompt_config(llm, train)
     val_dialogues = first_utterances(validation or [], llm.eval_subset)
