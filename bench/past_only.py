@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 import erckit
 from erckit.atomic import write_text_atomic
-from erckit.data import dialogue_ids, prefixes
+from erckit.data import dialogue_groups, prefixes
 from erckit.formats import read_dialogues
 from erckit.intervals import bootstrap, paired_difference
 from erckit.metrics import scores
@@ -38,7 +38,7 @@ def main() -> None:
     model = erckit.load(args.model)
     dialogues = read_dialogues(args.gold)[: args.dialogues]
     gold = [u.label for d in dialogues for u in d.utterances]
-    groups = dialogue_ids(dialogues)
+    groups = dialogue_groups(dialogues)
     started = time.perf_counter()
     whole = [p.label for p in model.label(dialogues)]
     whole_seconds = time.perf_counter() - started

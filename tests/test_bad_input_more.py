@@ -59,6 +59,18 @@ def test_bad_probs_name_file_and_line(bad, message, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.parametrize(("record", "message"), [({"id": "d1_2"}, 'has no "label"'),
+                                                 ({"id": "d1_2", "label": None}, 'has no "label"'),
+                                                 ({"id": "d1_2", "label": 3}, "invalid label 3")])
+def test_a_prediction_without_a_label_says_so(record, message, tmp_path, capsys):
+    first = good_run(tmp_path / "a.jsonl")
+    second = write_lines(tmp_path / "b.jsonl", [{"id": "d1_1", "label": "Happy"}, record])
+    out = tmp_path / "out.jsonl"
+    assert main(["ensemble", "--predictions", str(first), str(second), "--out", str(out)]) == 2
+    assert_error(capsys, str(second), "line 2 (id d1_2)", message)
+    assert not out.exists()
+
+
 def test_non_utf8_predictions_name_the_file(tmp_path, capsys):
     raw = m3ed_file(tmp_path / "annotation_test.json", {"d1": GOOD})
     preds = tmp_path / "predictions.jsonl"

@@ -170,3 +170,12 @@ def test_a_broken_pipe_that_is_not_the_output_is_an_error(monkeypatch, capsys):
     monkeypatch.setattr(erckit.cli, "_recipes", worker_gone)
     assert main(["recipes", "ls"]) == 2
     assert capsys.readouterr().err == "erckit recipes: error: [Errno 32] Broken pipe\n"
+
+
+def test_training_data_with_one_label_is_refused_before_anything_is_written(tmp_path, capsys):
+    train = m3ed_file(tmp_path / "annotation_train.json", {"d1": [("A", "你好", "Happy"), ("B", "太好了", "Happy")]})
+    out = tmp_path / "run"
+    assert main(["train", "--config", "tfidf", f"out={out}", f"data.train={train}", "data.validation=null"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{train}: has only one label (Happy); training needs two or more" in err
+    assert not out.exists()

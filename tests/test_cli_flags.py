@@ -148,7 +148,14 @@ def test_a_hub_id_without_a_local_folder_keeps_its_advice(model, tmp_path, monke
     monkeypatch.chdir(tmp_path)
     args = ["predict", "--model", model, "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]
     assert main(args) == 2
-    assert one_line(capsys).endswith(f"{model}: not a folder here, so read as a hub id: name its chat template with --template")
+    assert one_line(capsys).endswith(f"{model}: no such model folder here; as a hub id it needs its chat template: --template")
+
+
+def test_a_file_given_as_the_model_is_named(tmp_path, capsys):
+    args = ["predict", "--model", str(GOLD), "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]  # swapped
+    assert main(args) == 2
+    assert one_line(capsys).endswith(f"{GOLD}: is a file, not a model folder (--input names the file to label)")
+    assert not (tmp_path / "p.jsonl").exists()
 
 
 def test_a_folder_holding_no_model_is_named(tmp_path, capsys):

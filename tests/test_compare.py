@@ -139,7 +139,7 @@ def test_compare_writes_table_and_chart_and_reuses_finished_runs(tmp_path, capsy
 
 
 def test_the_pairs_a_comparison_names_get_their_paired_difference_on_every_split(tmp_path, capsys):
-    from erckit.data import dialogue_ids, gold_labels, iter_utterances
+    from erckit.data import dialogue_groups, gold_labels, iter_utterances
     from erckit.formats import read_dialogues
     from erckit.intervals import paired_difference
     from erckit.predictions import read_predictions
@@ -159,7 +159,7 @@ def test_the_pairs_a_comparison_names_get_their_paired_difference_on_every_split
     gold = gold_labels(dialogues, "test")
     one, three = (read_predictions(out / name / "predictions_test.jsonl") for name in ("one", "three-seed1"))
     expected = paired_difference([gold[i] for i in ids], [one[i].label for i in ids], [three[i].label for i in ids],
-                                 dialogue_ids(dialogues))
+                                 dialogue_groups(dialogues))
     assert results["one"]["test_pairs"]["three-seed1"] == expected
     assert expected["difference"] == pytest.approx(results["one"]["test"]["macro_f1"] - results["three-seed1"]["test"]["macro_f1"])
     low, high = expected["interval"]

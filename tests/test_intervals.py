@@ -67,7 +67,7 @@ def test_evaluate_prints_and_stores_the_interval(tmp_path, capsys):
     gold = SAMPLE / "annotation_test.json"
     import json
 
-    from erckit.data import dialogue_ids
+    from erckit.data import dialogue_groups
     from erckit.formats import read_dialogues
 
     dialogues = read_dialogues(gold)
@@ -79,7 +79,28 @@ def test_evaluate_prints_and_stores_the_interval(tmp_path, capsys):
                  "--out", str(tmp_path / "report")]) == 0
     printed = capsys.readouterr().out
     metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
-    want = bootstrap([u.label for u in utterances], predicted, dialogue_ids(dialogues))  # gold first, by dialogue
+    want = bootstrap([u.label for u in utterances], predicted, dialogue_groups(dialogues))  # gold first, by dialogue
     assert metrics["intervals"] == json.loads(json.dumps(want)) and want["resamples"] == 2000
     low, high = want["macro_f1"]
     assert f"bootstrap over 8 dialogues: macro-F1 95% CI {low:.3f}–{high:.3f}" in printed, printed
+
+
+def test_two_dialogues_under_one_id_are_resampled_as_two(tmp_path, capsys):
+    import json
+
+    from conftest import m3ed_file
+    from erckit.data import dialogue_groups
+    from erckit.formats import read_dialogues
+
+    gold = tmp_path / "annotation_test.json"
+    m3ed_file(gold, {"d1": [("A", "你好", "Happy"), ("B", "嗯", "Neutral")]})
+    data = json.loads(gold.read_text(encoding="utf-8"))  # a second show whose dialogue is also called d1
+    data["Other"] = {"d1": {"SpeakerInfo": {}, "Dialog": {"o_1": {"Speaker": "A", "Text": "走开", "EmoAnnotation": {
+        "final_main_emo": "Anger"}}}}}
+    gold.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
+    dialogues = read_dialogues(gold)
+    assert [d.id for d in dialogues] == ["d1", "d1"] and len(set(dialogue_groups(dialogues))) == 2
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"id": u.id, "label": "Neutral"}) + "\n"
+                                              for d in dialogues for u in d.utterances), encoding="utf-8")
+    assert main(["evaluate", "--predictions", str(tmp_path / "p.jsonl"), "--gold", str(gold)]) == 0
+    assert "bootstrap over 2 dialogues" in capsys.readouterr().out

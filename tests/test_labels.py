@@ -17,6 +17,16 @@ def test_aliases_case_insensitive(alias, label):
     assert normalize_label(alias) == label
 
 
+def test_traditional_chinese_label_words_are_read_like_the_simplified_ones(tmp_path):
+    from conftest import m3ed_file
+    from erckit.formats import read_dialogues
+    from erckit.labels import TRADITIONAL_CHINESE_NAMES
+
+    assert {name: normalize_label(word) for name, word in TRADITIONAL_CHINESE_NAMES.items()} == {n: n for n in LABELS}
+    path = m3ed_file(tmp_path / "annotation_train.json", {"d1": [("A", "太好了", "高興"), ("B", "走開", "生氣")]})
+    assert [u.label for d in read_dialogues(path) for u in d.utterances] == ["Happy", "Anger"]
+
+
 def test_unknown_label_is_none():
     assert normalize_label("Happyy") is None
     assert normalize_label("") is None

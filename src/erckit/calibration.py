@@ -18,7 +18,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from erckit.data import Dialogue, dialogue_ids
+from erckit.data import Dialogue, dialogue_groups
 from erckit.labels import LABELS
 from erckit.metrics import macro_f1_of_indices, scores
 
@@ -113,7 +113,7 @@ def calibrate(probs: np.ndarray, dialogues: list[Dialogue]) -> tuple[dict[str, f
     """
     log_probs = np.log(np.clip(probs, 1e-12, 1.0))
     gold = np.array([LABELS.index(u.label) for d in dialogues for u in d.utterances])
-    groups = np.array(dialogue_ids(dialogues))
+    groups = np.array(dialogue_groups(dialogues))
     reports = {name: cross_fitted_gain(log_probs, gold, groups, fitter=fitter) for name, fitter in FAMILIES.items()}
     family = max(reports, key=lambda name: reports[name]["macro_f1_after"])  # first wins a tie: offsets
     candidates = {name: round(r["macro_f1_after"], 4) for name, r in reports.items()}

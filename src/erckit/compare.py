@@ -21,7 +21,7 @@ import numpy as np
 from erckit.atomic import atomic_files, check_folder, write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
-from erckit.data import DataError, Dialogue, dialogue_ids, gold_labels, iter_utterances
+from erckit.data import DataError, Dialogue, dialogue_groups, gold_labels, iter_utterances
 from erckit.ensemble import fusion_weights, mix, probability_matrix, weights_problem
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import check_file, read_json
@@ -360,7 +360,7 @@ def _scored(predictions: list[Prediction], dialogues: list[Dialogue], path: str)
     """Scores of `predictions` (file order) with bootstrap intervals over the dialogues."""
     gold = gold_labels(dialogues, path)
     labels = [gold[p.id] for p in predictions], [p.label for p in predictions]
-    return scores(*labels) | {"intervals": bootstrap(*labels, dialogue_ids(dialogues))}
+    return scores(*labels) | {"intervals": bootstrap(*labels, dialogue_groups(dialogues))}
 
 
 def _split_probabilities(config: CompareConfig, name: str, split: str, ids: list[str]) -> np.ndarray:
@@ -409,7 +409,7 @@ def pair_differences(config: CompareConfig, split: str, dialogues: list[Dialogue
     gold = gold_labels(dialogues, getattr(config, split))
     names = {name for pair in pairs for name in pair}
     labels = {name: read_predictions(method_folder(config, name) / predictions_file(split)) for name in names}
-    groups = dialogue_ids(dialogues)
+    groups = dialogue_groups(dialogues)
     return {(first, second): paired_difference([gold[i] for i in ids], [labels[first][i].label for i in ids],
                                                [labels[second][i].label for i in ids], groups)
             for first, second in pairs}

@@ -63,9 +63,15 @@ def iter_utterances(dialogues: Iterable[Dialogue]) -> Iterator[Utterance]:
         yield from dialogue.utterances
 
 
-def dialogue_ids(dialogues: Iterable[Dialogue]) -> list[str]:
-    """Each utterance's dialogue id, in file order: the unit that cross-fitting and bootstraps resample."""
-    return [dialogue.id for dialogue in dialogues for _ in dialogue.utterances]
+def dialogue_groups(dialogues: Iterable[Dialogue]) -> list[str]:
+    """Each utterance's dialogue, in file order: the unit that cross-fitting and bootstraps resample. Its id,
+    made unique when two dialogues share one (two shows of an M3ED file may): they stay two dialogues."""
+    seen: dict[str, int] = {}
+    groups = []
+    for dialogue in dialogues:
+        seen[dialogue.id] = count = seen.get(dialogue.id, 0) + 1
+        groups += [dialogue.id if count == 1 else f"{dialogue.id}\0{count}"] * len(dialogue.utterances)
+    return groups
 
 
 def gold_labels(dialogues: Iterable[Dialogue], path: str | Path) -> dict[str, str]:

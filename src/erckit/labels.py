@@ -72,7 +72,19 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "Fear": ("fear", "fearful", "scared", "afraid", "恐惧", "害怕", "担心", "恐慌"),
 }
 
-ALIASES: dict[str, str] = {alias: label for label, names in _ALIASES.items() for alias in names}
+# The Traditional forms of the Chinese aliases (a label written in Taiwan or Hong Kong).
+_TRADITIONAL_ALIASES: dict[str, tuple[str, ...]] = {
+    "Disgust": ("厭惡", "噁心", "討厭"),
+    "Anger": ("憤怒", "生氣", "氣憤", "惱怒"),
+    "Sad": ("悲傷", "傷心", "難過"),
+    "Happy": ("高興", "快樂", "開心", "喜悅"),
+    "Neutral": ("平靜",),
+    "Surprise": ("驚訝", "吃驚", "驚奇", "震驚"),
+    "Fear": ("恐懼", "擔心"),
+}
+
+ALIASES: dict[str, str] = {alias: label for aliases in (_ALIASES, _TRADITIONAL_ALIASES)
+                           for label, names in aliases.items() for alias in names}
 
 _STRIP = " \t\r\n.,;:!?。，；：！？、\"'“”‘’<>《》()（）[]【】*`"
 _ENGLISH_ALIASES = sorted((a for a in ALIASES if a.isascii()), key=len, reverse=True)

@@ -138,7 +138,7 @@ def evaluate_files(
 ) -> dict:
     """Score predictions.jsonl against a labelled dialogue file; write the report when `out` is given.
     `progress`: a bar of its steps."""
-    from erckit.data import dialogue_ids, gold_labels
+    from erckit.data import dialogue_groups, gold_labels
     from erckit.formats import read_dialogues
     from erckit.predictions import read_labels
     from erckit.progress import steps
@@ -153,7 +153,7 @@ def evaluate_files(
         gold_list, predicted_list = aligned(gold, predicted, predictions_path, gold_path)
         result = scores(gold_list, predicted_list)
         begin("bootstrap intervals")
-        result["intervals"] = bootstrap(gold_list, predicted_list, dialogue_ids(dialogues))
+        result["intervals"] = bootstrap(gold_list, predicted_list, dialogue_groups(dialogues))
         if out is not None:
             begin(f"writing {out}")
             names = display_names(u.text for d in dialogues for u in d.utterances)

@@ -114,7 +114,9 @@ def _read_split(config: RunConfig, split: str) -> tuple[list[Dialogue] | None, s
     if path is None:
         return None, None
     dialogues, digest = read_dialogue_file(path, config.data.format, text_column=config.data.text_column)
-    gold_labels(dialogues, path)  # refuses unlabelled utterances
+    labels = set(gold_labels(dialogues, path).values())  # refuses unlabelled utterances
+    if split == "train" and len(labels) < 2:
+        raise DataError(path, None, f"has only one label ({labels.pop()}); training needs two or more")
     return dialogues, digest
 
 

@@ -51,6 +51,8 @@ def prediction_from_record(record: object, path: str | Path, where: str) -> Pred
     utt_id, raw_label = record.get("id"), record.get("label")
     if not isinstance(utt_id, str) or not utt_id:
         raise DataError(path, where, not_text(record, "id"))
+    if raw_label is None:
+        raise DataError(path, f"{where} (id {utt_id})", not_text(record, "label"))
     label = normalize_label(raw_label) if isinstance(raw_label, str) else None
     if label is None:
         raise DataError(path, f"{where} (id {utt_id})", f"invalid label {raw_label!r} (expected one of {', '.join(LABELS)})")

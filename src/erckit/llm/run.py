@@ -90,6 +90,8 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     path = Path(weights)
     if is_local_path(weights) and not path.exists():
         raise DataError(weights, None, "no such model folder")
+    if path.is_file():
+        raise DataError(weights, None, "is a file, not a model folder (--input names the file to label)")
     info = info or model_info(path)
     if info is not None and not info.get("finished"):
         raise ConfigError(f"{path}: the LLM run has not finished (no run record in {BEST}/); rerun its train "
@@ -111,7 +113,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
         if base is None:
             raise DataError(folder, None, "is a LoRA adapter with no run record: give --base, the model it was trained on")
         if flags.template is None and not path.exists() and not is_packaged(weights):
-            raise DataError(weights, None, "not a folder here, so read as a hub id: name its chat template with --template")
+            raise DataError(weights, None, "no such model folder here; as a hub id it needs its chat template: --template")
         if flags.template is None:
             raise ValueError(f"name the chat template of {weights} with --template (no {RECORD_FILE} records one)")
         record = RunRecord(base, flags.template, prompt_from_flags(flags, language), flags.max_length, adapter=adapter)
