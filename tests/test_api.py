@@ -104,3 +104,27 @@ def test_a_meld_dataframe_labels_as_the_csv_file(model, tmp_path):
 def test_bad_python_input_is_one_line_data_error(model, data, problem):
     with pytest.raises(DataError, match=re.escape(problem)):
         model.label(data)
+
+
+def meld_frame(dialogue_ids, utterance_ids, texts=None) -> pd.DataFrame:
+    texts = texts or [f"turn {i}" for i in range(len(dialogue_ids))]
+    return pd.DataFrame({"Dialogue_ID": dialogue_ids, "Utterance_ID": utterance_ids,
+                         "Speaker": ["A", "B"] * (len(texts) // 2) + ["A"] * (len(texts) % 2), "Utterance": texts})
+
+
+def test_a_dataframe_with_whole_number_float_ids_labels_as_integers(model):
+    as_ints = model.label_frame(meld_frame([0, 0, 1], [0, 1, 0]))
+    as_floats = model.label_frame(meld_frame([0.0, 0.0, 1.0], [0.0, 1.0, 0.0]))  # pandas' ints in a column with gaps
+    assert as_floats["label"].tolist() == as_ints["label"].tolist()
+    assert [p.id for p in model.label(meld_frame([0.0, 0.0], [0.0, 1.0]))] == ["dia0_utt0", "dia0_utt1"]
+
+
+@pytest.mark.parametrize("ids", [[0.0, 0.5], [0.0, float("nan")]])
+def test_a_dataframe_with_fractional_or_missing_ids_is_refused(model, ids):
+    with pytest.raises(DataError, match=r"^<DataFrame>: line 3: Dialogue_ID/Utterance_ID are not integers$"):
+        model.label_frame(meld_frame([0, 0], ids))
+
+
+def test_a_dataframe_text_may_be_longer_than_csvs_field_limit(model):
+    labelled = model.label_frame(meld_frame([0, 0], [0, 1], ["word " * 40_000, "hi"]))  # 200,000 characters
+    assert len(labelled) == 2 and set(labelled["label"]) <= set(erckit.LABELS)

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -77,3 +78,89 @@ def test_a_text_column_for_a_file_that_is_not_csv_is_refused(tmp_path):
     with pytest.raises(DataError, match=r"annotation_test.json: is not CSV \(m3ed\): a text column .* remove it$"):
         read_dialogues(path, text_column="Target")
     assert read_dialogues(path)[0].utterances[0].text == "你好"
+
+
+MELD_HEADER = "Dialogue_ID,Utterance_ID,Speaker,Utterance\n"
+
+
+def test_a_windows_1252_csv_is_refused_not_read_as_gbk(tmp_path):
+    path = tmp_path / "excel.csv"
+    path.write_bytes((MELD_HEADER + "0,0,A,Hello there\n0,1,B,I don\x92t know\n0,2,A,caf\xe9s are na\xefve\n")
+                     .encode("latin-1"))
+    with pytest.raises(DataError) as caught:
+        read_dialogues(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: line 3: is not UTF-8 or GBK text") and "'don抰'" in message
+    assert "Windows-1252" in message and "save it as UTF-8" in message and "\n" not in message
+
+
+@pytest.mark.parametrize("texts", [
+    ["你好吗我的朋友", "OK吧，走！", "Ross说：今天天气很好"],  # Latin next to Chinese, in runs
+    ["A座", "sautéed 牛肉", "第一个A。", "我们可以玩3P。"],  # as in BMELD: one glued character, not most
+])
+def test_gbk_chinese_with_latin_letters_is_still_read(texts, tmp_path):
+    path = tmp_path / "gbk.csv"
+    rows = "".join(f"0,{i},A,{t}\n" for i, t in enumerate(texts))
+    path.write_bytes((MELD_HEADER + rows).encode("gbk"))
+    assert [u.text for u in read_dialogues(path)[0].utterances] == texts
+
+
+def test_a_csv_field_may_be_longer_than_csvs_default_limit(tmp_path):
+    path = tmp_path / "long.csv"
+    long_text = "la " * 70_000  # 210,000 characters, over csv's 131,072
+    path.write_text(MELD_HEADER + f'0,0,A,"{long_text}"\n0,1,B,ok\n', encoding="utf-8")
+    assert [len(u.text) for u in read_dialogues(path)[0].utterances] == [len(long_text.strip()), 2]
+
+
+@pytest.mark.parametrize(("body", "where", "problem"), [
+    ("0,0,A,hi\n\n\n0,x,B,yo\n", "line 5", "Dialogue_ID/Utterance_ID are not integers"),
+    ('0,0,A,"two\nlines"\n0,1,B\n', "line 4", "has 3 fields, the header has 4"),
+    ('0,0,A,"two\r\nlines"\r\n\r\n0,1,B,x,y\r\n', "line 5", "has 5 fields, the header has 4"),
+    ('0,0,A,hi\n0,1,"B\nC",yo\n0,x,B,yo\n', "line 5", "Dialogue_ID/Utterance_ID are not integers"),
+    ("0,0,A,hi\n\n0,1, ,yo\n", "line 4, utterance dia0_utt1", "empty Speaker"),
+])
+def test_csv_errors_name_the_file_line_where_the_row_starts(body, where, problem, tmp_path):
+    path = tmp_path / "b.csv"
+    path.write_bytes((MELD_HEADER + body).encode())
+    with pytest.raises(DataError) as caught:
+        read_dialogues(path)
+    assert str(caught.value) == f"{path}: {where}: {problem}"
+
+
+def test_the_docs_json_lines_example_reads_as_saved(tmp_path):
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text(encoding="utf-8")
+    example = docs.split("**erckit JSON lines**", 1)[1].split("```json\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "example.jsonl"
+    path.write_text(example, encoding="utf-8")
+    dialogues = read_dialogues(path)
+    assert dialogues[0].utterances[0].label == "Surprise" and len(dialogues[0].utterances) == 2
+
+
+DIALOGUE = {"id": "d1", "utterances": [{"id": "u1", "speaker": "Ann", "text": "Hi!"},
+                                       {"id": "u2", "speaker": "Bob", "text": "Yo."}]}
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    (json.dumps(DIALOGUE, indent=2) + "\n", "line 1"),  # one dialogue, pretty-printed
+    (json.dumps(DIALOGUE, indent=2) + "\n" + json.dumps({**DIALOGUE, "id": "d2"}, indent=2) + "\n", "line 1"),
+    (json.dumps(DIALOGUE).replace('}, {', '},\n {') + "\n", "line 1"),  # wrapped, as the docs' example was
+    (json.dumps(DIALOGUE) + "\n" + json.dumps(DIALOGUE, indent=1), "line 2"),
+])
+def test_pretty_printed_json_lines_get_a_hint(text, where, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_dialogues(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: {where}: malformed JSON: ") and "\n" not in message
+    assert message.endswith("; JSON lines need one dialogue per line, this one goes on below (pretty-printed?)")
+
+
+@pytest.mark.parametrize("text", ['{"id": "d1", "utterances": [{"id": "u1", "speaker": "A", "text": "hi"}]}\n{"id": "d2", "utter',
+                                  '{"id": "d1", "utterances": [}\n{"id": "d2", "utterances": []}\n'])
+def test_other_malformed_json_lines_get_no_hint(text, tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError, match="malformed JSON") as caught:
+        read_dialogues(path)
+    assert "pretty-printed" not in str(caught.value)

@@ -202,3 +202,28 @@ def test_a_bad_resume_file_is_refused_and_kept(bad, tmp_path):
         predict_items([Item("d1_1", "a")], out, backend, settings={}, progress=False)
     assert str(caught.value).startswith(f"{partial}: ") and BAD[bad] in str(caught.value)
     assert "\n" not in str(caught.value) and not out.exists() and os.path.lexists(partial)
+
+
+MELD_HEADER = b"Dialogue_ID,Utterance_ID,Speaker,Utterance\n"
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    (b"0,0,A,I don\x92t know\n0,1,B,caf\xe9s and na\xefve\n",  # Excel's CSV on Western Windows
+     "line 2: is not UTF-8 or GBK text: read as GBK its words hold single Chinese characters ('don抰')"),
+    (b"0,0,A,hi\n\n\n0,x,B,yo\n", "line 5: Dialogue_ID/Utterance_ID are not integers"),
+])
+def test_a_bad_csv_to_predict_names_the_file_line_and_problem(body, message, tmp_path, tfidf_model, capsys):
+    path, out = tmp_path / "b.csv", tmp_path / "p.jsonl"
+    path.write_bytes(MELD_HEADER + body)
+    assert main(["predict", "--model", str(tfidf_model), "--input", str(path), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{path}: {message}" in err, err
+    assert not out.exists()
+
+
+def test_a_csv_utterance_longer_than_csvs_field_limit_is_labelled(tmp_path, tfidf_model):
+    path, out = tmp_path / "long.csv", tmp_path / "p.jsonl"
+    path.write_bytes(MELD_HEADER + b'0,0,A,"' + b"so long " * 20_000 + b'"\n0,1,B,yo\n')  # 160,000 characters
+    assert main(["predict", "--model", str(tfidf_model), "--input", str(path), "--out", str(out)]) == 0
+    assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == [
+        "dia0_utt0", "dia0_utt1"]

@@ -18,20 +18,30 @@ _MODULES = {"m3ed": m3ed, "csv": meld_csv, "jsonl": jsonl}
 
 
 def detect_format(text: str) -> str:
-    """'m3ed' for one JSON object, 'jsonl' for one JSON object per line, else 'csv'."""
+    """'m3ed' for one JSON object, 'jsonl' for one JSON object per line, else 'csv'. Dialogue objects written
+    over several lines are 'jsonl' too, so that the JSON-lines reader names their fault."""
     stripped = text.lstrip()
     if not stripped.startswith("{"):
         return "csv"
     try:
         data = json.loads(stripped)
-        return "jsonl" if isinstance(data, dict) and "utterances" in data else "m3ed"
+        return "jsonl" if _is_dialogue(data) else "m3ed"
     except json.JSONDecodeError:
         first_line = stripped.split("\n", 1)[0]  # an object per line, or one object (then read to name its fault)
         try:
             json.loads(first_line)
             return "jsonl"
         except json.JSONDecodeError:
-            return "m3ed"
+            pass
+    try:
+        return "jsonl" if _is_dialogue(json.JSONDecoder().raw_decode(stripped)[0]) else "m3ed"
+    except json.JSONDecodeError:
+        return "m3ed"
+
+
+def _is_dialogue(data: object) -> bool:
+    """Whether a JSON value is an erckit JSON-lines dialogue (an object with "utterances")."""
+    return isinstance(data, dict) and "utterances" in data
 
 
 def _check_not_json_list(text: str, path: str | Path) -> None:

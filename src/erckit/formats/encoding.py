@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from collections.abc import Iterator
 from pathlib import Path
@@ -103,6 +104,7 @@ def decode_text(raw: bytes, path: str | Path, encoding: str | None = None) -> tu
                 raise DataError(path, f"line {line}", "holds NUL characters (UTF-16? wrong encoding)")
             if encoding is None and name != encodings[0]:
                 check_one_encoding(raw, path)
+                check_not_latin(text, path)
             return text, name
     assert first_error is not None
     if encoding is None:
@@ -149,6 +151,30 @@ def check_one_encoding(raw: bytes, path: str | Path) -> None:
         )
 
 
+_NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
+_LETTERS_END = re.compile(r"[A-Za-z]*\Z")
+_LETTERS = re.compile(r".[A-Za-z]*", re.DOTALL)  # a character and the letters after it
+_GLUED = re.compile(r"(?<=[A-Za-z])[^\x00-\x7f](?![^\x00-\x7f])")  # one non-ASCII character after a letter
+
+
+def check_not_latin(text: str, path: str | Path) -> None:
+    """Refuse GBK-decoded text that is really Windows-1252 or Latin-1 (Excel's CSV on Western Windows).
+
+    Read as GBK, each accented letter or curly quote of such a file swallows the next byte, an ASCII letter,
+    into one Chinese character inside a Latin word (don’t -> don抰, cafés -> caf閟): a character whose
+    second GBK byte is ASCII, which Chinese text uses rarely (none is in GB2312) and then among others. The
+    rule: when most runs of non-ASCII characters are one such character right after an ASCII letter, the
+    file is refused, naming the first.
+    """
+    glued = [m.start() for m in _GLUED.finditer(text) if m.group().encode("gbk", "replace")[-1] < 0x80]
+    if glued and 2 * len(glued) > sum(1 for _ in _NON_ASCII_RUN.finditer(text)):
+        at = glued[0]
+        word = _LETTERS_END.search(text, max(0, at - 40), at)[0] + _LETTERS.match(text, at, at + 41)[0]
+        raise DataError(path, f"line {text.count(chr(10), 0, at) + 1}",
+                        f"is not UTF-8 or GBK text: read as GBK its words hold single Chinese characters "
+                        f"({word!r}), the mark of Windows-1252 or Latin-1 text; save it as UTF-8")
+
+
 def read_json(path: str | Path, kind: Kind = "input") -> object:
     """A UTF-8 JSON file (a BOM is allowed); malformed JSON is refused with its line."""
     try:
@@ -162,11 +188,15 @@ def json_lines(text: str, path: str | Path) -> list[tuple[int, object]]:
     return list(iter_json_lines(text, path))
 
 
-def iter_json_lines(text: str, path: str | Path) -> Iterator[tuple[int, object]]:
+_NON_SPACE = re.compile(r"\S")
+
+
+def iter_json_lines(text: str, path: str | Path, record: str = "object") -> Iterator[tuple[int, object]]:
     """(line number, value) of JSON-lines text one line at a time, blank lines skipped.
 
     Lines end at "\n" only: `str.splitlines` would also split at U+2028 and U+0085, which
-    `json.dumps(ensure_ascii=False)` writes raw inside strings.
+    `json.dumps(ensure_ascii=False)` writes raw inside strings. A line whose JSON is cut off at its end, with
+    more text below, gets a hint: one `record` per line (pretty-printed JSON is not JSON lines).
     """
     start, number = 0, 0
     while start <= len(text):
@@ -177,4 +207,7 @@ def iter_json_lines(text: str, path: str | Path) -> Iterator[tuple[int, object]]
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as err:
-                raise DataError(path, f"line {number}", f"malformed JSON: {err.msg} (column {err.colno})") from None
+                problem = f"malformed JSON: {err.msg} (column {err.colno})"
+                if err.pos >= len(line.rstrip()) and _NON_SPACE.search(text, start):  # cut off, text below
+                    problem += f"; JSON lines need one {record} per line, this one goes on below (pretty-printed?)"
+                raise DataError(path, f"line {number}", problem) from None

@@ -19,7 +19,7 @@ from erckit.labels import normalize_label
 
 def _records(text: str, path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, dialogue record) one line at a time."""
-    for number, record in iter_json_lines(text, path):
+    for number, record in iter_json_lines(text, path, "dialogue"):
         if not isinstance(record, dict) or not isinstance(record.get("utterances"), list):
             raise DataError(path, f"line {number}", 'expected an object with an "utterances" list')
         yield number, record

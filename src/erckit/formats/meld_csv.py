@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
 from erckit.data import DataError, Dialogue, Utterance
+from erckit.formats.encoding import LIMITS
 from erckit.labels import MELD_NAMES, normalize_label
+
+# A field may be as long as an input file may be (csv's default stops at 128 KiB). csv has no per-reader
+# setting: its limit is process-wide, so it is raised once, here, for every reader.
+csv.field_size_limit(max(csv.field_size_limit(), LIMITS["input"]))
 
 DIALOGUE = "Dialogue_ID"
 UTTERANCE = "Utterance_ID"
@@ -18,30 +23,48 @@ LABEL = "Emotion"
 TEXT_COLUMNS = ("Target", "Utterance")  # the first present is the default text column
 
 
-def _rows(text: str, path: str | Path) -> tuple[list[str], list[list[str]]]:
-    """Header and rows; a row with the wrong number of fields is refused."""
-    try:
-        rows = list(csv.reader(io.StringIO(text, newline="")))
-    except csv.Error as err:
-        raise DataError(path, None, f"malformed CSV: {err}") from None
-    if not rows:
+def _records(text: str, path: str | Path) -> Iterator[tuple[int, list[str]]]:
+    """(file line where it starts, fields) of each record, a blank line as []; malformed CSV is refused
+    naming the line where its record starts."""
+    reader = csv.reader(io.StringIO(text, newline=""))
+    line = 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as err:
+            raise DataError(path, f"line {line}", f"malformed CSV: {err}") from None
+        yield line, row
+        line = reader.line_num + 1
+
+
+def _rows(text: str, path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+    """Header, and (file line, fields) of each non-blank row; a row with the wrong number of fields is
+    refused."""
+    records = _records(text, path)
+    first = next(records, None)
+    if first is None:
         raise DataError(path, None, "empty CSV file")
-    header = [name.strip() for name in rows[0]]
+    header = [name.strip() for name in first[1]]
     for column in (DIALOGUE, UTTERANCE, SPEAKER):
         if column not in header:
             raise DataError(path, "header", f"missing column {column!r} (not a MELD-style CSV?)")
-    for number, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header) and any(field.strip() for field in row):
-            raise DataError(path, f"line {number}", f"has {len(row)} fields, the header has {len(header)}")
-    return header, [row for row in rows[1:] if any(field.strip() for field in row)]
+    rows = []
+    for line, row in records:
+        if any(field.strip() for field in row):
+            if len(row) != len(header):
+                raise DataError(path, f"line {line}", f"has {len(row)} fields, the header has {len(header)}")
+            rows.append((line, row))
+    return header, rows
 
 
-def _utterance_id(row: list[str], header: list[str], path: str | Path, number: int) -> tuple[int, int, str]:
+def _utterance_id(row: list[str], header: list[str], path: str | Path, line: int) -> tuple[int, int, str]:
     try:
         dialogue = int(row[header.index(DIALOGUE)])
         utterance = int(row[header.index(UTTERANCE)])
     except ValueError:
-        raise DataError(path, f"row {number}", f"{DIALOGUE}/{UTTERANCE} are not integers") from None
+        raise DataError(path, f"line {line}", f"{DIALOGUE}/{UTTERANCE} are not integers") from None
     return dialogue, utterance, utterance_id(dialogue, utterance)
 
 
@@ -59,15 +82,16 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
     text_at, speaker_at = header.index(column), header.index(SPEAKER)
     label_at = header.index(LABEL) if LABEL in header else None
     grouped: dict[int, list[tuple[int, Utterance]]] = {}
-    for number, row in enumerate(rows, start=1):
-        dialogue, position, utt_id = _utterance_id(row, header, path, number)
+    for line, row in rows:
+        dialogue, position, utt_id = _utterance_id(row, header, path, line)
+        where = f"line {line}, utterance {utt_id}"
         label = None
         if label_at is not None and row[label_at].strip():
             label = normalize_label(row[label_at])
             if label is None:
-                raise DataError(path, f"utterance {utt_id}", f"unknown label {row[label_at]!r}")
+                raise DataError(path, where, f"unknown label {row[label_at]!r}")
         if not row[speaker_at].strip():
-            raise DataError(path, f"utterance {utt_id}", f"empty {SPEAKER}")
+            raise DataError(path, where, f"empty {SPEAKER}")
         utt = Utterance(utt_id, row[speaker_at].strip(), row[text_at].strip(), label)
         grouped.setdefault(dialogue, []).append((position, utt))
     return [
@@ -84,16 +108,16 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
     if LABEL not in header:
         header.append(LABEL)
         raw_header.append(LABEL)
-        rows = [row + [""] for row in rows]
+        rows = [(line, row + [""]) for line, row in rows]
     label_at = header.index(LABEL)
     meld_words = set(MELD_NAMES.values())
-    present = {row[label_at].strip() for row in rows} - {""}
+    present = {row[label_at].strip() for _, row in rows} - {""}
     uses_meld_words = not present or bool(present & meld_words)  # an unlabelled MELD file gets MELD's words
     first_line = text[: text.find("\n")] if "\n" in text else text  # its ending: a quoted field may hold another
     writer = csv.writer(out, lineterminator="\r\n" if first_line.endswith("\r") else "\n")
     writer.writerow(raw_header)
-    for number, row in enumerate(rows, start=1):
-        _, _, utt_id = _utterance_id(row, header, path, number)
+    for line, row in rows:
+        _, _, utt_id = _utterance_id(row, header, path, line)
         if utt_id in labels:
             label = labels[utt_id]
             row[label_at] = MELD_NAMES[label] if uses_meld_words else label
