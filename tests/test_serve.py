@@ -21,15 +21,18 @@ import pytest
 from conftest import REFERENCE_DIALOGUE, SAMPLE_DATA, m3ed_file
 from erckit.cli import main
 from erckit.config import ConfigError
+from erckit.data import DataError
+from erckit.formats import jsonl
 from test_encoder_model import tiny_encoder  # noqa: F401  (fixture)
 
 TURNS = [{"speaker": speaker, "text": text} for speaker, text in REFERENCE_DIALOGUE]
 
 
-def request(url: str, body: object | bytes | None = None) -> tuple[int, dict]:
-    """(status, JSON answer) of a GET (no body) or a JSON POST."""
+def request(url: str, body: object | bytes | None = None, content_type: str = "application/json"
+            ) -> tuple[int, dict]:
+    """(status, JSON answer) of a GET (no body) or a POST (a JSON body by default)."""
     data = body if isinstance(body, bytes) or body is None else json.dumps(body, ensure_ascii=False).encode()
-    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(req, timeout=60) as response:
             return response.status, json.loads(response.read())
@@ -128,6 +131,8 @@ def test_live_mode_equals_erckit_predict_on_the_past_only_prefixes(served, tmp_p
 BAD = [
     (b'{"turns": [', 400, "malformed JSON"),
     (b"not json at all", 400, "malformed JSON"),
+    ('{"turns": [{"speaker": "A", "text": "café"}]}'.encode("latin-1"), 400,
+     "the body is not UTF-8 JSON: 'utf-8' codec can't decode byte 0xe9 in position 40"),
     ({"turns": [{"speaker": "A", "text": 5}]}, 422, "turns.0.text: Input should be a valid string"),
     ({"turns": [{"speaker": "A", "text": "hi", "colour": "red"}]}, 422, "unknown field turns.0.colour"),
     ({"turns": "A: hi"}, 422, "turns: Input should be a valid list"),
@@ -141,6 +146,10 @@ BAD = [
     ({"turns": [{"speaker": "A", "text": "好" * 101}]}, 413, "turn 1 has 101 characters: more than the limit of 100"),
     ({"turns": [{"speaker": "A" * 201, "text": "hi"}]}, 422, "turns.0.speaker: String should have at most 200 characters"),
     ({"turns": [{"speaker": "A", "text": "hi", "id": ""}]}, 422, "turns.0.id: String should have at least 1 character"),
+    ({"turns": [{"speaker": "A", "text": "hi", "id": " "}]}, 422, 'turn 1: "id" is blank'),
+    ({"turns": [{"speaker": " \n ", "text": "hi"}]}, 422, 'turn 1: "speaker" is blank'),
+    ({"turns": [{"speaker": "A", "text": "a", "id": "x"}, {"speaker": "B", "text": "b", "id": " x"}]}, 422,
+     "duplicate utterance id"),
 ]
 
 
@@ -150,6 +159,43 @@ def test_bad_requests_get_a_one_line_4xx_and_the_server_keeps_serving(served, bo
     _, url = served
     got, answer = request(url + path, body)
     assert (got, list(answer)) == (status, ["error"]) and reason in answer["error"] and "\n" not in answer["error"]
+    assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
+
+
+def test_speakers_and_ids_are_read_as_the_file_readers_read_them(served):
+    """A blank one is refused with the reason a dialogue file gets; the others are stripped, as in a file."""
+    _, url = served
+    for turn in ({"speaker": " \n ", "text": "hi"}, {"speaker": "A", "text": "hi", "id": "\t"}):
+        with pytest.raises(DataError) as refused:
+            jsonl.parse(json.dumps({"id": "d", "utterances": [{"id": "1", **turn}]}), "d.jsonl")
+        problem = str(refused.value).removeprefix("d.jsonl: line 1, utterance 1: ")
+        for path in ("/api/label", "/api/live"):
+            assert request(url + path, {"turns": [turn]}) == (422, {"error": f"turn 1: {problem}"})
+    padded = [{**TURNS[0], "speaker": " A\n", "id": " x "}, {**TURNS[1], "speaker": "\tB"}]
+    plain = [{**TURNS[0], "speaker": "A", "id": "x"}, {**TURNS[1], "speaker": "B"}]
+    status, answer = request(f"{url}/api/label", {"turns": padded})
+    assert status == 200 and [t["id"] for t in answer["turns"]] == ["x", "2"]
+    assert answer == request(f"{url}/api/label", {"turns": plain})[1]
+
+
+def test_head_is_answered_as_get(served):
+    _, url = served
+    with urllib.request.urlopen(f"{url}/", timeout=60) as got:
+        page, headers = got.read(), got.headers
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/", method="HEAD"), timeout=60) as head:
+        assert (head.status, head.read()) == (200, b"") and page.startswith(b"<!")
+        assert [head.headers[h] for h in ("Content-Type", "Content-Length")] == [
+            headers[h] for h in ("Content-Type", "Content-Length")]
+    assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
+
+
+@pytest.mark.parametrize("charset", ["", "; charset=latin-1", "; charset=utf-8"])
+def test_a_body_that_is_not_utf8_is_refused_saying_so_whatever_charset_it_declares(served, charset):
+    _, url = served
+    body = json.dumps({"turns": [{"speaker": "A", "text": "Ça va ?"}]}, ensure_ascii=False).encode("latin-1")
+    status, answer = request(f"{url}/api/label", body, "application/json" + charset)
+    assert (status, answer) == (400, {"error": "the body is not UTF-8 JSON: 'utf-8' codec can't decode byte "
+                                               "0xc7 in position 37: invalid continuation byte"})
     assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
 
 

@@ -16,12 +16,12 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from erckit.data import DataError, Dialogue, Utterance, check_dialogues
+from erckit.data import DataError, Dialogue, Utterance, check_dialogues, not_text
 from erckit.labels import LABELS
 from erckit.models import Predictor
 from erckit.predictions import Prediction
 from erckit.serve.batcher import Batcher
-from erckit.serve.protocol import NAME_CHARS, Conversation, Info, LabelledTurn, Labels, Limits
+from erckit.serve.protocol import NAME_CHARS, Conversation, Info, LabelledTurn, Labels, Limits, Turn
 from erckit.serve.settings import ServeSettings
 
 # one colour per label, in LABELS order (Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear)
@@ -78,6 +78,16 @@ def _validation_reason(err: RequestValidationError) -> tuple[int, str]:
     return 422, f"{where}: {first.get('msg')}"
 
 
+def _utterance(turn: Turn, number: int) -> Utterance:
+    """A turn as the file readers (erckit.formats) take one: id, speaker and text stripped, a blank id or speaker
+    refused with their reason (a blank text: by check_dialogues)."""
+    fields = turn.model_dump(exclude_none=True)
+    for key in ("id", "speaker"):
+        if key in fields and not fields[key].strip():
+            raise DataError("request", f"turn {number}", not_text(fields, key))
+    return Utterance(fields.get("id", str(number)).strip(), turn.speaker.strip(), turn.text.strip())
+
+
 def to_dialogue(conversation: Conversation, limits: Limits) -> Dialogue:
     """The request's turns as a Dialogue, within the limits (ids default to 1, 2, ...)."""
     turns = conversation.turns
@@ -87,8 +97,8 @@ def to_dialogue(conversation: Conversation, limits: Limits) -> Dialogue:
         if len(turn.text) > limits.max_chars:
             raise RequestRefused(413, f"turn {number} has {len(turn.text)} characters: more than the limit of "
                                       f"{limits.max_chars} (--max-chars)")
-    dialogue = Dialogue("request", tuple(Utterance(t.id or str(n), t.speaker, t.text) for n, t in enumerate(turns, 1)))
     try:
+        dialogue = Dialogue("request", tuple(_utterance(turn, n) for n, turn in enumerate(turns, start=1)))
         return check_dialogues([dialogue], "request")[0]
     except DataError as err:
         raise RequestRefused(422, str(err).removeprefix("request: ")) from None
@@ -123,13 +133,15 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
+        if isinstance(err.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", whatever the charset
+            return _error(400, f"the body is not UTF-8 JSON: {err.__cause__}")
         return _error(err.status_code, str(err.detail))
 
     @app.exception_handler(Exception)
     async def model_error(request: Request, err: Exception) -> JSONResponse:
         return _error(500, f"the model failed: {type(err).__name__}: {err}")
 
-    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], response_class=HTMLResponse, include_in_schema=False)
     async def index() -> str:
         return page
 
