@@ -154,7 +154,7 @@ def test_a_hub_id_without_a_local_folder_keeps_its_advice(model, tmp_path, monke
 def test_a_file_given_as_the_model_is_named(tmp_path, capsys):
     args = ["predict", "--model", str(GOLD), "--input", str(GOLD), "--out", str(tmp_path / "p.jsonl")]  # swapped
     assert main(args) == 2
-    assert one_line(capsys).endswith(f"{GOLD}: is a file, not a model folder (--input names the file to label)")
+    assert one_line(capsys).endswith(f"{GOLD}: is a file, not a model folder")
     assert not (tmp_path / "p.jsonl").exists()
 
 

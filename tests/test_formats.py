@@ -96,7 +96,9 @@ def test_a_windows_1252_csv_is_refused_not_read_as_gbk(tmp_path):
 
 @pytest.mark.parametrize("texts", [
     ["你好吗我的朋友", "OK吧，走！", "Ross说：今天天气很好"],  # Latin next to Chinese, in runs
-    ["A座", "sautéed 牛肉", "第一个A。", "我们可以玩3P。"],  # as in BMELD: one glued character, not most
+    ["A座", "sautéed 牛肉", "第一个A。", "我们可以玩3P。"],  # glued, but no second byte below 0x80
+    ["Ross說", "你好吗我的朋友", "走吧"],  # 說 (GBK D5 66) glued to a letter: one run of three, not most
+    ["Pages A–Z", "COVID–19"],  # a symbol (– is GBK A8 43), not an ideograph: never counted
 ])
 def test_gbk_chinese_with_latin_letters_is_still_read(texts, tmp_path):
     path = tmp_path / "gbk.csv"

@@ -139,7 +139,7 @@ BAD = [
     ({"turns": []}, 422, "turns: List should have at least 1 item"),
     ({"dialogue": TURNS}, 422, "unknown field dialogue"),
     ([TURNS], 422, "body: Input should be a valid dictionary"),
-    ({"turns": [{"speaker": "A", "text": "   "}]}, 422, "has no text"),
+    ({"turns": [{"speaker": "A", "text": "   "}]}, 422, 'turn 1: "text" is blank'),
     ({"turns": [{"speaker": "A", "text": "a", "id": "x"}, {"speaker": "B", "text": "b", "id": "x"}]}, 422,
      "duplicate utterance id"),
     ({"turns": TURNS * 4}, 413, "44 turns: more than the limit of 40 (--max-turns)"),

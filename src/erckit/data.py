@@ -24,6 +24,16 @@ def not_text(record: dict, key: str) -> str:
     return f'"{key}" is blank'
 
 
+def required_text(record: dict, key: str, path: str | Path, where: str) -> str:
+    """`record[key]` with its ends stripped: text, or an integer (an id); refused naming why when missing,
+    of another type or blank. How every reader of records (JSON lines, the server) takes ids, speakers and
+    texts."""
+    value = record.get(key)
+    if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
+        raise DataError(path, where, not_text(record, key))
+    return str(value).strip()
+
+
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, with what the interrupted command kept and how to go on (the command line prints it)."""
 

@@ -19,18 +19,13 @@ CHINESE_NAMES: dict[str, str] = {
     "Fear": "恐惧",
 }
 
-TRADITIONAL_CHINESE_NAMES: dict[str, str] = {
-    "Disgust": "厭惡",
-    "Anger": "憤怒",
-    "Sad": "悲傷",
-    "Happy": "高興",
-    "Neutral": "中性",
-    "Surprise": "驚訝",
-    "Fear": "恐懼",
-}
-# Common characters written differently in the two scripts, position for position.
+# Characters written differently in Simplified and Traditional Chinese, position for position: common ones
+# (they tell the script of a text) and those of the label words (they make the Traditional label words).
 _SIMPLIFIED = "们这说个来时会对为过还没么样后点见问让车东开关门电话钱长请买书头发现实学听亲爱欢谢难边觉应该两无与经给吗语认识记师饭气岁妈谁"
 _TRADITIONAL = "們這說個來時會對為過還沒麼樣後點見問讓車東開關門電話錢長請買書頭發現實學聽親愛歡謝難邊覺應該兩無與經給嗎語認識記師飯氣歲媽誰"
+_TO_TRADITIONAL = str.maketrans(_SIMPLIFIED + "厌恶讨愤恼伤兴乐悦静惊讶惧担", _TRADITIONAL + "厭惡討憤惱傷興樂悅靜驚訝懼擔")
+
+TRADITIONAL_CHINESE_NAMES: dict[str, str] = {label: name.translate(_TO_TRADITIONAL) for label, name in CHINESE_NAMES.items()}
 
 
 def mostly_chinese(texts: list[str]) -> bool:
@@ -72,19 +67,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "Fear": ("fear", "fearful", "scared", "afraid", "恐惧", "害怕", "担心", "恐慌"),
 }
 
-# The Traditional forms of the Chinese aliases (a label written in Taiwan or Hong Kong).
-_TRADITIONAL_ALIASES: dict[str, tuple[str, ...]] = {
-    "Disgust": ("厭惡", "噁心", "討厭"),
-    "Anger": ("憤怒", "生氣", "氣憤", "惱怒"),
-    "Sad": ("悲傷", "傷心", "難過"),
-    "Happy": ("高興", "快樂", "開心", "喜悅"),
-    "Neutral": ("平靜",),
-    "Surprise": ("驚訝", "吃驚", "驚奇", "震驚"),
-    "Fear": ("恐懼", "擔心"),
-}
-
-ALIASES: dict[str, str] = {alias: label for aliases in (_ALIASES, _TRADITIONAL_ALIASES)
-                           for label, names in aliases.items() for alias in names}
+ALIASES: dict[str, str] = {form: label for label, names in _ALIASES.items() for alias in names
+                           for form in (alias, alias.translate(_TO_TRADITIONAL))}  # each also in Traditional
 
 _STRIP = " \t\r\n.,;:!?。，；：！？、\"'“”‘’<>《》()（）[]【】*`"
 _ENGLISH_ALIASES = sorted((a for a in ALIASES if a.isascii()), key=len, reverse=True)

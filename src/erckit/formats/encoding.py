@@ -154,17 +154,18 @@ def check_one_encoding(raw: bytes, path: str | Path) -> None:
 _NON_ASCII_RUN = re.compile(r"[^\x00-\x7f]+")
 _LETTERS_END = re.compile(r"[A-Za-z]*\Z")
 _LETTERS = re.compile(r".[A-Za-z]*", re.DOTALL)  # a character and the letters after it
-_GLUED = re.compile(r"(?<=[A-Za-z])[^\x00-\x7f](?![^\x00-\x7f])")  # one non-ASCII character after a letter
+# one ideograph (or private-use character: where GBK puts some byte pairs) alone right after a Latin letter
+_GLUED = re.compile(r"(?<=[A-Za-z])[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff\ue000-\uf8ff](?![^\x00-\x7f])")
 
 
 def check_not_latin(text: str, path: str | Path) -> None:
     """Refuse GBK-decoded text that is really Windows-1252 or Latin-1 (Excel's CSV on Western Windows).
 
     Read as GBK, each accented letter or curly quote of such a file swallows the next byte, an ASCII letter,
-    into one Chinese character inside a Latin word (don’t -> don抰, cafés -> caf閟): a character whose
-    second GBK byte is ASCII, which Chinese text uses rarely (none is in GB2312) and then among others. The
-    rule: when most runs of non-ASCII characters are one such character right after an ASCII letter, the
-    file is refused, naming the first.
+    into one Chinese character inside a Latin word (don’t -> don抰, cafés -> caf閟): an ideograph (or a
+    private-use character) whose second GBK byte is ASCII, which Chinese text uses rarely (none is in GB2312)
+    and then among others. The rule: when most runs of non-ASCII characters are one such character right
+    after an ASCII letter, the file is refused, naming the first. Symbols (GBK's – in A–Z) never count.
     """
     glued = [m.start() for m in _GLUED.finditer(text) if m.group().encode("gbk", "replace")[-1] < 0x80]
     if glued and 2 * len(glued) > sum(1 for _ in _NON_ASCII_RUN.finditer(text)):

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from erckit.data import DataError, Dialogue, Utterance, not_text
+from erckit.data import DataError, Dialogue, Utterance, required_text
 from erckit.formats.encoding import iter_json_lines
 from erckit.labels import normalize_label
 
@@ -25,24 +25,17 @@ def _records(text: str, path: str | Path) -> Iterator[tuple[int, dict[str, Any]]
         yield number, record
 
 
-def _string(record: dict[str, Any], key: str, path: str | Path, where: str) -> str:
-    value = record.get(key)
-    if not isinstance(value, (str, int)) or isinstance(value, bool) or not str(value).strip():
-        raise DataError(path, where, not_text(record, key))
-    return str(value).strip()
-
-
 def parse(text: str, path: str | Path) -> list[Dialogue]:
     """Dialogues of a JSON-lines file."""
     dialogues = []
     for number, record in _records(text, path):
-        dialogue_id = _string(record, "id", path, f"line {number}")
+        dialogue_id = required_text(record, "id", path, f"line {number}")
         utterances = []
         for position, utt in enumerate(record["utterances"], start=1):
             where = f"line {number}, utterance {position}"
             if not isinstance(utt, dict):
                 raise DataError(path, where, "expected an object")
-            utt_id = _string(utt, "id", path, where)
+            utt_id = required_text(utt, "id", path, where)
             where = f"line {number}, utterance {utt_id}"
             raw_label = utt.get("label")
             label = None
@@ -50,8 +43,8 @@ def parse(text: str, path: str | Path) -> list[Dialogue]:
                 label = normalize_label(raw_label) if isinstance(raw_label, str) else None
                 if label is None:
                     raise DataError(path, where, f"unknown label {raw_label!r}")
-            speaker = _string(utt, "speaker", path, where)
-            utterances.append(Utterance(utt_id, speaker, _string(utt, "text", path, where), label))
+            speaker = required_text(utt, "speaker", path, where)
+            utterances.append(Utterance(utt_id, speaker, required_text(utt, "text", path, where), label))
         dialogues.append(Dialogue(dialogue_id, tuple(utterances)))
     return dialogues
 

@@ -91,7 +91,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     if is_local_path(weights) and not path.exists():
         raise DataError(weights, None, "no such model folder")
     if path.is_file():
-        raise DataError(weights, None, "is a file, not a model folder (--input names the file to label)")
+        raise DataError(weights, None, "is a file, not a model folder")
     info = info or model_info(path)
     if info is not None and not info.get("finished"):
         raise ConfigError(f"{path}: the LLM run has not finished (no run record in {BEST}/); rerun its train "

@@ -16,7 +16,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from erckit.data import DataError, Dialogue, Utterance, check_dialogues, not_text
+from erckit.data import DataError, Dialogue, Utterance, check_dialogues, required_text
 from erckit.labels import LABELS
 from erckit.models import Predictor
 from erckit.predictions import Prediction
@@ -79,13 +79,11 @@ def _validation_reason(err: RequestValidationError) -> tuple[int, str]:
 
 
 def _utterance(turn: Turn, number: int) -> Utterance:
-    """A turn as the file readers (erckit.formats) take one: id, speaker and text stripped, a blank id or speaker
-    refused with their reason (a blank text: by check_dialogues)."""
-    fields = turn.model_dump(exclude_none=True)
-    for key in ("id", "speaker"):
-        if key in fields and not fields[key].strip():
-            raise DataError("request", f"turn {number}", not_text(fields, key))
-    return Utterance(fields.get("id", str(number)).strip(), turn.speaker.strip(), turn.text.strip())
+    """A turn as the file readers take one (`required_text`: ends stripped, blank refused); ids default to
+    the turn's number."""
+    fields = {"id": str(number)} | turn.model_dump(exclude_none=True)
+    where = f"turn {number}"
+    return Utterance(*(required_text(fields, key, "request", where) for key in ("id", "speaker", "text")))
 
 
 def to_dialogue(conversation: Conversation, limits: Limits) -> Dialogue:
