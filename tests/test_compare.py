@@ -30,7 +30,7 @@ def test_shipped_compare_config_parses():
     head_rate = [f"encoder_utterance_headlr5e4-seed{n}" for n in range(3)]
     assert {"tfidf", *seeds, "encoder_dialogue", "encoder_utterance_all_layers", *balanced, "encoder_utterance_power075",
             "encoder_utterance_top2_layers", "encoder_utterance_dropout03", "encoder_utterance_lr1e4",
-            "encoder_utterance_top6_layers", *head_rate, "gemma_dialogue", *subset, "fusion_seeds",
+            "encoder_utterance_top6_layers", *head_rate, "encoder_utterance_speaker_letter", "gemma_dialogue", *subset, "fusion_seeds",
             "fusion_headlr5e4_seeds", "fusion_encoders", "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
     assert bmeld.methods["fusion_headlr5e4_seeds"].fusion == head_rate
