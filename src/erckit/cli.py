@@ -386,8 +386,9 @@ def _select(args: argparse.Namespace) -> int:
     from erckit.models import model_files
 
     inputs = [args.validation, *(f for run in args.run for f in model_files(run)), *model_files(args.base)]
+    progress = partial_path(Path(args.out)) if args.out else None  # each checkpoint's scores, kept as they come
     check_output(args.out, inputs)
-    check_output(args.out and partial_path(Path(args.out)), inputs)  # its progress file beside --out
+    check_output(progress, inputs)
     if missing := next((run for run in args.run if not Path(run).exists()), None):
         raise DataError(missing, None, "no such model folder")
     checkpoints = [c for run in args.run for c in find_checkpoints(Path(run))]
@@ -396,7 +397,6 @@ def _select(args: argparse.Namespace) -> int:
     validation, digest = read_dialogue_file(args.validation, args.format, text_column=args.text_column)
     gold_labels(validation, args.validation)  # every utterance labelled: refused before a checkpoint is scored
     runs = [_open_run(str(c), args, validation, base=args.base) for c in checkpoints]
-    progress = partial_path(Path(args.out)) if args.out else None  # each checkpoint's scores, kept as they come
     settings = {"validation_sha256": digest, "text_column": args.text_column, "limit": args.limit}
     try:
         with lock_partial(progress, "select") if progress else contextlib.nullcontext():

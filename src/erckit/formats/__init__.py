@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import json
 from collections.abc import Mapping
@@ -23,20 +24,14 @@ def detect_format(text: str) -> str:
     stripped = text.lstrip()
     if not stripped.startswith("{"):
         return "csv"
-    try:
-        data = json.loads(stripped)
-        return "jsonl" if _is_dialogue(data) else "m3ed"
-    except json.JSONDecodeError:
-        first_line = stripped.split("\n", 1)[0]  # an object per line, or one object (then read to name its fault)
-        try:
-            json.loads(first_line)
-            return "jsonl"
-        except json.JSONDecodeError:
-            pass
-    try:
+    with contextlib.suppress(json.JSONDecodeError):
+        return "jsonl" if _is_dialogue(json.loads(stripped)) else "m3ed"
+    with contextlib.suppress(json.JSONDecodeError):  # an object per line, or one object (then read to name its fault)
+        json.loads(stripped.split("\n", 1)[0])
+        return "jsonl"
+    with contextlib.suppress(json.JSONDecodeError):  # its first value: a pretty-printed dialogue?
         return "jsonl" if _is_dialogue(json.JSONDecoder().raw_decode(stripped)[0]) else "m3ed"
-    except json.JSONDecodeError:
-        return "m3ed"
+    return "m3ed"
 
 
 def _is_dialogue(data: object) -> bool:
