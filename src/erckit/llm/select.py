@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -60,8 +61,12 @@ def rank_checkpoints(
     gold = [u.label for d in dialogues for u in d.utterances]
     for run in runs:  # every checkpoint's own code refused before the first is scored
         check_own_code(run, options)
-    earlier = _scored_before(progress, settings or {}) if progress is not None else {}
-    with progress_writer(progress, settings or {}) if progress is not None else contextlib.nullcontext() as write:
+    with contextlib.ExitStack() as stack:
+        earlier: dict[str, dict] = {}
+        write: Callable[[str], None] = lambda text: None  # no progress file: scores are not kept
+        if progress is not None:  # scores of an earlier run read back, new ones appended as they come
+            earlier = _scored_before(progress, settings or {})
+            write = stack.enter_context(progress_writer(progress, settings or {}))
         for order, (checkpoint, run) in enumerate(zip(checkpoints, runs, strict=True)):
             # what the scores depend on besides the data, as it reads back from the file
             record = json.loads(json.dumps(run.record.to_json())) | {"files": _stamp(checkpoint)}
@@ -73,8 +78,7 @@ def rank_checkpoints(
                 del engine
                 result = scores(gold, [LABELS[i] for i in np.argmax(logp, axis=1)])
                 row = {"checkpoint": str(checkpoint), "record": record} | {k: result[k] for k in SCORES}
-                if write is not None:
-                    write(json.dumps(row, ensure_ascii=False) + "\n")
+                write(json.dumps(row, ensure_ascii=False) + "\n")
             rows.append({"checkpoint": str(checkpoint), "order": order} | {k: row[k] for k in SCORES})
     return sorted(rows, key=lambda r: (-r["macro_f1"], r["order"]))
 
