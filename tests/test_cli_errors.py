@@ -179,3 +179,25 @@ def test_training_data_with_one_label_is_refused_before_anything_is_written(tmp_
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"{train}: has only one label (Happy); training needs two or more" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("held", ["foreign", "training-run"])
+def test_merge_refuses_an_out_folder_it_would_destroy(held, tmp_path, capsys):
+    """merge replaces --out whole: a folder of the user's, or a training run with its checkpoints, is refused
+    before anything is loaded, and every file in it stays."""
+    out = tmp_path / "models"
+    out.mkdir()
+    if held == "foreign":
+        kept = [out / "thesis.txt"]
+        message = "is a folder that is not an erckit run (no erckit_llm.json; it holds thesis.txt)"
+    else:
+        (out / "checkpoint-4").mkdir()
+        kept = [out / "erckit_llm.json", out / "checkpoint-4" / "adapter_model.safetensors"]
+        message = "holds folders (checkpoint-4): it is not an earlier merge's output but a training run"
+    for path in kept:
+        path.write_text("mine", encoding="utf-8")
+    adapter = tmp_path / "run" / "best"
+    assert main(["merge", "--adapter", str(adapter), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(out) in err and message in err, err
+    assert all(path.read_text(encoding="utf-8") == "mine" for path in kept)

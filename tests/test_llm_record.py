@@ -46,6 +46,8 @@ def test_merge_then_predict_uses_the_runs_window_template_and_max_length(setup, 
     checkpoint = tmp_path / "merged-checkpoint"  # the checkpoint `select` ranked first, named: the same record
     assert main(["merge", "--model", str(run / "checkpoint-4"), "--out", str(checkpoint)]) == 0
     assert load_run_record(checkpoint) == record
+    assert main(["merge", "--adapter", str(run), "--out", str(checkpoint)]) == 0  # an earlier merge is replaced
+    assert load_run_record(checkpoint) == record
     from_merged = tmp_path / "merged.jsonl"
     assert main(["predict", "--model", str(merged), "--input", str(setup["dev"]), "--out", str(from_merged)]) == 0
     explicit = tmp_path / "explicit.jsonl"

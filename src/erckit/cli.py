@@ -418,10 +418,11 @@ def _select(args: argparse.Namespace) -> int:
 
 def _merge(args: argparse.Namespace) -> int:
     from erckit.llm.loading import resolve_source
-    from erckit.llm.merge import merge_adapter
+    from erckit.llm.merge import check_merge_out, merge_adapter
     from erckit.llm.run import RunFlags, open_run
 
     check_folder(args.out, [args.base, args.adapter], whole=True)
+    check_merge_out(Path(args.out))
     resolved = open_run(args.adapter, RunFlags(base_model=args.base, template=args.template))
     _print_notes(resolved)
     if resolved.adapter is None:

@@ -22,6 +22,7 @@ from erckit.atomic import OLD_SUFFIX, TMP_SUFFIX
 from erckit.data import DataError
 
 LOCK_NAME = ".erckit-train.lock"
+LEFT_BY_ERCKIT = (LOCK_NAME, TMP_SUFFIX, OLD_SUFFIX)  # name endings of a killed run's lock and temporary files
 
 
 def check_out(out: Path, marker: str) -> None:
@@ -31,12 +32,11 @@ def check_out(out: Path, marker: str) -> None:
         raise DataError(out, None, "is not a folder (out= is the run's folder)")
     if not out.is_dir() or (out / marker).exists():
         return
-    left_by_erckit = (LOCK_NAME, TMP_SUFFIX, OLD_SUFFIX)  # a killed run's lock and temporary files
-    foreign = sorted(p.name for p in out.iterdir() if not p.name.endswith(left_by_erckit))
+    foreign = sorted(p.name for p in out.iterdir() if not p.name.endswith(LEFT_BY_ERCKIT))
     if foreign:
         shown = ", ".join(foreign[:3]) + (" …" if len(foreign) > 3 else "")
         raise DataError(out, None, f"is a folder that is not an erckit run (no {marker}; it holds {shown}): "
-                        "choose a new or empty folder for out= (nothing was written)")
+                        "choose a new or empty output folder (nothing was written)")
 
 
 def _holder(path: Path) -> str:

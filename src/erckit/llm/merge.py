@@ -14,8 +14,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from erckit.atomic import atomic_folder
+from erckit.data import DataError
 from erckit.llm.chat import ChatTemplate, get_template
-from erckit.llm.record import RunRecord, save_run_record
+from erckit.llm.record import RECORD_FILE, RunRecord, save_run_record
+from erckit.runfolder import LEFT_BY_ERCKIT, check_out
 
 
 def jinja_template(template: ChatTemplate) -> str:
@@ -32,6 +34,15 @@ def jinja_template(template: ChatTemplate) -> str:
         f"{{{{ message['content'] + {end} }}}}"
         "{% endif %}{% endfor %}"
     )
+
+
+def check_merge_out(out: Path) -> None:
+    """Refuse an `out` that merging would destroy: it is replaced whole, so it must be new, empty or an earlier
+    merge's folder (a run record and no subfolder: never a training run with its checkpoints)."""
+    check_out(out, RECORD_FILE)
+    if out.is_dir() and (folders := sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.endswith(LEFT_BY_ERCKIT))):
+        raise DataError(out, None, f"holds folders ({', '.join(folders[:3])}): it is not an earlier merge's output but "
+                        "a training run; choose a new or empty output folder (nothing was written)")
 
 
 def merge_adapter(record: RunRecord, adapter: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:
