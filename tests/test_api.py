@@ -95,8 +95,11 @@ def test_a_meld_dataframe_labels_as_the_csv_file(model, tmp_path):
     ([[("A",)]], "expected a mapping or a (speaker, text) pair"),
     ([[{"speaker": "A", "txt": "hi"}]], "expected keys speaker, text (and id)"),
     ([[{"text": "hi"}]], "expected keys speaker, text (and id), got ['text']"),
-    ([[{"speaker": "A", "text": 3}]], "speaker, text and id must be strings"),
-    ([[("A", "  ")]], "has no text"),
+    ([[{"speaker": "A", "text": 3}]], 'dialogue 1, turn 1: "text" is int 3, not text'),
+    ([[("A", "  ")]], 'dialogue 1, turn 1: "text" is blank'),
+    ([[(" ", "hi")]], 'dialogue 1, turn 1: "speaker" is blank'),  # as the files and the server refuse it
+    ([[{"id": None, "speaker": "A", "text": "hi"}]], 'dialogue 1, turn 1: has no "id"'),
+    ([erckit.Dialogue("d1", (erckit.Utterance("u1", "", "hi"),))], "utterance u1: has no speaker"),
     (["A: hello"], "expected a list of turns"),
     ([], "holds no dialogues"),
     (str(SAMPLE / "nope.json"), "no such file"),
@@ -104,6 +107,13 @@ def test_a_meld_dataframe_labels_as_the_csv_file(model, tmp_path):
 def test_bad_python_input_is_one_line_data_error(model, data, problem):
     with pytest.raises(DataError, match=re.escape(problem)):
         model.label(data)
+
+
+def test_python_turns_are_taken_as_the_files_take_them(model):
+    """Ends stripped as every reader strips them: the same labels and probabilities as the trimmed turns."""
+    padded = model.label([[(" A ", "  你好  "), {"id": " t2 ", "speaker": "B", "text": "好久不见！\n"}]])
+    trimmed = model.label([[("A", "你好"), {"id": "t2", "speaker": "B", "text": "好久不见！"}]])
+    assert padded == trimmed and [p.id for p in padded] == ["1_1", "t2"]
 
 
 def meld_frame(dialogue_ids, utterance_ids, texts=None) -> pd.DataFrame:
@@ -128,3 +138,23 @@ def test_a_dataframe_with_fractional_or_missing_ids_is_refused(model, ids):
 def test_a_dataframe_text_may_be_longer_than_csvs_field_limit(model):
     labelled = model.label_frame(meld_frame([0, 0], [0, 1], ["word " * 40_000, "hi"]))  # 200,000 characters
     assert len(labelled) == 2 and set(labelled["label"]) <= set(erckit.LABELS)
+
+
+def test_train_takes_override_values_as_given(tmp_path):
+    """Values are not re-read as YAML: a path with '#' and spaces stays whole, a string stays a string."""
+    data = tmp_path / "my data #1"
+    data.mkdir()
+    train = data / "train: v2 #final.json"
+    train.write_bytes((SAMPLE / "annotation_train.json").read_bytes())
+    folder = erckit.train("tfidf", tmp_path / "model", {"data.train": str(train), "data.validation": None,
+                                                         "tfidf.c": 2, "tfidf.balanced": False})
+    saved = json.loads((folder / "erckit_model.json").read_text(encoding="utf-8"))["config"]
+    assert saved["data"]["train"] == str(train) and saved["data"]["validation"] is None
+    assert saved["tfidf"]["c"] == 2 and saved["tfidf"]["balanced"] is False
+    with pytest.raises(erckit.ConfigError, match="tfidf.balanced: expected bool"):
+        erckit.train("tfidf", tmp_path / "other", {"data.train": str(train), "tfidf.balanced": "no"})
+    with pytest.raises(erckit.ConfigError, match="give the folder once, as out"):
+        erckit.train("tfidf", tmp_path / "other", {"data.train": str(train), "out": str(tmp_path / "x")})
+    with pytest.raises(DataError, match="erckit_model.json: is the input"):  # the output never replaces an input
+        erckit.train("tfidf", data, {"data.train": str(data / "erckit_model.json")})
+    assert not (tmp_path / "other").exists() and sorted(p.name for p in data.iterdir()) == [train.name]

@@ -27,6 +27,8 @@ BAD_INPUTS = {
     "blank-text": ("annotation_train.json", m3ed_text({"u1": {"Speaker": "A", "Text": "  "}}), "utterance u1: \"Text\" is blank"),
     "number-text": ("annotation_train.json", m3ed_text({"u1": {"Speaker": "A", "Text": 123}}),
                     "utterance u1: \"Text\" is int 123, not text"),
+    "number-text-jsonl": ("d.jsonl", '{"id": 7, "utterances": [{"id": 1, "speaker": "A", "text": 5}]}\n',
+                          "line 1, utterance 1: \"text\" is int 5, not text"),  # a number is an id, never a text
     "list-text-jsonl": ("d.jsonl", '{"id": "d1", "utterances": [{"id": "u1", "speaker": "A", "text": ["hi"]}]}\n',
                         "\"text\" is list ['hi'], not text"),
     "trailing-text": ("annotation_train.json", json.dumps({"S": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "hi"}}}}},

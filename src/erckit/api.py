@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from erckit import models
-from erckit.data import DataError, Dialogue, Utterance, check_dialogues, prefixes
+from erckit.data import DataError, Dialogue, Utterance, check_dialogues, prefixes, required_text
 from erckit.formats import read_dialogues
 from erckit.formats.meld_csv import utterance_id
 from erckit.labels import LABELS
@@ -36,20 +36,19 @@ FRAME = "<DataFrame>"  # ... and a DataFrame
 
 
 def _utterance(turn: Turn, dialogue_id: str, number: int) -> Utterance:
+    """One turn as an Utterance, taken as the file readers and the server take it (`required_text`: ends
+    stripped, blank refused); without an id it is `<dialogue>_<turn>`."""
     where = f"dialogue {dialogue_id}, turn {number}"
     if isinstance(turn, Utterance):
         return turn
-    if isinstance(turn, Mapping):
-        if set(turn) - {"id", "speaker", "text"} or not {"speaker", "text"} <= set(turn):
-            raise DataError(WHERE, where, f"expected keys speaker, text (and id), got {sorted(turn)}")
-        speaker, text, utt_id = turn["speaker"], turn["text"], turn.get("id", f"{dialogue_id}_{number}")
-    elif isinstance(turn, tuple) and len(turn) == 2:
-        (speaker, text), utt_id = turn, f"{dialogue_id}_{number}"
-    else:
+    if isinstance(turn, tuple) and len(turn) == 2:
+        turn = {"speaker": turn[0], "text": turn[1]}
+    elif not isinstance(turn, Mapping):
         raise DataError(WHERE, where, f"expected a mapping or a (speaker, text) pair, got {type(turn).__name__}")
-    if not all(isinstance(v, str) for v in (speaker, text, utt_id)):
-        raise DataError(WHERE, where, "speaker, text and id must be strings")
-    return Utterance(utt_id, speaker, text)
+    elif set(turn) - {"id", "speaker", "text"} or not {"speaker", "text"} <= set(turn):
+        raise DataError(WHERE, where, f"expected keys speaker, text (and id), got {sorted(turn)}")
+    utt_id = required_text(turn, "id", WHERE, where) if "id" in turn else f"{dialogue_id}_{number}"
+    return Utterance(utt_id, required_text(turn, "speaker", WHERE, where), required_text(turn, "text", WHERE, where))
 
 
 def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue]:
@@ -141,13 +140,14 @@ def load(folder: str | Path, *, best_so_far: bool = False, trust_remote_code: bo
 
 
 def train(recipe: str | Path, out: str | Path, overrides: Mapping[str, Any] | None = None) -> Path:
-    """Train a recipe (a shipped recipe's name, or a YAML file) into `out`, with the CLI's `key=value`
-    overrides as a mapping ({"data.train": "annotation_train.json", "train.epochs": 2}). Returns `out`;
-    a finished identical run there is reused."""
-    from erckit.config import load_config
+    """Train a recipe (a shipped recipe's name, or a YAML file) into `out`, with the CLI's overrides as a
+    mapping of dotted keys to values, taken as given ({"data.train": "annotation_train.json", "train.epochs": 2,
+    "classifier.dropout": None}). Returns `out`; a finished identical run there is reused."""
+    from erckit.config import ConfigError, load_config
 
-    items = [f"{key}={'null' if value is None else value}" for key, value in (overrides or {}).items()]
-    config = load_config(recipe, [*items, f"out={out}"])
-    models.train(config)
+    if overrides and "out" in overrides:
+        raise ConfigError(f"overrides name out={overrides['out']} beside out={out}: give the folder once, as out")
+    config = load_config(recipe, [*(overrides or {}).items(), ("out", str(out))])
+    models.train(config, recipe)
     return Path(config.out)
 

@@ -84,16 +84,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from erckit.config import load_config
-    from erckit.models import OUTPUT_NAMES, model_files, train
-    from erckit.recipes import resolve
+    from erckit.models import train
 
     if args.out and (given := next((o for o in args.overrides if o.startswith("out=")), None)):
         raise DataError("train", None, f"--out {args.out} and {given} both name the output folder: keep one")
     config = load_config(args.config, [*args.overrides, *([f"out={args.out}"] if args.out else [])])
-    members = [f for m in config.fusion.members for f in model_files(m)]  # a fusion recipe's
-    check_folder(config.out, [resolve(args.config), config.data.train, config.data.validation, *members], OUTPUT_NAMES)
     args.out = config.out  # the folder a write error names (main)
-    info = train(config)
+    info = train(config, args.config)
     if info.get("reused"):  # said so by train(); nothing was trained
         return 0
     summary = info.get("summary", {})
@@ -303,7 +300,7 @@ def _ensemble(args: argparse.Namespace) -> int:
 def _fuse_models(args: argparse.Namespace) -> int:
     """erckit ensemble --models: a fusion model folder (`model: fusion`) that predict, serve and the API load."""
     from erckit.config import RunConfig, from_dict
-    from erckit.models import OUTPUT_NAMES, model_files, train
+    from erckit.models import train
 
     if args.offsets:
         raise DataError("ensemble", None, "--offsets applies to --predictions; calibrate a fusion with erckit calibrate --model")
@@ -313,8 +310,7 @@ def _fuse_models(args: argparse.Namespace) -> int:
     recipe = {"model": "fusion", "out": args.out, "data": {"validation": args.validation},
               "fusion": {"members": args.models, "weights": args.weights, "trust_remote_code": args.trust_remote_code}}
     config = from_dict(RunConfig, recipe, "erckit ensemble")  # the fusion's check: members, their own code
-    check_folder(args.out, [args.validation, *(f for m in args.models for f in model_files(m))], OUTPUT_NAMES)
-    info = train(config)
+    info = train(config)  # an output replacing an input (the validation file, a member's file) refused first
     summary = info["summary"]
     origin = (f"chosen on {args.validation}: macro-F1 {summary['val_macro_f1']:.4f}" if "val_macro_f1" in summary
               else "given")

@@ -9,6 +9,7 @@ import dataclasses
 import math
 import types
 import typing
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -342,20 +343,28 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config", key: str =
         raise ConfigError(_at(where, key, str(err))) from None
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """Set dotted keys from `key=value` strings, in order (a key given twice: the last one); values are parsed
-    as YAML scalars."""
+Override = str | tuple[str, Any]
+"""`key=value` (the command line's: the value parsed as a YAML scalar) or a (key, value) pair (the Python API's:
+the value taken as given)."""
+
+
+def apply_overrides(data: dict[str, Any], overrides: Iterable[Override]) -> dict[str, Any]:
+    """Set dotted keys, in order (a key given twice: the last one)."""
     for item in overrides:
-        key, sep, raw = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override {item!r}: expected key=value")
+        if isinstance(item, str):
+            key, sep, raw = item.partition("=")
+            if not sep or not key:
+                raise ConfigError(f"override {item!r}: expected key=value")
+            value = parse_yaml(raw, f"override {item!r}: not a plain YAML value") if raw else None
+        else:
+            key, value = item
         node = data
         parts = key.split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = parse_yaml(raw, f"override {item!r}: not a plain YAML value") if raw else None
+                raise ConfigError(f"override {key!r}: {part!r} is not a section")
+        node[parts[-1]] = value
     return data
 
 
@@ -394,7 +403,7 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return data
 
 
-def load_config(path: str | Path | None, overrides: list[str] = ()) -> RunConfig:
+def load_config(path: str | Path | None, overrides: Iterable[Override] = ()) -> RunConfig:
     """A RunConfig from a YAML recipe (a file, or a shipped recipe's name: erckit.recipes) or defaults,
     with overrides applied; a key its model kind never reads (`train.epochs` in an llm recipe) is refused,
     naming it."""

@@ -25,11 +25,12 @@ def not_text(record: dict, key: str) -> str:
 
 
 def required_text(record: dict, key: str, path: str | Path, where: str) -> str:
-    """`record[key]` with its ends stripped: text, or an integer (an id); refused naming why when missing,
-    of another type or blank. How every reader of records (JSON lines, the server) takes ids, speakers and
-    texts."""
+    """`record[key]` with its ends stripped: text (an `id` may also be a whole number); refused naming why when
+    missing, of another type or blank. How every reader of records (JSON lines, the server, the Python API)
+    takes ids, speakers and texts."""
     value = record.get(key)
-    if not isinstance(value, str | int) or isinstance(value, bool) or not str(value).strip():
+    kinds = str | int if key == "id" else str
+    if not isinstance(value, kinds) or isinstance(value, bool) or not str(value).strip():
         raise DataError(path, where, not_text(record, key))
     return str(value).strip()
 
@@ -95,7 +96,7 @@ def gold_labels(dialogues: Iterable[Dialogue], path: str | Path) -> dict[str, st
 
 
 def check_dialogues(dialogues: list[Dialogue], path: str | Path) -> list[Dialogue]:
-    """Refuse empty dialogues, utterances without text and duplicate utterance ids."""
+    """Refuse empty dialogues, utterances without text or speaker and duplicate utterance ids."""
     seen: set[str] = set()
     for dialogue in dialogues:
         if not dialogue.utterances:
@@ -106,6 +107,8 @@ def check_dialogues(dialogues: list[Dialogue], path: str | Path) -> list[Dialogu
             seen.add(utt.id)
             if not utt.text.strip():
                 raise DataError(path, f"utterance {utt.id}", "has no text")
+            if not utt.speaker.strip():
+                raise DataError(path, f"utterance {utt.id}", "has no speaker")
     if not dialogues:
         raise DataError(path, None, "holds no dialogues")
     return dialogues

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from erckit import __version__, kinds, runfolder
-from erckit.atomic import write_text_atomic
+from erckit.atomic import check_folder, write_text_atomic
 from erckit.config import ConfigError, RunConfig, from_dict, to_dict
 from erckit.data import DataError, Dialogue, Interrupted, gold_labels
 from erckit.formats import read_dialogue_file
@@ -120,15 +120,19 @@ def _read_split(config: RunConfig, split: str) -> tuple[list[Dialogue] | None, s
     return dialogues, digest
 
 
-def train(config: RunConfig) -> dict:
+def train(config: RunConfig, recipe: str | Path | None = None) -> dict:
     """Train the recipe's model into `config.out`, holding its lock (`erckit.runfolder`); a finished identical
-    run is reused, not redone (the returned info then has `reused`: True). Ctrl-C raises `Interrupted`
+    run is reused, not redone (the returned info then has `reused`: True). An output that would replace an
+    input (the data, a fusion's members, the `recipe` file) is refused first. Ctrl-C raises `Interrupted`
     saying what was kept."""
     from erckit.llm.distributed import is_main_process  # a multi-process launch: one process writes
+    from erckit.recipes import resolve
 
     out, main = Path(config.out), is_main_process()
     if config.data.train is None and kinds.reads(config.model, "data.train"):
         raise ConfigError("data.train is required for training")
+    members = [f for m in config.fusion.members for f in model_files(m)]
+    check_folder(out, [recipe and resolve(recipe), config.data.train, config.data.validation, *members], OUTPUT_NAMES)
     with runfolder.hold(out, MODEL_FILE, main=main):
         try:
             return _train(config, out, main)
