@@ -137,3 +137,20 @@ def test_an_unlabelled_meld_csv_gets_meld_words(tmp_path):
     assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]) == 0
     written = list(csv.DictReader(io.StringIO(out.read_text(encoding="utf-8"))))
     assert len(written) == 39 and {row["Emotion"] for row in written} == {"joy"}
+
+
+def test_write_labels_refuses_an_unknown_format_and_a_file_changed_since_it_was_checked(tmp_path):
+    from erckit.data import DataError
+    from erckit.formats import read_dialogue_file, write_labels
+
+    raw = tmp_path / "annotation_test.json"
+    raw.write_bytes((SAMPLE / "annotation_test.json").read_bytes())
+    dialogues, digest = read_dialogue_file(raw)
+    labels = {u.id: "Happy" for d in dialogues for u in d.utterances}
+    out = tmp_path / "test_label.json"
+    with pytest.raises(DataError, match=r"annotation_test.json: unknown format 'xml' \(choose from"):
+        write_labels(raw, labels, out, "xml")
+    raw.write_bytes(raw.read_bytes().replace(b"\n", b"\n ", 1))  # edited after its ids were checked
+    with pytest.raises(DataError, match="annotation_test.json: changed while it was being read: run the command again"):
+        write_labels(raw, labels, out, sha256=digest)
+    assert not out.exists()

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from erckit.data import iter_utterances
-from erckit.formats import read_dialogues, resolve_format, write_labels
+from erckit.formats import read_dialogue_file, write_labels
 from erckit.predictions import check_ids
 from erckit.progress import steps
 
@@ -23,14 +23,15 @@ def combine(
     progress: bool = False,
 ) -> int:
     """Write `out`: the raw file's structure with every predicted label (utterance id -> label) written in.
-    The raw file is read (and checked) before it is written out again, one after the other, and the output
-    is written in pieces: memory holds the labels and one copy of the raw file. Returns the count."""
+    The raw file is read (and checked) before it is written out again, one after the other (a file changed in
+    between is refused), and the output is written in pieces: memory holds the labels and one copy of the raw
+    file. Returns the count."""
     with steps(2, "combine", show=progress) as begin:
         begin(f"checking {Path(raw).name}")
-        fmt = resolve_format(raw, format, encoding)
-        ids = [u.id for u in iter_utterances(read_dialogues(raw, fmt, text_column=text_column, encoding=encoding))]
+        dialogues, digest = read_dialogue_file(raw, format, text_column=text_column, encoding=encoding)
+        ids = [u.id for u in iter_utterances(dialogues)]
         check_ids(labels.keys(), ids, predictions_path, raw)
-        del ids  # before the raw file is read again
+        del dialogues, ids  # before the raw file is read again
         begin(f"writing {Path(out).name}")
-        write_labels(raw, labels, out, fmt, encoding=encoding)
+        write_labels(raw, labels, out, format, encoding=encoding, sha256=digest)
     return len(labels)

@@ -46,12 +46,18 @@ def utterances(count: int) -> str:
     return f"{count} utterance{'' if count == 1 else 's'}"
 
 
+def _cell(text: str) -> str:
+    """`text` safe inside one markdown table cell: its pipes escaped, its line breaks shown as ⏎."""
+    return " ⏎ ".join(text.replace("|", "\\|").splitlines())
+
+
 def _in_context(dialogue: Dialogue, index: int, before: int = 2) -> str:
+    """The utterance at `index` in bold after up to `before` earlier turns, as one table cell."""
     lines = []
     for j in range(max(0, index - before), index + 1):
         utt = dialogue.utterances[j]
-        text = utt.text.replace("|", "\\|")
-        lines.append(f"**{utt.speaker}: {text}**" if j == index else f"{utt.speaker}: {text}")
+        line = f"{_cell(utt.speaker)}: {_cell(utt.text)}"
+        lines.append(f"**{line}**" if j == index else line)
     return " ⏎ ".join(lines)
 
 
@@ -85,6 +91,6 @@ def _write_error_report(
     for (g, p), count in confused_pairs(gold_list, predicted_list, top_pairs):
         lines += [f"### gold {g} → predicted {p} ({utterances(count)})", "", "| id | context (target in bold) |", "|---|---|"]
         wrong = [i for i in gold if gold[i] == g and predictions[i].label == p][:examples]
-        lines += [f"| {i} | {_in_context(*where[i])} |" for i in wrong]
+        lines += [f"| {_cell(i)} | {_in_context(*where[i])} |" for i in wrong]
         lines.append("")
     write_text_atomic(out / "report.md", "\n".join(lines))

@@ -12,7 +12,7 @@ from pathlib import Path
 from erckit.atomic import open_text_atomic
 from erckit.data import DataError, Dialogue, check_dialogues
 from erckit.formats import jsonl, m3ed, meld_csv
-from erckit.formats.encoding import decode_text, open_file, read_bytes, read_text
+from erckit.formats.encoding import decode_text, read_bytes, read_text
 
 FORMATS = ("m3ed", "csv", "jsonl")
 _MODULES = {"m3ed": m3ed, "csv": meld_csv, "jsonl": jsonl}
@@ -114,16 +114,21 @@ def write_labels(
     format: str | None = None,
     *,
     encoding: str | None = None,
+    sha256: str | None = None,
 ) -> None:
     """Write `out` (atomically, in pieces): the raw file with `labels` (utterance id -> label) written in.
 
     Every other value of the raw file is preserved, and so are its encoding (a byte-order mark too) and
-    line endings; the caller checks that the ids match.
+    line endings; the caller checks that the ids match, on the file whose digest it passes as `sha256`
+    (a file changed since is refused).
     """
-    text, used_encoding = read_text(raw_path, encoding)
-    fmt = format if format is not None else detect_format(text)
+    raw = read_bytes(raw_path)
+    if sha256 is not None and hashlib.sha256(raw).hexdigest() != sha256:
+        raise DataError(raw_path, None, "changed while it was being read: run the command again")
+    text, used_encoding = decode_text(raw, raw_path, encoding)
+    fmt = _known(format, raw_path) if format is not None else _detected(text, raw_path)
     if used_encoding == "utf-8-sig":  # it reads a file without a byte-order mark too: keep one if it has one
-        with open_file(raw_path) as handle:
-            used_encoding = "utf-8-sig" if handle.read(3) == codecs.BOM_UTF8 else "utf-8"
+        used_encoding = "utf-8-sig" if raw.startswith(codecs.BOM_UTF8) else "utf-8"
+    del raw  # the text is written out in pieces: memory holds one copy of the file
     with open_text_atomic(out, used_encoding, newline="") as handle:
         _MODULES[fmt].write_labels(text, raw_path, labels, handle)
