@@ -266,3 +266,14 @@ def test_best_so_far_is_refused_for_an_unfinished_tfidf_run(tmp_path, capsys):
     assert main([*args, "--best-so-far"]) == 2
     err = capsys.readouterr().err
     assert "only bert_bigru runs" in err and len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_without_validation_the_last_epoch_is_kept_and_no_score_is_invented(tiny_encoder, tmp_path, capsys):
+    out = tmp_path / "m"
+    args = ["train", "--config", "bert_bigru", *recipe(tiny_encoder, *SAMPLE_PATHS, out, 2), "data.validation=null",
+            "train.patience=0"]
+    assert main(args) == 0
+    assert "no validation set: the last epoch (2) is kept" in capsys.readouterr().out
+    summary = json.loads((out / "erckit_model.json").read_text(encoding="utf-8"))["summary"]
+    assert summary["best_epoch"] == 2 and summary["best_macro_f1"] is None
+    assert all("val_macro_f1" not in epoch for epoch in summary["history"])

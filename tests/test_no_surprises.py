@@ -213,8 +213,8 @@ def test_the_reports_example_table_keeps_one_row_per_example(tmp_path):
     """A pipe in a speaker or id, or a line break inside a quoted CSV text, stays inside its table cell."""
     header = "Sr No.,Utterance,Speaker,Emotion,Sentiment,Dialogue_ID,Utterance_ID"
     gold = tmp_path / "gold.csv"
-    gold.write_text("\n".join([header, '1,"two\nlines | here",A|B,fear,negative,0,0', "2,ok,C,neutral,neutral,0,1"])
-                    + "\n", encoding="utf-8")
+    gold.write_text(f'{header}\n1,"two\nlines | here",A|B,fear,negative,0,0\n2,ok,C,neutral,neutral,0,1\n',
+                    encoding="utf-8")
     preds = tmp_path / "p.jsonl"
     write_predictions(preds, [Prediction("dia0_utt0", "Neutral"), Prediction("dia0_utt1", "Neutral")])
     assert main(["report", "--predictions", str(preds), "--gold", str(gold), "--out", str(tmp_path / "r")]) == 0

@@ -87,9 +87,7 @@ def cross_fitted_gain(
     fold = np.array([fold_of[g] for g in groups])
     calibrated = np.empty(len(gold), dtype=int)
     for f in range(folds):
-        held = fold == f
-        if not held.any():
-            continue
+        held = fold == f  # never empty: there are at most as many folds as groups
         offsets = fitter(log_probs[~held], gold[~held])
         calibrated[held] = np.argmax(log_probs[held] + offsets, axis=1)
     gold_labels = [LABELS[i] for i in gold]

@@ -10,8 +10,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import numpy as np
-
 from erckit import __version__, kinds, runfolder
 from erckit.atomic import check_folder, write_text_atomic
 from erckit.config import ConfigError, RunConfig, from_dict, to_dict
@@ -22,7 +20,7 @@ from erckit.labels import LABELS
 from erckit.predictions import Prediction
 from erckit.predictor import Predictor
 
-__all__ = ["MODEL_FILE", "Predictor", "load", "predict", "predict_probabilities", "train"]
+__all__ = ["MODEL_FILE", "Predictor", "load", "predict", "train"]
 
 MODEL_FILE = "erckit_model.json"
 OUTPUT_NAMES = (MODEL_FILE, "training.png", "model.safetensors", "tfidf.json", "tfidf.safetensors")  # checked by train
@@ -229,21 +227,6 @@ def load(folder: str | Path, *, best_so_far: bool = False, info: dict | None = N
     predictor = kinds.get(info["type"]).load(folder, config, info, trust_remote_code)
     predictor.unfinished = unfinished
     return predictor
-
-
-def predict_probabilities(
-    folder: str | Path, dialogues: list[Dialogue], *, progress: bool = True, best_so_far: bool = False,
-    trust_remote_code: bool = False,
-) -> np.ndarray:
-    """[utterances, 7] label probabilities from a trained model folder, in file order (see `load`)."""
-    return load(folder, best_so_far=best_so_far, trust_remote_code=trust_remote_code).probabilities(
-        dialogues, progress=progress)
-
-
-def unfinished_epoch(folder: str | Path) -> dict | None:
-    """For an unfinished run of a kind that keeps its best epoch so far: the epoch its saved weights come
-    from (see `load`'s `best_so_far`); None for a finished run. Refused for other unfinished runs."""
-    return _unfinished(Path(folder), read_model_info(folder), best_so_far=True)
 
 
 def predict(

@@ -141,11 +141,10 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
             probs = predict_probabilities(model, tokenizer, validation, config.encoder, progress=False)
             result = scores([u.label for u in iter_utterances(validation)], [LABELS[i] for i in probs.argmax(1)])
             record |= {"val_macro_f1": result["macro_f1"], "val_weighted_f1": result["weighted_f1"]}
-        score = record.get("val_macro_f1", float(epoch))  # without validation: keep the last epoch
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
-        improved = score > state["best_macro_f1"]
+        improved = not validation or record["val_macro_f1"] > state["best_macro_f1"]  # without one: the last epoch
         if improved:
-            state["best_macro_f1"], state["best_epoch"] = score, epoch
+            state["best_macro_f1"], state["best_epoch"] = record.get("val_macro_f1"), epoch
         state["epoch"] = epoch
         state["history"].append(record)
         _save_checkpoint(checkpoint, model, optimizer, state)  # first: it holds this epoch's weights too

@@ -184,11 +184,6 @@ def read_json(path: str | Path, kind: Kind = "input") -> object:
         raise DataError(path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
 
 
-def json_lines(text: str, path: str | Path) -> list[tuple[int, object]]:
-    """(line number, value) of JSON-lines text, blank lines skipped (`iter_json_lines`)."""
-    return list(iter_json_lines(text, path))
-
-
 _NON_SPACE = re.compile(r"\S")
 
 

@@ -28,8 +28,6 @@ def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] |
     state = train_bert_bigru(config, train, validation, out)
     summary = {k: state[k] for k in ("best_epoch", "best_macro_f1", "train_seconds", "history", "stopped_early")}
     summary["epochs_run"] = state["epoch"]
-    if not validation:
-        summary["best_macro_f1"] = None  # no validation: the last epoch is kept
     return summary
 
 
