@@ -647,6 +647,8 @@ def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends with a one-line error and exit code 2, Ctrl-C with one line saying what
     was kept (`Interrupted`, raised where that is known) and exit code 130."""
     argv = sys.argv[1:] if argv is None else argv
+    if not sys.stderr.isatty():  # a log or a pipe: the libraries' bars (loading weights) off, as erckit's are
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not (hasattr(args, "overrides") and all(_is_override(e) for e in extra)):

@@ -1,5 +1,7 @@
-"""Progress bars of long non-LLM work (predict, combine, evaluate): tqdm on stderr, shown only on a terminal
-and only once the work has taken DELAY seconds (small inputs finish without one)."""
+"""Progress bars of long work (predict with any model, LLM scoring and generation, select, combine, evaluate):
+tqdm on stderr, shown only on a terminal and only once the work has taken DELAY seconds (small inputs finish
+without one; a piped log gets none). Training keeps its own per-epoch bars and lines (the encoder's, the
+Trainer's), which logs show too."""
 
 from __future__ import annotations
 
@@ -11,9 +13,11 @@ from tqdm.auto import tqdm
 DELAY = 2.0  # seconds before a bar appears
 
 
-def bar(total: int | None, desc: str, *, unit: str = "utt", show: bool = True) -> tqdm:
-    """A bar of `total` steps (None: a count without an end); `show`: the caller asks for progress."""
-    return tqdm(total=total, desc=desc, unit=unit, disable=None if show else True, delay=DELAY, dynamic_ncols=True)
+def bar(total: int | None, desc: str, *, unit: str = "utt", initial: int = 0, show: bool = True) -> tqdm:
+    """A bar of `total` steps (None: a count without an end), `initial` of them done before (a resumed run);
+    `show`: the caller asks for progress."""
+    return tqdm(total=total, desc=desc, unit=unit, initial=initial, disable=None if show else True, delay=DELAY,
+                dynamic_ncols=True)
 
 
 @contextlib.contextmanager

@@ -14,13 +14,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from erckit.data import Dialogue
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, answer_text, encode_text
 from erckit.llm.packing import Packed, Segment, batch, pack, sliding_window_of
 from erckit.llm.scoring import forward_parameters
+from erckit.progress import bar as progress_bar
 from erckit.prompts import DialoguePrompt, PromptConfig, dialogue_prompt
 
 
@@ -217,7 +217,7 @@ def dialogue_log_probs(
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     dtype = next(model.parameters()).dtype
     lengths = [sum(len(s.ids) for s in tree.segments) for tree in trees]
-    bar = tqdm(total=done, unit="utt", desc="scoring", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(done, "scoring", show=progress)
     for group in token_budget_groups(lengths, max_tokens):
         segments, offsets = merge_trees([trees[i] for i in group])
         packed = pack(segments)

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from erckit.data import Dialogue
 from erckit.labels import LABELS
@@ -31,6 +30,7 @@ from erckit.llm.run import LLMRun
 from erckit.llm.scoring import context_log_probs
 from erckit.llm.settings import BACKENDS, GENERATING, GREEDY, VLLM_BACKENDS, Decoding, PredictSettings
 from erckit.llm.vllm_backend import VLLMOptions
+from erckit.progress import bar as progress_bar
 from erckit.prompts import PromptConfig
 
 
@@ -168,7 +168,7 @@ def score_dialogues(
     items = items_from_dialogues(dialogues, prompts, last_only=last_only)
     backend = engine.backend(DialogueForm.of(dialogues, prompts))
     result = np.zeros((len(items), len(LABELS)))
-    with tqdm(total=len(items), unit="utt", desc="scoring", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(len(items), "scoring", show=progress) as bar:
         for batch in backend.batches(items, batch_size):
             result[batch] = backend.log_probs([items[i] for i in batch])
             bar.update(len(batch))

@@ -15,11 +15,11 @@ import zlib
 from collections.abc import Sequence
 
 import torch
-from tqdm.auto import tqdm
 
 from erckit.llm.chat import ChatTemplate, encode_pair
 from erckit.llm.scoring import forward_parameters, keep_recent, left_pad, length_batches, one_token_steps
 from erckit.llm.settings import GREEDY, Decoding
+from erckit.progress import bar as progress_bar
 
 
 def stop_token_ids(model, tokenizer, template: ChatTemplate) -> list[int]:
@@ -162,7 +162,7 @@ def generate_from_contexts(
     stops = stop_token_ids(model, tokenizer, template)
     kwargs = generation_kwargs(decoding, tokenizer, stops)
     answers: list[str] = [""] * len(contexts)
-    bar = tqdm(total=len(contexts), unit="prompt", desc="generating", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(contexts), "generating", unit="prompt", show=progress)
     for batch in length_batches([len(c) for c in contexts], batch_size):
         ids, mask = left_pad([contexts[i] for i in batch], tokenizer.pad_token_id, model.device)
         if decoding.do_sample:

@@ -26,8 +26,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from erckit.atomic import write_text_atomic
 from erckit.config import LLMConfig
 from erckit.data import Dialogue, Interrupted
@@ -48,6 +46,7 @@ from erckit.predictions import (
     write_llamafactory,
     write_predictions,
 )
+from erckit.progress import bar as progress_bar
 from erckit.prompts import PromptConfig, detect_language
 
 UNPARSED_POLICIES = ("fail", "score")
@@ -138,8 +137,7 @@ def _predict_items(
         engine = engine or backend()
     started = time.perf_counter()
     if pending:
-        bar = tqdm(total=len(items), initial=resumed, unit="utt", desc=f"predict ({engine.name})",
-                   disable=not progress, dynamic_ncols=True, smoothing=0.1)
+        bar = progress_bar(len(items), f"predict ({engine.name})", initial=resumed, show=progress)
         with bar, partial_writer(partial, settings) as append:
             for batch in engine.batches(pending, batch_size):
                 chunk = [pending[i] for i in batch]

@@ -22,11 +22,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, encode_pair
 from erckit.predictions import Prediction, from_probabilities
+from erckit.progress import bar as progress_bar
 
 
 def forward_parameters(model) -> set[str]:
@@ -202,7 +202,7 @@ def context_log_probs(
     if pad_id is None:
         raise ValueError("the tokenizer has neither a pad nor an EOS token")
     accepts = forward_parameters(model)
-    bar = tqdm(total=len(contexts), unit="prompt", desc="scoring", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(len(contexts), "scoring", unit="prompt", show=progress)
     for batch in length_batches([len(c) for c in contexts], batch_size):
         result[batch] = score_batch(model, [contexts[i] for i in batch], targets, pad_id, accepts)
         bar.update(len(batch))
