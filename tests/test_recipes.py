@@ -52,3 +52,8 @@ def test_train_by_name_from_another_folder_with_out_flag(tmp_path, monkeypatch):
     (tmp_path / "tfidf").write_text("model: tfidf\ntfidf:\n  c: 0.5\n", encoding="utf-8")
     assert main(["train", "--config", "tfidf", "--out", "mine", *SAMPLE_DATA]) == 0
     assert json.loads((tmp_path / "mine" / "erckit_model.json").read_text())["config"]["tfidf"]["c"] == 0.5
+    # a folder of that name (a model trained with --out tfidf) does not hide the shipped recipe
+    (tmp_path / "tfidf").unlink()
+    assert main(["train", "--config", "tfidf", "--out", "tfidf", *SAMPLE_DATA]) == 0
+    assert main(["train", "--config", "tfidf", "--out", "again", *SAMPLE_DATA]) == 0
+    assert json.loads((tmp_path / "again" / "erckit_model.json").read_text())["config"]["tfidf"]["c"] == 1.0

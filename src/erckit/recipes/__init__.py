@@ -48,9 +48,11 @@ def path(name: str) -> Path:
 
 
 def resolve(recipe: str | Path) -> Path:
-    """A recipe argument as a file: an existing path as given, else a shipped recipe by name."""
+    """A recipe argument as a file: a file or a path as given, else a shipped recipe by name (a folder of the
+    same name here, e.g. a model trained with `--out tfidf`, does not hide it)."""
     given = Path(recipe)
-    if given.is_file() or given.parent != Path(".") or given.exists():
+    shipped = given.parent == Path(".") and str(recipe).removesuffix(SUFFIX) in names()
+    if given.is_file() or given.parent != Path(".") or (given.exists() and not shipped):
         return given  # a path (read_yaml names it if it cannot be read)
     return path(str(recipe))
 
