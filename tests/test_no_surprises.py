@@ -221,3 +221,12 @@ def test_the_reports_example_table_keeps_one_row_per_example(tmp_path):
     report = (tmp_path / "r" / "report.md").read_text(encoding="utf-8").splitlines()
     rows = report[report.index("| id | context (target in bold) |") + 2:]
     assert rows == [r"| dia0_utt0 | **A\|B: two ⏎ lines \| here** |"]  # one pair confused, once
+
+
+def test_float32_probabilities_are_written_with_six_decimals(tmp_path):
+    """The encoder's probabilities are float32: rounded as float64, written as 0.078948, not 0.0789479985833168."""
+    probs = np.array([[0.0789479985833168, 0.1476230025291443, 0.1, 0.1, 0.3, 0.2, 0.0734289988875389]],
+                     dtype=np.float32)
+    prediction = from_probabilities(["u1"], probs)[0]
+    assert prediction.probs["Disgust"] == 0.078948 and prediction.probs["Anger"] == 0.147623
+    assert '"Disgust": 0.078948, "Anger": 0.147623' in prediction.to_json()

@@ -107,7 +107,7 @@ def from_probabilities(ids: list[str], probs: np.ndarray, offsets: np.ndarray | 
     offsets moved it, `uncalibrated` names argmax(probs). Labels are chosen from the probabilities as written
     (6 decimals), so a file's labels follow from its own probabilities: relabelling a resumed or saved file
     (`calibrated`) gives the labels a fresh pass gives."""
-    probs = np.round(probs, PROBS_DECIMALS)
+    probs = np.round(np.asarray(probs, dtype=np.float64), PROBS_DECIMALS)  # float32 rounded stays 0.0789479985…
     scores = np.log(np.clip(probs, 1e-12, 1.0)) + (offsets if offsets is not None else 0.0)
     labels = np.argmax(scores, axis=1)
     plain = np.argmax(probs, axis=1)
