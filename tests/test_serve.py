@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+import erckit
 from conftest import REFERENCE_DIALOGUE, SAMPLE_DATA, m3ed_file
 from erckit.cli import main
 from erckit.config import ConfigError
@@ -162,6 +163,25 @@ def test_bad_requests_get_a_one_line_4xx_and_the_server_keeps_serving(served, bo
     assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
 
 
+@pytest.mark.parametrize("path", ["/api/label", "/api/live"])
+def test_a_body_not_sent_as_json_or_empty_is_told_so(served, path):
+    _, url = served
+    body = json.dumps({"turns": TURNS[:2]}).encode()
+    for content_type in ("application/x-www-form-urlencoded", "text/plain"):  # curl -d sends a form
+        assert request(url + path, body, content_type) == (415, {"error": f"the body is sent as {content_type}: send "
+                                                                       "JSON with Content-Type: application/json"})
+    assert request(url + path, b"") == (400, {"error": 'empty body: send the conversation as JSON ({"turns": [...]})'})
+    assert request(url + path, body, "application/json; charset=utf-8")[0] == 200
+
+
+def test_info_names_the_model_and_health_answers(served):
+    model, url = served
+    info = request(f"{url}/api/info")[1]
+    assert (info["model"], info["erckit_version"]) == (model.name, erckit.__version__)
+    assert info["kind"] == json.loads((model / "erckit_model.json").read_text())["type"]
+    assert request(f"{url}/health") == (200, {"status": "ok"})
+
+
 def test_speakers_and_ids_are_read_as_the_file_readers_read_them(served):
     """A blank one is refused with the reason a dialogue file gets; the others are stripped, as in a file."""
     _, url = served
@@ -252,7 +272,14 @@ def test_serve_says_its_port_refuses_a_taken_one_in_one_line_and_ends_with_130_o
 def test_unknown_paths_and_methods_are_4xx_too(served):
     _, url = served
     assert request(f"{url}/docs")[0] == 404  # its page would load scripts from a CDN; the schema is served
-    assert request(f"{url}/openapi.json")[1]["paths"].keys() == {"/api/info", "/api/label", "/api/live"}
+    schema = request(f"{url}/openapi.json")[1]
+    assert schema["paths"].keys() == {"/api/info", "/api/label", "/api/live", "/health"}
+    for path in ("/api/label", "/api/live"):  # the errors as they are sent: {"error": "..."}, never FastAPI's
+        answers = schema["paths"][path]["post"]["responses"]
+        assert set(answers) == {"200", "400", "413", "415", "422", "500"}
+        assert {a["content"]["application/json"]["schema"]["$ref"] for s, a in answers.items() if s != "200"} == {
+            "#/components/schemas/Refusal"}
+    assert schema["components"]["schemas"]["Refusal"]["required"] == ["error"]
     assert request(f"{url}/api/nothing")[0] == 404
     assert request(f"{url}/api/label")[0] == 405  # GET
 
@@ -352,6 +379,12 @@ def test_the_python_serve_settings_are_checked_as_the_flags_are():
 
     with pytest.raises(ValueError, match="max_batch_utterances must be a positive number, not 0"):
         ServeSettings(max_batch_utterances=0)
+    for bad, problem in [({"max_turns": 1.5}, "max_turns must be a whole number, not float 1.5"),
+                         ({"max_turns": True}, "max_turns must be a whole number, not bool True"),
+                         ({"port": "8000"}, "port must be a whole number, not str '8000'"),
+                         ({"host": None}, "host must be an address or a name as text, not NoneType None")]:
+        with pytest.raises(TypeError, match=re.escape(problem)):  # before any model is loaded
+            ServeSettings(**bad)
     assert ServeSettings(port=0).limits.max_turns == 200
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -16,12 +17,13 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from erckit import __version__
 from erckit.data import DataError, Dialogue, Utterance, check_dialogues, required_text
 from erckit.labels import LABELS
 from erckit.models import Predictor
 from erckit.predictions import Prediction
 from erckit.serve.batcher import Batcher
-from erckit.serve.protocol import NAME_CHARS, Conversation, Info, LabelledTurn, Labels, Limits, Turn
+from erckit.serve.protocol import NAME_CHARS, REFUSALS, Conversation, Info, LabelledTurn, Labels, Limits, Turn
 from erckit.serve.settings import ServeSettings
 
 # one colour per label, in LABELS order (Disgust, Anger, Sad, Happy, Neutral, Surprise, Fear)
@@ -67,9 +69,14 @@ def _error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": " ".join(reason.split())}, status_code=status)
 
 
-def _validation_reason(err: RequestValidationError) -> tuple[int, str]:
+def _validation_reason(err: RequestValidationError, content_type: str) -> tuple[int, str]:
     errors = err.errors()  # an unknown field first: it explains a missing one ({"dialogue": ...} for "turns")
     first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
+    media = content_type.partition(";")[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):  # curl -d sends a form: never parsed as JSON
+        return 415, f"the body is sent as {media or 'no Content-Type'}: send JSON with Content-Type: application/json"
+    if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
+        return 400, "empty body: send the conversation as JSON ({\"turns\": [...]})"
     if first.get("type") == "json_invalid":
         return 400, f"malformed JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
     where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
@@ -123,7 +130,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def refuse_invalid(request: Request, err: RequestValidationError) -> JSONResponse:
-        return _error(*_validation_reason(err))
+        return _error(*_validation_reason(err, request.headers.get("content-type", "")))
 
     @app.exception_handler(RequestRefused)
     async def refuse(request: Request, err: RequestRefused) -> JSONResponse:
@@ -145,16 +152,22 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
 
     @app.get("/api/info")
     async def info() -> Info:
-        return Info(kind=predictor.kind, labels=list(LABELS), colours=COLOURS, limits=limits)
+        return Info(model=Path(predictor.folder).name, kind=predictor.kind, erckit_version=__version__,
+                    labels=list(LABELS), colours=COLOURS, limits=limits)
 
-    @app.post("/api/label")
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        """For a load balancer or an orchestrator's probe: answers once the model is loaded."""
+        return {"status": "ok"}
+
+    @app.post("/api/label", responses=REFUSALS)
     async def label(conversation: Conversation) -> Labels:
         """Every turn labelled, the model seeing the whole conversation (as `erckit predict`)."""
         dialogue = to_dialogue(conversation, limits)
         predictions = await asyncio.wrap_future(batcher.submit([dialogue]))
         return _answer(predictor.kind, dialogue, predictions)
 
-    @app.post("/api/live")
+    @app.post("/api/live", responses=REFUSALS)
     async def live(conversation: Conversation) -> Labels:
         """The last turn labelled from the turns up to it only (send the conversation so far, one turn more
         each time): the past-only form, for every model kind."""

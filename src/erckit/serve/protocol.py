@@ -45,9 +45,28 @@ class Limits(BaseModel):
 
 
 class Info(BaseModel):
-    """GET /api/info: the model kind, the labels in order, a colour per label (the web page uses them), limits."""
+    """GET /api/info: the model (its folder's name, its kind), the erckit version, the labels in order, a colour
+    per label (the web page uses them), the limits."""
 
+    model: str
     kind: str
+    erckit_version: str
     labels: list[str]
     colours: dict[str, str]
     limits: Limits
+
+
+class Refusal(BaseModel):
+    """Every refused request's answer (4xx) and a model failure's (500): one line saying why."""
+
+    error: str
+
+
+REFUSALS = {status: {"model": Refusal, "description": why} for status, why in (
+    (400, "malformed JSON, a body that is not UTF-8 JSON, or an empty body"),
+    (413, "more turns, characters or bytes than the limits allow"),
+    (415, "a body sent as something other than JSON (Content-Type)"),
+    (422, "a wrong type, an unknown or missing field, a blank text, speaker or id, duplicate ids"),
+    (500, "the model failed"),
+)}
+"""The error answers of the labelling routes, for the OpenAPI schema."""

@@ -23,8 +23,14 @@ class ServeSettings:
     max_batch_utterances: int = setting(256, "utterances of concurrent requests labelled in one model call")
 
     def __post_init__(self) -> None:
+        if not isinstance(self.host, str):
+            raise TypeError(f"host must be an address or a name as text, not {type(self.host).__name__} {self.host!r}")
         if not self.host.strip():
             raise ValueError("host must be an address or a name (0.0.0.0: every network), not empty")
+        for name in ("port", "max_turns", "max_chars", "max_batch_utterances"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise TypeError(f"{name} must be a whole number, not {type(value).__name__} {value!r}")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be 0 to 65535, not {self.port}")
         for name in ("max_turns", "max_chars", "max_batch_utterances"):
