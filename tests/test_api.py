@@ -34,6 +34,10 @@ def test_the_readme_example_runs_as_written(tmp_path):
 
 
 def test_the_public_names_are_exported_and_documented():
+    import pydoc
+
+    assert set(erckit.__all__) <= set(dir(erckit))  # imported on first use, yet listed by dir() and help()
+    assert "load(folder" in pydoc.render_doc(erckit, renderer=pydoc.plaintext)
     for name in erckit.__all__:
         value = getattr(erckit, name)
         assert name == "__version__" or name == "LABELS" or value.__doc__, name
@@ -100,6 +104,11 @@ def test_a_meld_dataframe_labels_as_the_csv_file(model, tmp_path):
     ([[(" ", "hi")]], 'dialogue 1, turn 1: "speaker" is blank'),  # as the files and the server refuse it
     ([[{"id": None, "speaker": "A", "text": "hi"}]], 'dialogue 1, turn 1: has no "id"'),
     ([erckit.Dialogue("d1", (erckit.Utterance("u1", "", "hi"),))], "utterance u1: has no speaker"),
+    ([[erckit.Utterance("u1", "A", None)]], "utterance u1: id, speaker and text must be text"),
+    (None, ("<dialogues>: expected a file path, a list of dialogues, {dialogue id: turns} or a pandas DataFrame, "
+           "got NoneType")),
+    (5, "got int"),
+    (pd.Series(["hi"]), "got Series"),  # a column, not the frame
     (["A: hello"], "expected a list of turns"),
     ([], "holds no dialogues"),
     (str(SAMPLE / "nope.json"), "no such file"),

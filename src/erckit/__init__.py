@@ -33,3 +33,8 @@ def __getattr__(name: str) -> Any:
     if name in _EXPORTS:
         return getattr(importlib.import_module(_EXPORTS[name]), name)
     raise AttributeError(f"module 'erckit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    """The public names too (imported on first use), for dir(), help() and completion."""
+    return sorted({*globals(), *__all__})

@@ -56,8 +56,11 @@ def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue
     Dialogues without ids are numbered from 1; their turns get ids `<dialogue>_<turn>`."""
     if isinstance(data, (str, Path)):
         return read_dialogues(data, format)
-    if type(data).__module__.startswith("pandas"):
+    if type(data).__name__ == "DataFrame" and type(data).__module__.startswith("pandas"):
         return frame_to_dialogues(data)
+    if isinstance(data, bytes) or not isinstance(data, Sequence | Mapping):
+        raise DataError(WHERE, None, f"expected a file path, a list of dialogues, {{dialogue id: turns}} or a pandas "
+                                     f"DataFrame, got {type(data).__name__}")
     items = data.items() if isinstance(data, Mapping) else ((str(i), d) for i, d in enumerate(data, start=1))
     dialogues = []
     for dialogue_id, dialogue in items:

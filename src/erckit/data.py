@@ -102,6 +102,8 @@ def check_dialogues(dialogues: list[Dialogue], path: str | Path) -> list[Dialogu
         if not dialogue.utterances:
             raise DataError(path, f"dialogue {dialogue.id}", "is empty")
         for utt in dialogue.utterances:
+            if not all(isinstance(value, str) for value in (utt.id, utt.speaker, utt.text)):
+                raise DataError(path, f"utterance {utt.id}", "id, speaker and text must be text")
             if utt.id in seen:
                 raise DataError(path, f"utterance {utt.id}", "duplicate utterance id")
             seen.add(utt.id)
