@@ -11,7 +11,8 @@ def test_label_order_is_the_reference_pipelines():
     ("alias", "label"),
     [("joy", "Happy"), ("Happiness", "Happy"), ("SADNESS", "Sad"), ("angry", "Anger"), ("anger", "Anger"),
      ("surprised", "Surprise"), ("disgusted", "Disgust"), ("fearful", "Fear"), ("scared", "Fear"),
-     ("neutral", "Neutral"), ("Neutral", "Neutral"), ("高兴", "Happy"), ("恐惧", "Fear")],
+     ("neutral", "Neutral"), ("Neutral", "Neutral"), ("高兴", "Happy"), ("恐惧", "Fear"),
+     ("噁心", "Disgust"), ("「高兴」", "Happy"), ("『Sad』", "Sad"), ("Ｈａｐｐｙ", "Happy"), ("ＦＥＡＲ", "Fear")],
 )
 def test_aliases_case_insensitive(alias, label):
     assert normalize_label(alias) == label
@@ -51,6 +52,13 @@ def test_unknown_label_is_none():
         ("我不知道", None),
         ("Happy or Sad", None),  # two labels named: ambiguous, never guessed
         ("Unhappy", None),  # not a whole word
+        ("情绪：不高兴", None),  # a denied label word: which label is meant is not said
+        ("没有惊讶", None),
+        ("I am not happy", None),
+        ("Happy, not sad", None),
+        ("有点生气", "Anger"),
+        ("情绪：「愤怒」", "Anger"),
+        ("Ｓｕｒｐｒｉｓｅ", "Surprise"),
     ],
 )
 def test_parse_answer_table(answer, label):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable
 
@@ -58,7 +59,7 @@ MELD_NAMES: dict[str, str] = {
 }
 
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "Disgust": ("disgust", "disgusted", "disgusting", "厌恶", "恶心", "讨厌", "反感"),
+    "Disgust": ("disgust", "disgusted", "disgusting", "厌恶", "恶心", "讨厌", "反感", "噁心"),  # 噁心: Traditional's usual form
     "Anger": ("anger", "angry", "mad", "annoyed", "愤怒", "生气", "气愤", "恼怒"),
     "Sad": ("sad", "sadness", "sorrow", "悲伤", "伤心", "难过", "悲哀"),
     "Happy": ("happy", "happiness", "joy", "joyful", "高兴", "快乐", "开心", "喜悦"),
@@ -70,15 +71,20 @@ _ALIASES: dict[str, tuple[str, ...]] = {
 ALIASES: dict[str, str] = {form: label for label, names in _ALIASES.items() for alias in names
                            for form in (alias, alias.translate(_TO_TRADITIONAL))}  # each also in Traditional
 
-_STRIP = " \t\r\n.,;:!?。，；：！？、\"'“”‘’<>《》()（）[]【】*`"
+_STRIP = " \t\r\n.,;:!?。，；：！？、\"'“”‘’<>《》()（）[]【】「」『』*`"
 _ENGLISH_ALIASES = sorted((a for a in ALIASES if a.isascii()), key=len, reverse=True)
 _CHINESE_ALIASES = sorted((a for a in ALIASES if not a.isascii()), key=len, reverse=True)
 _ENGLISH_PATTERN = re.compile(r"\b(" + "|".join(_ENGLISH_ALIASES) + r")\b", re.IGNORECASE)
 
 
+_NEGATED = re.compile(r"(?:\b(?:not|never|isn't|aren't|wasn't|don't|doesn't)\s+(?:very\s+|so\s+|really\s+)?|不是|没有|沒有|[不没沒])$",
+                      re.IGNORECASE)  # a label word right after it is denied: 不高兴, not happy
+
+
 def normalize_label(value: str) -> str | None:
-    """The canonical label for a label word or alias (case-insensitive), else None."""
-    key = value.strip(_STRIP).lower()
+    """The canonical label for a label word or alias (case-insensitive; full-width forms such as Ｈａｐｐｙ
+    read as their ASCII), else None."""
+    key = unicodedata.normalize("NFKC", value).strip(_STRIP).lower()
     return ALIASES.get(key)
 
 
@@ -87,19 +93,23 @@ def parse_answer(answer: str | None) -> str | None:
 
     An exact label word (punctuation and case ignored) wins; otherwise the answer is searched for
     label words (English as whole words, Chinese as substrings) and accepted only if exactly one
-    label is named.
+    label is named and no label word is denied (不高兴, not happy).
     """
     if not answer:
         return None
     exact = normalize_label(answer)
     if exact is not None:
         return exact
-    found = {ALIASES[m.group(1).lower()] for m in _ENGLISH_PATTERN.finditer(answer)}
+    answer = unicodedata.normalize("NFKC", answer)
+    mentions = [(m.start(1), ALIASES[m.group(1).lower()]) for m in _ENGLISH_PATTERN.finditer(answer)]
     rest = answer
     for alias in _CHINESE_ALIASES:  # longest first, so a longer word is not counted twice
-        if alias in rest:
-            found.add(ALIASES[alias])
-            rest = rest.replace(alias, " ")
+        for m in re.finditer(re.escape(alias), rest):
+            mentions.append((m.start(), ALIASES[alias]))
+        rest = rest.replace(alias, " " * len(alias))  # same length: later positions stay true
+    if any(_NEGATED.search(answer[:start]) for start, _ in mentions):
+        return None  # a denied label word (不高兴): which label is meant is not said
+    found = {label for _, label in mentions}
     return found.pop() if len(found) == 1 else None
 
 
