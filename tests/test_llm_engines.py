@@ -143,6 +143,21 @@ def test_fsdp_saves_full_state_dicts_and_an_export_needs_weights(tmp_path):
         export_checkpoint(sharded, tmp_path / "best")
 
 
+def test_an_export_replaces_best_whole(tmp_path):
+    """An earlier export's files (a full model's shards) never stay beside a later one's adapter."""
+    full, adapter, best = tmp_path / "checkpoint-4", tmp_path / "checkpoint-8", tmp_path / "best"
+    for folder, names in ((full, ["config.json", "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                  "model.safetensors.index.json", "modeling_x.py"]),
+                          (adapter, ["adapter_config.json", "adapter_model.safetensors", "optimizer.pt"])):
+        folder.mkdir()
+        for name in names:
+            (folder / name).write_text(folder.name, encoding="utf-8")
+    export_checkpoint(full, best)
+    export_checkpoint(adapter, best)
+    assert sorted(p.name for p in best.iterdir()) == ["adapter_config.json", "adapter_model.safetensors"]
+    assert (best / "adapter_model.safetensors").read_text(encoding="utf-8") == "checkpoint-8"
+
+
 @pytest.mark.needs_data
 def test_a_run_resumed_from_its_last_checkpoint_trains_no_extra_step(setup, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "run"

@@ -37,6 +37,7 @@ from transformers import (
 )
 from transformers.trainer_callback import ExportableState
 
+from erckit.atomic import atomic_folder
 from erckit.config import ConfigError, LLMConfig, RunConfig
 from erckit.data import DataError, Dialogue, first_utterances
 from erckit.labels import LABELS, class_weights
@@ -330,14 +331,15 @@ WEIGHT_FILES = ("adapter_config.json", "adapter_model.safetensors", "config.json
 
 
 def export_checkpoint(checkpoint: Path, best: Path) -> None:
-    """Copy a checkpoint's weights (adapter or full model) into `best` (main process only)."""
+    """`best` replaced whole by a copy of a checkpoint's weights (adapter or full model; main process only):
+    nothing of an earlier export (other shards, an adapter beside a full model) stays."""
     files = [f for f in checkpoint.iterdir() if f.name in WEIGHT_FILES or f.name.startswith("model-")]
     if not any(f.name in ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
                for f in files):
         raise ConfigError(f"{checkpoint} holds no adapter or model weights (FSDP sharded state?); cannot export it")
-    best.mkdir(parents=True, exist_ok=True)
-    for file in [*files, *checkpoint.glob("*.py")]:  # *.py: a full model's own code (trust_remote_code)
-        shutil.copy2(file, best / file.name)
+    with atomic_folder(best) as folder:
+        for file in [*files, *checkpoint.glob("*.py")]:  # *.py: a full model's own code (trust_remote_code)
+            shutil.copy2(file, folder / file.name)
 
 
 def run_record(config: LLMConfig, prompts: PromptConfig) -> RunRecord:
