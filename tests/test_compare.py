@@ -417,3 +417,21 @@ def test_seed_table_of_one_seed_shows_no_spread():
     summary = seed_summary(results, {"a": ["a-seed0"]}, "validation")
     assert summary["a"]["macro_f1"]["sd"] is None
     assert "| a | 1 | 0.4422 (one seed: no spread) | 0.5730 (one seed: no spread) | 0.4422 |" in seed_table(summary)
+
+
+@pytest.mark.parametrize("split", ["validation", "test"])
+def test_a_partly_labelled_scored_file_is_refused_before_anything_trains(tmp_path, capsys, split):
+    """Validation is what methods are compared on: it must be labelled; a test file is labelled or not at all
+    (an unlabelled test file is left unscored). Refused naming the utterance, nothing written."""
+    from conftest import REFERENCE_DIALOGUE, m3ed_file
+
+    turns = [(s, t, "Happy" if i else None) for i, (s, t) in enumerate(REFERENCE_DIALOGUE)]
+    partial = m3ed_file(tmp_path / "partial.json", {"d1": turns})
+    config = {"out": str(tmp_path / "compare"), "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(SAMPLE / "annotation_validation.json"), "methods": {"tfidf": {"recipe": "tfidf"}}}
+    config[split] = str(partial)
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 2
+    assert capsys.readouterr().err == f"erckit compare: error: {partial}: utterance d1_1: has no gold label\n"
+    assert not (tmp_path / "compare").exists()

@@ -557,10 +557,9 @@ def compare(config: CompareConfig, config_file: str | Path | None = None, *,
         if path is None:
             continue
         dialogues = read_dialogues(path, config.format, text_column=config.text_column)
-        if all(u.label is not None for d in dialogues for u in d.utterances):
+        if split == "validation" or any(u.label is not None for d in dialogues for u in d.utterances):
+            gold_labels(dialogues, path)  # methods are compared on validation; a test file is labelled or not at all
             splits[split] = dialogues
-    if any(m.fusion and m.weights is None for m in config.methods.values()) and "validation" not in splits:
-        raise ConfigError(f"{config.validation}: a fusion without weights chooses them on validation, which must be labelled")
     trained = {name: _trained_model(name, m, config, method_folder(config, name), trust_remote_code)  # all checked first
                for name, m in config.methods.items() if not m.fusion}
     results = {name: run_method(name, config.methods[name], config, splits, trained[name], trust_remote_code)
