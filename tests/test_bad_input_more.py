@@ -61,7 +61,7 @@ def test_bad_probs_name_file_and_line(bad, message, tmp_path, capsys):
 
 @pytest.mark.parametrize(("record", "message"), [({"id": "d1_2"}, 'has no "label"'),
                                                  ({"id": "d1_2", "label": None}, 'has no "label"'),
-                                                 ({"id": "d1_2", "label": 3}, "invalid label 3")])
+                                                 ({"id": "d1_2", "label": 3}, "unknown label 3 (expected one of Disgust, Anger")])
 def test_a_prediction_without_a_label_says_so(record, message, tmp_path, capsys):
     first = good_run(tmp_path / "a.jsonl")
     second = write_lines(tmp_path / "b.jsonl", [{"id": "d1_1", "label": "Happy"}, record])

@@ -83,7 +83,7 @@ def test_a_bad_file_among_good_ones_writes_nothing(tmp_path):
 @pytest.mark.parametrize(
     ("lines", "message"),
     [
-        (['{"id": "d1_1", "label": "Happy"}', '{"id": "d1_2", "label": "Happyy"}'], "line 2 (id d1_2): invalid label 'Happyy'"),
+        (['{"id": "d1_1", "label": "Happy"}', '{"id": "d1_2", "label": "Happyy"}'], "line 2 (id d1_2): unknown label 'Happyy'"),
         (['{"id": "d1_1", "label": "Happy"}', '{"id": "d1_1", "label": "Sad"}'], "line 2: duplicate id 'd1_1'"),
         (['{"id": "d1_1", "label": "Happy"', ], "line 1: malformed JSON"),
         (['{"label": "Happy"}'], 'line 1: has no "id"'),

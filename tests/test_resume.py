@@ -32,7 +32,7 @@ def test_valid_lines_resume(tmp_path):
 
 
 BAD_LINES = [
-    ({"id": "d1_1", "label": "Bored"}, "invalid label 'Bored'"),
+    ({"id": "d1_1", "label": "Bored"}, "unknown label 'Bored'"),
     ({"id": "d1_1", "label": "Happy", "probs": {k: v * 0.98 for k, v in PROBS.items()}}, "sum to 0.98"),
     ({"id": "d1_1", "label": "Happy", "probs": {k: v for k, v in PROBS.items() if k != "Sad"}}, "lacks Sad"),
     ({"label": "Happy"}, 'has no "id"'),

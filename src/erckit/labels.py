@@ -6,6 +6,9 @@ import re
 import unicodedata
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
+
+from erckit.data import DataError
 
 LABELS: tuple[str, ...] = ("Disgust", "Anger", "Sad", "Happy", "Neutral", "Surprise", "Fear")
 
@@ -86,6 +89,18 @@ def normalize_label(value: str) -> str | None:
     read as their ASCII), else None."""
     key = unicodedata.normalize("NFKC", value).strip(_STRIP).lower()
     return ALIASES.get(key)
+
+
+def read_label(raw: object, path: str | Path, where: str) -> str | None:
+    """A label as a file gives it: None where it gives none (missing, null or blank), the label of a label
+    word or alias; anything else refused naming it. How every reader of labels (the dialogue files,
+    predictions.jsonl) takes one."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
+        return None
+    label = normalize_label(raw) if isinstance(raw, str) else None
+    if label is None:
+        raise DataError(path, where, f"unknown label {raw!r} (expected one of {', '.join(LABELS)}, or an alias)")
+    return label
 
 
 def parse_answer(answer: str | None) -> str | None:

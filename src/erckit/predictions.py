@@ -24,7 +24,7 @@ import numpy as np
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError, not_text
 from erckit.formats.encoding import iter_json_lines, read_json, read_text
-from erckit.labels import LABELS, normalize_label, parse_answer
+from erckit.labels import LABELS, normalize_label, parse_answer, read_label
 from erckit.progress import bar
 
 
@@ -51,11 +51,9 @@ def prediction_from_record(record: object, path: str | Path, where: str) -> Pred
     utt_id, raw_label = record.get("id"), record.get("label")
     if not isinstance(utt_id, str) or not utt_id:
         raise DataError(path, where, not_text(record, "id"))
-    if raw_label is None:
-        raise DataError(path, f"{where} (id {utt_id})", not_text(record, "label"))
-    label = normalize_label(raw_label) if isinstance(raw_label, str) else None
+    label = read_label(raw_label, path, f"{where} (id {utt_id})")
     if label is None:
-        raise DataError(path, f"{where} (id {utt_id})", f"invalid label {raw_label!r} (expected one of {', '.join(LABELS)})")
+        raise DataError(path, f"{where} (id {utt_id})", not_text(record, "label"))
     probs, raw = record.get("probs"), record.get("raw")
     if probs is not None:
         probs = check_probs(probs, path, f"{where} (id {utt_id})")

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from erckit.data import DataError, Dialogue, Utterance, not_text
-from erckit.labels import normalize_label
+from erckit.labels import read_label
 
 LABEL_KEY = "final_main_emo"
 
@@ -50,13 +50,7 @@ def _label(record: dict[str, Any], path: str | Path, utt_id: str) -> str | None:
         return None
     if not isinstance(annotation, dict):
         raise DataError(path, f"utterance {utt_id}", '"EmoAnnotation" is not an object')
-    raw = annotation.get(LABEL_KEY)
-    if raw is None or raw == "":
-        return None
-    label = normalize_label(raw) if isinstance(raw, str) else None
-    if label is None:
-        raise DataError(path, f"utterance {utt_id}", f"unknown label {raw!r}")
-    return label
+    return read_label(annotation.get(LABEL_KEY), path, f"utterance {utt_id}")
 
 
 def parse(text: str, path: str | Path) -> list[Dialogue]:

@@ -10,7 +10,7 @@ from typing import TextIO
 
 from erckit.data import DataError, Dialogue, Utterance
 from erckit.formats.encoding import LIMITS
-from erckit.labels import MELD_NAMES, normalize_label
+from erckit.labels import MELD_NAMES, read_label
 
 # A field may be as long as an input file may be (csv's default stops at 128 KiB). csv has no per-reader
 # setting: its limit is process-wide, so it is raised once, here, for every reader.
@@ -85,11 +85,7 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
     for line, row in rows:
         dialogue, position, utt_id = _utterance_id(row, header, path, line)
         where = f"line {line}, utterance {utt_id}"
-        label = None
-        if label_at is not None and row[label_at].strip():
-            label = normalize_label(row[label_at])
-            if label is None:
-                raise DataError(path, where, f"unknown label {row[label_at]!r}")
+        label = read_label(row[label_at], path, where) if label_at is not None else None
         if not row[speaker_at].strip():
             raise DataError(path, where, f"empty {SPEAKER}")
         utt = Utterance(utt_id, row[speaker_at].strip(), row[text_at].strip(), label)
