@@ -203,3 +203,35 @@ def test_merge_refuses_an_out_folder_it_would_destroy(held, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and str(out) in err and message in err, err
     assert all(path.read_text(encoding="utf-8") == "mine" for path in kept)
+
+
+@pytest.mark.parametrize(("recipe", "setting", "problem"), [
+    ("bert_bigru", "encoder.name=/nonexistent/folder", "encoder.name=/nonexistent/folder: no such model folder"),
+    ("bert_bigru", "encoder.name=packaged:foo", "encoder.name=packaged:foo: no such packaged model"),
+    ("bert_bigru", "encoder.name=EMPTY", "the folder holds no model (no config.json)"),
+    ("bert_bigru", "encoder.name=hfl/chinese-roberta-wwm-ext", "not in the Hugging Face cache while offline"),
+    ("gemma-270m-lora", "llm.model=someone/missing-7b", "llm.model=someone/missing-7b: not a folder here"),
+])
+def test_a_model_that_cannot_be_found_is_named_before_the_run_folder_is_written(tmp_path, capsys, recipe, setting,
+                                                                               problem):
+    (tmp_path / "empty").mkdir()
+    out = tmp_path / "run"
+    args = ["train", "--config", recipe, f"out={out}", *SAMPLE_DATA, setting.replace("EMPTY", str(tmp_path / "empty"))]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err, err
+    assert not out.exists()
+
+
+def test_compare_names_a_model_that_cannot_be_found_before_any_method_trains(tmp_path, capsys):
+    import yaml
+
+    config = {"out": str(tmp_path / "compare"), "train": str(SAMPLE_DATA[0].split("=", 1)[1]),
+              "validation": str(SAMPLE_DATA[1].split("=", 1)[1]),
+              "methods": {"tfidf": {"recipe": "tfidf"},
+                          "encoder": {"recipe": "bert_bigru", "overrides": ["encoder.name=/nonexistent/folder"]}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 2
+    assert "encoder.name=/nonexistent/folder: no such model folder" in capsys.readouterr().err
+    assert not (tmp_path / "compare" / "tfidf").exists()  # the first method was not trained

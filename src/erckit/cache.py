@@ -154,3 +154,31 @@ def local_or_hub(name_or_path: str) -> str:
     """A local folder -> its path (`~` expanded); anything else (a hub id) unchanged."""
     local = Path(name_or_path).expanduser()
     return str(local) if local.is_dir() else name_or_path
+
+
+def check_source(name: str, key: str, packaged: Iterable[str]) -> None:
+    """Refuse (ConfigError), naming the recipe `key`, a model source that cannot be found, before anything is written: a
+    packaged name not in `packaged`, a path that is no model folder (config.json, or a LoRA adapter's
+    adapter_config.json), or a hub id that is not in the Hugging Face cache while offline (HF_HUB_OFFLINE)."""
+    from huggingface_hub.constants import HF_HUB_OFFLINE
+
+    from erckit.config import ConfigError
+
+    local = Path(name).expanduser()
+    if name == "packaged" or name.startswith("packaged:"):
+        if name not in packaged:
+            raise ConfigError(f"{key}={name}: no such packaged model (packaged: {', '.join(packaged)})")
+        return
+    if local.is_dir():
+        if not any((local / f).is_file() for f in ("config.json", "adapter_config.json")):
+            raise ConfigError(f"{key}={name}: the folder holds no model (no config.json)")
+        return
+    hub_id = name.count("/") <= 1 and not name.startswith(("/", ".", "~")) and not local.exists()
+    if not hub_id:
+        raise ConfigError(f"{key}={name}: no such model folder, and not a hub id (owner/name)")
+    if HF_HUB_OFFLINE:
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+            raise ConfigError(f"{key}={name}: not a folder here, and not in the Hugging Face cache while offline "
+                             "(HF_HUB_OFFLINE=1): download it on a connected machine, or give its folder")

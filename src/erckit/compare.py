@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from erckit import kinds
 from erckit.atomic import atomic_files, check_folder, write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
@@ -310,7 +311,10 @@ def _trained_model(name: str, method: Method, config: CompareConfig, folder: Pat
         if not info.get("finished"):
             raise ConfigError(f"method {name}: {method.model} is not a finished run")
         return Path(method.model), None, info
-    return folder / "model", method_recipe(method, config, folder), {}
+    recipe = method_recipe(method, config, folder)
+    if not (folder / "model" / MODEL_FILE).exists() or not read_model_info(folder / "model").get("finished"):
+        kinds.check_sources(recipe)  # to be trained: its starting weights found before any method trains
+    return folder / "model", recipe, {}
 
 
 def run_method(name: str, method: Method, config: CompareConfig, splits: dict[str, list[Dialogue]],

@@ -147,6 +147,7 @@ def _train(config: RunConfig, out: Path, main: bool) -> dict:
     if previous := _check_previous(out, config, digest):
         print(f"{out} already holds this finished run; reusing it")
         return previous | {"reused": True}
+    kinds.check_sources(config)  # the starting weights found before the run folder is written
     info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__,
             "erckit_commit": source_commit(), "config": saved_config(config), "data_sha256": digest}
     if main:

@@ -27,6 +27,10 @@ class Kind(Protocol):
     def check(self, config: RunConfig) -> None:
         """Refusals that span sections (run when a recipe loads)."""
 
+    def check_sources(self, config: RunConfig) -> None:
+        """Optional: the weights a training starts from can be found (a folder, a cached or reachable hub id,
+        a packaged model with its extra installed); run before anything is written (`check_sources` below)."""
+
     def train(self, config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
         """Train into `out`; the summary kept in erckit_model.json."""
 
@@ -53,6 +57,12 @@ def get(name: str) -> Kind:
     if name not in MODULES:
         raise ValueError(f"model must be one of {', '.join(NAMES)}, not {name!r}")
     return cast(Kind, importlib.import_module(MODULES[name]))
+
+
+def check_sources(config: RunConfig) -> None:
+    """The recipe's starting weights can be found (its kind's `check_sources`, where it has one)."""
+    if checker := getattr(get(config.model), "check_sources", None):
+        checker(config)
 
 
 def saved_recipe(folder: Path, info: dict) -> dict:

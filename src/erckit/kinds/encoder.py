@@ -22,6 +22,13 @@ def check(config: RunConfig) -> None:
         raise ConfigError("train.patience (early stopping) needs data.validation; give one, or set train.patience=0")
 
 
+def check_sources(config: RunConfig) -> None:
+    from erckit.cache import check_source
+    from erckit.encoder.packaged import PACKAGED_ENCODER_NAME
+
+    check_source(config.encoder.name, "encoder.name", (PACKAGED_ENCODER_NAME, "packaged"))
+
+
 def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
     from erckit.encoder.train import train_bert_bigru
 

@@ -25,6 +25,16 @@ def check(config: RunConfig) -> None:
         deepspeed_config(config.llm.deepspeed)
 
 
+def check_sources(config: RunConfig) -> None:
+    from erckit.cache import check_source
+    from erckit.llm.loading import is_packaged
+    from erckit.llm.packaged import PACKAGED_LM_NAME, require_gemma
+
+    check_source(config.llm.model, "llm.model", (PACKAGED_LM_NAME, "packaged"))
+    if is_packaged(config.llm.model):
+        require_gemma()
+
+
 def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:
     from erckit.llm.train import train_llm
 

