@@ -119,3 +119,27 @@ def test_fixed_values_are_choices(argv: list[str], capsys: pytest.CaptureFixture
     with pytest.raises(SystemExit) as done:
         _parse(["predict", "--model", "m", "--input", "x.json", "--out", "p.jsonl", *argv])
     assert done.value.code == 2 and "invalid choice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["predict", "--model", "m", "--input", "f"],
+     "erckit predict: error: the following arguments are required: --out (see erckit predict --help)"),
+    (["predict", "--model", "m", "--input", "f", "--out", "p.jsonl", "--foo"],  # the subcommand's, not erckit's
+     "erckit predict: error: unrecognized arguments: --foo (see erckit predict --help)"),
+    (["evaluate", "--predictions"], "erckit evaluate: error: argument --predictions: expected one argument "
+                                    "(see erckit evaluate --help)"),
+    (["nothing"], "erckit: error: argument COMMAND: invalid choice: 'nothing'"),
+])
+def test_a_usage_error_is_one_line_naming_the_command(args, line, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2 and err.count("\n") == 1 and err.startswith(line), err
+
+
+def test_optional_key_values_are_not_called_required(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    help_text = capsys.readouterr().out
+    described = re.search(r"\n  key=value +(.*?)\n\n", help_text, re.DOTALL)[1]  # the positional's paragraph
+    assert "the recipe as written" in described and "(required)" not in described

@@ -11,6 +11,7 @@ import sys
 from collections import Counter
 from dataclasses import fields
 from pathlib import Path
+from typing import NoReturn
 
 from erckit import __version__
 from erckit.atomic import check_folder, check_output, same_file
@@ -436,21 +437,32 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
-        if action.required:
+        if action.required and action.nargs not in ("*", "?"):  # argparse marks a `*` positional required
             return f"{text} (required)"
         if "default:" in text or action.default is None:
             return text
         return super()._get_help_string(action)
 
 
-def build_parser() -> argparse.ArgumentParser:
+class Parser(argparse.ArgumentParser):
+    """argparse's parser (and each subcommand's) with a usage error on one line, pointing at --help;
+    `commands`: the subcommands' parsers by name (an error found after parsing names its command)."""
+
+    commands: dict[str, argparse.ArgumentParser]
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def build_parser() -> Parser:
     """The `erckit` parser; subcommands in workflow order (recipes, prepare, train, predict, combine, evaluate, ...)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="erckit", description="Emotion recognition in conversation with fine-tuned language models.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"erckit {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser.commands = commands.choices
     from erckit.config import PromptSettings
     from erckit.flags import add_flags
     from erckit.llm.run import RunFlags
@@ -652,7 +664,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     if extra and not (hasattr(args, "overrides") and all(_is_override(e) for e in extra)):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        parser.commands[args.command].error(f"unrecognized arguments: {' '.join(extra)}")
     if hasattr(args, "overrides"):
         # argparse keeps only the first run of key=value words as overrides: the later ones come back unrecognised,
         # and --methods (compare) takes those after it; all of them are overrides, applied in command-line order
@@ -661,7 +673,8 @@ def main(argv: list[str] | None = None) -> int:
         if methods:
             args.methods = [m for m in methods if not _is_override(m)]
             if not args.methods:
-                parser.error("compare: --methods needs a method name of the file before any key=value")
+                parser.exit(2, "erckit compare: error: --methods needs a method name of the file before any key=value "
+                               "(see erckit compare --help)\n")
     try:
         check_recipe_values(args)
         return args.handler(args)
