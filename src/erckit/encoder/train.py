@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -110,8 +111,10 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
         return ended
     if (checkpoint / STATE).exists():
         state = _load_checkpoint(checkpoint, model, optimizer)
-        for _ in range(state["epoch"] * steps_per_epoch):
-            scheduler.step()
+        with warnings.catch_warnings():  # the schedule is fast-forwarded on purpose, before the next optimiser step
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            for _ in range(state["epoch"] * steps_per_epoch):
+                scheduler.step()
         if state["best_epoch"] == state["epoch"] and _weights_epoch(out) != state["epoch"]:
             save_classifier(model, tokenizer, out, state["epoch"])  # killed before the best epoch's weights were kept
         print(f"resuming {out} after epoch {state['epoch']}")
