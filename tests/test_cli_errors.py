@@ -235,3 +235,16 @@ def test_compare_names_a_model_that_cannot_be_found_before_any_method_trains(tmp
     assert main(["compare", "--config", str(path)]) == 2
     assert "encoder.name=/nonexistent/folder: no such model folder" in capsys.readouterr().err
     assert not (tmp_path / "compare" / "tfidf").exists()  # the first method was not trained
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ('{"id": "d1", "utterances": [{"id": "u1", "speaker": "A", "text": "hi"}]}\n'.encode("utf-16"),
+     "d.jsonl: is UTF-16 text: save it as UTF-8 (or GBK), or name its encoding"),
+    ((CSV_HEADER + "1,,A,joy,positive,0,0\n").encode(), "line 2, utterance dia0_utt0: empty Utterance"),
+])
+def test_an_encoding_or_an_empty_cell_is_named_in_words_a_user_acts_on(tmp_path, capsys, raw, message):
+    path = tmp_path / ("d.jsonl" if raw.startswith(b"\xff\xfe") else "d.csv")
+    path.write_bytes(raw)
+    assert main(["prepare", "--train", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err, err

@@ -126,8 +126,8 @@ def test_fixed_values_are_choices(argv: list[str], capsys: pytest.CaptureFixture
      "erckit predict: error: the following arguments are required: --out (see erckit predict --help)"),
     (["predict", "--model", "m", "--input", "f", "--out", "p.jsonl", "--foo"],  # the subcommand's, not erckit's
      "erckit predict: error: unrecognized arguments: --foo (see erckit predict --help)"),
-    (["evaluate", "--predictions"], "erckit evaluate: error: argument --predictions: expected one argument "
-                                    "(see erckit evaluate --help)"),
+    (["evaluate", "--predictions"], ("erckit evaluate: error: argument --predictions: expected one argument "
+                                    "(see erckit evaluate --help)")),
     (["nothing"], "erckit: error: argument COMMAND: invalid choice: 'nothing'"),
 ])
 def test_a_usage_error_is_one_line_naming_the_command(args, line, capsys):

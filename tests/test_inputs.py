@@ -26,7 +26,7 @@ BAD = {  # bad kind -> words of the refusal
     "dev_zero": "is not a regular file",
     "folder": "is a folder",
     "oversize": "file limit",
-    "encoding": "is not valid",
+    "encoding": "text (wrong encoding? save it as UTF-8)",
 }
 
 

@@ -286,7 +286,7 @@ def test_more_inputs_that_once_gave_misleading_or_unnamed_errors(tmp_path, capsy
     recipe = tmp_path / "recipe.yaml"
     recipe.write_bytes("model: tfidf\n# 注释\n".encode("gbk"))
     assert main(["train", "--config", str(recipe)]) == 2
-    one_line_error(capsys, f"{recipe}: line 2, byte 17: is not valid utf-8 text")  # the one reader's words
+    one_line_error(capsys, f"{recipe}: line 2, byte 17: is not utf-8 text")  # the one reader's words
 
     listed = tmp_path / "list.json"
     listed.write_text('[{"id": "u1", "instruction": "x"}]', encoding="utf-8")

@@ -11,6 +11,7 @@ safetensors, and the other files of a model folder, read by transformers, are ch
 
 from __future__ import annotations
 
+import codecs
 import json
 import os
 import re
@@ -107,11 +108,14 @@ def decode_text(raw: bytes, path: str | Path, encoding: str | None = None) -> tu
                 check_not_latin(text, path)
             return text, name
     assert first_error is not None
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and encoding is None:
+        raise DataError(path, None, "is UTF-16 text: save it as UTF-8 (or GBK), or name its encoding")
     if encoding is None:
         check_one_encoding(raw, path)
     line = raw[: first_error.start].count(b"\n") + 1
-    tried = " or ".join(encodings)
-    raise DataError(path, f"line {line}, byte {first_error.start}", f"is not valid {tried} text (wrong encoding?)")
+    tried = encoding or "UTF-8 or GBK"
+    raise DataError(path, f"line {line}, byte {first_error.start}", f"is not {tried} text (wrong encoding? save it "
+                    "as UTF-8)")
 
 
 def _truncated(raw: bytes, err: UnicodeDecodeError, encoding: str) -> bool:

@@ -88,6 +88,8 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
         label = read_label(row[label_at], path, where) if label_at is not None else None
         if not row[speaker_at].strip():
             raise DataError(path, where, f"empty {SPEAKER}")
+        if not row[text_at].strip():
+            raise DataError(path, where, f"empty {column}")
         utt = Utterance(utt_id, row[speaker_at].strip(), row[text_at].strip(), label)
         grouped.setdefault(dialogue, []).append((position, utt))
     return [
