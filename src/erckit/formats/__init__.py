@@ -130,5 +130,7 @@ def write_labels(
     if used_encoding == "utf-8-sig":  # it reads a file without a byte-order mark too: keep one if it has one
         used_encoding = "utf-8-sig" if raw.startswith(codecs.BOM_UTF8) else "utf-8"
     del raw  # the text is written out in pieces: memory holds one copy of the file
-    with open_text_atomic(out, used_encoding, newline="") as handle:
+    first_break = text.find("\n")
+    crlf = fmt != "csv" and first_break > 0 and text[first_break - 1] == "\r"  # CSV's writer keeps its own
+    with open_text_atomic(out, used_encoding, newline="\r\n" if crlf else "") as handle:
         _MODULES[fmt].write_labels(text, raw_path, labels, handle)
