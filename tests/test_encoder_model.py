@@ -281,3 +281,12 @@ def test_without_validation_the_last_epoch_is_kept_and_no_score_is_invented(tiny
     summary = json.loads((out / "erckit_model.json").read_text(encoding="utf-8"))["summary"]
     assert summary["best_epoch"] == 2 and summary["best_macro_f1"] is None
     assert all("val_macro_f1" not in epoch for epoch in summary["history"])
+
+
+def test_freezing_more_layers_than_the_encoder_has_is_refused(tiny_encoder, tmp_path, capsys):
+    layers = json.loads((tiny_encoder / "config.json").read_text())["num_hidden_layers"]
+    args = ["train", "--config", "bert_bigru", *recipe(tiny_encoder, *SAMPLE_PATHS, tmp_path / "m", 1),
+            f"encoder.freeze_layers={layers + 1}"]
+    assert main(args) == 2
+    assert (f"encoder.freeze_layers is {layers + 1}, more than the {layers} layers of {tiny_encoder}; set {layers} "
+            "or less") in capsys.readouterr().err
