@@ -104,3 +104,12 @@ def test_two_dialogues_under_one_id_are_resampled_as_two(tmp_path, capsys):
                                               for d in dialogues for u in d.utterances), encoding="utf-8")
     assert main(["evaluate", "--predictions", str(tmp_path / "p.jsonl"), "--gold", str(gold)]) == 0
     assert "bootstrap over 2 dialogues" in capsys.readouterr().out
+
+
+def test_one_dialogue_gets_no_interval_and_says_why(tmp_path, capsys):
+    gold = m3ed_file(tmp_path / "annotation_test.json", {"d1": [("A", "你好", "Happy"), ("B", "嗯", "Neutral")]})
+    (tmp_path / "p.jsonl").write_text("".join(json.dumps({"id": f"d1_{i}", "label": "Neutral"}) + "\n"
+                                              for i in (1, 2)), encoding="utf-8")
+    assert main(["evaluate", "--predictions", str(tmp_path / "p.jsonl"), "--gold", str(gold)]) == 0
+    printed = capsys.readouterr().out
+    assert "no interval: one dialogue (the bootstrap resamples whole dialogues)" in printed and "CI" not in printed

@@ -50,6 +50,14 @@ def aligned(gold: dict[str, str], predicted: dict[str, str], predictions_path: s
     return [gold[i] for i in gold], [predicted[i] for i in gold]
 
 
+def _interval_line(intervals: dict) -> str:
+    if intervals["dialogues"] < 2:
+        return "no interval: one dialogue (the bootstrap resamples whole dialogues)"
+    return (f"bootstrap over {intervals['dialogues']} dialogues: macro-F1 "
+            f"{describe_interval(intervals['macro_f1'], intervals['level'])}, weighted-F1 "
+            f"{describe_interval(intervals['weighted_f1'], intervals['level'])}")
+
+
 def format_scores(result: dict) -> str:
     """A short human-readable report."""
     intervals = result.get("intervals")
@@ -58,9 +66,7 @@ def format_scores(result: dict) -> str:
             f"macro-F1 {result['macro_f1']:.4f} · weighted-F1 {result['weighted_f1']:.4f} · "
             f"accuracy {result['accuracy']:.4f} · n={result['n']}"
         ),
-        *([(f"bootstrap over {intervals['dialogues']} dialogues: macro-F1 "
-           f"{describe_interval(intervals['macro_f1'], intervals['level'])}, weighted-F1 "
-           f"{describe_interval(intervals['weighted_f1'], intervals['level'])}")] if intervals else []),
+        *([_interval_line(intervals)] if intervals else []),
         f"{'label':<10}{'prec':>7}{'rec':>7}{'F1':>7}{'n':>7}",
     ]
     for label, row in result["per_class"].items():
