@@ -107,6 +107,8 @@ def test_two_dialogues_under_one_id_are_resampled_as_two(tmp_path, capsys):
 
 
 def test_one_dialogue_gets_no_interval_and_says_why(tmp_path, capsys):
+    from conftest import m3ed_file
+
     gold = m3ed_file(tmp_path / "annotation_test.json", {"d1": [("A", "你好", "Happy"), ("B", "嗯", "Neutral")]})
     (tmp_path / "p.jsonl").write_text("".join(json.dumps({"id": f"d1_{i}", "label": "Neutral"}) + "\n"
                                               for i in (1, 2)), encoding="utf-8")
