@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 
 import numpy as np
@@ -86,8 +87,6 @@ def test_evaluate_prints_and_stores_the_interval(tmp_path, capsys):
 
 
 def test_two_dialogues_under_one_id_are_resampled_as_two(tmp_path, capsys):
-    import json
-
     from conftest import m3ed_file
     from erckit.data import dialogue_groups
     from erckit.formats import read_dialogues
