@@ -38,11 +38,16 @@ def predicted_probs(path, dialogues):
 def test_weights_are_the_best_on_validation_and_predict_averages_the_members(members, tmp_path, capsys):
     fused = tmp_path / "fused"
     assert main(["ensemble", "--models", *map(str, members), "--validation", str(VALIDATION), "--out", str(fused)]) == 0
-    assert "macro-F1" in capsys.readouterr().out
-    weights = json.loads((fused / "erckit_model.json").read_text())["summary"]["weights"]
+    printed = capsys.readouterr().out
+    assert "macro-F1" in printed
+    summary = json.loads((fused / "erckit_model.json").read_text())["summary"]
+    weights = summary["weights"]
     validation = read_dialogues(VALIDATION)
     gold = [u.label for d in validation for u in d.utterances]
     words, trigrams = (load(m).probabilities(validation) for m in members)
+    alone = [scores(gold, [LABELS[i] for i in p.argmax(1)])["macro_f1"] for p in (words, trigrams)]
+    assert summary["val_member_macro_f1"] == pytest.approx(alone)  # each member's own figure, kept beside
+    assert ("alone scores" in printed) == (max(alone) > summary["val_macro_f1"])  # told when a member is better
     macro = {w: scores(gold, [LABELS[i] for i in (w[0] * words + w[1] * trigrams).argmax(1)])["macro_f1"]
              for w in weight_grid(2)}
     assert macro[tuple(round(w, 1) for w in weights)] == max(macro.values())

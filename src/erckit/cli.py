@@ -317,6 +317,11 @@ def _fuse_models(args: argparse.Namespace) -> int:
               else "given")
     print(f"wrote the fusion {args.out} of {len(args.models)} models, weights "
           + ", ".join(f"{w:.2f}" for w in summary["weights"]) + f" ({origin}); label with erckit predict --model {args.out}")
+    alone = summary.get("val_member_macro_f1") or []
+    if alone and max(alone) > summary["val_macro_f1"]:  # every member keeps a share: the fusion can lose
+        best = max(range(len(alone)), key=alone.__getitem__)
+        print(f"note: {args.models[best]} alone scores {alone[best]:.4f} on {args.validation}, above the fusion: "
+              "it does not help there; use that model alone")
     return 0
 
 

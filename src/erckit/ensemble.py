@@ -131,6 +131,7 @@ class FusionWeights:
     origin: str  # "given", or "validation macro-F1" (chosen by `choose_weights`)
     validation_macro_f1: float | None = None  # of the chosen weights; None when given
     validation_weighted_f1: float | None = None
+    member_macro_f1: list[float] | None = None  # each member's own validation macro-F1, beside the fusion's
 
 
 def fusion_weights(given: list[float] | None, members: int,
@@ -144,4 +145,5 @@ def fusion_weights(given: list[float] | None, members: int,
     probs, gold = validation()
     weights, macro = choose_weights(probs, gold)
     weighted = scores(gold, [LABELS[i] for i in mix(weights, probs).argmax(1)])["weighted_f1"]
-    return FusionWeights(weight_shares(weights, members), "validation macro-F1", macro, weighted)
+    alone = [scores(gold, [LABELS[i] for i in p.argmax(1)])["macro_f1"] for p in probs]
+    return FusionWeights(weight_shares(weights, members), "validation macro-F1", macro, weighted, alone)

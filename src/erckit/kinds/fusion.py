@@ -66,7 +66,8 @@ def train(config: RunConfig, train: list[Dialogue] | None, validation: list[Dial
     chosen = fusion_weights(config.fusion.weights, len(folders), on_validation)
     summary = {"weights": chosen.shares, "weights_from": chosen.origin}
     if chosen.validation_macro_f1 is not None:
-        summary |= {"val_macro_f1": chosen.validation_macro_f1, "val_weighted_f1": chosen.validation_weighted_f1}
+        summary |= {"val_macro_f1": chosen.validation_macro_f1, "val_weighted_f1": chosen.validation_weighted_f1,
+                    "val_member_macro_f1": chosen.member_macro_f1}
     return summary | {"member_paths": [os.path.relpath(m, out.resolve()) for m in folders]}  # see saved_members
 
 
