@@ -79,10 +79,14 @@ def _validation_reason(err: RequestValidationError, content_type: str) -> tuple[
         return 400, "empty body: send the conversation as JSON ({\"turns\": [...]})"
     if first.get("type") == "json_invalid":
         return 400, f"malformed JSON: {first.get('ctx', {}).get('error', first.get('msg'))}"
-    where = ".".join(str(part) for part in first.get("loc", ()) if part != "body") or "body"
+    parts = [part for part in first.get("loc", ()) if part != "body"]
+    turn = ""  # a turn counted from 1, as the other refusals count it (pydantic counts from 0)
+    if len(parts) >= 2 and parts[0] == "turns" and isinstance(parts[1], int):
+        turn, parts = f"turn {parts[1] + 1}", parts[2:]
+    field = ".".join(str(part) for part in parts) or ("" if turn else "body")
     if first.get("type") == "extra_forbidden":
-        return 422, f"unknown field {where}"
-    return 422, f"{where}: {first.get('msg')}"
+        return 422, f"{turn}: unknown field {field}" if turn else f"unknown field {field}"
+    return 422, ", ".join(p for p in (turn, field) if p) + f": {first.get('msg')}"
 
 
 def _utterance(turn: Turn, number: int) -> Utterance:
