@@ -37,7 +37,7 @@ from erckit.llm.items import Item, inputs_digest, items_from_dialogues, items_fr
 from erckit.llm.record import RECORD_FILE, RunRecord, load_run_record
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
 from erckit.llm.run import LLMRun
-from erckit.llm.settings import BACKENDS, GENERATING, SCORING_BACKENDS, Decoding
+from erckit.llm.settings import BACKENDS, GENERATING, SCORING_BACKENDS, UNPARSED_POLICIES, Decoding
 from erckit.predictions import (
     Prediction,
     calibrated,
@@ -48,8 +48,6 @@ from erckit.predictions import (
 )
 from erckit.progress import bar as progress_bar
 from erckit.prompts import PromptConfig, detect_language
-
-UNPARSED_POLICIES = ("fail", "score")
 
 
 class UnparsedAnswers(RuntimeError):

@@ -12,6 +12,7 @@ from erckit.prompts import setting
 
 BACKENDS = ("score", "generate", "vllm", "vllm-generate")
 GENERATING = ("generate", "vllm-generate")
+UNPARSED_POLICIES = ("fail", "score")  # generate: an unparseable answer stops the run, or label scoring resolves it
 SCORING_BACKENDS = ("score", "vllm")  # labels from the 7 label probabilities: calibration offsets apply
 VLLM_BACKENDS = ("vllm", "vllm-generate")
 
@@ -59,7 +60,7 @@ class PredictSettings:
     max_new_tokens: int | None = setting(None, "generate: answer length cap", shown=str(GREEDY.max_new_tokens),
                                          applies=GENERATING)
     unparsed: str = setting("fail", "generate: unparseable answers stop the run (fail) or are resolved by label "
-                            "scoring", ("fail", "score"), applies=GENERATING)
+                            "scoring", UNPARSED_POLICIES, applies=GENERATING)
     dtype: str = setting("auto", "weights' precision; auto: fp32 on CPU, bf16 (or fp16 without native bf16) on GPU",
                          PRECISIONS)
     device: str | None = setting(None, "cpu, cuda, cuda:N, or auto: spread over all GPUs",

@@ -147,9 +147,7 @@ def training_arguments(config: RunConfig, out: Path, evaluate: bool) -> Training
 
 def quantization(config: LLMConfig):
     """The 4-bit config of QLoRA (compute dtype = the precision's), or None."""
-    if config.finetuning != "qlora":
-        if config.finetuning not in ("lora", "full"):
-            raise ConfigError(f"llm.finetuning must be lora, qlora or full, not {config.finetuning!r}")
+    if config.finetuning != "qlora":  # lora or full (LLMConfig refuses anything else)
         return None
     if not torch.cuda.is_available():
         raise ConfigError("llm.finetuning=qlora needs a CUDA GPU and bitsandbytes; use lora on CPU")
