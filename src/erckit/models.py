@@ -189,14 +189,11 @@ def model_files(folder: str | Path | None) -> list[Path]:
 
 
 def _unfinished(folder: Path, info: dict, best_so_far: bool) -> dict | None:
-    """What an unfinished run predicts with (kinds that keep their best epoch so far, on request), or a
-    refusal; None for a finished run."""
+    """What an unfinished run predicts with (kinds that keep their best epoch so far, on request: `load` has
+    refused the request for other kinds), or a refusal; None for a finished run."""
     if info.get("finished"):
         return None
     kind = kinds.get(info["type"])
-    if best_so_far and not kind.BEST_SO_FAR:
-        which = " and ".join(n for n in kinds.NAMES if kinds.get(n).BEST_SO_FAR)
-        raise ConfigError(f"{folder}: the run has not finished; only {which} runs predict from an unfinished run")
     if not best_so_far:
         hint = " or predict with its best epoch so far (--best-so-far)" if kind.BEST_SO_FAR else ""
         raise ConfigError(f"{folder}: the run has not finished; rerun its train command to resume it{hint}")
