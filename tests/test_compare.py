@@ -1,6 +1,7 @@
 """`erckit compare` on the sample: one table, one chart, finished runs reused."""
 
 import json
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -193,7 +194,7 @@ def test_the_pairs_a_comparison_names_get_their_paired_difference_on_every_split
             load_compare_config(path)
 
 
-def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_path):
+def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_path, capsys):
     from erckit.config import load_config
     from erckit.models import train
 
@@ -208,6 +209,15 @@ def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_pat
     result = json.loads((tmp_path / "c" / "comparison.json").read_text())["given"]
     assert result["validation"]["n"] == 89 and result["model"] == str(model)
     assert (model / "tfidf.safetensors").stat().st_mtime_ns == before
+    capsys.readouterr()
+    assert main(["compare", "--config", str(path)]) == 0
+    assert "given: reusing" in capsys.readouterr().out
+    shutil.rmtree(model)  # trained again, on the validation file this time: its old scores must not be reused
+    train(load_config("tfidf", [f"out={model}", f"data.train={SAMPLE / 'annotation_validation.json'}"]))
+    assert main(["compare", "--config", str(path)]) == 0
+    assert "given: reusing" not in capsys.readouterr().out
+    again = json.loads((tmp_path / "c" / "comparison.json").read_text())["given"]
+    assert again["validation"]["macro_f1"] > result["validation"]["macro_f1"]  # it has seen these labels
 
 
 def test_paths_in_a_compare_config_are_relative_to_the_file_from_any_directory(tmp_path, monkeypatch):

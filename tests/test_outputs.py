@@ -293,3 +293,28 @@ def test_predict_never_writes_over_a_file_in_a_model_folders_subfolders(tmp_path
     assert main(["predict", "--model", str(model), "--input", str(SAMPLE / "annotation_test.json"),
                  "--out", str(kept)]) == 2
     assert "is the input" in capsys.readouterr().err and kept.read_text() == "{}"
+
+
+KILLED_SAFETENSORS = """
+import os, signal, sys
+from pathlib import Path
+import numpy as np
+from safetensors.numpy import save_file
+from erckit.atomic import write_safetensors
+
+def killed_mid_save(tensors, path, metadata=None):  # as safetensors does: its own temporary file beside `path`
+    (Path(path).parent / ".tmpAbC123").write_bytes(b"half a model" * 100000)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+write_safetensors(killed_mid_save if sys.argv[2] == "kill" else save_file, {"w": np.ones(3, np.float32)}, sys.argv[1])
+"""
+
+
+def test_a_safetensors_write_killed_midway_leaves_nothing_the_next_write_keeps(tmp_path):
+    """safetensors writes through its own temporary file beside the path it is given: a kill must not strand
+    it (it is the model's size) next to the weights."""
+    out = tmp_path / "model.safetensors"
+    killed = subprocess.run([sys.executable, "-c", KILLED_SAFETENSORS, str(out), "kill"], check=False)
+    assert killed.returncode == -signal.SIGKILL and not out.exists()
+    assert subprocess.run([sys.executable, "-c", KILLED_SAFETENSORS, str(out), "save"], check=False).returncode == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.safetensors"]

@@ -172,14 +172,22 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
 def write_safetensors(save_file: Callable[..., None], tensors: dict, path: PathLike,
                       metadata: dict[str, str] | None = None) -> None:
     """`save_file(tensors, tmp)` (safetensors' numpy or torch one) into `path` atomically; its I/O errors
-    (a full disk) end as every write's: one line naming `path`."""
+    (a full disk) end as every write's: one line naming `path`. safetensors writes through a temporary file of
+    its own beside the path it is given: it is given one in a staging folder of this process, which a killed
+    run leaves to the next write's clean-up (`remove_leftovers`), never a stray file of the model's size."""
     from safetensors import SafetensorError
 
+    target = _target(Path(path))
+    staging = target.with_name(f".{target.name}.staging.{os.getpid()}{TMP_SUFFIX}")
     with atomic_path(path) as tmp:
         try:
-            save_file(tensors, str(tmp), metadata=metadata)
+            staging.mkdir(exist_ok=True)
+            save_file(tensors, str(staging / target.name), metadata=metadata)
+            os.replace(staging / target.name, tmp)
         except SafetensorError as err:  # not an OSError: "I/O error: No space left on device (os error 28)"
             raise OSError(str(err)) from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
 
 
 def write_text_atomic(path: PathLike, text: str, encoding: str = "utf-8", newline: str | None = None) -> None:

@@ -4,12 +4,14 @@ Each method is a recipe (+ overrides) trained into `<out>/<method>/model`, a fin
 fusion of earlier methods (their probabilities averaged, weights chosen on validation only); each is scored on
 validation (and test, when labelled), with bootstrap intervals over dialogues and paired differences against
 the best method and between the `pairs` the file names. A method whose result.json exists for the same recipe,
-the same training and scored files (by content) and the same stored calibration is reused, not recomputed; a
+the same training and scored files (by content) and the same stored calibration (a given model folder: the
+same training run, by its erckit_model.json) is reused, not recomputed; a
 killed comparison resumes with the next unfinished method.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import time
@@ -327,6 +329,9 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     result_path = folder / RESULT_FILE
     trained_on = {"train": training_file(method, config)} | {split: getattr(config, split) for split in splits}
     scored = {split: sha256(Path(path)) for split, path in trained_on.items()}  # trained and scored on
+    if run_config is None:  # a given model: scored again when its folder was trained again (or replaced)
+        scored["model"] = hashlib.sha256(json.dumps({k: v for k, v in info.items() if not k.startswith("calibration")},
+                                                    sort_keys=True).encode()).hexdigest()
     if not info and (model / MODEL_FILE).exists():
         info = read_model_info(model)  # a run of an earlier comparison: reused, or retrained below
     if result_path.exists():  # the same recipe, wherever its folder and files are, on the same data
