@@ -420,6 +420,11 @@ def test_a_recipe_with_seeds_runs_once_per_seed_reports_mean_and_spread_and_fuse
     assert row["macro_f1"]["mean"] == pytest.approx(statistics.fmean(values))
     assert row["macro_f1"]["sd"] == pytest.approx(statistics.stdev(values))
     assert "| tfidf | 3 |" in (out / "comparison.md").read_text(encoding="utf-8")
+    config["methods"]["seeds_fused"]["weights"] = [1]  # one weight per seed, not per recipe named
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"1 weights for 3 members \(tfidf-seed0, tfidf-seed1, tfidf-seed2: a "
+                                          r"seeded recipe is one member per seed\)"):
+        load_compare_config(path)
 
 
 def test_seed_table_of_one_seed_shows_no_spread():

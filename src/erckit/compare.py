@@ -53,9 +53,10 @@ class Method:
     """A recipe and its overrides, `model`: a finished erckit model folder trained on the same split, or
     `fusion`: other methods whose probabilities are averaged (`weights`, or chosen on validation when null).
     A recipe with `seeds` is trained once per seed (methods `<name>-seed<N>`, with train.seed=N); their mean and
-    spread are reported, and a fusion that names `<name>` averages all its seeds. `train`: a recipe's own
-    training file instead of the comparison's (a fixed subset of it, for a method too slow for all of it); the
-    summary names it, and the method is scored on the comparison's validation and test like every other."""
+    spread are reported, and a fusion that names `<name>` takes each of its seeds as a member (a weight each).
+    `train`: a recipe's own training file instead of the comparison's (a fixed subset of it, for a method too
+    slow for all of it); the summary names it, and the method is scored on the comparison's validation and test
+    like every other."""
 
     recipe: str | None = None
     overrides: list[str] = field(default_factory=list)
@@ -149,7 +150,8 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
         if method.fusion and len(method.fusion) < 2:
             raise ConfigError(f"{path}: method {name!r}: a fusion needs two or more methods")
         if method.weights is not None and (problem := weights_problem(method.weights, len(method.fusion))):
-            raise ConfigError(f"{path}: method {name!r}: {problem}")
+            raise ConfigError(f"{path}: method {name!r}: {problem} ({', '.join(method.fusion)}: a seeded recipe "
+                              "is one member per seed)")
     if config.train is None or config.validation is None:
         raise ConfigError(f"{path}: train and validation are required")
     config.pairs = _checked_pairs(config, declared, path)
