@@ -264,18 +264,23 @@ def test_a_calibrated_model_scored_on_its_own_calibration_split_is_marked_with_t
     report = json.loads((model / "erckit_model.json").read_text())["calibration_report"]
     config = {"out": str(tmp_path / "c"), "train": str(SAMPLE / "annotation_train.json"),
               "validation": str(validation), "test": str(SAMPLE / "annotation_test.json"),
-              "methods": {"calibrated": {"model": str(model)}}}
+              "methods": {"calibrated": {"model": str(model)}, "plain": {"recipe": "tfidf"}}}
     path = tmp_path / "compare.yaml"
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     capsys.readouterr()
     assert main(["compare", "--config", str(path)]) == 0
-    result = json.loads((tmp_path / "c" / "comparison.json").read_text())["calibrated"]
+    results = json.loads((tmp_path / "c" / "comparison.json").read_text())
+    result = results["calibrated"]
     assert result["validation_calibration"]["fitted_on"] == "this split"
     assert result["validation_calibration"]["cross_fitted_macro_f1"] == report["macro_f1_after"]
     assert result["test_calibration"] == {"fitted_on": "another file"}
     summary, rest = (tmp_path / "c" / "comparison.md").read_text().split("## validation")
     validation_table, test_table = rest.split("## test")
     assert "| calibrated | model " in summary and "† calibration offsets fitted on this split" in summary
+    assert f", cross-fitted {report['macro_f1_after']:.4f})" in summary  # beside the in-sample figure, as promised
+    rows = [line.split(" |")[0][2:] for line in summary.splitlines() if line.startswith(("| calibrated |", "| plain |"))]
+    honest = {"calibrated": report["macro_f1_after"], "plain": results["plain"]["validation"]["macro_f1"]}
+    assert rows == sorted(honest, key=lambda name: -honest[name])  # ranked by the cross-fitted figure
     row = next(line for line in validation_table.splitlines() if line.startswith("| calibrated"))
     assert row.startswith("| calibrated† |")
     assert f"(cross-fitted {report['macro_f1_after']:.4f})" in row and "† calibration offsets fitted on this split" in validation_table
@@ -450,3 +455,18 @@ def test_a_partly_labelled_scored_file_is_refused_before_anything_trains(tmp_pat
     assert main(["compare", "--config", str(path)]) == 2
     assert capsys.readouterr().err == f"erckit compare: error: {partial}: utterance d1_1: has no gold label\n"
     assert not (tmp_path / "compare").exists()
+
+
+def test_an_unlabelled_test_file_is_left_unscored_and_said_so(tmp_path, capsys):
+    from conftest import REFERENCE_DIALOGUE, m3ed_file
+
+    unlabelled = m3ed_file(tmp_path / "test.json", {"d1": [(s, t, None) for s, t in REFERENCE_DIALOGUE]})
+    config = {"out": str(tmp_path / "compare"), "train": str(SAMPLE / "annotation_train.json"),
+              "validation": str(SAMPLE / "annotation_validation.json"), "test": str(unlabelled),
+              "methods": {"tfidf": {"recipe": "tfidf"}}}
+    path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert main(["compare", "--config", str(path)]) == 0
+    assert f"test: {unlabelled} has no labels: it is not scored" in capsys.readouterr().out
+    assert set(json.loads((tmp_path / "compare" / "comparison.json").read_text())["tfidf"]) >= {"validation"}
+    assert "test" not in json.loads((tmp_path / "compare" / "comparison.json").read_text())["tfidf"]

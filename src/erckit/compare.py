@@ -403,12 +403,16 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
         result[f"{split}_predict_seconds"] = round(sum(r[f"{split}_predict_seconds"] for r in members), 1)
     print(f"{name}: fusion of {', '.join(method.fusion)} with weights "
           + ", ".join(f"{w:.2f}" for w in shares) + f" ({chosen.origin})")
+    if chosen.member_macro_f1 and max(chosen.member_macro_f1) > result["validation"]["macro_f1"]:
+        best = max(range(len(method.fusion)), key=chosen.member_macro_f1.__getitem__)
+        print(f"note: {method.fusion[best]} alone scores {chosen.member_macro_f1[best]:.4f} on validation, above "
+              f"{name}: the fusion does not help there")
     return result
 
 
 def paired(config: CompareConfig, results: dict[str, dict], split: str, dialogues: list[Dialogue]) -> dict[str, dict]:
     """Each method against the best one on `split`: the paired bootstrap of their macro-F1 difference."""
-    best = max(results, key=lambda name: results[name][split]["macro_f1"])
+    best = max(results, key=lambda name: ranking_figure(results[name], split))
     differences = pair_differences(config, split, dialogues, [(best, name) for name in results if name != best])
     return {name: {"against": best} | difference for (_, name), difference in differences.items()}
 
@@ -447,6 +451,12 @@ _FUSION_IN_SAMPLE = ("§ fusion weights chosen on this split: the figure is in-s
                      "fusion on another split")
 
 
+def ranking_figure(result: dict, split: str) -> float:
+    """A method's macro-F1 on `split` as methods are ranked: the cross-fitted figure where its calibration was
+    fitted on that split (the in-sample one flatters it), else the figure itself."""
+    return (result.get(f"{split}_calibration") or {}).get("cross_fitted_macro_f1", result[split]["macro_f1"])
+
+
 def table(results: dict[str, dict], split: str) -> str:
     """A markdown table: macro-F1 first, weighted-F1, per-class F1, train and predict time; calibrated rows
     scored on the split their offsets were fitted on are marked, with the cross-fitted figures beside."""
@@ -483,7 +493,8 @@ def describe_method(name: str, method: Method, result: dict) -> str:
 
 
 def summary_table(results: dict[str, dict], config: CompareConfig) -> str:
-    """One row per method, best validation macro-F1 first (validation chooses; test reports): validation and
+    """One row per method, best validation macro-F1 first (cross-fitted where calibrated on validation;
+    validation chooses, test reports): validation and
     test macro-F1 with their 95% intervals over dialogues, test weighted-F1, training time, and the erckit
     commit that trained it (— when its run did not record one)."""
     splits = [s for s in SCORED_SPLITS if all(s in r for r in results.values())]
@@ -492,16 +503,18 @@ def summary_table(results: dict[str, dict], config: CompareConfig) -> str:
     header = ("| method | recipe | validation macro-F1 (95% interval) | test macro-F1 (95% interval) "
               "| test weighted-F1 | training | commit |")
     lines, notes = [header, "|---|---|---|---|---|---|---|"], {}
-    for name, r in sorted(results.items(), key=lambda item: -item[1]["validation"]["macro_f1"]):
+    for name, r in sorted(results.items(), key=lambda item: -ranking_figure(item[1], "validation")):
         cells = []
         for split in SCORED_SPLITS:
             low, high = r[split]["intervals"]["macro_f1"]
-            mark, note = _MARKS.get((r.get(f"{split}_calibration") or {}).get("fitted_on"), ("", ""))
+            fit = r.get(f"{split}_calibration") or {}
+            mark, note = _MARKS.get(fit.get("fitted_on"), ("", ""))
             if split == "validation" and r.get("weights_from") == "validation macro-F1":
                 mark, note = "§", _FUSION_IN_SAMPLE
             if mark:
                 notes[mark] = note
-            cells.append(f"{r[split]['macro_f1']:.4f}{mark} ({low:.3f}–{high:.3f})")
+            crossed = f", cross-fitted {fit['cross_fitted_macro_f1']:.4f}" if "cross_fitted_macro_f1" in fit else ""
+            cells.append(f"{r[split]['macro_f1']:.4f}{mark} ({low:.3f}–{high:.3f}{crossed})")
         lines.append(f"| {name} | {describe_method(name, config.methods[name], r)} | {cells[0]} | {cells[1]} | "
                      f"{r['test']['weighted_f1']:.4f} | {r['train_seconds'] / 60:.0f} min | {r.get('commit') or '—'} |")
     return "\n".join(["## Summary", "", *lines, "", *notes.values(), ""])
@@ -571,6 +584,8 @@ def compare(config: CompareConfig, config_file: str | Path | None = None, *,
         if split == "validation" or any(u.label is not None for d in dialogues for u in d.utterances):
             gold_labels(dialogues, path)  # methods are compared on validation; a test file is labelled or not at all
             splits[split] = dialogues
+        else:
+            print(f"{split}: {path} has no labels: it is not scored (the comparison is on validation)")
     trained = {name: _trained_model(name, m, config, method_folder(config, name), trust_remote_code)  # all checked first
                for name, m in config.methods.items() if not m.fusion}
     results = {name: run_method(name, config.methods[name], config, splits, trained[name], trust_remote_code)
