@@ -59,6 +59,7 @@ def recipe(tiny_encoder: Path, train_path: Path, dev_path: Path, out: Path, epoc
     return [
         f"data.train={train_path}", f"data.validation={dev_path}", f"out={out}",
         f"encoder.name={tiny_encoder}", "encoder.freeze_embeddings=false", "encoder.max_length=32",
+        "encoder.freeze_layers=2",  # the tiny encoder's two layers frozen: the BiGRU and head train
         "classifier.gru_hidden=32", "train.lr=1e-3", "train.head_lr=3e-3", "train.batch_dialogues=8",
         f"train.epochs={epochs}",
     ]
@@ -163,7 +164,8 @@ def test_a_run_killed_after_its_last_epoch_is_not_trained_again(tiny_encoder, tm
 def test_demo_steps_on_the_sample_from_the_cli(tiny_encoder, tmp_path):
     """The steps `make demo` runs (train -> predict -> combine -> evaluate), with a tiny encoder for speed."""
     model, preds = tmp_path / "model", tmp_path / "predictions.jsonl"
-    overrides = [f"out={model}", *SAMPLE_DATA, f"encoder.name={tiny_encoder}", "train.epochs=1", "classifier.gru_hidden=16"]
+    overrides = [f"out={model}", *SAMPLE_DATA, f"encoder.name={tiny_encoder}", "encoder.freeze_layers=2", "train.epochs=1",
+                 "classifier.gru_hidden=16"]
     assert main(["train", "--config", "bert_bigru", *overrides]) == 0
     test_file = SAMPLE / "annotation_test.json"
     assert main(["predict", "--model", str(model), "--input", str(test_file), "--out", str(preds)]) == 0

@@ -77,5 +77,5 @@ def test_invalid_utf8_names_the_line(tmp_path):
     partial = tmp_path / "p.partial"
     write_partial(partial, [json.dumps({"id": "d1_1", "label": "Sad"})])
     partial.write_bytes(partial.read_bytes() + b'{"id": "d1_2", "label": "\xff"}\n')
-    with pytest.raises(DataError, match="line 3.*not valid utf-8"):
+    with pytest.raises(DataError, match="line 3.*not utf-8 text"):
         read_partial(partial, SETTINGS, {"d1_1", "d1_2"})

@@ -74,7 +74,8 @@ class Server:
 
 
 def train_model(kind: str, folder: Path, encoder: Path) -> Path:
-    extra = [f"encoder.name={encoder}", "train.epochs=1", "classifier.gru_hidden=16"] if kind == "bert_bigru" else []
+    extra = [f"encoder.name={encoder}", "encoder.freeze_layers=2", "train.epochs=1", "classifier.gru_hidden=16"
+             ] if kind == "bert_bigru" else []
     assert main(["train", "--config", kind, "--out", str(folder), *SAMPLE_DATA,  *extra]) == 0
     assert not (folder / "runs").exists()  # no tracking files unless the recipe asks (test_tracking)
     return folder

@@ -16,7 +16,7 @@ from test_llm_train import recipe, setup  # noqa: F401  (fixture)
 
 def encoder_run(out, encoder, *extra):
     return ["train", "--config", "bert_bigru", "--out", str(out), *SAMPLE_DATA, 
-            f"encoder.name={encoder}", "train.epochs=2", "classifier.gru_hidden=16", *extra]
+            f"encoder.name={encoder}", "encoder.freeze_layers=2", "train.epochs=2", "classifier.gru_hidden=16", *extra]
 
 
 def test_the_encoders_epochs_read_back_from_its_tensorboard_files(tmp_path, tiny_encoder):  # noqa: F811
