@@ -118,6 +118,13 @@ def test_bad_python_input_is_one_line_data_error(model, data, problem):
         model.label(data)
 
 
+def test_dialogues_may_come_from_a_generator_and_speakers_may_be_numbers(model):
+    turns = [(0, "你怎么又迟到了？"), (1, "对不起，路上堵车了。")]  # speakers numbered, as converted datasets do
+    from_list = model.label([turns])
+    assert model.label(d for d in [turns]) == from_list  # a generator of dialogues
+    assert model.label([[("0", t) for _, t in turns[:1]] + [("1", turns[1][1])]]) == from_list
+
+
 def test_python_turns_are_taken_as_the_files_take_them(model):
     """Ends stripped as every reader strips them: the same labels and probabilities as the trimmed turns."""
     padded = model.label([[(" A ", "  你好  "), {"id": " t2 ", "speaker": "B", "text": "好久不见！\n"}]])
@@ -155,7 +162,7 @@ def test_train_takes_override_values_as_given(tmp_path):
     data.mkdir()
     train = data / "train: v2 #final.json"
     train.write_bytes((SAMPLE / "annotation_train.json").read_bytes())
-    folder = erckit.train("tfidf", tmp_path / "model", {"data.train": str(train), "data.validation": None,
+    folder = erckit.train("tfidf", tmp_path / "model", {"data.train": train, "data.validation": None,  # a Path
                                                          "tfidf.c": 2, "tfidf.balanced": False})
     saved = json.loads((folder / "erckit_model.json").read_text(encoding="utf-8"))["config"]
     assert saved["data"]["train"] == str(train) and saved["data"]["validation"] is None

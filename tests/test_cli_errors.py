@@ -183,19 +183,26 @@ def test_training_data_with_one_label_is_refused_before_anything_is_written(tmp_
     assert not out.exists()
 
 
-@pytest.mark.parametrize("held", ["foreign", "training-run"])
+@pytest.mark.parametrize("held", ["foreign", "training-run", "exported-adapter", "run-without-checkpoints"])
 def test_merge_refuses_an_out_folder_it_would_destroy(held, tmp_path, capsys):
-    """merge replaces --out whole: a folder of the user's, or a training run with its checkpoints, is refused
-    before anything is loaded, and every file in it stays."""
-    out = tmp_path / "models"
+    """merge replaces --out whole: a folder of the user's, a training run, or the adapter a run exported to its
+    best/ is refused before anything is loaded, and every file in it stays."""
+    out = tmp_path / ("best" if held == "exported-adapter" else "models")
     out.mkdir()
     if held == "foreign":
         kept = [out / "thesis.txt"]
         message = "is a folder that is not an erckit run (no erckit_llm.json; it holds thesis.txt)"
-    else:
+    elif held == "training-run":
         (out / "checkpoint-4").mkdir()
         kept = [out / "erckit_llm.json", out / "checkpoint-4" / "adapter_model.safetensors"]
-        message = "holds folders (checkpoint-4): it is not an earlier merge's output but a training run"
+        message = "is a training run's folder or its exported model (it holds checkpoint-4)"
+    elif held == "exported-adapter":
+        (tmp_path / "erckit_model.json").write_text("{}", encoding="utf-8")  # the run around best/
+        kept = [out / "erckit_llm.json", out / "config.json", out / "model.safetensors"]  # a full fine-tune's
+        message = "(it holds the weights of a training run)"
+    else:
+        kept = [out / "erckit_llm.json", out / "erckit_model.json"]
+        message = "(it holds erckit_model.json)"
     for path in kept:
         path.write_text("mine", encoding="utf-8")
     adapter = tmp_path / "run" / "best"
@@ -239,7 +246,7 @@ def test_compare_names_a_model_that_cannot_be_found_before_any_method_trains(tmp
 
 @pytest.mark.parametrize(("raw", "message"), [
     ('{"id": "d1", "utterances": [{"id": "u1", "speaker": "A", "text": "hi"}]}\n'.encode("utf-16"),
-     "d.jsonl: is UTF-16 text: save it as UTF-8 (or GBK), or name its encoding"),
+     "d.jsonl: is UTF-16 text: save it as UTF-8 (or GBK)"),
     ((CSV_HEADER + "1,,A,joy,positive,0,0\n").encode(), "line 2, utterance dia0_utt0: empty Utterance"),
 ])
 def test_an_encoding_or_an_empty_cell_is_named_in_words_a_user_acts_on(tmp_path, capsys, raw, message):

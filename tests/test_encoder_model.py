@@ -292,3 +292,4 @@ def test_freezing_more_layers_than_the_encoder_has_is_refused(tiny_encoder, tmp_
     assert main(args) == 2
     assert (f"encoder.freeze_layers is {layers + 1}, more than the {layers} layers of {tiny_encoder}; set {layers} "
             "or less") in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()  # refused before the run folder is written

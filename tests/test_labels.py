@@ -57,6 +57,12 @@ def test_unknown_label_is_none():
         ("I am not happy", None),
         ("Happy, not sad", None),
         ("有点生气", "Anger"),
+        ("不太高兴", None),
+        ("isn’t happy", None),  # a typographic apostrophe
+        ("not at all happy", None),
+        ("no anger", None),
+        ("不是很确定，但是高兴", "Happy"),  # the denial is of something else
+        ("I am not sure, but happy", "Happy"),
         ("情绪：「愤怒」", "Anger"),
         ("Ｓｕｒｐｒｉｓｅ", "Surprise"),
     ],

@@ -8,7 +8,8 @@ DataFrame with MELD's columns; train a model from a recipe.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import os
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -58,9 +59,10 @@ def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue
         return read_dialogues(data, format)
     if type(data).__name__ == "DataFrame" and type(data).__module__.startswith("pandas"):
         return frame_to_dialogues(data)
-    if isinstance(data, bytes) or not isinstance(data, Sequence | Mapping):
+    if isinstance(data, bytes) or not isinstance(data, Iterable) or type(data).__module__.startswith("pandas"):
         raise DataError(WHERE, None, f"expected a file path, a list of dialogues, {{dialogue id: turns}} or a pandas "
                                      f"DataFrame, got {type(data).__name__}")
+    data = data if isinstance(data, Mapping) else list(data)  # a generator too
     items = data.items() if isinstance(data, Mapping) else ((str(i), d) for i, d in enumerate(data, start=1))
     dialogues = []
     for dialogue_id, dialogue in items:
@@ -150,7 +152,8 @@ def train(recipe: str | Path, out: str | Path, overrides: Mapping[str, Any] | No
 
     if overrides and "out" in overrides:
         raise ConfigError(f"overrides name out={overrides['out']} beside out={out}: give the folder once, as out")
-    config = load_config(recipe, [*(overrides or {}).items(), ("out", str(out))])
+    pairs = [(key, os.fspath(value) if isinstance(value, os.PathLike) else value) for key, value in (overrides or {}).items()]
+    config = load_config(recipe, [*pairs, ("out", str(out))])
     models.train(config, recipe)
     return Path(config.out)
 

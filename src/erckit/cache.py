@@ -156,6 +156,21 @@ def local_or_hub(name_or_path: str) -> str:
     return str(local) if local.is_dir() else name_or_path
 
 
+def is_packaged(model: str) -> bool:
+    """Whether `model` names a model erckit builds from a registry package (`packaged` or `packaged:<name>`)."""
+    return model == "packaged" or model.startswith("packaged:")
+
+
+def is_local_path(model: str) -> bool:
+    """Whether `model` is plainly a local path rather than a hub id (`org/name`): it starts with ./, ../, /
+    or ~, has more than one /, or its first part is a local folder (runs/x)."""
+    if is_packaged(model):
+        return False
+    first, slash, _ = model.partition("/")
+    return (model.startswith(("./", "../", "/", "~")) or model in (".", "..") or model.count("/") > 1
+            or bool(slash and first and Path(first).is_dir()))
+
+
 def check_source(name: str, key: str, packaged: Iterable[str]) -> None:
     """Refuse (ConfigError), naming the recipe `key`, a model source that cannot be found, before anything is written: a
     packaged name not in `packaged`, a path that is no model folder (config.json, or a LoRA adapter's
@@ -165,7 +180,7 @@ def check_source(name: str, key: str, packaged: Iterable[str]) -> None:
     from erckit.config import ConfigError
 
     local = Path(name).expanduser()
-    if name == "packaged" or name.startswith("packaged:"):
+    if is_packaged(name):
         if name not in packaged:
             raise ConfigError(f"{key}={name}: no such packaged model (packaged: {', '.join(packaged)})")
         return
@@ -173,9 +188,14 @@ def check_source(name: str, key: str, packaged: Iterable[str]) -> None:
         if not any((local / f).is_file() for f in ("config.json", "adapter_config.json")):
             raise ConfigError(f"{key}={name}: the folder holds no model (no config.json)")
         return
-    hub_id = name.count("/") <= 1 and not name.startswith(("/", ".", "~")) and not local.exists()
-    if not hub_id:
-        raise ConfigError(f"{key}={name}: no such model folder, and not a hub id (owner/name)")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        if is_local_path(name) or local.exists():
+            raise HFValidationError("a path")
+        validate_repo_id(name)
+    except HFValidationError:
+        raise ConfigError(f"{key}={name}: no such model folder, and not a hub id (owner/name)") from None
     if HF_HUB_OFFLINE:
         from huggingface_hub import try_to_load_from_cache
 

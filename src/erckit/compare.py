@@ -462,7 +462,7 @@ def table(results: dict[str, dict], split: str) -> str:
     scored on the split their offsets were fitted on are marked, with the cross-fitted figures beside."""
     header = "| method | macro-F1 | 95% interval | weighted-F1 | " + " | ".join(LABELS) + " | train s | predict s |"
     lines, notes = [header, "|---" * (6 + len(LABELS)) + "|"], []
-    for name, r in sorted(results.items(), key=lambda item: -item[1][split]["macro_f1"]):
+    for name, r in sorted(results.items(), key=lambda item: -ranking_figure(item[1], split)):
         s, fit = r[split], r.get(f"{split}_calibration") or {}
         mark, note = _MARKS.get(fit.get("fitted_on"), ("", ""))
         if split == "validation" and r.get("weights_from") == "validation macro-F1":

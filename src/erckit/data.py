@@ -25,11 +25,11 @@ def not_text(record: dict, key: str) -> str:
 
 
 def required_text(record: dict, key: str, path: str | Path, where: str) -> str:
-    """`record[key]` with its ends stripped: text (an `id` may also be a whole number); refused naming why when
-    missing, of another type or blank. How every reader of records (JSON lines, the server, the Python API)
-    takes ids, speakers and texts."""
+    """`record[key]` with its ends stripped: text (an `id` or a `speaker` may also be a whole number, as
+    converted datasets number them; a text never); refused naming why when missing, of another type or blank.
+    How every reader of records (JSON lines, the server, the Python API) takes ids, speakers and texts."""
     value = record.get(key)
-    kinds = str | int if key == "id" else str
+    kinds = str | int if key in ("id", "speaker") else str
     if not isinstance(value, kinds) or isinstance(value, bool) or not str(value).strip():
         raise DataError(path, where, not_text(record, key))
     return str(value).strip()

@@ -80,8 +80,10 @@ _CHINESE_ALIASES = sorted((a for a in ALIASES if not a.isascii()), key=len, reve
 _ENGLISH_PATTERN = re.compile(r"\b(" + "|".join(_ENGLISH_ALIASES) + r")\b", re.IGNORECASE)
 
 
-_NEGATED = re.compile(r"(?:\b(?:not|never|isn't|aren't|wasn't|don't|doesn't)\s+(?:very\s+|so\s+|really\s+)?|不是|没有|沒有|[不没沒])$",
-                      re.IGNORECASE)  # a label word right after it is denied: 不高兴, not happy
+_NEGATED = re.compile(  # a label word right after it is denied: 不高兴, 不太高兴, 没有惊讶, not happy, not at all happy
+    r"(?:\b(?:not|never|no|isn't|aren't|wasn't|weren't|don't|doesn't|didn't)\s+(?:at\s+all\s+|very\s+|so\s+|really\s+|"
+    r"that\s+|feeling\s+|feel\s+)?|(?:不是|没有|沒有|[不没沒])(?:太|很|大|怎么|怎麼|那么|那麼|算|是很|感到|觉得|覺得)?)$",
+    re.IGNORECASE)
 
 
 def normalize_label(value: str) -> str | None:
@@ -115,7 +117,7 @@ def parse_answer(answer: str | None) -> str | None:
     exact = normalize_label(answer)
     if exact is not None:
         return exact
-    answer = unicodedata.normalize("NFKC", answer)
+    answer = unicodedata.normalize("NFKC", answer).replace("\u2019", "'")  # isn’t: a typographic apostrophe
     mentions = [(m.start(1), ALIASES[m.group(1).lower()]) for m in _ENGLISH_PATTERN.finditer(answer)]
     rest = answer
     for alias in _CHINESE_ALIASES:  # longest first, so a longer word is not counted twice

@@ -174,7 +174,7 @@ def freeze(model: DialogueClassifier, config: EncoderConfig) -> None:
         layers = getattr(getattr(model.encoder, "encoder", None), "layer", None)
         if layers is None:
             raise ValueError(f"freeze_layers: {type(model.encoder).__name__} has no encoder.layer list")
-        if config.freeze_layers > len(layers):
+        if config.freeze_layers > len(layers):  # a hub model's (a local folder's is refused before training)
             raise ConfigError(f"encoder.freeze_layers is {config.freeze_layers}, more than the {len(layers)} layers of "
                               f"{config.name}; set {len(layers)} or less ({len(layers)}: the encoder frozen whole)")
         model.encoder.embeddings.requires_grad_(False)

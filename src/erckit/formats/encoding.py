@@ -109,7 +109,7 @@ def decode_text(raw: bytes, path: str | Path, encoding: str | None = None) -> tu
             return text, name
     assert first_error is not None
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) and encoding is None:
-        raise DataError(path, None, "is UTF-16 text: save it as UTF-8 (or GBK), or name its encoding")
+        raise DataError(path, None, "is UTF-16 text: save it as UTF-8 (or GBK)")
     if encoding is None:
         check_one_encoding(raw, path)
     line = raw[: first_error.start].count(b"\n") + 1

@@ -23,10 +23,18 @@ def check(config: RunConfig) -> None:
 
 
 def check_sources(config: RunConfig) -> None:
+    """The encoder can be found, and has at least `freeze_layers` layers (read from a local folder's config)."""
     from erckit.cache import check_source
-    from erckit.encoder.packaged import PACKAGED_ENCODER_NAME
+    from erckit.encoder.packaged import PACKAGED_ENCODER_NAME, resolve_encoder
+    from erckit.formats.encoding import read_json
 
     check_source(config.encoder.name, "encoder.name", (PACKAGED_ENCODER_NAME, "packaged"))
+    local = Path(resolve_encoder(config.encoder.name)) / "config.json"
+    settings = read_json(local, "settings") if local.is_file() else None
+    layers = settings.get("num_hidden_layers") if isinstance(settings, dict) else None
+    if isinstance(layers, int) and config.encoder.freeze_layers > layers:
+        raise ConfigError(f"encoder.freeze_layers is {config.encoder.freeze_layers}, more than the {layers} layers of "
+                          f"{config.encoder.name}; set {layers} or less ({layers}: the encoder frozen whole)")
 
 
 def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:

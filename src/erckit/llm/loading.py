@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from erckit.cache import is_packaged
 from erckit.config import PRECISIONS
 from erckit.data import DataError
 from erckit.formats.encoding import read_json
@@ -28,23 +29,9 @@ DTYPES = {
 }
 
 
-def is_packaged(model: str) -> bool:
-    return model == "packaged" or model.startswith("packaged:")
-
-
 def is_adapter(folder: str | Path | None) -> bool:
     """Whether a folder is a PEFT LoRA adapter (applied on top of a base model) rather than a model."""
     return folder is not None and (Path(folder) / "adapter_config.json").exists()
-
-
-def is_local_path(model: str) -> bool:
-    """Whether `model` is plainly a local path rather than a hub id (`org/name`): it starts with ./, ../, /
-    or ~, has more than one /, or its first part is a local folder (runs/x)."""
-    if is_packaged(model):
-        return False
-    first, slash, _ = model.partition("/")
-    return (model.startswith(("./", "../", "/", "~")) or model in (".", "..") or model.count("/") > 1
-            or bool(slash and first and Path(first).is_dir()))
 
 
 def resolve_source(model: str) -> str:

