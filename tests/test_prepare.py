@@ -61,3 +61,15 @@ def test_prepare_in_the_dialogue_form_writes_each_utterances_separate_sequence(r
            "--variant", "speaker"]
     assert main(bad) == 2
     assert "window form only" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
+def test_a_later_test_split_keeps_the_training_splits_registered_with_their_settings(reference_file, tmp_path):
+    out = tmp_path / "prepared"
+    assert main(["prepare", "--train", str(reference_file), "--validation", str(reference_file), "--out", str(out),
+                 "--window", "4"]) == 0
+    assert main(["prepare", "--test", str(reference_file), "--out", str(out)]) == 0  # the test file, later
+    info = json.loads((out / "dataset_info.json").read_text(encoding="utf-8"))
+    assert list(info) == ["erc_train", "erc_val", "erc_test"]
+    assert all((out / entry["file_name"]).is_file() for entry in info.values())
+    settings = json.loads((out / "prepare_settings.json").read_text(encoding="utf-8"))
+    assert [settings[split]["prompt"]["window"] for split in ("train", "validation", "test")] == [4, 4, 10]

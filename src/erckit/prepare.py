@@ -8,6 +8,7 @@ from pathlib import Path
 
 from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import Dialogue
+from erckit.formats.encoding import read_json
 from erckit.prompts import Example, PromptConfig, emotion_examples, same_speaker_examples
 
 FILE_NAMES = {"train": "data_train.json", "validation": "data_val.json", "test": "data_test.json"}
@@ -38,15 +39,31 @@ def build_split(
 
 
 def write_prepared(out: Path, records: dict[str, list[dict]], settings: dict) -> None:
-    """Write data_<split>.json, data_info.json (and its copy dataset_info.json, the name LLaMA-Factory reads),
-    all or none (`atomic_files`)."""
-    with atomic_files(out, [*(FILE_NAMES[split] for split in records), *INFO_NAMES]) as stage:  # other splits stay
+    """Write data_<split>.json, data_info.json (and its copy dataset_info.json, the name LLaMA-Factory reads)
+    and prepare_settings.json, all or none (`atomic_files`). The splits of an earlier prepare into `out` that
+    are not written now stay, and stay registered, with the settings that made them (null where an older
+    erckit did not record them per split)."""
+    kept = [split for split in FILE_NAMES if split not in records and (out / FILE_NAMES[split]).is_file()]
+    earlier = _split_settings(out / "prepare_settings.json")
+    per_split = {split: earlier.get(split) for split in kept} | dict.fromkeys(records, settings)
+    splits = [split for split in FILE_NAMES if split in per_split]  # train, validation, test
+    with atomic_files(out, [*(FILE_NAMES[split] for split in records), *INFO_NAMES]) as stage:
         for split, rows in records.items():
             write_text_atomic(stage / FILE_NAMES[split], json.dumps(rows, ensure_ascii=False, indent=1) + "\n")
-        info = json.dumps(dataset_info(list(records)), ensure_ascii=False, indent=2) + "\n"
+        info = json.dumps(dataset_info(splits), ensure_ascii=False, indent=2) + "\n"
         write_text_atomic(stage / "data_info.json", info)
         write_text_atomic(stage / "dataset_info.json", info)
-        write_text_atomic(stage / "prepare_settings.json", json.dumps(settings, ensure_ascii=False, indent=2) + "\n")
+        write_text_atomic(stage / "prepare_settings.json",
+                          json.dumps({s: per_split[s] for s in splits}, ensure_ascii=False, indent=2) + "\n")
+
+
+def _split_settings(path: Path) -> dict:
+    """Each split's settings from an earlier prepare_settings.json ({} when there is none, or it is not per split)."""
+    try:
+        earlier = read_json(path, "settings") if path.is_file() else {}
+    except ValueError:  # unreadable: its splits' settings are unknown
+        return {}
+    return earlier if isinstance(earlier, dict) and set(earlier) <= set(FILE_NAMES) else {}
 
 
 def prepare(
