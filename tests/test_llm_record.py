@@ -11,6 +11,7 @@ import torch
 from safetensors import safe_open
 
 from erckit.cli import main
+from erckit.config import ConfigError
 from erckit.data import DataError
 from erckit.labels import LABELS
 from erckit.llm.record import RunRecord, load_run_record, save_run_record
@@ -109,6 +110,11 @@ def test_overrides_change_only_what_is_given_and_say_so():
     assert changed == RunRecord("base", "gemma", PromptConfig("zh", 6, "centered", "speaker"), 128)
     assert notes == ["--max-length 128 overrides the run's 300", "--window 6 overrides the run's 4",
                      "--variant speaker overrides the run's emotion"]
+    dialogue = RunRecord("base", "gemma", PromptConfig("zh", form="dialogue"), 300)
+    for flags in (RunFlags(prompt={"window": 4}), RunFlags(prompt={"window": 4, "form": "dialogue"})):
+        with pytest.raises(ConfigError, match="--window 4: the window form's setting; the dialogue form reads"):
+            with_overrides(dialogue if "form" not in flags.prompt else record, flags)  # it would change nothing
+    assert with_overrides(dialogue, RunFlags(prompt={"window": 4, "form": "window"}))[0].prompt.window == 4
 
 
 def test_a_bad_record_is_refused_naming_the_file(tmp_path):

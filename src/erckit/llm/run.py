@@ -62,6 +62,7 @@ def with_overrides(record: RunRecord, flags: RunFlags) -> tuple[RunRecord, list[
         if value is not None and value != getattr(record, name):
             changes[name] = value
             notes.append(f"{_flag(name)} {value} overrides the run's {getattr(record, name)}")
+    _check_window_given(flags.prompt, flags.prompt.get("form", record.prompt.form))
     prompt_changes = {k: v for k, v in flags.prompt.items() if v != getattr(record.prompt, k)}
     notes += [f"{flag(k)} {v} overrides the run's {getattr(record.prompt, k)}" for k, v in prompt_changes.items()]
     if prompt_changes:
@@ -75,7 +76,15 @@ def _flag(name: str) -> str:
 
 def prompt_from_flags(flags: RunFlags, language: str) -> PromptConfig:
     """Prompt settings from flags, defaults for the rest (a model without a record, and `prepare`)."""
+    _check_window_given(flags.prompt, flags.prompt.get("form", PromptConfig.form))
     return apply(PromptConfig(language=language), flags.prompt)
+
+
+def _check_window_given(given: dict[str, Any], form: str) -> None:
+    """Refuse --window where the prompts read whole dialogues: it would change nothing (a note said it did)."""
+    if form == "dialogue" and "window" in given:
+        raise ConfigError(f"--window {given['window']}: the window form's setting; the dialogue form reads whole "
+                          "dialogues; remove it")
 
 
 def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *, info: dict | None = None) -> LLMRun:
