@@ -255,3 +255,43 @@ def test_an_encoding_or_an_empty_cell_is_named_in_words_a_user_acts_on(tmp_path,
     assert main(["prepare", "--train", str(path), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize(("setting", "problem"), [
+    ("llm.precision=fp16", "llm.precision=fp16 needs a GPU; use fp32 (or auto) on CPU"),
+    ("llm.finetuning=qlora", "llm.finetuning=qlora needs a CUDA GPU and bitsandbytes; use lora on CPU"),
+    ("llm.deepspeed=zero2", "llm.deepspeed=zero2 needs the deepspeed package"),
+])
+def test_what_this_machine_cannot_run_is_refused_before_the_run_folder_is_written(tmp_path, capsys, setting, problem):
+    import importlib.util
+
+    import torch
+
+    from llm_tiny import save_tiny, tiny_model, tiny_tokenizer
+
+    if torch.cuda.is_available() or (setting.startswith("llm.deepspeed") and importlib.util.find_spec("deepspeed")):
+        pytest.skip("this machine can run it")
+    base = save_tiny(tmp_path / "base", tiny_model(tiny_tokenizer()), tiny_tokenizer())
+    capsys.readouterr()  # transformers' bar of the test's own model save
+    out = tmp_path / "run"
+    assert main(["train", "--config", "gemma-270m-dialogue", f"out={out}", *SAMPLE_DATA, f"llm.model={base}",
+                 setting]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(("device", "problem"), [("foo", "--device foo: not a device (cpu, cuda, cuda:N or auto)"),
+                                                 ("cuda:0", "--device cuda:0: this machine has no CUDA GPU")])
+def test_a_device_that_is_not_there_is_refused_before_anything_is_written(tmp_path, capsys, device, problem):
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    out = tmp_path / "out" / "p.jsonl"
+    args = ["predict", "--model", str(tmp_path / "llm"), "--input", SAMPLE_DATA[0].split("=", 1)[1], "--out", str(out),
+            "--device", device]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err, err
+    assert not (tmp_path / "out").exists()

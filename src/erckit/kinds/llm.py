@@ -26,13 +26,24 @@ def check(config: RunConfig) -> None:
 
 
 def check_sources(config: RunConfig) -> None:
+    """The base model can be found, and this machine can run what the recipe asks (a GPU for fp16, bf16 and
+    QLoRA; the deepspeed package for llm.deepspeed): refused before the run folder is written."""
+    import importlib.util
+
     from erckit.cache import check_source
+    from erckit.config import ConfigError
     from erckit.llm.loading import is_packaged
     from erckit.llm.packaged import PACKAGED_LM_NAME, require_gemma
+    from erckit.llm.train import precision_flags, quantization
 
     check_source(config.llm.model, "llm.model", (PACKAGED_LM_NAME, "packaged"))
     if is_packaged(config.llm.model):
         require_gemma()
+    precision_flags(config.llm.precision)
+    quantization(config.llm)
+    if config.llm.deepspeed and importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError(f"llm.deepspeed={config.llm.deepspeed} needs the deepspeed package (a GPU machine: "
+                          "pip install -c constraints/gpu.txt '.[gpu]')")
 
 
 def train(config: RunConfig, train: list[Dialogue], validation: list[Dialogue] | None, out: Path) -> dict:

@@ -56,6 +56,12 @@ class EngineOptions:
     tensor_parallel_size: int = 1
     vllm: VLLMOptions = field(default_factory=VLLMOptions)
 
+    def __post_init__(self) -> None:
+        if self.device is not None:  # a device torch does not know, or a GPU the machine lacks: refused here
+            from erckit.llm.loading import resolve_device
+
+            resolve_device(self.device)
+
     @classmethod
     def of(cls, settings: PredictSettings, *, trust_remote_code: bool = False) -> EngineOptions:
         """The engine's part of `erckit predict`'s settings."""

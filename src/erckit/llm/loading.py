@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from erckit.cache import is_packaged
-from erckit.config import PRECISIONS
+from erckit.config import PRECISIONS, ConfigError
 from erckit.data import DataError
 from erckit.formats.encoding import read_json
 
@@ -44,9 +44,18 @@ def resolve_source(model: str) -> str:
 
 
 def resolve_device(device: str | None) -> str:
-    """`None`: the first CUDA GPU when there is one, else the CPU. `auto` spreads a model over all GPUs."""
+    """`None`: the first CUDA GPU when there is one, else the CPU. `auto` spreads a model over all GPUs. A device
+    torch does not know, or a GPU this machine lacks, is refused in one line."""
     if device is None:
         return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "auto":
+        return device
+    try:
+        kind = torch.device(device).type
+    except RuntimeError:
+        raise ConfigError(f"--device {device}: not a device (cpu, cuda, cuda:N or auto)") from None
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: this machine has no CUDA GPU (torch sees none); use cpu")
     return device
 
 
