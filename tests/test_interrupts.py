@@ -143,3 +143,23 @@ def test_a_full_disk_while_writing_predictions_names_the_file(tfidf_model, tmp_p
     monkeypatch.setattr(os, "replace", real_replace)
     one_line(capsys, f"erckit predict: error: {out}: cannot write: No space left on device")
     assert not out.exists() and not list(tmp_path.glob("*.erckit-tmp"))
+
+
+def test_sigterm_ends_a_command_as_ctrl_c_does_with_exit_143(tmp_path, monkeypatch, capsys):
+    """`kill`, a job scheduler or a launcher stopping its workers: the same one line and clean-up as Ctrl-C (the
+    run's lock removed), exit code 143; the earlier SIGTERM handler is back afterwards."""
+    import os
+    import signal
+
+    from erckit.tfidf import TfidfClassifier
+
+    def terminated_while_saving(self, folder):
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    earlier = signal.getsignal(signal.SIGTERM)
+    monkeypatch.setattr(TfidfClassifier, "save", terminated_while_saving)
+    out = tmp_path / "run"
+    assert main([*TRAIN, f"out={out}"]) == 143
+    one_line(capsys, f"erckit train: terminated: {out}: no checkpoint was saved yet; run the same command again to "
+                     "resume")
+    assert not (out / ".erckit-train.lock").exists() and signal.getsignal(signal.SIGTERM) == earlier

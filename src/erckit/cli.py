@@ -7,8 +7,11 @@ import contextlib
 import errno
 import os
 import select
+import signal
 import sys
+import threading
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import fields
 from pathlib import Path
 from typing import NoReturn
@@ -660,9 +663,29 @@ def _stdout_reader_gone() -> bool:
         return False
 
 
+@contextlib.contextmanager
+def _sigterm_as_interrupt(terminated: list[int]) -> Iterator[None]:
+    """SIGTERM (`kill`, a job scheduler, torchrun stopping its workers) raises KeyboardInterrupt as Ctrl-C does,
+    so a terminated command also removes its lock and says what it kept; `terminated` records the signal. The
+    earlier handler is restored afterwards (in the main thread only: signals are delivered there)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        terminated.append(signum)
+        raise KeyboardInterrupt
+
+    earlier = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, earlier)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the CLI; bad input ends with a one-line error and exit code 2, Ctrl-C with one line saying what
-    was kept (`Interrupted`, raised where that is known) and exit code 130."""
+    was kept (`Interrupted`, raised where that is known) and exit code 130, SIGTERM likewise with 143."""
     argv = sys.argv[1:] if argv is None else argv
     if not sys.stderr.isatty():  # a log or a pipe: the libraries' bars (loading weights) off, as erckit's are
         os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # read by huggingface_hub and transformers
@@ -680,26 +703,28 @@ def main(argv: list[str] | None = None) -> int:
             if not args.methods:
                 parser.exit(2, "erckit compare: error: --methods needs a method name of the file before any key=value "
                                "(see erckit compare --help)\n")
-    try:
-        check_recipe_values(args)
-        return args.handler(args)
-    except BrokenPipeError as err:
-        if not _stdout_reader_gone():  # another pipe (a worker's): an error as any other
-            print(f"erckit {args.command}: error: {err}", file=sys.stderr)
+    terminated: list[int] = []  # the signal, when a SIGTERM ended the command
+    with _sigterm_as_interrupt(terminated):
+        try:
+            check_recipe_values(args)
+            return args.handler(args)
+        except BrokenPipeError as err:
+            if not _stdout_reader_gone():  # another pipe (a worker's): an error as any other
+                print(f"erckit {args.command}: error: {err}", file=sys.stderr)
+                return 2
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # piped into e.g. `head`: stop quietly
+            return 0
+        except KeyboardInterrupt as err:  # Ctrl-C, or a SIGTERM (`kill`, a scheduler, a launcher) taken as one
+            kept = str(err) if isinstance(err, Interrupted) else "nothing was kept half-written; run the same command again"
+            print(f"erckit {args.command}: {'terminated' if terminated else 'interrupted'}: {kept}", file=sys.stderr)
+            return 128 + (terminated[0] if terminated else signal.SIGINT)
+        except (DataError, ValueError, OSError) as err:  # OSError: e.g. a model folder or hub id that is not there
+            message = " ".join(str(err).splitlines()) or type(err).__name__
+            model = getattr(args, "model", None) or getattr(args, "base", None)
+            out = getattr(args, "out", None)
+            if isinstance(err, OSError) and err.filename is None and err.errno in WRITE_ERRORS and out:
+                message = f"{out}: cannot write: {message}"  # a full disk: the save functions name no file
+            elif isinstance(err, OSError) and err.filename is None and model and model not in message:
+                message = f"{model}: {message}"  # the transformers loaders often leave the model unnamed
+            print(f"erckit {args.command}: error: {message}", file=sys.stderr)
             return 2
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # piped into e.g. `head`: stop quietly
-        return 0
-    except KeyboardInterrupt as err:
-        kept = str(err) if isinstance(err, Interrupted) else "nothing was kept half-written; run the same command again"
-        print(f"erckit {args.command}: interrupted: {kept}", file=sys.stderr)
-        return 130
-    except (DataError, ValueError, OSError) as err:  # OSError: e.g. a model folder or hub id that is not there
-        message = " ".join(str(err).splitlines()) or type(err).__name__
-        model = getattr(args, "model", None) or getattr(args, "base", None)
-        out = getattr(args, "out", None)
-        if isinstance(err, OSError) and err.filename is None and err.errno in WRITE_ERRORS and out:
-            message = f"{out}: cannot write: {message}"  # a full disk: the save functions name no file
-        elif isinstance(err, OSError) and err.filename is None and model and model not in message:
-            message = f"{model}: {message}"  # the transformers loaders often leave the model unnamed
-        print(f"erckit {args.command}: error: {message}", file=sys.stderr)
-        return 2
