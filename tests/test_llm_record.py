@@ -132,3 +132,13 @@ def test_a_bad_record_is_refused_naming_the_file(tmp_path):
         (tmp_path / "erckit_llm.json").write_text(json.dumps({"base_model": "x", "template": "plain", key: value}))
         with pytest.raises(DataError, match=f"erckit_llm.json: {problem}"):
             load_run_record(tmp_path)
+
+
+@pytest.mark.needs_data
+def test_a_base_that_is_no_model_is_named_before_loading(run, tmp_path, capsys):
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "readme.txt").write_text("not a model", encoding="utf-8")
+    assert main(["merge", "--adapter", str(run), "--base", str(tmp_path / "notes"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err
+    assert f"the base model {tmp_path / 'notes'}: the folder holds no model (no config.json)" in err, err
+    assert not (tmp_path / "m").exists()

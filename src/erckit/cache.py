@@ -172,21 +172,22 @@ def is_local_path(model: str) -> bool:
 
 
 def check_source(name: str, key: str, packaged: Iterable[str]) -> None:
-    """Refuse (ConfigError), naming the recipe `key`, a model source that cannot be found, before anything is written: a
+    """Refuse (ConfigError), naming the recipe `key` (or the --flag), a model source that cannot be found, before anything is written: a
     packaged name not in `packaged`, a path that is no model folder (config.json, or a LoRA adapter's
     adapter_config.json), or a hub id that is not in the Hugging Face cache while offline (HF_HUB_OFFLINE)."""
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
     from erckit.config import ConfigError
 
+    given = f"{key}={name}" if key.isidentifier() or "." in key else f"{key} {name}"  # a recipe key, or words
     local = Path(name).expanduser()
     if is_packaged(name):
         if name not in packaged:
-            raise ConfigError(f"{key}={name}: no such packaged model (packaged: {', '.join(packaged)})")
+            raise ConfigError(f"{given}: no such packaged model (packaged: {', '.join(packaged)})")
         return
     if local.is_dir():
         if not any((local / f).is_file() for f in ("config.json", "adapter_config.json")):
-            raise ConfigError(f"{key}={name}: the folder holds no model (no config.json)")
+            raise ConfigError(f"{given}: the folder holds no model (no config.json)")
         return
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
@@ -195,10 +196,10 @@ def check_source(name: str, key: str, packaged: Iterable[str]) -> None:
             raise HFValidationError("a path")
         validate_repo_id(name)
     except HFValidationError:
-        raise ConfigError(f"{key}={name}: no such model folder, and not a hub id (owner/name)") from None
+        raise ConfigError(f"{given}: no such model folder, and not a hub id (owner/name)") from None
     if HF_HUB_OFFLINE:
         from huggingface_hub import try_to_load_from_cache
 
         if not isinstance(try_to_load_from_cache(name, "config.json"), str):
-            raise ConfigError(f"{key}={name}: not a folder here, and not in the Hugging Face cache while offline "
+            raise ConfigError(f"{given}: not a folder here, and not in the Hugging Face cache while offline "
                              "(HF_HUB_OFFLINE=1): download it on a connected machine, or give its folder")

@@ -179,8 +179,9 @@ def unparsed_message(failed: list[tuple[Item, str]], total: int, out: Path, show
     return (
         f"{len(failed)} of {total} generated answers ({len(failed) / total:.1%}) name no single label "
         f"(e.g. {examples}). All are listed in {unparsed_path(out)}; nothing was written to {out}. "
-        f"Rerun the same command with unparsed answers resolved by label scoring (unparsed='score', "
-        f"reuses {partial_path(out)}, nothing is generated again), or check the template and max_new_tokens."
+        f"Rerun the same command with unparsed answers resolved by label scoring (--unparsed score; unparsed='score' "
+        f"in Python: reuses {partial_path(out)}, nothing is generated again), or check the template and "
+        f"--max-new-tokens."
     )
 
 

@@ -71,7 +71,7 @@ def with_overrides(record: RunRecord, flags: RunFlags) -> tuple[RunRecord, list[
 
 
 def _flag(name: str) -> str:
-    return "--base" if name == "base_model" else flag(name)
+    return "the base model" if name == "base_model" else flag(name)  # --base (merge, select) or --model (predict)
 
 
 def prompt_from_flags(flags: RunFlags, language: str) -> PromptConfig:
@@ -93,7 +93,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     or, with no record, the flags (a template is then required) and defaults. `language` is the
     prompt language when there is no record; `info`: the erckit_model.json of an erckit run, when already
     read. An unfinished erckit run is refused."""
-    from erckit.cache import is_local_path, is_packaged
+    from erckit.cache import check_source, is_local_path, is_packaged
     from erckit.llm.loading import check_adapter, is_adapter
 
     weights = str(Path(weights).expanduser()) if weights.startswith("~") else weights  # a hub id stays as given
@@ -113,6 +113,10 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     elif flags.base_model is not None:
         raise DataError(weights, None, "is not a LoRA adapter (no adapter_config.json): a base model (--base, or "
                                        "--model under --adapter) does not apply to it; remove it")
+    if flags.base_model is not None:  # named before transformers gives its own words for a folder without a model
+        from erckit.llm.packaged import PACKAGED_LM_NAME
+
+        check_source(flags.base_model, "the base model", (PACKAGED_LM_NAME, "packaged"))
     record = load_run_record(weights)
     notes: list[str] = []
     if record is None and not adapter and path.is_dir() and not (path / "config.json").exists():
