@@ -53,7 +53,7 @@ def predict(python: str, backend: str, model: Path, args: argparse.Namespace, fo
         stale.unlink(missing_ok=True)
     command = [python, "-m", "erckit", "predict", "--model", str(model), "--input", str(args.input),
                "--template", TEMPLATE, "--backend", backend, "--dtype", "fp32", "--max-length", str(args.max_length),
-               "--window", str(args.window), "--form", form, "--out", str(out)]
+               "--form", form, "--out", str(out), *(["--window", str(args.window)] if form == "window" else [])]
     if backend.endswith("generate"):
         command += ["--unparsed", "score"]
     if backend.startswith("vllm"):
