@@ -57,12 +57,12 @@ def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue
     Dialogues without ids are numbered from 1; their turns get ids `<dialogue>_<turn>`."""
     if isinstance(data, (str, Path)):
         return read_dialogues(data, format)
-    if type(data).__name__ == "DataFrame" and type(data).__module__.startswith("pandas"):
+    pandas = type(data).__module__.startswith("pandas")
+    if pandas and type(data).__name__ == "DataFrame":
         return frame_to_dialogues(data)
-    if isinstance(data, bytes) or not isinstance(data, Iterable) or type(data).__module__.startswith("pandas"):
+    if pandas or isinstance(data, bytes) or not isinstance(data, Iterable):  # a Series is a column, not dialogues
         raise DataError(WHERE, None, f"expected a file path, a list of dialogues, {{dialogue id: turns}} or a pandas "
                                      f"DataFrame, got {type(data).__name__}")
-    data = data if isinstance(data, Mapping) else list(data)  # a generator too
     items = data.items() if isinstance(data, Mapping) else ((str(i), d) for i, d in enumerate(data, start=1))
     dialogues = []
     for dialogue_id, dialogue in items:
@@ -152,8 +152,9 @@ def train(recipe: str | Path, out: str | Path, overrides: Mapping[str, Any] | No
 
     if overrides and "out" in overrides:
         raise ConfigError(f"overrides name out={overrides['out']} beside out={out}: give the folder once, as out")
-    pairs = [(key, os.fspath(value) if isinstance(value, os.PathLike) else value) for key, value in (overrides or {}).items()]
-    config = load_config(recipe, [*pairs, ("out", str(out))])
+    given = [(key, os.fspath(value) if isinstance(value, os.PathLike) else value)  # a Path as the text a recipe holds
+             for key, value in (overrides or {}).items()]
+    config = load_config(recipe, [*given, ("out", str(out))])
     models.train(config, recipe)
     return Path(config.out)
 

@@ -172,9 +172,10 @@ def is_local_path(model: str) -> bool:
 
 
 def check_source(name: str, key: str, packaged: Iterable[str]) -> None:
-    """Refuse (ConfigError), naming the recipe `key` (or the --flag), a model source that cannot be found, before anything is written: a
-    packaged name not in `packaged`, a path that is no model folder (config.json, or a LoRA adapter's
-    adapter_config.json), or a hub id that is not in the Hugging Face cache while offline (HF_HUB_OFFLINE)."""
+    """Refuse (ConfigError), naming the recipe `key` (or, in words, what the value is), a model source that
+    cannot be found, before anything is written: a packaged name not in `packaged`, a path that is no model
+    folder (config.json, or a LoRA adapter's adapter_config.json), or a hub id that is not in the Hugging Face
+    cache while offline (HF_HUB_OFFLINE)."""
     from huggingface_hub.constants import HF_HUB_OFFLINE
 
     from erckit.config import ConfigError

@@ -30,9 +30,8 @@ def check_sources(config: RunConfig) -> None:
     QLoRA; the deepspeed package for llm.deepspeed): refused before the run folder is written."""
     import importlib.util
 
-    from erckit.cache import check_source
+    from erckit.cache import check_source, is_packaged
     from erckit.config import ConfigError
-    from erckit.llm.loading import is_packaged
     from erckit.llm.packaged import PACKAGED_LM_NAME, require_gemma
     from erckit.llm.train import precision_flags, quantization
 
