@@ -304,6 +304,7 @@ def _ensemble(args: argparse.Namespace) -> int:
 def _fuse_models(args: argparse.Namespace) -> int:
     """erckit ensemble --models: a fusion model folder (`model: fusion`) that predict, serve and the API load."""
     from erckit.config import RunConfig, from_dict
+    from erckit.ensemble import better_member
     from erckit.models import train
 
     if args.offsets:
@@ -320,9 +321,8 @@ def _fuse_models(args: argparse.Namespace) -> int:
               else "given")
     print(f"wrote the fusion {args.out} of {len(args.models)} models, weights "
           + ", ".join(f"{w:.2f}" for w in summary["weights"]) + f" ({origin}); label with erckit predict --model {args.out}")
-    alone = summary.get("val_member_macro_f1") or []
-    if alone and max(alone) > summary["val_macro_f1"]:  # every member keeps a share: the fusion can lose
-        best = max(range(len(alone)), key=alone.__getitem__)
+    alone = summary.get("val_member_macro_f1")
+    if (best := better_member(alone, summary.get("val_macro_f1"))) is not None:
         print(f"note: {args.models[best]} alone scores {alone[best]:.4f} on {args.validation}, above the fusion: "
               "it does not help there; use that model alone")
     return 0
@@ -701,8 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         if methods:
             args.methods = [m for m in methods if not _is_override(m)]
             if not args.methods:
-                parser.exit(2, "erckit compare: error: --methods needs a method name of the file before any key=value "
-                               "(see erckit compare --help)\n")
+                parser.commands["compare"].error("--methods needs a method name of the file before any key=value")
     terminated: list[int] = []  # the signal, when a SIGTERM ended the command
     with _sigterm_as_interrupt(terminated):
         try:

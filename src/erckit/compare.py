@@ -25,7 +25,7 @@ from erckit.atomic import atomic_files, check_folder, write_text_atomic
 from erckit.cache import sha256
 from erckit.config import ConfigError, RunConfig, from_dict, load_config, read_yaml
 from erckit.data import DataError, Dialogue, dialogue_groups, gold_labels, iter_utterances
-from erckit.ensemble import fusion_weights, mix, probability_matrix, weights_problem
+from erckit.ensemble import better_member, fusion_weights, mix, probability_matrix, weights_problem
 from erckit.formats import read_dialogues
 from erckit.formats.encoding import check_file, read_json
 from erckit.intervals import bootstrap, paired_difference
@@ -403,8 +403,7 @@ def run_fusion(name: str, method: Method, config: CompareConfig, splits: dict[st
         result[f"{split}_predict_seconds"] = round(sum(r[f"{split}_predict_seconds"] for r in members), 1)
     print(f"{name}: fusion of {', '.join(method.fusion)} with weights "
           + ", ".join(f"{w:.2f}" for w in shares) + f" ({chosen.origin})")
-    if chosen.member_macro_f1 and max(chosen.member_macro_f1) > result["validation"]["macro_f1"]:
-        best = max(range(len(method.fusion)), key=chosen.member_macro_f1.__getitem__)
+    if (best := better_member(chosen.member_macro_f1, chosen.validation_macro_f1)) is not None:
         print(f"note: {method.fusion[best]} alone scores {chosen.member_macro_f1[best]:.4f} on validation, above "
               f"{name}: the fusion does not help there")
     return result

@@ -134,6 +134,14 @@ class FusionWeights:
     member_macro_f1: list[float] | None = None  # each member's own validation macro-F1, beside the fusion's
 
 
+def better_member(member_macro_f1: list[float] | None, fusion_macro_f1: float | None) -> int | None:
+    """The member that alone scores above the fusion on validation (every member keeps a share of the grid, so
+    a fusion can lose to one of them), or None: the fusion helps there, or its weights were given."""
+    if not member_macro_f1 or fusion_macro_f1 is None or max(member_macro_f1) <= fusion_macro_f1:
+        return None
+    return max(range(len(member_macro_f1)), key=member_macro_f1.__getitem__)
+
+
 def fusion_weights(given: list[float] | None, members: int,
                    validation: Callable[[], tuple[list[np.ndarray], list[str]]]) -> FusionWeights:
     """The given weights, else those chosen on validation: `validation()` (called only then) returns each

@@ -12,7 +12,7 @@ from pathlib import Path
 from erckit.atomic import open_text_atomic
 from erckit.data import DataError, Dialogue, check_dialogues
 from erckit.formats import jsonl, m3ed, meld_csv
-from erckit.formats.encoding import decode_text, read_bytes, read_text
+from erckit.formats.encoding import decode_text, read_bytes
 
 FORMATS = ("m3ed", "csv", "jsonl")
 _MODULES = {"m3ed": m3ed, "csv": meld_csv, "jsonl": jsonl}
@@ -48,13 +48,6 @@ def _check_not_json_list(text: str, path: str | Path) -> None:
             return
         raise DataError(path, None, "is a JSON list: expected an annotation_*.json object, erckit JSON lines "
                         "or a MELD-style CSV (a prepared data_test.json goes to --prepared)")
-
-
-def resolve_format(path: str | Path, format: str | None = None, encoding: str | None = None) -> str:
-    """The format named, or the one detected from the file's content."""
-    if format is not None:
-        return _known(format, path)
-    return _detected(read_text(path, encoding)[0], path)
 
 
 def _known(format: str, path: str | Path) -> str:
