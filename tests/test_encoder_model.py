@@ -293,3 +293,56 @@ def test_freezing_more_layers_than_the_encoder_has_is_refused(tiny_encoder, tmp_
     assert (f"encoder.freeze_layers is {layers + 1}, more than the {layers} layers of {tiny_encoder}; set {layers} "
             "or less") in capsys.readouterr().err
     assert not (tmp_path / "m").exists()  # refused before the run folder is written
+
+
+def test_the_weight_average_follows_its_decay_and_gives_the_raw_weights_back():
+    from erckit.encoder.averaging import WeightAverage
+
+    param = torch.nn.Parameter(torch.tensor([0.0, 10.0]))
+    average = WeightAverage([param], 0.75)
+    with torch.no_grad():
+        param.copy_(torch.tensor([4.0, 2.0]))
+    average.update()  # 0.75 · start + 0.25 · now
+    with average.applied():
+        assert param.tolist() == [1.0, 8.0]
+    assert param.tolist() == [4.0, 2.0]
+    restored = WeightAverage([torch.nn.Parameter(torch.zeros(2))], 0.75)
+    restored.load(average.state())
+    assert restored.average[0].tolist() == [1.0, 8.0]
+
+
+def test_an_averaged_run_keeps_the_average_and_resumes_to_the_same_weights(tiny_encoder, tmp_path, monkeypatch):
+    """train.ema: the kept weights are the average, not the raw weights; the checkpoint carries the average, so
+    a run killed after epoch 1 and resumed ends with the weights of a run never stopped."""
+    from safetensors.torch import load_file
+
+    import erckit.encoder.train as encoder_train
+
+    def run(out: Path, ema: str) -> dict[str, torch.Tensor]:
+        assert main(["train", "--config", "bert_bigru", *recipe(tiny_encoder, *SAMPLE_PATHS, out, 2),
+                     "train.patience=0", f"train.ema={ema}"]) == 0
+        return load_file(str(out / "model.safetensors"))
+
+    whole = run(tmp_path / "whole", "0.9")
+    raw = run(tmp_path / "raw", "0")
+    assert any(not torch.equal(whole[k], raw[k]) for k in whole)  # averaged weights are not the raw ones
+    assert all(torch.equal(whole[k], raw[k]) for k in whole if k.startswith("encoder."))  # frozen: untouched
+
+    out = tmp_path / "killed"
+    real_log = encoder_train.log_epoch
+
+    def killed_after_epoch_1(folder, report_to, record):
+        real_log(folder, report_to, record)
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(encoder_train, "log_epoch", killed_after_epoch_1)
+        assert main(["train", "--config", "bert_bigru", *recipe(tiny_encoder, *SAMPLE_PATHS, out, 2),
+                     "train.patience=0", "train.ema=0.9"]) == 130
+    resumed = run(out, "0.9")
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
+
+
+def test_a_weight_average_decay_outside_0_to_1_is_refused(capsys):
+    assert main(["train", "--config", "bert_bigru", "data.train=x.json", "train.ema=1.0"]) == 2
+    assert "train.ema" in capsys.readouterr().err

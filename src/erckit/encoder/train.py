@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import time
@@ -19,6 +20,7 @@ from transformers import get_linear_schedule_with_warmup
 from erckit.atomic import write_safetensors, write_text_atomic
 from erckit.config import RunConfig
 from erckit.data import Dialogue, iter_utterances
+from erckit.encoder.averaging import WeightAverage
 from erckit.encoder.model import (
     WEIGHTS,
     DialogueClassifier,
@@ -54,11 +56,13 @@ def _batches(dialogues: list[Dialogue], size: int, seed: int) -> list[list[Dialo
     return [order[i : i + size] for i in range(0, len(order), size)]
 
 
-def _save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
-    """Model and optimizer state with the progress in its metadata: one file, so a kill leaves the last one whole."""
+def _save_checkpoint(folder: Path, model, optimizer, average: WeightAverage | None, state: dict) -> None:
+    """Model, optimizer and weight-average state with the progress in its metadata: one file, so a kill leaves the
+    last one whole."""
     folder.mkdir(parents=True, exist_ok=True)
     opt = optimizer.state_dict()
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    tensors |= average.state() if average else {}
     for index, slots in opt["state"].items():
         for key, value in slots.items():
             tensors[f"optim.{index}.{key}"] = torch.as_tensor(value).contiguous()
@@ -66,7 +70,7 @@ def _save_checkpoint(folder: Path, model, optimizer, state: dict) -> None:
     write_safetensors(save_file, tensors, folder / STATE, {"progress": progress})
 
 
-def _load_checkpoint(folder: Path, model, optimizer) -> dict:
+def _load_checkpoint(folder: Path, model, optimizer, average: WeightAverage | None) -> dict:
     check_file(folder / STATE)
     with safe_open(str(folder / STATE), framework="pt") as saved:
         progress = (saved.metadata() or {}).get("progress")
@@ -80,6 +84,8 @@ def _load_checkpoint(folder: Path, model, optimizer) -> dict:
             _, index, name = key.split(".", 2)
             slots.setdefault(int(index), {})[name] = value
     optimizer.load_state_dict({"state": slots, "param_groups": state.pop("param_groups")})
+    if average:
+        average.load(tensors)
     return state
 
 
@@ -103,6 +109,8 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
     total = steps_per_epoch * recipe.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
     loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(train, recipe.class_weight_power))
+    average = WeightAverage([*body, *head], recipe.ema) if recipe.ema else None
+    kept = average.applied if average else contextlib.nullcontext  # the weights validated and saved
 
     state = {"epoch": 0, "best_macro_f1": -1.0, "best_epoch": 0, "history": [], "train_seconds": 0.0}
     checkpoint = out / CHECKPOINT
@@ -110,13 +118,14 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
         print(f"{out}: all {ended['epoch']} epochs were run; nothing left to train")
         return ended
     if (checkpoint / STATE).exists():
-        state = _load_checkpoint(checkpoint, model, optimizer)
+        state = _load_checkpoint(checkpoint, model, optimizer, average)
         with warnings.catch_warnings():  # the schedule is fast-forwarded on purpose, before the next optimiser step
             warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
             for _ in range(state["epoch"] * steps_per_epoch):
                 scheduler.step()
         if state["best_epoch"] == state["epoch"] and _weights_epoch(out) != state["epoch"]:
-            save_classifier(model, tokenizer, out, state["epoch"])  # killed before the best epoch's weights were kept
+            with kept():
+                save_classifier(model, tokenizer, out, state["epoch"])  # killed before the best epoch's weights were kept
         print(f"resuming {out} after epoch {state['epoch']}")
 
     for epoch in range(state["epoch"] + 1, recipe.epochs + 1):
@@ -136,12 +145,15 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
                 torch.nn.utils.clip_grad_norm_([*body, *head], 1.0)
                 optimizer.step()
                 scheduler.step()
+                if average:
+                    average.update()
                 losses.append(loss.item())
                 bar.set_postfix(loss=f"{np.mean(losses[-50:]):.3f}")
         record = {"epoch": epoch, "train_loss": float(np.mean(losses))}
         state["train_seconds"] += time.perf_counter() - started
         if validation:
-            probs = predict_probabilities(model, tokenizer, validation, config.encoder, progress=False)
+            with kept():
+                probs = predict_probabilities(model, tokenizer, validation, config.encoder, progress=False)
             result = scores([u.label for u in iter_utterances(validation)], [LABELS[i] for i in probs.argmax(1)])
             record |= {"val_macro_f1": result["macro_f1"], "val_weighted_f1": result["weighted_f1"]}
         print(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "epoch"))
@@ -150,9 +162,10 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
             state["best_macro_f1"], state["best_epoch"] = record.get("val_macro_f1"), epoch
         state["epoch"] = epoch
         state["history"].append(record)
-        _save_checkpoint(checkpoint, model, optimizer, state)  # first: it holds this epoch's weights too
+        _save_checkpoint(checkpoint, model, optimizer, average, state)  # first: it holds this epoch's weights too
         if improved:
-            save_classifier(model, tokenizer, out, epoch)
+            with kept():
+                save_classifier(model, tokenizer, out, epoch)
         write_text_atomic(checkpoint / PROGRESS, json.dumps(state, indent=1))  # last: readers see a whole epoch
         log_epoch(out, config.report_to, record)  # TensorBoard, if the recipe reports to it
         plot_training(
