@@ -343,6 +343,19 @@ def test_an_averaged_run_keeps_the_average_and_resumes_to_the_same_weights(tiny_
     assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
 
 
-def test_a_weight_average_decay_outside_0_to_1_is_refused(capsys):
-    assert main(["train", "--config", "bert_bigru", "data.train=x.json", "train.ema=1.0"]) == 2
-    assert "train.ema" in capsys.readouterr().err
+@pytest.mark.parametrize("setting", ["train.ema=1.0", "train.ema=-0.1", "train.label_smoothing=1.0"])
+def test_an_averaging_decay_or_label_smoothing_outside_0_to_1_is_refused(setting, tmp_path, capsys):
+    assert main(["train", "--config", "bert_bigru", "data.train=x.json", f"--out={tmp_path / 'm'}", setting]) == 2
+    assert setting.split("=")[0] in capsys.readouterr().err and not (tmp_path / "m").exists()
+
+
+def test_label_smoothing_changes_what_is_learned(tiny_encoder, tmp_path):
+    from safetensors.torch import load_file
+
+    def head(smoothing: str) -> torch.Tensor:
+        out = tmp_path / smoothing
+        assert main(["train", "--config", "bert_bigru", *recipe(tiny_encoder, *SAMPLE_PATHS, out, 1),
+                     f"train.label_smoothing={smoothing}"]) == 0
+        return load_file(str(out / "model.safetensors"))["head.weight"]
+
+    assert not torch.equal(head("0"), head("0.3"))

@@ -125,11 +125,13 @@ class TrainConfig:
     # bert_bigru: validate and keep an exponential moving average of the trained weights, updated after every
     # step with this decay (0 = off: the raw weights)
     ema: float = 0.0
+    label_smoothing: float = 0.0  # bert_bigru: the share of each target spread evenly over the labels (0 = off)
 
     def __post_init__(self) -> None:
         require(self.epochs >= 1, "train.epochs", self.epochs, "1 or more")
         require(self.patience >= 0, "train.patience", self.patience, "0 (off) or a number of epochs")
         require(fraction(self.ema), "train.ema", self.ema, "0 (off) or a decay in (0, 1)")
+        require(fraction(self.label_smoothing), "train.label_smoothing", self.label_smoothing, "in [0, 1)")
         require(positive(self.lr), "train.lr", self.lr, "a positive number")
         require(positive(self.head_lr), "train.head_lr", self.head_lr, "a positive number")
         require(non_negative(self.weight_decay), "train.weight_decay", self.weight_decay, "0 or more")

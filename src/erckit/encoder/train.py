@@ -108,7 +108,9 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
     steps_per_epoch = -(-len(train) // recipe.batch_dialogues)
     total = steps_per_epoch * recipe.epochs
     scheduler = get_linear_schedule_with_warmup(optimizer, int(recipe.warmup_ratio * total), total)
-    loss_fn = torch.nn.CrossEntropyLoss(weight=class_weights(train, recipe.class_weight_power))
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=class_weights(train, recipe.class_weight_power), label_smoothing=recipe.label_smoothing
+    )
     average = WeightAverage([*body, *head], recipe.ema) if recipe.ema else None
     kept = average.applied if average else contextlib.nullcontext  # the weights validated and saved
 
