@@ -122,6 +122,13 @@ def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_g
                  f"data.validation={setup['dev']}", f"llm.model={setup['base']}", "llm.max_steps=4",
                  "llm.eval_steps=4", "llm.lr=0.01", "llm.pack_tokens=1024"]) == 0
     preds = tmp_path / "p.jsonl"
+    # window-form prompts (erckit prepare's default) are not what this run learned to read: refused, nothing written
+    assert main(["prepare", "--test", str(setup["dev"]), "--out", str(tmp_path / "window")]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--model", str(run), "--prepared", str(tmp_path / "window" / "data_test.json"),
+                 "--out", str(preds)]) == 2
+    assert "was prepared with prompt form 'window', and the run reads 'dialogue'" in capsys.readouterr().err
+    assert not preds.exists()
     assert main(["predict", "--model", str(run), "--input", str(setup["dev"]), "--out", str(preds),
                  "--batch-size", "2"]) == 0
     rows = [json.loads(line) for line in preds.read_text(encoding="utf-8").splitlines()]
@@ -134,6 +141,14 @@ def test_cli_predicts_a_dialogue_form_run_as_training_scored_it_by_scoring_and_g
     got = [[r["probs"][label] for label in LABELS] for r in rows]
     assert abs(expected - got).max() <= 1e-5
     assert [r["label"] for r in rows] == [LABELS[i] for i in expected.argmax(axis=1)]
+    # prepared with the run's own prompt settings, each utterance's separate sequence scores as the packed form
+    assert main(["prepare", "--test", str(setup["dev"]), "--out", str(tmp_path / "same"), "--form", "dialogue",
+                 "--question", "quoted"]) == 0
+    from_prepared = tmp_path / "prepared.jsonl"
+    assert main(["predict", "--model", str(run), "--prepared", str(tmp_path / "same" / "data_test.json"),
+                 "--out", str(from_prepared)]) == 0
+    again = {json.loads(line)["id"]: json.loads(line)["probs"] for line in from_prepared.read_text().splitlines()}
+    assert abs(expected - [[again[r["id"]][label] for label in LABELS] for r in rows]).max() <= 1e-5
     # generation in the dialogue form: one separate sequence per utterance; its label scores (which resolve
     # the unparsed answers) equal the packed form's
     generated = tmp_path / "g.jsonl"

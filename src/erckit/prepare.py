@@ -66,6 +66,18 @@ def _split_settings(path: Path) -> dict:
     return earlier if isinstance(earlier, dict) and set(earlier) <= set(FILE_NAMES) else {}
 
 
+def prepared_prompt(path: str | Path) -> PromptConfig | None:
+    """The prompt settings an `erckit prepare` data file was written with (from prepare_settings.json beside it),
+    or None where they are not recorded."""
+    path = Path(path)
+    split = next((s for s, name in FILE_NAMES.items() if name == path.name), None)
+    settings = _split_settings(path.with_name("prepare_settings.json")).get(split) if split else None
+    try:
+        return PromptConfig(**settings["prompt"]) if isinstance(settings, dict) else None
+    except (TypeError, ValueError, KeyError):  # written by another erckit: unknown
+        return None
+
+
 def prepare(
     dialogues: dict[str, list[Dialogue]],
     out: Path,

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from erckit.atomic import write_text_atomic
 from erckit.config import LLMConfig
-from erckit.data import Dialogue, Interrupted
+from erckit.data import DataError, Dialogue, Interrupted
 from erckit.labels import LABELS
 from erckit.llm.backends import DEFAULT_BATCH, Backend, DialogueForm
 from erckit.llm.chat import ChatTemplate, context_text, get_template
@@ -46,6 +46,7 @@ from erckit.predictions import (
     write_llamafactory,
     write_predictions,
 )
+from erckit.prepare import prepared_prompt
 from erckit.progress import bar as progress_bar
 from erckit.prompts import PromptConfig, detect_language
 
@@ -226,6 +227,8 @@ def predict_run(
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
     if (prepared is None) == (dialogues is None):
         raise ValueError("give either a prepared data file or dialogues")
+    if prepared is not None and run.recorded:
+        _check_prepared_prompt(prepared, run.record.prompt)
     check_own_code(run, options)  # before anything is written
     offsets = run.calibration if backend in SCORING_BACKENDS else None
     notes = [] if offsets == run.calibration else [
@@ -243,6 +246,22 @@ def predict_run(
     )
     summary.notes = notes
     return summary
+
+
+def _check_prepared_prompt(prepared: str | Path, trained: PromptConfig) -> None:
+    """Refuse a prepared file whose prompts were built with other settings than the run reads (a window-form
+    file for a dialogue-form run, another language or window): the model would label prompts it never learned."""
+    written = prepared_prompt(prepared)
+    if written is None:
+        return
+    unread = {"window"} if written.form == trained.form == "dialogue" else set()  # the dialogue form reads it not
+    differs = [f.name for f in fields(PromptConfig)
+               if f.name not in unread and getattr(written, f.name) != getattr(trained, f.name)]
+    if differs:
+        key = differs[0]
+        raise DataError(prepared, None, f"was prepared with prompt {key} {getattr(written, key)!r}, and the run reads "
+                                        f"{getattr(trained, key)!r}: give the dialogues with --input, or prepare "
+                                        "them again with the run's prompt settings")
 
 
 def predict_file(

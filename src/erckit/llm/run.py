@@ -46,6 +46,7 @@ class LLMRun:
     template: ChatTemplate  # the record's chat template, resolved (an unknown name is refused on opening)
     calibration: dict[str, float] | None = None  # offsets stored by erckit calibrate (erckit runs only)
     notes: tuple[str, ...] = ()  # what the flags changed in the record
+    recorded: bool = False  # the settings come from the run's record (the prompts it was trained on), flags applied
 
     @cached_property
     def own_code(self) -> tuple[str, str] | None:
@@ -118,6 +119,7 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
 
         check_source(flags.base_model, "the base model", (PACKAGED_LM_NAME, "packaged"))
     record = load_run_record(weights)
+    recorded = record is not None
     notes: list[str] = []
     if record is None and not adapter and path.is_dir() and not (path / "config.json").exists():
         raise DataError(weights, None, f"holds no model (no {MODEL_FILE}, {RECORD_FILE}, config.json or "
@@ -137,4 +139,4 @@ def open_run(weights: str, flags: RunFlags = RunFlags(), language: str = "zh", *
     template = get_template(record.template)
     model, adapter_folder = (record.base_model, str(folder)) if adapter else (
         str(folder) if folder.is_dir() else weights, None)
-    return LLMRun(model, adapter_folder, record, template, calibration, tuple(notes))
+    return LLMRun(model, adapter_folder, record, template, calibration, tuple(notes), recorded)
