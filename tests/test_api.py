@@ -145,6 +145,17 @@ def test_a_dataframe_with_whole_number_float_ids_labels_as_integers(model):
     assert [p.id for p in model.label(meld_frame([0.0, 0.0], [0.0, 1.0]))] == ["dia0_utt0", "dia0_utt1"]
 
 
+def test_a_spreadsheets_blank_rows_stay_unlabelled_and_the_others_keep_their_labels(model):
+    nan = float("nan")
+    whole = model.label_frame(meld_frame([0, 0, 1], [0, 1, 0]))
+    frame = pd.concat([meld_frame([0, 0, 1], [0, 1, 0]), pd.DataFrame([[nan] * 4] * 2, columns=whole.columns[:4])],
+                      ignore_index=True)  # read_csv of an export that ends in empty rows: float ids with NaN
+    labelled = model.label_frame(frame)
+    assert labelled["label"].tolist()[:3] == whole["label"].tolist()
+    for column in ("label", erckit.LABELS[0]):
+        assert labelled[column].isna().tolist() == [False] * 3 + [True] * 2
+
+
 @pytest.mark.parametrize("ids", [[0.0, 0.5], [0.0, float("nan")]])
 def test_a_dataframe_with_fractional_or_missing_ids_is_refused(model, ids):
     with pytest.raises(DataError, match=r"^<DataFrame>: line 3: Dialogue_ID/Utterance_ID are not integers$"):

@@ -124,17 +124,20 @@ class Model:
                                                        strict=True)]
 
     def label_frame(self, frame: pd.DataFrame, *, text_column: str | None = None) -> pd.DataFrame:
-        """A copy of a MELD-columns DataFrame with a `label` column and one probability column per label."""
+        """A copy of a MELD-columns DataFrame with a `label` column and one probability column per label; a blank
+        row (every cell empty, as a spreadsheet export may end) is skipped as a CSV reader skips it: no label."""
         if taken := [c for c in ("label", *LABELS) if c in frame.columns]:
             raise DataError(FRAME, None, f"has a column {taken[0]!r} already: label_frame adds label and one "
                                          "column per label; rename or drop it")
         dialogues = frame_to_dialogues(frame, text_column=text_column)
         by_id = {p.id: p for p in self.predictor.predict(dialogues)}
-        ids = [utterance_id(int(d), int(u)) for d, u in zip(frame["Dialogue_ID"], frame["Utterance_ID"], strict=True)]
+        blank = frame.isna().all(axis=1).tolist()  # any other row without ids was refused when read
+        ids = [None if empty else utterance_id(int(d), int(u))
+               for empty, d, u in zip(blank, frame["Dialogue_ID"], frame["Utterance_ID"], strict=True)]
         out = frame.copy()
-        out["label"] = [by_id[i].label for i in ids]
+        out["label"] = [by_id[i].label if i else None for i in ids]
         for label in LABELS:
-            out[label] = [by_id[i].probs[label] for i in ids]
+            out[label] = [by_id[i].probs[label] if i else float("nan") for i in ids]
         return out
 
 
