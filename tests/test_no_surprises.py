@@ -153,6 +153,27 @@ def test_the_report_says_one_utterance_and_draws_both_figures(tmp_path):
     assert "gold Fear → predicted Neutral (1 utterance)" in report
     assert "gold Sad → predicted Happy (2 utterances)" in report
     assert (tmp_path / "r" / "per_class_f1.png").stat().st_size > 0 and (tmp_path / "r" / "confusion.png").is_file()
+    # fewer utterances shown than confused: the heading says so; --pairs and --examples choose how many
+    assert main(["report", "--predictions", str(preds), "--gold", str(gold), "--out", str(tmp_path / "r1"),
+                 "--pairs", "1", "--examples", "1"]) == 0
+    report = (tmp_path / "r1" / "report.md").read_text(encoding="utf-8")
+    assert "gold Sad → predicted Happy (2 utterances; the first 1 shown)" in report and "gold Fear" not in report
+    assert report.count("| d_") == 1
+
+
+@pytest.mark.parametrize("value", ["0", "two"])
+def test_the_reports_counts_must_be_whole_numbers_from_1(value, tmp_path, capsys):
+    with pytest.raises(SystemExit) as stopped:
+        main(["report", "--predictions", "p.jsonl", "--gold", "g.json", "--out", str(tmp_path / "r"), "--pairs", value])
+    assert stopped.value.code == 2 and "--pairs" in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_a_report_without_errors_says_so(tmp_path):
+    gold = m3ed_file(tmp_path / "gold.json", {"d": [("A", "你好", "Fear"), ("B", "嗯", "Neutral")]})
+    preds = tmp_path / "p.jsonl"
+    write_predictions(preds, [Prediction("d_1", "Fear"), Prediction("d_2", "Neutral")])
+    assert main(["report", "--predictions", str(preds), "--gold", str(gold), "--out", str(tmp_path / "r")]) == 0
+    assert "None: every utterance was predicted with its gold label." in (tmp_path / "r" / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------- the cache

@@ -328,6 +328,17 @@ def _fuse_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _count(text: str) -> int:
+    """A command-line count: a whole number, 1 or more."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 1 or more, not {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected 1 or more, not {value}")
+    return value
+
+
 def _report(args: argparse.Namespace) -> int:
     from erckit.formats import read_dialogues
     from erckit.labels import display_names
@@ -338,7 +349,8 @@ def _report(args: argparse.Namespace) -> int:
     dialogues = read_dialogues(args.gold, args.format, text_column=args.text_column)
     path = write_error_report(
         read_predictions(args.predictions), dialogues, args.gold, args.out,
-        predictions_path=args.predictions, names=display_names(u.text for d in dialogues for u in d.utterances),
+        predictions_path=args.predictions, top_pairs=args.pairs, examples=args.examples,
+        names=display_names(u.text for d in dialogues for u in d.utterances),
     )
     print(f"wrote {path}")
     return 0
@@ -551,6 +563,8 @@ def build_parser() -> Parser:
     p.add_argument("--predictions", required=True, help="predictions.jsonl")
     p.add_argument("--gold", required=True, help="the labelled copy of the dialogue file predicted")
     p.add_argument("--out", required=True, help="folder for report.md and its PNGs")
+    p.add_argument("--pairs", type=_count, default=5, help="the most frequent confused label pairs shown")
+    p.add_argument("--examples", type=_count, default=3, help="utterances shown in context for each pair")
     _add_format(p)
     p.set_defaults(handler=_report)
 

@@ -88,8 +88,13 @@ def _write_error_report(
         "![confusion matrix](confusion.png)", "", "![per-class F1](per_class_f1.png)", "",
         "## Most confused label pairs", "",
     ]
-    for (g, p), count in confused_pairs(gold_list, predicted_list, top_pairs):
-        lines += [f"### gold {g} → predicted {p} ({utterances(count)})", "", "| id | context (target in bold) |", "|---|---|"]
+    pairs = confused_pairs(gold_list, predicted_list, top_pairs)
+    if not pairs:
+        lines += ["None: every utterance was predicted with its gold label.", ""]
+    for (g, p), count in pairs:
+        shown = f"; the first {examples} shown" if count > examples else ""
+        lines += [f"### gold {g} → predicted {p} ({utterances(count)}{shown})", "", "| id | context (target in bold) |",
+                  "|---|---|"]
         wrong = [i for i in gold if gold[i] == g and predictions[i].label == p][:examples]
         lines += [f"| {_cell(i)} | {_in_context(*where[i])} |" for i in wrong]
         lines.append("")
