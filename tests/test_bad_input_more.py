@@ -180,7 +180,7 @@ def test_select_refuses_an_unlabelled_validation_file_before_scoring(tmp_path, c
     unlabelled = tmp_path / "unlabelled.jsonl"
     unlabelled.write_text('{"id": "d1", "utterances": [{"id": "u1", "speaker": "A", "text": "你好"}]}\n', encoding="utf-8")
     assert main(["select", "--run", str(tmp_path / "run"), "--validation", str(unlabelled)]) == 2
-    assert_error(capsys, f"{unlabelled}: utterance u1: has no gold label")
+    assert_error(capsys, f"{unlabelled}: holds no labels: a labelled file is needed here")
 
 
 def test_predict_with_a_missing_model_is_a_one_line_error(tmp_path, capsys):
@@ -189,3 +189,12 @@ def test_predict_with_a_missing_model_is_a_one_line_error(tmp_path, capsys):
     assert main([*args, "--out", str(out)]) == 2
     assert_error(capsys, "erckit predict: error:", "nonexistent")
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_training_on_a_csv_without_its_label_column_names_the_missing_labels(tmp_path, capsys):
+    """A CSV with no Emotion column: the file holds no labels, said as such (not one utterance's missing label)."""
+    train = tmp_path / "train.csv"
+    train.write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance\n0,0,A,hi\n0,1,B,hello\n", encoding="utf-8")
+    assert main(["train", "--config", "tfidf", f"data.train={train}", f"--out={tmp_path / 'm'}"]) == 2
+    assert_error(capsys, f"{train}: holds no labels: a labelled file is needed here (the Emotion column of a CSV")
+    assert not (tmp_path / "m").exists()
