@@ -41,6 +41,23 @@ def test_unlabelled_test_file_gets_labels_written_in(tmp_path):
     assert dialog["d1_2"]["Text"] == "滚开" and dialog["d1_2"]["StartTime"] == "00:00:02.000"
 
 
+def test_labels_written_over_a_labelled_file_are_noted(tmp_path, capsys):
+    raw = m3ed_file(tmp_path / "annotation_test.json", {"d1": [("A", "你好", "Happy"), ("B", "滚开", None)]})
+    preds = tmp_path / "p.jsonl"
+    write_predictions(preds, [Prediction("d1_2", "Anger"), Prediction("d1_1", "Neutral")])
+    out = tmp_path / "test_label.json"
+    assert main(["combine", "--predictions", str(preds), "--raw", str(raw), "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert f"note: {raw} was labelled already: 1 of the 2 labels written to {out} replace its own" in err
+    assert json.loads(out.read_text(encoding="utf-8"))["Show"]["d1"]["Dialog"]["d1_1"]["EmoAnnotation"][
+        "final_main_emo"] == "Neutral"
+    assert main(["combine", "--predictions", str(preds), "--raw", str(raw), "--out", str(tmp_path / "o2.json")]) == 0
+    unlabelled = m3ed_file(tmp_path / "unlabelled.json", {"d1": [("A", "你好", None), ("B", "滚开", None)]})
+    capsys.readouterr()
+    assert main(["combine", "--predictions", str(preds), "--raw", str(unlabelled), "--out", str(tmp_path / "o3.json")]) == 0
+    assert "note:" not in capsys.readouterr().err
+
+
 @pytest.mark.needs_data
 def test_bmeld_csv_round_trip_keeps_encoding_and_values(tmp_path):
     raw = BMELD / "test_sent_emo.csv"
@@ -60,6 +77,19 @@ def test_wrong_labels_are_written_in_meld_words(tmp_path):
     assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]) == 0
     assert {u.label for d in read_dialogues(out) for u in d.utterances} == {"Happy"}
     assert ",joy," in out.read_bytes().decode("gbk")
+
+
+@pytest.mark.parametrize(("own", "written"), [(("neutral", "sadness"), ("neutral", "joy")),  # MELD's words
+                                              (("neutral", "sad"), ("Neutral", "Happy")),  # not all MELD's: erckit's
+                                              (("Neutral", "Sad"), ("Neutral", "Happy")), (("", ""), ("neutral", "joy"))])
+def test_a_csvs_labels_are_written_in_meld_words_only_where_the_file_uses_them(own, written, tmp_path):
+    raw = tmp_path / "test.csv"
+    raw.write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance,Emotion\n"
+                   f"0,0,A,hi,{own[0]}\n0,1,B,we won!,{own[1]}\n", encoding="utf-8")
+    write_predictions(tmp_path / "p.jsonl", [Prediction("dia0_utt0", "Neutral"), Prediction("dia0_utt1", "Happy")])
+    out = tmp_path / "out.csv"
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]) == 0
+    assert [line.rsplit(",", 1)[1] for line in out.read_text(encoding="utf-8").splitlines()[1:]] == list(written)
 
 
 def test_missing_id_is_refused_and_nothing_written(reference_file, tmp_path, capsys):

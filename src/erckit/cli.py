@@ -66,10 +66,13 @@ def _combine(args: argparse.Namespace) -> int:
         labels = {i: p.label for i, p in read_llamafactory(args.predictions, args.prepared).items()}
     else:
         labels = read_labels(args.predictions, progress=True)
-    count = combine(
+    count, replaced = combine(
         labels, args.raw, args.out, predictions_path=args.predictions, format=args.format,
         text_column=args.text_column, progress=True,
     )
+    if replaced:
+        print(f"note: {args.raw} was labelled already: {replaced} of the {count} labels written to {args.out} replace "
+              "its own (in M3ED JSON the annotators' own fields are kept as they were)", file=sys.stderr)
     print(f"wrote {count} labels into {args.out}")
     return 0
 

@@ -21,17 +21,18 @@ def combine(
     text_column: str | None = None,
     encoding: str | None = None,
     progress: bool = False,
-) -> int:
+) -> tuple[int, int]:
     """Write `out`: the raw file's structure with every predicted label (utterance id -> label) written in.
     The raw file is read (and checked) before it is written out again, one after the other (a file changed in
     between is refused), and the output is written in pieces: memory holds the labels and one copy of the raw
-    file. Returns the count."""
+    file. Returns the count of labels written, and how many of them replaced a label the raw file had."""
     with steps(2, "combine", show=progress) as begin:
         begin(f"checking {Path(raw).name}")
         dialogues, digest = read_dialogue_file(raw, format, text_column=text_column, encoding=encoding)
         ids = [u.id for u in iter_utterances(dialogues)]
         check_ids(labels.keys(), ids, predictions_path, raw)
+        replaced = sum(u.label is not None for u in iter_utterances(dialogues))
         del dialogues, ids  # before the raw file is read again
         begin(f"writing {Path(out).name}")
         write_labels(raw, labels, out, format, encoding=encoding, sha256=digest)
-    return len(labels)
+    return len(labels), replaced

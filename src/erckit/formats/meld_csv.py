@@ -99,8 +99,8 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
 
 
 def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO) -> None:
-    """Write to `out` the CSV with the Emotion column set from `labels`, in MELD's words (joy, sadness, ...)
-    unless the file's own labels use erckit's names."""
+    """Write to `out` the CSV with the Emotion column set from `labels`, in MELD's words (joy, sadness, ...) where
+    the file's own labels are all MELD's words (or it has none), else in erckit's names (Happy, Sad, ...)."""
     header, rows = _rows(text, path)
     raw_header = next(csv.reader(io.StringIO(text, newline="")))
     if LABEL not in header:
@@ -110,7 +110,7 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
     label_at = header.index(LABEL)
     meld_words = set(MELD_NAMES.values())
     present = {row[label_at].strip() for _, row in rows} - {""}
-    uses_meld_words = not present or bool(present & meld_words)  # an unlabelled MELD file gets MELD's words
+    uses_meld_words = present <= meld_words  # an unlabelled MELD file gets MELD's words; happy, sad, neutral: not
     first_line = text[: text.find("\n")] if "\n" in text else text  # its ending: a quoted field may hold another
     writer = csv.writer(out, lineterminator="\r\n" if first_line.endswith("\r") else "\n")
     writer.writerow(raw_header)
