@@ -174,6 +174,15 @@ def test_a_body_not_sent_as_json_or_empty_is_told_so(served, path):
                                                                        "JSON with Content-Type: application/json"})
     assert request(url + path, b"") == (400, {"error": 'empty body: send the conversation as JSON ({"turns": [...]})'})
     assert request(url + path, body, "application/json; charset=utf-8")[0] == 200
+    import http.client
+    from urllib.parse import urlsplit
+
+    connection = http.client.HTTPConnection(urlsplit(url).netloc, timeout=60)  # sends no Content-Type of its own
+    connection.request("POST", path, body)
+    answer = connection.getresponse()
+    assert (answer.status, json.loads(answer.read())) == (415, {"error": "the body has no Content-Type: send JSON "
+                                                                         "with Content-Type: application/json"})
+    connection.close()
 
 
 def test_info_names_the_model_and_health_answers(served):

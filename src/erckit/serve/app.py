@@ -74,7 +74,8 @@ def _validation_reason(err: RequestValidationError, content_type: str) -> tuple[
     first = next((e for e in errors if e.get("type") == "extra_forbidden"), errors[0])
     media = content_type.partition(";")[0].strip().lower()
     if media != "application/json" and not media.endswith("+json"):  # curl -d sends a form: never parsed as JSON
-        return 415, f"the body is sent as {media or 'no Content-Type'}: send JSON with Content-Type: application/json"
+        sent = f"is sent as {media}" if media else "has no Content-Type"
+        return 415, f"the body {sent}: send JSON with Content-Type: application/json"
     if first.get("type") == "missing" and tuple(first.get("loc", ())) == ("body",):
         return 400, "empty body: send the conversation as JSON ({\"turns\": [...]})"
     if first.get("type") == "json_invalid":
