@@ -22,9 +22,10 @@ def test_recipes_cp_copies_one_out_to_edit_and_never_overwrites(tmp_path, monkey
     assert main(["recipes", "cp", "tfidf", "mine.yaml"]) == 0
     assert (tmp_path / "mine.yaml").read_text(encoding="utf-8") == recipes.path("tfidf").read_text(encoding="utf-8")
     (tmp_path / "folder").mkdir()
+    capsys.readouterr()
     assert main(["recipes", "cp", "bert_bigru", "folder"]) == 0
     assert yaml.safe_load((tmp_path / "folder" / "bert_bigru.yaml").read_text())["model"] == "bert_bigru"
-    capsys.readouterr()
+    assert "train with: erckit train --config folder/bert_bigru.yaml data.train=" in capsys.readouterr().out
     assert main(["recipes", "cp", "tfidf", "mine.yaml"]) == 2
     assert "already exists" in capsys.readouterr().err
 

@@ -7,6 +7,7 @@ import contextlib
 import errno
 import os
 import select
+import shlex
 import signal
 import sys
 import threading
@@ -125,7 +126,9 @@ def _recipes(args: argparse.Namespace) -> int:
         return 0
     if not (args.name and args.dest):
         raise DataError("recipes", None, "cp needs a recipe name and a destination: erckit recipes cp tfidf my.yaml")
-    print(f"wrote {recipes.copy(args.name, args.dest)} (train with: erckit train --config PATH ...)")
+    written = recipes.copy(args.name, args.dest)
+    print(f"wrote {written} (train with: erckit train --config {shlex.quote(str(written))} data.train=... "
+          "data.validation=...)")
     return 0
 
 
