@@ -191,6 +191,8 @@ def test_info_names_the_model_and_health_answers(served):
     assert (info["model"], info["erckit_version"]) == (model.name, erckit.__version__)
     assert info["kind"] == json.loads((model / "erckit_model.json").read_text())["type"]
     assert request(f"{url}/health") == (200, {"status": "ok"})
+    with urllib.request.urlopen(urllib.request.Request(f"{url}/health", method="HEAD"), timeout=60) as answer:
+        assert answer.status == 200 and answer.read() == b""
 
 
 def test_speakers_and_ids_are_read_as_the_file_readers_read_them(served):

@@ -160,7 +160,7 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
         return Info(model=Path(predictor.folder).name, kind=predictor.kind, erckit_version=__version__,
                     labels=list(LABELS), colours=COLOURS, limits=limits)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])  # some probes ask with HEAD
     async def health() -> dict[str, str]:
         """For a load balancer or an orchestrator's probe: answers once the model is loaded."""
         return {"status": "ok"}
