@@ -94,3 +94,15 @@ def test_a_moved_run_with_its_data_read_from_another_place_is_reused(tmp_path, c
     (data / "annotation_train.json").write_text((data / "annotation_train.json").read_text().replace("Neutral", "Happy", 1))
     assert main(["train", "--config", "tfidf", f"out={tmp_path / 'moved'}", *moved]) == 2
     assert "trained on other data (the content of data.train differs)" in capsys.readouterr().err
+
+
+def test_validating_on_the_training_data_is_noted(tmp_path, capsys):
+    train = SAMPLE / "annotation_train.json"
+    copy = tmp_path / "copy.json"
+    copy.write_bytes(train.read_bytes())  # the same dialogues under another name
+    assert main(["train", "--config", "tfidf", f"data.train={train}", f"data.validation={copy}",
+                 f"--out={tmp_path / 'same'}"]) == 0
+    assert f"note: data.validation holds the same dialogues as data.train ({copy})" in capsys.readouterr().err
+    assert main(["train", "--config", "tfidf", f"data.train={train}",
+                 f"data.validation={SAMPLE / 'annotation_validation.json'}", f"--out={tmp_path / 'other'}"]) == 0
+    assert "note:" not in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 from erckit import __version__, kinds, runfolder
@@ -148,6 +149,9 @@ def _train(config: RunConfig, out: Path, main: bool) -> dict:
         print(f"{out} already holds this finished run; reusing it")
         return previous | {"reused": True}
     kinds.check_sources(config)  # the starting weights found before the run folder is written
+    if main and validation_digest is not None and validation_digest == train_digest:
+        print(f"note: data.validation holds the same dialogues as data.train ({config.data.validation}): its "
+              "scores, and the epoch or checkpoint chosen by them, measure the training data", file=sys.stderr)
     info = {"type": config.model, "labels": list(LABELS), "erckit_version": __version__,
             "erckit_commit": source_commit(), "config": saved_config(config), "data_sha256": digest}
     if main:
