@@ -153,6 +153,8 @@ BAD = [
     ({"turns": [{"speaker": " \n ", "text": "hi"}]}, 422, 'turn 1: "speaker" is blank'),
     ({"turns": [{"speaker": "A", "text": "a", "id": "x"}, {"speaker": "B", "text": "b", "id": " x"}]}, 422,
      "duplicate utterance id"),
+    ({"turns": [{"speaker": "A", "text": "a", "id": "2"}, {"speaker": "B", "text": "b"}]}, 422,
+     "utterance 2: duplicate utterance id (a turn without an id takes its number: give every turn an id, or none)"),
 ]
 
 

@@ -111,7 +111,10 @@ def to_dialogue(conversation: Conversation, limits: Limits) -> Dialogue:
         dialogue = Dialogue("request", tuple(_utterance(turn, n) for n, turn in enumerate(turns, start=1)))
         return check_dialogues([dialogue], "request")[0]
     except DataError as err:
-        raise RequestRefused(422, str(err).removeprefix("request: ")) from None
+        reason = str(err).removeprefix("request: ")
+        if reason.endswith("duplicate utterance id") and len({turn.id is None for turn in turns}) == 2:
+            reason += " (a turn without an id takes its number: give every turn an id, or none)"
+        raise RequestRefused(422, reason) from None
 
 
 def _answer(kind: str, dialogue: Dialogue, predictions: list[Prediction]) -> Labels:
