@@ -150,10 +150,12 @@ def test_a_spreadsheets_blank_rows_stay_unlabelled_and_the_others_keep_their_lab
     whole = model.label_frame(meld_frame([0, 0, 1], [0, 1, 0]))
     frame = pd.concat([meld_frame([0, 0, 1], [0, 1, 0]), pd.DataFrame([[nan] * 4] * 2, columns=whole.columns[:4])],
                       ignore_index=True)  # read_csv of an export that ends in empty rows: float ids with NaN
-    labelled = model.label_frame(frame)
-    assert labelled["label"].tolist()[:3] == whole["label"].tolist()
-    for column in ("label", erckit.LABELS[0]):
-        assert labelled[column].isna().tolist() == [False] * 3 + [True] * 2
+    unparsed = pd.concat([meld_frame([0, 0, 1], [0, 1, 0]).astype(str),  # read_csv(keep_default_na=False): ""
+                          pd.DataFrame([[""] * 4, [" "] * 4], columns=whole.columns[:4])], ignore_index=True)
+    for labelled in (model.label_frame(frame), model.label_frame(unparsed)):
+        assert labelled["label"].tolist()[:3] == whole["label"].tolist()
+        for column in ("label", erckit.LABELS[0]):
+            assert labelled[column].isna().tolist() == [False] * 3 + [True] * 2
 
 
 @pytest.mark.parametrize("ids", [[0.0, 0.5], [0.0, float("nan")]])

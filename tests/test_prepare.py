@@ -2,8 +2,9 @@ import json
 
 import pytest
 
-from conftest import BMELD
+from conftest import BMELD, SAMPLE
 from erckit.cli import main
+from erckit.data import DataError
 from test_prompts import REFERENCE_PROMPT
 
 
@@ -73,3 +74,22 @@ def test_a_later_test_split_keeps_the_training_splits_registered_with_their_sett
     assert all((out / entry["file_name"]).is_file() for entry in info.values())
     settings = json.loads((out / "prepare_settings.json").read_text(encoding="utf-8"))
     assert [settings[split]["prompt"]["window"] for split in ("train", "validation", "test")] == [4, 4, 10]
+
+
+def test_a_prepared_files_prompt_settings_are_checked_against_the_runs_form_first(tmp_path):
+    """The refusal names the form where the forms differ (the other settings follow from it), a setting where they
+    agree; a file whose settings are not recorded beside it is not judged."""
+    from erckit.llm.predict import _check_prepared_prompt
+    from erckit.prompts import PromptConfig
+
+    assert main(["prepare", "--test", str(SAMPLE / "annotation_test.json"), "--out", str(tmp_path / "d"),
+                 "--form", "dialogue"]) == 0
+    prepared = tmp_path / "d" / "data_test.json"
+    with pytest.raises(DataError, match="was prepared with prompt form 'dialogue', and the run reads 'window'"):
+        _check_prepared_prompt(prepared, PromptConfig(language="zh", window=5))
+    with pytest.raises(DataError, match="prompt placement 'centered', and the run reads 'past'"):
+        _check_prepared_prompt(prepared, PromptConfig(language="zh", form="dialogue", placement="past"))
+    _check_prepared_prompt(prepared, PromptConfig(language="zh", form="dialogue"))  # the same settings: accepted
+    moved = tmp_path / "data_test.json"
+    moved.write_bytes(prepared.read_bytes())  # without prepare_settings.json: unknown, not judged
+    _check_prepared_prompt(moved, PromptConfig(language="zh", window=5))

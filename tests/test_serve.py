@@ -155,6 +155,8 @@ BAD = [
      "duplicate utterance id"),
     ({"turns": [{"speaker": "A", "text": "a", "id": "2"}, {"speaker": "B", "text": "b"}]}, 422,
      "utterance 2: duplicate utterance id (a turn without an id takes its number: give every turn an id, or none)"),
+    ({"turns": [{"speaker": "A", "text": "a", "id": "x"}, {"speaker": "B", "text": "b", "id": "x"},
+                {"speaker": "C", "text": "c"}]}, 422, "utterance x: duplicate utterance id"),
 ]
 
 
@@ -164,6 +166,7 @@ def test_bad_requests_get_a_one_line_4xx_and_the_server_keeps_serving(served, bo
     _, url = served
     got, answer = request(url + path, body)
     assert (got, list(answer)) == (status, ["error"]) and reason in answer["error"] and "\n" not in answer["error"]
+    assert "without an id" not in answer["error"] or "without an id" in reason  # the numbering hint only where true
     assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
 
 
@@ -289,6 +292,8 @@ def test_unknown_paths_and_methods_are_4xx_too(served):
     assert request(f"{url}/docs")[0] == 404  # its page would load scripts from a CDN; the schema is served
     schema = request(f"{url}/openapi.json")[1]
     assert schema["paths"].keys() == {"/api/info", "/api/label", "/api/live", "/health"}
+    operations = [op["operationId"] for methods in schema["paths"].values() for op in methods.values()]
+    assert len(operations) == len(set(operations)) == 4  # one each (HEAD /health is not in the schema)
     for path in ("/api/label", "/api/live"):  # the errors as they are sent: {"error": "..."}, never FastAPI's
         answers = schema["paths"][path]["post"]["responses"]
         assert set(answers) == {"200", "400", "413", "415", "422", "500"}

@@ -131,7 +131,8 @@ class Model:
                                          "column per label; rename or drop it")
         dialogues = frame_to_dialogues(frame, text_column=text_column)
         by_id = {p.id: p for p in self.predictor.predict(dialogues)}
-        blank = frame.isna().all(axis=1).tolist()  # any other row without ids was refused when read
+        cells = frame.astype(object).where(frame.notna(), "")  # a blank row: every cell empty (NaN, or "" unparsed)
+        blank = cells.map(lambda cell: str(cell).strip() == "").all(axis=1).tolist()  # others: refused when read
         ids = [None if empty else utterance_id(int(d), int(u))
                for empty, d, u in zip(blank, frame["Dialogue_ID"], frame["Utterance_ID"], strict=True)]
         out = frame.copy()

@@ -73,7 +73,7 @@ def _combine(args: argparse.Namespace) -> int:
     )
     if replaced:
         print(f"note: {args.raw} was labelled already: {replaced} of the {count} labels written to {args.out} replace "
-              "its own (in M3ED JSON the annotators' own fields are kept as they were)", file=sys.stderr)
+              "its own", file=sys.stderr)
     print(f"wrote {count} labels into {args.out}")
     return 0
 

@@ -63,7 +63,7 @@ def _in_context(dialogue: Dialogue, index: int, before: int = 2) -> str:
 
 def write_error_report(
     predictions: dict[str, Prediction], dialogues: list[Dialogue], gold_path: str | Path, out: str | Path,
-    *, predictions_path: str | Path = "predictions", top_pairs: int = 5, examples: int = 3, names: dict[str, str] | None = None,
+    *, top_pairs: int, examples: int, predictions_path: str | Path = "predictions", names: dict[str, str] | None = None,
 ) -> Path:
     """report.md, confusion.png and per_class_f1.png in `out`, all or none (`atomic_files`); returns the
     report's path."""
@@ -89,7 +89,7 @@ def _write_error_report(
         "## Most confused label pairs", "",
     ]
     pairs = confused_pairs(gold_list, predicted_list, top_pairs)
-    if not pairs:
+    if gold_list == predicted_list:
         lines += ["None: every utterance was predicted with its gold label.", ""]
     for (g, p), count in pairs:
         shown = f"; the first {examples} shown" if count > examples else ""

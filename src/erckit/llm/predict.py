@@ -255,8 +255,9 @@ def _check_prepared_prompt(prepared: str | Path, trained: PromptConfig) -> None:
     if written is None:
         return
     unread = {"window"} if written.form == trained.form == "dialogue" else set()  # the dialogue form reads it not
-    differs = [f.name for f in fields(PromptConfig)
+    differs = [f.name for f in fields(PromptConfig)  # the form first: where it differs, the rest follows from it
                if f.name not in unread and getattr(written, f.name) != getattr(trained, f.name)]
+    differs.sort(key=lambda name: name != "form")
     if differs:
         key = differs[0]
         raise DataError(prepared, None, f"was prepared with prompt {key} {getattr(written, key)!r}, and the run reads "

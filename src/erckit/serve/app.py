@@ -112,7 +112,8 @@ def to_dialogue(conversation: Conversation, limits: Limits) -> Dialogue:
         return check_dialogues([dialogue], "request")[0]
     except DataError as err:
         reason = str(err).removeprefix("request: ")
-        if reason.endswith("duplicate utterance id") and len({turn.id is None for turn in turns}) == 2:
+        numbered = {str(n) for n, turn in enumerate(turns, start=1) if turn.id is None}
+        if reason.endswith("duplicate utterance id") and reason.partition(":")[0].removeprefix("utterance ") in numbered:
             reason += " (a turn without an id takes its number: give every turn an id, or none)"
         raise RequestRefused(422, reason) from None
 
@@ -163,7 +164,8 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
         return Info(model=Path(predictor.folder).name, kind=predictor.kind, erckit_version=__version__,
                     labels=list(LABELS), colours=COLOURS, limits=limits)
 
-    @app.api_route("/health", methods=["GET", "HEAD"])  # some probes ask with HEAD
+    @app.get("/health")
+    @app.head("/health", include_in_schema=False)  # some probes ask with HEAD; one operation in the schema
     async def health() -> dict[str, str]:
         """For a load balancer or an orchestrator's probe: answers once the model is loaded."""
         return {"status": "ok"}
