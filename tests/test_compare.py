@@ -31,14 +31,15 @@ def test_shipped_compare_config_parses():
     head_rate = [f"encoder_utterance_headlr5e4-seed{n}" for n in range(3)]
     top6 = [f"encoder_utterance_top6_layers-seed{n}" for n in range(3)]
     averaged = [f"encoder_utterance_ema995-seed{n}" for n in range(2)]
+    smoothed = [f"encoder_utterance_smooth01-seed{n}" for n in range(3)]
     assert {"tfidf", *seeds, "encoder_dialogue", "encoder_utterance_all_layers", *balanced, "encoder_utterance_power075",
             "encoder_utterance_top2_layers", "encoder_utterance_dropout03", "encoder_utterance_lr1e4",
-            *top6, *head_rate, "encoder_utterance_speaker_letter", *averaged, "encoder_utterance_smooth01",
+            *top6, *head_rate, "encoder_utterance_speaker_letter", *averaged, *smoothed,
             "gemma_dialogue", *subset, "fusion_seeds",
             "fusion_headlr5e4_seeds", "fusion_encoders", "fusion_llm_encoder", "fusion_all"} == set(bmeld.methods)
     assert bmeld.methods["fusion_seeds"].fusion == seeds
     assert bmeld.methods["fusion_headlr5e4_seeds"].fusion == head_rate
-    for seeded in (head_rate, top6, averaged):  # each seed paired with the default's same seed
+    for seeded in (head_rate, top6, averaged, smoothed):  # each seed paired with the default's same seed
         assert [pair for pair in bmeld.pairs if pair[0] in seeded] == [[h, d] for h, d in zip(seeded, seeds, strict=False)]
     assert bmeld.methods["fusion_llm_encoder"].fusion == [*seeds, "gemma_dialogue"]
     assert bmeld.methods["fusion_all"].fusion == ["tfidf", *seeds, "encoder_dialogue", "gemma_dialogue"]
