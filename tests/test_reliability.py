@@ -133,6 +133,7 @@ def test_llamafactory_rows_without_prompt_are_checked_by_their_label(tmp_path, c
     code, out = combine_generated(tmp_path / "b", rows)  # in order: accepted
     assert code == 0 and json.loads(out.read_text(encoding="utf-8"))["Show"]["d1"]["Dialog"]["d1_3"]["EmoAnnotation"][
         "final_main_emo"] == "Anger"
+    assert "was labelled already: 4 of the 4 labels" in capsys.readouterr().err  # a labelled raw file: noted
     code, out = combine_generated(tmp_path / "c", [rows[1], rows[0], *rows[2:]])  # another order: refused
     assert code == 2 and not out.exists()
     one_line_error(capsys, "generated_predictions.jsonl: line 1", "label 'Neutral' is not the answer 'Happy'", "another order")
