@@ -88,7 +88,7 @@ def test_bad_recipe_from_the_cli_is_one_line_exit_2(tmp_path, capsys):
     recipe.write_text("model: bert_bigru\ntrain:\n  epochs: [1\n", encoding="utf-8")
     assert main(["train", "--config", str(recipe)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "bad.yaml: malformed YAML" in err
+    assert err.count("\n") == 1 and "bad.yaml: malformed YAML at line 4 column 1: while parsing a flow sequence" in err
 
 
 def test_yaml_anchors_and_merge_keys_still_work(tmp_path):
@@ -126,6 +126,19 @@ def test_llm_deepspeed_is_a_shipped_name_or_a_file_checked_before_anything_is_wr
     err = capsys.readouterr().err
     assert "llm.deepspeed: zero9 is not a file, nor a shipped DeepSpeed config (zero2, zero3)" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("deepspeed", ["zero3", "own_stage3.json"])
+def test_qlora_under_zero3_is_refused_before_anything_is_written(deepspeed, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("own_stage3.json").write_text('{"zero_optimization": {"stage": 3}}', encoding="utf-8")
+    args = ["train", "--config", "qwen2.5-7b-instruct-lora", "--out", "run", "llm.finetuning=qlora",
+            f"llm.deepspeed={deepspeed}", "data.train=x.json"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"llm.finetuning=qlora with llm.deepspeed={deepspeed} (ZeRO stage 3)" in err and err.count("\n") == 1
+    assert not Path("run").exists()
+    assert recipes.zero_stage(recipes.deepspeed_config("zero2")) == 2
 
 
 def test_key_values_on_both_sides_of_a_flag_all_count(tmp_path, capsys):

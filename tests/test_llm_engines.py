@@ -21,7 +21,7 @@ from erckit.config import ConfigError
 from erckit.llm import train as train_module
 from erckit.llm.chat import get_template
 from erckit.llm.distributed import gather_rows, validation_share
-from erckit.llm.loading import native_bf16, precision_dtype, rank_device_map
+from erckit.llm.loading import native_bf16, precision_dtype, rank_device_map, run_dtype
 from erckit.llm.scoring import forward_parameters, unwrapped
 from erckit.llm.train import (
     export_checkpoint,
@@ -109,6 +109,15 @@ def test_bf16_only_where_the_gpu_has_it_natively(monkeypatch):
     assert precision_dtype("auto", cuda=False) == torch.float32
     with pytest.raises(ConfigError, match="needs a GPU"):
         precision_flags("bf16", cuda=False)
+
+
+def test_a_runs_prediction_dtype_is_its_training_precision_on_a_gpu_only():
+    assert run_dtype("auto", "fp16", None, cuda=True) == "fp16"  # not bf16 on a GPU that has it: as trained
+    assert run_dtype("auto", "fp16", "auto", cuda=True) == "fp16"  # spread over the GPUs
+    assert run_dtype("auto", "fp16", "cpu", cuda=True) == "auto"  # the CPU: float32, whatever the training
+    assert run_dtype("auto", "bf16", None, cuda=False) == "auto"
+    assert run_dtype("fp32", "fp16", None, cuda=True) == "fp32"  # the user's --dtype wins
+    assert run_dtype("auto", "auto", "cuda:0", cuda=True) == "auto"  # a run (or a plain model) without one
 
 
 def test_the_base_is_loaded_in_the_precision_of_the_run():

@@ -79,3 +79,39 @@ def test_invalid_utf8_names_the_line(tmp_path):
     partial.write_bytes(partial.read_bytes() + b'{"id": "d1_2", "label": "\xff"}\n')
     with pytest.raises(DataError, match="line 3.*not utf-8 text"):
         read_partial(partial, SETTINGS, {"d1_1", "d1_2"})
+
+
+def nan_from(batch_number: int):
+    """A scoring backend (one item a batch) whose label scores are NaN from its `batch_number`th batch on,
+    as a model's are when it overflows in fp16."""
+    import numpy as np
+
+    from erckit.llm.backends import Backend
+
+    calls = []
+
+    def log_probs(items):
+        calls.append(items)
+        values = np.log(np.full((len(items), len(LABELS)), 1 / len(LABELS)))
+        return values * np.nan if len(calls) >= batch_number else values
+
+    return Backend("score", lambda items, size: [[i] for i in range(len(items))], log_probs)
+
+
+def test_nan_label_scores_stop_the_run_keeping_only_numbers(tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    partial = partial_path(out)
+    with pytest.raises(ValueError, match=r"not numbers \(NaN\) for 1 of 1 utterances .*first: d1_2.*--dtype fp32"):
+        predict_items(ITEMS, out, nan_from(2), settings=SETTINGS, batch_size=1, progress=False)
+    assert not out.exists()
+    kept = partial.read_text(encoding="utf-8").splitlines()
+    assert len(kept) == 2 and json.loads(kept[1])["id"] == "d1_1"  # the header and the first batch's numbers
+    predict_items(ITEMS, out, nan_from(99), settings=SETTINGS, batch_size=1, progress=False)  # resumed
+    assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == ["d1_1", "d1_2"]
+
+
+def test_nan_in_the_first_batch_leaves_no_file(tmp_path):
+    out = tmp_path / "predictions.jsonl"
+    with pytest.raises(ValueError, match="not numbers"):
+        predict_items(ITEMS, out, nan_from(1), settings=SETTINGS, batch_size=1, progress=False)
+    assert list(tmp_path.iterdir()) == []  # no output, no partial file, no lock: a rerun with other settings starts clean

@@ -83,17 +83,18 @@ def test_bad_engine_settings_fail_the_cli_in_one_line(tmp_path, capsys):
     assert not (tmp_path / "p.jsonl").exists()
 
 
-def test_a_model_vllm_no_longer_runs_is_refused_before_it_starts(tokenizer, tmp_path, capsys):
+@pytest.mark.parametrize("architecture", ["BaichuanForCausalLM", "BaiChuanForCausalLM"])  # Baichuan2; Baichuan-7B
+def test_a_model_vllm_no_longer_runs_is_refused_before_it_starts(architecture, tokenizer, tmp_path, capsys):
     folder = save_tiny(tmp_path / "baichuan-like", tiny_model(tokenizer), tokenizer)
     config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    (folder / "config.json").write_text(json.dumps(config | {"architectures": ["BaichuanForCausalLM"]}), encoding="utf-8")
+    (folder / "config.json").write_text(json.dumps(config | {"architectures": [architecture]}), encoding="utf-8")
     capsys.readouterr()  # saving's progress bar
     for backend in ("vllm", "vllm-generate"):
         code = main(["predict", "--model", str(folder), "--input", "examples/sample/annotation_test.json",
                      "--out", str(tmp_path / "p.jsonl"), "--backend", backend, "--template", "plain"])
         err = capsys.readouterr().err
         assert code == 2 and err.count("\n") == 1, err
-        assert "vLLM ran BaichuanForCausalLM only up to version 0.23" in err and "--backend score or generate" in err
+        assert f"vLLM ran {architecture} only up to version 0.23" in err and "--backend score or generate" in err
         assert not (tmp_path / "p.jsonl").exists()
 
 

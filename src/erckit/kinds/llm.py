@@ -18,11 +18,16 @@ BEST_SO_FAR = False
 
 
 def check(config: RunConfig) -> None:
-    from erckit.recipes import deepspeed_config
+    from erckit.config import ConfigError
+    from erckit.recipes import deepspeed_config, zero_stage
 
     config.llm.check_names()
     if config.llm.deepspeed:
-        deepspeed_config(config.llm.deepspeed)
+        stage = zero_stage(deepspeed_config(config.llm.deepspeed))
+        if config.llm.finetuning == "qlora" and stage == 3:  # transformers refuses a device map under ZeRO-3
+            raise ConfigError(f"llm.finetuning=qlora with llm.deepspeed={config.llm.deepspeed} (ZeRO stage 3): a "
+                              "quantised model is placed on each process's GPU, which ZeRO-3 refuses; use zero2 "
+                              "(or no DeepSpeed: DDP under torchrun)")
 
 
 def check_sources(config: RunConfig) -> None:

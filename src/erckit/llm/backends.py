@@ -111,9 +111,21 @@ class Backend:
     log_probs: Callable[[list[Item]], np.ndarray]
     answers: Callable[[list[Item]], list[str]] | None = None
 
+    def label_log_probs(self, items: list[Item]) -> np.ndarray:
+        """`log_probs` of the items, refused when not numbers: NaN scores are a model overflowing in half
+        precision (fp16), and would be written as labels (all Disgust) and probabilities that are not."""
+        values = self.log_probs(items)
+        broken = np.isnan(values).any(axis=1) | np.isneginf(values).all(axis=1)
+        if broken.any():
+            first = items[int(np.flatnonzero(broken)[0])].id
+            raise ValueError(f"the model's label scores are not numbers (NaN) for {int(broken.sum())} of {len(items)} "
+                             f"utterances in a batch (first: {first}): the weights overflow in this precision (fp16 "
+                             f"does for many models); run with --dtype bf16 on a GPU that has it, or --dtype fp32")
+        return values
+
     def score(self, items: list[Item]) -> list[Outcome]:
         """Label scoring: the most likely of the 7 labels and their probabilities."""
-        predictions = predictions_from_log_probs([item.id for item in items], self.log_probs(items))
+        predictions = predictions_from_log_probs([item.id for item in items], self.label_log_probs(items))
         return [Outcome(p.label, p.probs) for p in predictions]
 
     def run(self, items: list[Item]) -> list[Outcome]:

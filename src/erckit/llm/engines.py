@@ -141,22 +141,23 @@ def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DE
     """Load the run's weights for `backend` (one of BACKENDS), with its template, max length and packing."""
     if backend not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, not {backend!r}")
+    from erckit.llm.loading import load_model, run_dtype
+
     record = run.record
     template = run.template
     check_own_code(run, options)
     trust = options.trust_remote_code
+    dtype = run_dtype(options.dtype, record.precision, options.device)
     if backend in VLLM_BACKENDS:
         from erckit.llm.vllm_backend import vllm_engine
 
         engine = vllm_engine(
-            run.model, adapter=run.adapter, tensor_parallel_size=options.tensor_parallel_size, dtype=options.dtype,
+            run.model, adapter=run.adapter, tensor_parallel_size=options.tensor_parallel_size, dtype=dtype,
             trust_remote_code=trust, max_model_len=record.max_length, options=options.vllm,
             seed=options.decoding.seed,
         )
         return VLLMEngine(backend, engine, template, record.max_length, options.decoding)
-    from erckit.llm.loading import load_model
-
-    model, tokenizer = load_model(run.model, adapter=run.adapter, dtype=options.dtype, trust_remote_code=trust,
+    model, tokenizer = load_model(run.model, adapter=run.adapter, dtype=dtype, trust_remote_code=trust,
                                   device=options.device)
     return TransformersEngine(backend, model, tokenizer, template, record.max_length, record.pack_tokens,
                               options.decoding)
@@ -176,6 +177,6 @@ def score_dialogues(
     result = np.zeros((len(items), len(LABELS)))
     with progress_bar(len(items), "scoring", show=progress) as bar:
         for batch in backend.batches(items, batch_size):
-            result[batch] = backend.log_probs([items[i] for i in batch])
+            result[batch] = backend.label_log_probs([items[i] for i in batch])
             bar.update(len(batch))
     return result

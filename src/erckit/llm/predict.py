@@ -188,16 +188,16 @@ def unparsed_message(failed: list[tuple[Item, str]], total: int, out: Path, show
 
 def run_settings(
     backend: str, model: str, adapter: str | None, template: ChatTemplate, decoding: Decoding,
-    items: Sequence[Item], max_length: int | None,
+    items: Sequence[Item], max_length: int | None, dtype: str,
 ) -> dict:
-    """What must match for a partial file to be resumed (batch size and device may change)."""
+    """What must match for a partial file to be resumed (batch size and device may change; not the precision)."""
 
     def where(name: str | None) -> str | None:
         return str(Path(name).resolve()) if name is not None and Path(name).exists() else name
 
     settings = {
         "backend": backend, "model": where(model), "adapter": where(adapter), "template": asdict(template),
-        "answers": list(LABELS), "max_length": max_length, "inputs": inputs_digest(items),
+        "answers": list(LABELS), "max_length": max_length, "inputs": inputs_digest(items), "dtype": dtype,
     }
     if backend in GENERATING:
         settings["decoding"] = asdict(decoding)
@@ -236,7 +236,8 @@ def predict_run(
     record = run.record
     items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, record.prompt)
     chat = run.template
-    settings = run_settings(backend, run.model, run.adapter, chat, options.decoding, items, record.max_length)
+    settings = run_settings(backend, run.model, run.adapter, chat, options.decoding, items, record.max_length,
+                            options.dtype)
     default_batch = record.eval_batch_size if backend == "score" else DEFAULT_BATCH[backend]
     form = DialogueForm.of(dialogues, record.prompt)
     summary = predict_items(

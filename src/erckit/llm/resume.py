@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from erckit.data import DataError
-from erckit.formats.encoding import decode_text, read_bytes
+from erckit.formats.encoding import decode_text, json_problem, read_bytes
 from erckit.predictions import prediction_from_record
 from erckit.runfolder import exclusive
 
@@ -97,7 +97,7 @@ def read_progress(path: Path, settings: dict, what: str = "partial predictions")
         try:
             records.append((number, json.loads(line)))
         except json.JSONDecodeError as err:
-            raise DataError(path, f"line {number}", f"malformed JSON ({err.msg}); delete the file to start over")
+            raise DataError(path, f"line {number}", f"malformed JSON ({json_problem(err)}); delete the file to start over")
     return records
 
 
@@ -128,18 +128,19 @@ def resumed_outcome(record: object, path: Path, where: str) -> tuple[str, Outcom
 
 @contextlib.contextmanager
 def progress_writer(path: Path, settings: dict) -> Iterator[Callable[[str], None]]:
-    """Yields `write(text)`: appended, flushed and fsynced per call; a new file gets the settings' header first."""
+    """Yields `write(text)`: appended, flushed and fsynced per call; a new file gets the settings' header with
+    its first text (a run that fails before any leaves an empty file, which `lock_partial` removes)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fresh = not path.exists() or path.stat().st_size == 0
+    header = [] if path.exists() and path.stat().st_size else [
+        json.dumps({"erckit_partial": PARTIAL_FORMAT, "settings": settings}) + "\n"]
     with open(path, "a", encoding="utf-8") as handle:
 
         def write(text: str) -> None:
-            handle.write(text)
+            handle.write("".join(header) + text)
             handle.flush()
             os.fsync(handle.fileno())
+            header.clear()
 
-        if fresh:
-            write(json.dumps({"erckit_partial": PARTIAL_FORMAT, "settings": settings}) + "\n")
         yield write
 
 

@@ -61,8 +61,8 @@ class PredictSettings:
                                          applies=GENERATING)
     unparsed: str = setting("fail", "generate: unparseable answers stop the run (fail) or are resolved by label "
                             "scoring", UNPARSED_POLICIES, applies=GENERATING)
-    dtype: str = setting("auto", "weights' precision; auto: fp32 on CPU, bf16 (or fp16 without native bf16) on GPU",
-                         PRECISIONS)
+    dtype: str = setting("auto", "weights' precision; auto: fp32 on CPU; on GPU an erckit run's training precision, "
+                         "else bf16 (or fp16 without native bf16)", PRECISIONS)
     device: str | None = setting(None, "cpu, cuda, cuda:N, or auto: spread over all GPUs",
                                  shown="cuda when there is a GPU, else cpu")
     tensor_parallel_size: int = setting(1, "vLLM: GPUs per model", applies=VLLM_BACKENDS)

@@ -37,7 +37,7 @@ from erckit.llm.settings import GREEDY, Decoding
 
 # Architectures vLLM no longer runs (its registry's "previously supported" models), with the last version
 # that ran them: refused before vLLM starts, pointing to the backends that do run them.
-NOT_IN_VLLM = {"BaichuanForCausalLM": "0.23"}  # Baichuan and Baichuan2
+NOT_IN_VLLM = {"BaichuanForCausalLM": "0.23", "BaiChuanForCausalLM": "0.23"}  # Baichuan2 and 13B; Baichuan-7B
 
 # erckit's --dtype names -> vLLM's; `auto` is erckit's auto (float32 without CUDA, else vLLM's choice).
 VLLM_DTYPES = {

@@ -69,6 +69,15 @@ def deepspeed_config(value: str) -> str:
     return value
 
 
+def zero_stage(config_file: str) -> object:
+    """The ZeRO stage a DeepSpeed config file names (`zero_optimization.stage`), or None."""
+    from erckit.formats.encoding import read_json
+
+    data = read_json(config_file, "settings")
+    zero = data.get("zero_optimization") if isinstance(data, dict) else None
+    return zero.get("stage") if isinstance(zero, dict) else None
+
+
 def copy(name: str, dest: str | Path) -> Path:
     """Copy a shipped recipe out to edit: into `dest` if it is a folder, else to the file `dest` (never over
     an existing file)."""
