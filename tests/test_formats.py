@@ -166,3 +166,31 @@ def test_other_malformed_json_lines_get_no_hint(text, tmp_path):
     with pytest.raises(DataError, match="malformed JSON") as caught:
         read_dialogues(path)
     assert "pretty-printed" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("name", "text", "message"), [
+    ("annotation_test.json", '{"Show": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "hi',
+     "line 1 column 60: malformed JSON: Unterminated string"),
+    ("d.jsonl", '{"id": "d1", "utterances": [{"id": "u1", "speaker": "A", "text": "h\ti"}]}\n',
+     "line 1 column 68: malformed JSON: Invalid control character"),
+])
+def test_a_malformed_json_message_ends_with_its_problem(name, text, message, tmp_path):
+    """The parser's "... starting at" is cut: the place is named beside the problem."""
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_dialogues(path)
+    assert str(caught.value) == f"{path}: {message}"
+
+
+@pytest.mark.parametrize(("text_column", "problem"), [
+    ("Nope", "no column 'Nope'"),
+    (None, "no text column (Target or Utterance; name another with --text-column)"),
+])
+def test_a_missing_text_column_is_named_with_the_files_columns(text_column, problem, tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("Dialogue_ID,Utterance_ID,Speaker,Line\n0,0,A,hi\n", encoding="utf-8")
+    with pytest.raises(DataError) as caught:
+        read_dialogues(path, text_column=text_column)
+    assert str(caught.value) == f"{path}: header: {problem}; its columns: Dialogue_ID, Utterance_ID, Speaker, Line"
+    assert read_dialogues(path, text_column="Line")[0].utterances[0].text == "hi"

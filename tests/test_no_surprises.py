@@ -150,6 +150,7 @@ def test_the_report_says_one_utterance_and_draws_both_figures(tmp_path):
                               Prediction("d_3", "Happy"), Prediction("d_4", "Happy")])
     assert main(["report", "--predictions", str(preds), "--gold", str(gold), "--out", str(tmp_path / "r")]) == 0
     report = (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "## Most confused label pairs\n" in report  # all shown: no count of more
     assert "gold Fear → predicted Neutral (1 utterance)" in report
     assert "gold Sad → predicted Happy (2 utterances)" in report
     assert (tmp_path / "r" / "per_class_f1.png").stat().st_size > 0 and (tmp_path / "r" / "confusion.png").is_file()
@@ -157,7 +158,9 @@ def test_the_report_says_one_utterance_and_draws_both_figures(tmp_path):
     assert main(["report", "--predictions", str(preds), "--gold", str(gold), "--out", str(tmp_path / "r1"),
                  "--pairs", "1", "--examples", "1"]) == 0
     report = (tmp_path / "r1" / "report.md").read_text(encoding="utf-8")
-    assert "gold Sad → predicted Happy (2 utterances; the first 1 shown)" in report and "gold Fear" not in report
+    assert "gold Sad → predicted Happy (2 utterances; the first 1 shown, --examples N for more)" in report
+    assert "## Most confused label pairs (the 1 most frequent of 2; --pairs N for more)" in report
+    assert "gold Fear" not in report
     assert report.count("| d_") == 1
 
 

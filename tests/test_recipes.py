@@ -17,6 +17,18 @@ def test_recipes_lists_every_shipped_recipe_on_one_line_each(capsys):
     assert any(line.startswith("tfidf ") and "TF-IDF" in line for line in lines)
 
 
+def test_recipes_show_prints_a_recipe_as_shipped(capsys):
+    assert main(["recipes", "show", "gemma-270m-dialogue"]) == 0
+    shown = capsys.readouterr().out
+    assert shown == recipes.path("gemma-270m-dialogue").read_text(encoding="utf-8")
+    assert yaml.safe_load(shown)["llm"]["epochs"] == 3
+
+
+def test_a_recipes_summary_is_a_whole_sentence(capsys):
+    for name in recipes.names():
+        assert recipes.summary(name).endswith((".", ")")), name
+
+
 def test_recipes_cp_copies_one_out_to_edit_and_never_overwrites(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["recipes", "cp", "tfidf", "mine.yaml"]) == 0
@@ -33,6 +45,8 @@ def test_recipes_cp_copies_one_out_to_edit_and_never_overwrites(tmp_path, monkey
 @pytest.mark.parametrize("args, problem", [
     (["recipes", "cp", "nope", "x.yaml"], "not a shipped recipe"),
     (["recipes", "cp", "tfidf"], "needs a recipe name and a destination"),
+    (["recipes", "show"], "show needs one recipe name"),
+    (["recipes", "show", "nope"], "nope: no such recipe file, and not a shipped recipe"),
     (["recipes", "cp", "tfidf", "no/such/folder/x.yaml"], "no such folder"),
     (["train", "--config", "nope"], "nope: no such recipe file, and not a shipped recipe (baichuan2-13b-lora"),
     (["train", "--config", "missing/recipe.yaml"], "missing/recipe.yaml: cannot read"),

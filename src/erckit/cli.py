@@ -54,7 +54,7 @@ def _prepare(args: argparse.Namespace) -> int:
     counts = prepare(dialogues, Path(args.out), config, same_speaker_per_dialogue=settings.same_speaker, seed=args.seed)
     for split, count in counts.items():
         print(f"{split}: {count} examples")
-    print(f"wrote {args.out}/data_info.json (LLaMA-Factory: --dataset_dir {args.out} --dataset erc_train)")
+    print(f"wrote {Path(args.out) / 'data_info.json'} (LLaMA-Factory: --dataset_dir {args.out} --dataset erc_train)")
     return 0
 
 
@@ -116,16 +116,22 @@ def _train(args: argparse.Namespace) -> int:
 
 def _recipes(args: argparse.Namespace) -> int:
     from erckit import recipes
+    from erckit.config import ConfigError
 
     if args.action == "ls":
         if args.name or args.dest:
-            raise DataError("recipes", None, "ls takes no further arguments")
+            raise ConfigError("ls takes no further arguments")
         width = max(map(len, recipes.names()))
         for name in recipes.names():
             print(f"{name:<{width}}  {recipes.summary(name)}")
         return 0
+    if args.action == "show":
+        if not args.name or args.dest:
+            raise ConfigError("show needs one recipe name: erckit recipes show bert_bigru")
+        print(recipes.path(args.name).read_text(encoding="utf-8"), end="")
+        return 0
     if not (args.name and args.dest):
-        raise DataError("recipes", None, "cp needs a recipe name and a destination: erckit recipes cp tfidf my.yaml")
+        raise ConfigError("cp needs a recipe name and a destination: erckit recipes cp tfidf my.yaml")
     written = recipes.copy(args.name, args.dest)
     print(f"wrote {written} (train with: erckit train --config {shlex.quote(str(written))} data.train=... "
           "data.validation=...)")
@@ -504,9 +510,10 @@ def build_parser() -> Parser:
     def command(name: str, help: str) -> argparse.ArgumentParser:
         return commands.add_parser(name, help=help, description=help, formatter_class=HelpFormatter)
 
-    p = command("recipes", "list the shipped training recipes, or copy one out to edit")
-    p.add_argument("action", nargs="?", choices=("ls", "cp"), default="ls", help="ls: list; cp: copy")
-    p.add_argument("name", nargs="?", help="cp: the recipe to copy (default: none, for ls)")
+    p = command("recipes", "list the shipped training recipes, show one's settings, or copy one out to edit")
+    p.add_argument("action", nargs="?", choices=("ls", "show", "cp"), default="ls",
+                   help="ls: list; show: print a recipe; cp: copy")
+    p.add_argument("name", nargs="?", help="show, cp: the recipe (default: none, for ls)")
     p.add_argument("dest", nargs="?", help="cp: a file or folder to copy it to (default: none, for ls)")
     p.set_defaults(handler=_recipes)
 

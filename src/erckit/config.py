@@ -396,6 +396,10 @@ def parse_yaml(text: str, where: str) -> Any:
     build (`!!python/...`, `!!int x`, `!!timestamp x`), is refused in one line starting with `where`."""
     try:
         return yaml.load(text, Loader=_UniqueKeys)  # a SafeLoader
+    except yaml.MarkedYAMLError as err:  # the parser's: where it stopped, and why
+        mark = err.problem_mark or err.context_mark
+        at = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{where}{at}: {', '.join(filter(None, (err.context, err.problem)))}") from None
     except (yaml.YAMLError, ValueError, TypeError, AttributeError) as err:  # pyyaml's constructors raise all four
         raise ConfigError(f"{where}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
 

@@ -33,8 +33,10 @@ def plot_per_class_f1(result: dict, path: Path, names: dict[str, str] | None = N
         fig, ax = new_figure((8, 4))
         bars = ax.bar([f"{tick}\n(n={rows[label]['support']})" for tick, label in zip(ticks, LABELS, strict=True)],
                       values, color="tab:blue")
-        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=2, fontsize=8)
-        ax.axhline(result["macro_f1"], color="tab:red", linestyle="--", label=f"macro-F1 {result['macro_f1']:.3f}")
+        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=2, fontsize=8,  # on a white ground: the
+                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})  # macro-F1 line runs behind
+        ax.axhline(result["macro_f1"], color="tab:red", linestyle="--", label=f"macro-F1 {result['macro_f1']:.3f}",
+                   zorder=0.5)
         ax.set_ylim(0, 1)
         ax.set_ylabel("F1")
         ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.01), frameon=False)  # above the bars
@@ -86,13 +88,15 @@ def _write_error_report(
         f"# Error analysis: {Path(predictions_path).name} vs {Path(gold_path).name}", "",
         "```", format_scores(result), "```", "",
         "![confusion matrix](confusion.png)", "", "![per-class F1](per_class_f1.png)", "",
-        "## Most confused label pairs", "",
     ]
-    pairs = confused_pairs(gold_list, predicted_list, top_pairs)
+    every_pair = confused_pairs(gold_list, predicted_list, len(LABELS) ** 2)
+    pairs = every_pair[:top_pairs]
+    more = f" (the {top_pairs} most frequent of {len(every_pair)}; --pairs N for more)" if len(every_pair) > top_pairs else ""
+    lines += [f"## Most confused label pairs{more}", ""]
     if gold_list == predicted_list:
         lines += ["None: every utterance was predicted with its gold label.", ""]
     for (g, p), count in pairs:
-        shown = f"; the first {examples} shown" if count > examples else ""
+        shown = f"; the first {examples} shown, --examples N for more" if count > examples else ""
         lines += [f"### gold {g} → predicted {p} ({utterances(count)}{shown})", "", "| id | context (target in bold) |",
                   "|---|---|"]
         wrong = [i for i in gold if gold[i] == g and predictions[i].label == p][:examples]

@@ -180,12 +180,18 @@ def check_not_latin(text: str, path: str | Path) -> None:
                         f"({word!r}), the mark of Windows-1252 or Latin-1 text; save it as UTF-8")
 
 
+def json_problem(err: json.JSONDecodeError) -> str:
+    """The JSON parser's message without its dangling "... at" (the place is named beside it):
+    "Unterminated string starting at" -> "Unterminated string"."""
+    return err.msg.removesuffix(" at").removesuffix(" starting")
+
+
 def read_json(path: str | Path, kind: Kind = "input") -> object:
     """A UTF-8 JSON file (a BOM is allowed); malformed JSON is refused with its line."""
     try:
         return json.loads(read_text(path, "utf-8-sig", kind)[0])
     except json.JSONDecodeError as err:
-        raise DataError(path, f"line {err.lineno}", f"malformed JSON: {err.msg}") from None
+        raise DataError(path, f"line {err.lineno}", f"malformed JSON: {json_problem(err)}") from None
 
 
 _NON_SPACE = re.compile(r"\S")
@@ -207,7 +213,7 @@ def iter_json_lines(text: str, path: str | Path, record: str = "object") -> Iter
             try:
                 yield number, json.loads(line)
             except json.JSONDecodeError as err:
-                problem = f"malformed JSON: {err.msg} (column {err.colno})"
+                problem = f"malformed JSON: {json_problem(err)} (column {err.colno})"
                 if err.pos >= len(line.rstrip()) and _NON_SPACE.search(text, start):  # cut off, text below
                     problem += f"; JSON lines need one {record} per line, this one goes on below (pretty-printed?)"
                 raise DataError(path, f"line {number}", problem) from None

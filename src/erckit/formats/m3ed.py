@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from erckit.data import DataError, Dialogue, Utterance, not_text
+from erckit.formats.encoding import json_problem
 from erckit.labels import read_label
 
 LABEL_KEY = "final_main_emo"
@@ -27,7 +28,7 @@ def _load(text: str, path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text, object_pairs_hook=no_duplicates)
     except json.JSONDecodeError as err:
-        raise DataError(path, f"line {err.lineno} column {err.colno}", f"malformed JSON: {err.msg}") from None
+        raise DataError(path, f"line {err.lineno} column {err.colno}", f"malformed JSON: {json_problem(err)}") from None
     if not isinstance(data, dict):
         raise DataError(path, None, "expected a JSON object {show: {dialogue: {...}}}")
     return data

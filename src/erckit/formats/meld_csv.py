@@ -78,7 +78,9 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
     header, rows = _rows(text, path)
     column = text_column or next((c for c in TEXT_COLUMNS if c in header), None)
     if column is None or column not in header:
-        raise DataError(path, "header", f"no text column {column or ' or '.join(TEXT_COLUMNS)!r} (use --text-column)")
+        wanted = f"no column {text_column!r}" if text_column else (
+            f"no text column ({' or '.join(TEXT_COLUMNS)}; name another with --text-column)")
+        raise DataError(path, "header", f"{wanted}; its columns: {', '.join(header)}")
     text_at, speaker_at = header.index(column), header.index(SPEAKER)
     label_at = header.index(LABEL) if LABEL in header else None
     grouped: dict[int, list[tuple[int, Utterance]]] = {}
