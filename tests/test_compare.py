@@ -241,6 +241,11 @@ def test_paths_in_a_compare_config_are_relative_to_the_file_from_any_directory(t
     assert main(["compare", "--config", str(folder / "compare.yaml")]) == 0
     assert (elsewhere / "out" / "comparison.md").is_file()  # `out` is where the command runs
     assert json.loads((elsewhere / "out" / "comparison.json").read_text())["tfidf"]["validation"]["n"] == 89
+    # a recipe named as a file that is not beside the compare file is the shipped one, as `train --config` reads it
+    config["methods"] = {"tfidf": {"recipe": "tfidf.yaml"}}
+    (folder / "compare.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    assert load_compare_config(folder / "compare.yaml").methods["tfidf"].recipe == "tfidf.yaml"
+    assert main(["compare", "--config", str(folder / "compare.yaml")]) == 0
     assert_inputs_exist(REPO / "configs" / "compare.yaml")  # the shipped config on the bundled sample
 
 

@@ -10,7 +10,7 @@ from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 from erckit.data import Dialogue, Utterance
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
-from erckit.llm.dialogue_form import chain_ids, chunks, dialogue_log_probs, dialogue_trees
+from erckit.llm.dialogue_form import chain_ids, dialogue_log_probs, dialogue_trees
 from erckit.llm.dialogue_training import collate, packed_answer_loss, training_rows
 from erckit.llm.packing import Segment, pack, sliding_window_of, visibility
 from erckit.prompts import PromptConfig, dialogue_prompt
@@ -91,23 +91,6 @@ def reference(model, tokenizer, template, config, dialogue: Dialogue, max_length
                 log_probs = torch.log_softmax(logits.logits[0, :-1].float(), dim=-1)
                 result[tree.utterances[n], k] = sum(float(log_probs[j, t]) for j, t in enumerate(target))
     return result
-
-
-@pytest.mark.parametrize("placement", ["centered", "past"])
-def test_chunks_label_every_utterance_once_with_context(placement: str) -> None:
-    lengths = [5, 9, 3, 7, 4, 8, 6, 2, 9, 5, 40, 3]
-    for start, end, core_start, core_end in (found := chunks(lengths, 30, placement)):
-        assert start <= core_start < core_end <= end
-        assert sum(lengths[start:end]) <= 30 or end - start == 1  # a 40-token turn alone
-    cores = [i for _, _, a, b in found for i in range(a, b)]
-    assert cores == list(range(len(lengths)))  # each utterance labelled exactly once, in order
-    assert len(found) > 2
-    if placement == "centered":  # cores before the 40-token turn have turns after them as context
-        assert all(end > core_end for _, end, _, core_end in found[:3])
-    else:  # a past-only question never needs the turns after its utterance
-        assert all(end == core_end for _, end, _, core_end in found)
-    assert all(start < core_start for start, _, core_start, _ in found[1:3])  # and turns before them
-    assert chunks(lengths[:3], 30, placement) == [(0, 3, 0, 3)]
 
 
 def tiny_gemma(tokenizer) -> Gemma3ForCausalLM:

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import random
-
 import numpy as np
 import pytest
 import torch
@@ -15,7 +13,7 @@ from conftest import SAMPLE
 from erckit.cli import main
 from erckit.config import ConfigError, EncoderConfig, load_config
 from erckit.data import Dialogue, Utterance
-from erckit.encoder.model import dialogue_chunks, encode_batch, utterance_texts
+from erckit.encoder.model import encode_batch, utterance_texts
 from erckit.encoder.packaged import tokenizer_json
 from erckit.formats import read_dialogues
 from erckit.models import load, read_model_info
@@ -41,26 +39,6 @@ def tiny(tmp_path_factory):
 def long_dialogue(turns: int) -> Dialogue:
     texts = ["我们明天去看电影吧", "不行，我要加班到很晚", "那后天呢？后天是周末", "好吧，后天下午三点见", "你真的会来吗"]
     return Dialogue("long", tuple(Utterance(f"long_{i}", "AB"[i % 2], f"{texts[i % 5]}（第{i}次）") for i in range(turns)))
-
-
-@pytest.mark.parametrize("seed", range(200))
-def test_chunks_own_every_turn_once_fit_the_budget_and_keep_context(seed):
-    rng = random.Random(seed)
-    budget = rng.randint(40, 200)
-    lengths = [rng.randint(1, budget // 4) for _ in range(rng.randint(1, 40))]
-    chunks = dialogue_chunks(lengths, budget)
-    owned = [i for _, _, own, own_end in chunks for i in range(own, own_end)]
-    assert owned == list(range(len(lengths)))  # every turn once, in order
-    quarter = budget // 4
-    for first, end, own, own_end in chunks:
-        assert first <= own < own_end <= end
-        assert sum(lengths[first:end]) <= budget
-        if own > 0:  # earlier turns before the owned ones: as many as fit in a quarter of the budget
-            assert sum(lengths[first:own]) <= quarter and (first == 0 or quarter < sum(lengths[first - 1 : own]))
-        if end < len(lengths) and own_end - own > 1:  # the owned turns keep a quarter of the budget after them
-            assert sum(lengths[own_end:end]) >= quarter
-    if sum(lengths) <= budget:
-        assert chunks == [(0, len(lengths), 0, len(lengths))]
 
 
 def _vectors(model, inputs) -> np.ndarray:

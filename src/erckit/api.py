@@ -18,7 +18,7 @@ import numpy as np
 
 from erckit import models
 from erckit.data import DataError, Dialogue, Utterance, check_dialogues, prefixes, required_text
-from erckit.formats import read_dialogues
+from erckit.formats import meld_csv, read_dialogues
 from erckit.formats.meld_csv import utterance_id
 from erckit.labels import LABELS
 from erckit.predictions import Prediction
@@ -80,8 +80,6 @@ def frame_to_dialogues(frame: pd.DataFrame, *, text_column: str | None = None) -
     """Dialogues from a DataFrame with MELD's columns (Dialogue_ID, Utterance_ID, Speaker, and Utterance or
     Target; Emotion optional), read exactly as a MELD CSV file: utterance ids are `dia<D>_utt<U>`. The ids
     may be whole-number floats (0.0); an error's `line N` is the line of the frame as CSV (2: its first row)."""
-    from erckit.formats import meld_csv
-
     frame = frame.assign(**{c: _whole_to_int(frame[c]) for c in (meld_csv.DIALOGUE, meld_csv.UTTERANCE)
                             if c in frame.columns})
     return check_dialogues(meld_csv.parse(frame.to_csv(index=False), FRAME, text_column=text_column), FRAME)
@@ -134,7 +132,7 @@ class Model:
         cells = frame.astype(object).where(frame.notna(), "")  # a blank row: every cell empty (NaN, or "" unparsed)
         blank = cells.map(lambda cell: str(cell).strip() == "").all(axis=1).tolist()  # others: refused when read
         ids = [None if empty else utterance_id(int(d), int(u))
-               for empty, d, u in zip(blank, frame["Dialogue_ID"], frame["Utterance_ID"], strict=True)]
+               for empty, d, u in zip(blank, frame[meld_csv.DIALOGUE], frame[meld_csv.UTTERANCE], strict=True)]
         out = frame.copy()
         out["label"] = [by_id[i].label if i else None for i in ids]
         for label in LABELS:

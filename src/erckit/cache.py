@@ -156,6 +156,12 @@ def local_or_hub(name_or_path: str) -> str:
     return str(local) if local.is_dir() else name_or_path
 
 
+# The models erckit builds from registry packages (erckit.encoder.packaged, erckit.llm.packaged): the
+# recipes' defaults. `packaged` alone names the one a setting expects.
+PACKAGED_ENCODER_NAME = "packaged:multilingual-e5-small"
+PACKAGED_LM_NAME = "packaged:gemma-3-270m"
+
+
 def is_packaged(model: str) -> bool:
     """Whether `model` names a model erckit builds from a registry package (`packaged` or `packaged:<name>`)."""
     return model == "packaged" or model.startswith("packaged:")

@@ -83,13 +83,14 @@ class CompareConfig:
     # recipe -> its methods, one per seed
 
 
-def _is_path(recipe) -> bool:
-    """A recipe given as a file (resolved against the compare file) rather than a shipped recipe's name."""
-    return isinstance(recipe, str) and ("/" in recipe or recipe.endswith(".yaml"))
+def _recipe_file(folder: Path, recipe: object) -> bool:
+    """Whether `recipe` names a file beside the compare file (it then wins over a shipped recipe's name)."""
+    return isinstance(recipe, str) and not Path(recipe).is_absolute() and (folder / recipe).is_file()
 
 
 def _relative_to(folder: Path, data: dict) -> dict:
-    """The file's input paths (data files, recipes, model folders) resolved against the file's folder."""
+    """The file's input paths (data files, model folders, and recipes that are files there) resolved against the
+    file's folder; any other recipe as `erckit train --config` takes it (`recipes.resolve`: a shipped name)."""
 
     def resolve(value):
         return str(folder / value) if isinstance(value, str) and not Path(value).is_absolute() else value
@@ -98,7 +99,7 @@ def _relative_to(folder: Path, data: dict) -> dict:
     methods = data.get("methods")
     if isinstance(methods, dict):
         data["methods"] = {
-            name: {k: resolve(v) if k in ("model", "train") or (k == "recipe" and _is_path(v)) else v
+            name: {k: resolve(v) if k in ("model", "train") or (k == "recipe" and _recipe_file(folder, v)) else v
                    for k, v in spec.items()}
             if isinstance(spec, dict) else spec
             for name, spec in methods.items()
@@ -549,8 +550,6 @@ def paired_table(differences: dict[str, dict]) -> str:
 
 def plot(results: dict[str, dict], split: str, path: Path) -> None:
     """Grouped bars: macro-F1, weighted-F1 and each class's F1 per method."""
-    import numpy as np
-
     metrics = ["macro-F1", "weighted-F1", *LABELS]
     names = list(results)
     width = 0.8 / len(names)

@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from erckit import kinds
+from erckit.cache import PACKAGED_ENCODER_NAME, PACKAGED_LM_NAME
 from erckit.formats.encoding import read_text
 from erckit.prompts import TEMPLATES, PromptConfig, setting
 
@@ -73,7 +74,7 @@ class DataConfig:
 class EncoderConfig:
     """The utterance encoder of the bert_bigru model."""
 
-    name: str = "packaged:multilingual-e5-small"
+    name: str = PACKAGED_ENCODER_NAME
     # utterance: each utterance encoded alone | dialogue: a dialogue's turns encoded together (erckit.encoder.model)
     context: str = "utterance"
     max_length: int = 64  # tokens per utterance (utterance context: with "query:" and the special tokens)
@@ -202,7 +203,7 @@ class LoraSettings:
 class LLMConfig:
     """Fine-tuning a chat LLM on the emotion prompts, with checkpoints chosen by validation macro-F1."""
 
-    model: str = "packaged:gemma-3-270m"
+    model: str = PACKAGED_LM_NAME
     template: str = "plain"  # baichuan2 | chatml | gemma | plain | qwen2.5 (erckit.llm.chat)
     trust_remote_code: bool = False
     finetuning: str = "lora"  # lora | qlora (needs bitsandbytes + a GPU) | full

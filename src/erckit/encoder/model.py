@@ -22,6 +22,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_se
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from erckit.atomic import write_safetensors
+from erckit.chunks import chunks
 from erckit.config import ClassifierConfig, ConfigError, EncoderConfig
 from erckit.data import DataError, Dialogue, speaker_letters
 from erckit.encoder.packaged import resolve_encoder
@@ -72,30 +73,6 @@ def utterance_texts(dialogue: Dialogue, speaker: str) -> list[str]:
     return texts
 
 
-def dialogue_chunks(lengths: list[int], budget: int) -> list[tuple[int, int, int, int]]:
-    """Cut a dialogue of turns with `lengths` tokens into chunks of at most `budget` tokens: (first, end) turns
-    encoded together and (own_first, own_end) turns pooled from that chunk. Every turn is owned by exactly one
-    chunk. Before its owned turns a chunk holds as many earlier turns as fit in a quarter of the budget; after
-    them, at least a quarter of the budget of later turns where the dialogue goes on (unless it owns one turn)."""
-    if sum(lengths) <= budget:
-        return [(0, len(lengths), 0, len(lengths))]
-    quarter, chunks, own = budget // 4, [], 0
-    while own < len(lengths):
-        first = own
-        while first > 0 and sum(lengths[first - 1 : own]) <= quarter:
-            first -= 1
-        end = own + 1
-        while end < len(lengths) and sum(lengths[first : end + 1]) <= budget:
-            end += 1
-        own_end = end
-        if end < len(lengths):  # the last owned turn keeps a quarter of right context; the next chunk goes on
-            while own_end > own + 1 and sum(lengths[own_end:end]) < quarter:
-                own_end -= 1
-        chunks.append((first, end, own, own_end))
-        own = own_end
-    return chunks
-
-
 def _utterance_rows(tokenizer: PreTrainedTokenizerBase, texts: list[str], max_length: int) -> list[tuple[list[int], list[range]]]:
     """context: utterance — one row per turn, <s> query: turn </s>, all its tokens pooled."""
     rows = tokenizer([f"query: {text}" for text in texts], truncation=True, max_length=max_length)["input_ids"]
@@ -110,7 +87,7 @@ def _dialogue_rows(
     prefix = [tokenizer.cls_token_id, *tokenizer("query:", add_special_tokens=False)["input_ids"]]
     lengths = [len(ids) + 1 for ids in turns]  # each turn ends with </s>
     rows = []
-    for first, end, own, own_end in dialogue_chunks(lengths, budget - len(prefix)):
+    for first, end, own, own_end in chunks(lengths, budget - len(prefix), "centered"):
         row, spans = list(prefix), []
         for index in range(first, end):
             if own <= index < own_end:

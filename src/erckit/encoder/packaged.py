@@ -43,6 +43,7 @@ import numpy as np
 
 from erckit.cache import (
     MANIFEST_NAME,
+    PACKAGED_ENCODER_NAME,
     MissingPackage,
     cached_folder,
     default_cache_dir,
@@ -61,7 +62,6 @@ __all__ = [
     "verify_folder",
 ]
 
-PACKAGED_ENCODER_NAME = "packaged:multilingual-e5-small"
 
 FOLDER_NAME = "packaged-multilingual-e5-small"
 CONVERTER_VERSION = 1

@@ -32,14 +32,18 @@ def check(config: RunConfig) -> None:
 
 def check_sources(config: RunConfig) -> None:
     """The base model can be found, and this machine can run what the recipe asks (a GPU for fp16, bf16 and
-    QLoRA; the deepspeed package for llm.deepspeed): refused before the run folder is written."""
+    QLoRA; the deepspeed package for llm.deepspeed; one GPU a process): refused before the run folder is written."""
     import importlib.util
+
+    import torch
 
     from erckit.cache import check_source, is_packaged
     from erckit.config import ConfigError
+    from erckit.llm.distributed import check_one_gpu_per_process
     from erckit.llm.packaged import PACKAGED_LM_NAME, require_gemma
     from erckit.llm.train import precision_flags, quantization
 
+    check_one_gpu_per_process(torch.cuda.device_count())
     check_source(config.llm.model, "llm.model", (PACKAGED_LM_NAME, "packaged"))
     if is_packaged(config.llm.model):
         require_gemma()

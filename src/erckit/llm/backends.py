@@ -19,17 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from erckit.config import LLMConfig
 from erckit.data import Dialogue
 from erckit.labels import LABELS, parse_answer
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.dialogue_form import dialogue_log_probs, separate_contexts, token_budget_groups
 from erckit.llm.items import Item
 from erckit.llm.resume import Outcome
-from erckit.llm.scoring import encode_contexts, keep_recent, length_batches, predictions_from_log_probs
+from erckit.llm.scoring import encode_contexts, length_batches, predictions_from_log_probs
 from erckit.prompts import PromptConfig
-
-DEFAULT_BATCH = {"score": LLMConfig.eval_batch_size, "generate": 8, "vllm": 512, "vllm-generate": 512}
 
 
 @dataclass(frozen=True)
@@ -133,14 +130,6 @@ class Backend:
         if self.answers is None:
             return self.score(items)
         return [Outcome(parse_answer(answer), raw=answer) for answer in self.answers(items)]
-
-
-def scoring_contexts(contexts: list[list[int]], targets: list[list[int]], max_length: int | None) -> list[list[int]]:
-    """Contexts cut so the longest answer still fits in `max_length` (oldest tokens after the first dropped)."""
-    if max_length is None:
-        return contexts
-    room = max_length - max(len(t) for t in targets)
-    return [keep_recent(c, room) for c in contexts]
 
 
 def form_contexts(

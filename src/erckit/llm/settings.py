@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 
-from erckit.config import PRECISIONS
+from erckit.config import PRECISIONS, LLMConfig
 from erckit.prompts import setting
 
 BACKENDS = ("score", "generate", "vllm", "vllm-generate")
@@ -15,6 +15,9 @@ GENERATING = ("generate", "vllm-generate")
 UNPARSED_POLICIES = ("fail", "score")  # generate: an unparseable answer stops the run, or label scoring resolves it
 SCORING_BACKENDS = ("score", "vllm")  # labels from the 7 label probabilities: calibration offsets apply
 VLLM_BACKENDS = ("vllm", "vllm-generate")
+# prompts (dialogue form with score: dialogues) per batch and resumable unit, when --batch-size is not given;
+# `score` on an erckit run uses the run's own (its recorded eval_batch_size)
+DEFAULT_BATCH = {"score": LLMConfig.eval_batch_size, "generate": 8, "vllm": 512, "vllm-generate": 512}
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,8 @@ class PredictSettings:
     backend: str = setting("score", "score: label log-probabilities, always valid; generate: free text, parsed",
                            BACKENDS)
     batch_size: int | None = setting(None, "prompts per batch (dialogue form with score: dialogues)",
-                                     shown="the run's, else 8; vLLM 512")
+                                     shown=f"the run's, else {DEFAULT_BATCH['score']}; generate "
+                                           f"{DEFAULT_BATCH['generate']}; vLLM {DEFAULT_BATCH['vllm']}")
     decoding: str = setting("greedy", "generate: greedy, or reference: the reference pipeline's temperature 0.3 + "
                             "repetition penalty 1.05", tuple(DECODING_PRESETS), applies=GENERATING)
     max_new_tokens: int | None = setting(None, "generate: answer length cap", shown=str(GREEDY.max_new_tokens),

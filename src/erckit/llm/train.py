@@ -43,12 +43,12 @@ from erckit.data import DataError, Dialogue, first_utterances
 from erckit.labels import LABELS, class_weights
 from erckit.llm.chat import ChatTemplate, encode_pair, get_template
 from erckit.llm.dialogue_training import collate, packed_answer_loss, training_rows
-from erckit.llm.distributed import barrier, check_one_gpu_per_process, gather_objects, validation_share
+from erckit.llm.distributed import barrier, gather_objects, validation_share
 from erckit.llm.engines import TransformersEngine, score_dialogues
-from erckit.llm.loading import load_causal_lm, load_tokenizer, native_bf16, precision_dtype, rank_device_map
+from erckit.llm.loading import load_causal_lm, load_tokenizer, precision_dtype, rank_device_map
 from erckit.llm.packing import sliding_window_of
 from erckit.llm.record import BEST, RunRecord, save_run_record
-from erckit.llm.scoring import forward_parameters, unwrapped
+from erckit.llm.scoring import forward_parameters, keep_recent, unwrapped
 from erckit.metrics import scores
 from erckit.plots import plot_training
 from erckit.prompts import Example, PromptConfig, detect_language, emotion_examples, same_speaker_examples
@@ -82,9 +82,7 @@ def tokenize(
     rows: dict[str, list] = {"input_ids": [], "labels": [], "weight": []}
     for example in examples:
         context, target = encode_pair(template, example.prompt, example.answer, tokenizer)
-        room = max_length - len(target)
-        if len(context) > room:
-            context = context[:1] + context[len(context) - room + 1 :]
+        context = keep_recent(context, max_length - len(target))
         rows["input_ids"].append(context + target)
         rows["labels"].append([-100] * len(context) + target)
         rows["weight"].append((class_weights or {}).get(example.answer, 1.0))
@@ -108,14 +106,10 @@ def precision_flags(precision: str, *, cuda: bool | None = None, bf16: bool | No
     """Trainer flags: on a GPU, 'auto' is bf16 where the GPU has it natively (compute capability 8.0+),
     else fp16; fp32 on CPU. (`cuda`, `bf16`: what the machine offers; detected when None.)"""
     cuda = torch.cuda.is_available() if cuda is None else cuda
-    if precision == "auto":
-        if not cuda:
-            return {"bf16": False, "fp16": False}
-        native = native_bf16() if bf16 is None else bf16
-        return {"bf16": native, "fp16": not native}
     if precision in ("fp16", "bf16") and not cuda:
         raise ConfigError(f"llm.precision={precision} needs a GPU; use fp32 (or auto) on CPU")
-    return {"bf16": precision == "bf16", "fp16": precision == "fp16"}
+    dtype = precision_dtype(precision, cuda=cuda, bf16=bf16)  # the one rule of `auto`
+    return {"bf16": dtype == torch.bfloat16, "fp16": dtype == torch.float16}
 
 
 def training_dtype(config: LLMConfig, *, cuda: bool | None = None, bf16: bool | None = None) -> torch.dtype:
@@ -377,7 +371,6 @@ def train_llm(
 ) -> dict:
     """Fine-tune, select by validation macro-F1, export the best adapter (or model) to `out/best`."""
     llm = config.llm
-    check_one_gpu_per_process(torch.cuda.device_count())
     template = get_template(llm.template)
     prompts = prompt_config(llm, train)
     val_dialogues = first_utterances(validation or [], llm.eval_subset)
