@@ -164,6 +164,12 @@ def test_a_dataframe_with_fractional_or_missing_ids_is_refused(model, ids):
         model.label_frame(meld_frame([0, 0], ids))
 
 
+@pytest.mark.parametrize("given", [pd.Series([1]), [1], "dev.csv"])
+def test_label_frame_of_something_else_than_a_dataframe_is_refused(model, given):
+    with pytest.raises(DataError, match=rf"^<DataFrame>: expected a pandas DataFrame, got {type(given).__name__}$"):
+        model.label_frame(given)
+
+
 def test_a_dataframe_text_may_be_longer_than_csvs_field_limit(model):
     labelled = model.label_frame(meld_frame([0, 0], [0, 1], ["word " * 40_000, "hi"]))  # 200,000 characters
     assert len(labelled) == 2 and set(labelled["label"]) <= set(erckit.LABELS)

@@ -66,7 +66,7 @@ def test_accelerate_configs_leave_the_precision_to_the_recipe_and_pass_accelerat
 def test_overrides_are_typed_and_unknown_keys_refused(tmp_path):
     config = load_config("bert_bigru", ["train.epochs=2", "train.lr=1e-4", "data.test=null", "data={}"])  # null: unset
     assert config.train.epochs == 2 and config.train.lr == 1e-4
-    with pytest.raises(ConfigError, match="^bert_bigru: train: unknown key 'epoch'"):  # recipe, section, key
+    with pytest.raises(ConfigError, match="^bert_bigru: unknown key 'train.epoch'"):  # recipe, then the dotted key
         load_config("bert_bigru", ["train.epoch=2"])
     with pytest.raises(ConfigError, match="^bert_bigru: train.epochs: expected int, got 'two'$"):
         load_config("bert_bigru", ["train.epochs=two"])

@@ -170,6 +170,12 @@ def test_bad_requests_get_a_one_line_4xx_and_the_server_keeps_serving(served, bo
     assert request(f"{url}/api/label", {"turns": TURNS[:2]})[0] == 200
 
 
+def test_the_character_limit_counts_a_turn_as_labelled_its_ends_stripped(served):
+    _, url = served
+    got, answer = request(f"{url}/api/label", {"turns": [{"speaker": "A", "text": "  " + "好" * 100 + " \n"}]})
+    assert got == 200 and [turn["id"] for turn in answer["turns"]] == ["1"]
+
+
 @pytest.mark.parametrize("path", ["/api/label", "/api/live"])
 def test_a_body_not_sent_as_json_or_empty_is_told_so(served, path):
     _, url = served

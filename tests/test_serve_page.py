@@ -96,6 +96,13 @@ def test_the_page_labels_a_pasted_dialogue_and_live_turns_as_the_api_does(browse
         wait.until(lambda d: "more than the limit" in d.find_element(By.ID, "error").text)
         assert len(shown_turns(browser)) == len(TURNS)  # a refused turn is not added
 
+        box.clear()  # a line that is no turn is named by its line in the box, blank lines counted
+        box.send_keys("A: hi\n\n\nthis line has no speaker")
+        browser.find_element(By.ID, "label").click()
+        wait.until(lambda d: "line 4: write it as Speaker: text" in d.find_element(By.ID, "error").text)
+        severe = [entry["message"] for entry in browser.get_log("browser") if entry["level"] == "SEVERE"]
+        assert all("/api/live - " in message and "413" in message for message in severe), severe  # no favicon 404
+
         screenshot = tmp_path / "page.png"
         browser.find_element(By.ID, "text").clear()
         browser.execute_script("document.getElementById('error').textContent = '';")

@@ -124,6 +124,10 @@ class Model:
     def label_frame(self, frame: pd.DataFrame, *, text_column: str | None = None) -> pd.DataFrame:
         """A copy of a MELD-columns DataFrame with a `label` column and one probability column per label; a blank
         row (every cell empty, as a spreadsheet export may end) is skipped as a CSV reader skips it: no label."""
+        import pandas as pd
+
+        if not isinstance(frame, pd.DataFrame):
+            raise DataError(FRAME, None, f"expected a pandas DataFrame, got {type(frame).__name__}")
         if taken := [c for c in ("label", *LABELS) if c in frame.columns]:
             raise DataError(FRAME, None, f"has a column {taken[0]!r} already: label_frame adds label and one "
                                          "column per label; rename or drop it")

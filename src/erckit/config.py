@@ -341,7 +341,8 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config", key: str =
     names = {f.name for f in dataclasses.fields(cls) if f.init}  # a field the code fills is no key of a file
     unknown = sorted(set(data) - names, key=str)  # YAML reads `1:` or `yes:` as a number or a bool
     if unknown:
-        raise ConfigError(_at(where, key, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(names))})"))
+        dotted = f"{key}.{unknown[0]}" if key else unknown[0]  # `tfidf: unknown key 'tfidf.nope'`, not `tfidf: tfidf: ...`
+        raise ConfigError(_at(where, "", f"unknown key {dotted!r} (known: {', '.join(sorted(names))})"))
     try:
         return cls(**{k: _convert(v, hints[k], where, f"{key}.{k}" if key else k) for k, v in data.items()})
     except (TypeError, ValueError) as err:

@@ -104,8 +104,8 @@ def to_dialogue(conversation: Conversation, limits: Limits) -> Dialogue:
     if len(turns) > limits.max_turns:
         raise RequestRefused(413, f"{len(turns)} turns: more than the limit of {limits.max_turns} (--max-turns)")
     for number, turn in enumerate(turns, start=1):
-        if len(turn.text) > limits.max_chars:
-            raise RequestRefused(413, f"turn {number} has {len(turn.text)} characters: more than the limit of "
+        if (chars := len(turn.text.strip())) > limits.max_chars:  # counted as labelled: its ends stripped
+            raise RequestRefused(413, f"turn {number} has {chars} characters: more than the limit of "
                                       f"{limits.max_chars} (--max-chars)")
     try:
         dialogue = Dialogue("request", tuple(_utterance(turn, n) for n, turn in enumerate(turns, start=1)))
