@@ -404,14 +404,11 @@ def _prompt_config(args: argparse.Namespace, dialogues):
 
 
 def _select(args: argparse.Namespace) -> int:
-    import json
-
-    from erckit.atomic import write_text_atomic
     from erckit.data import gold_labels
     from erckit.formats import read_dialogue_file
     from erckit.llm.engines import EngineOptions
-    from erckit.llm.resume import lock_partial, partial_path
-    from erckit.llm.select import find_checkpoints, rank_checkpoints
+    from erckit.llm.resume import partial_path
+    from erckit.llm.select import find_checkpoints, select_checkpoints
     from erckit.models import model_files
 
     inputs = [args.validation, *(f for run in args.run for f in model_files(run)), *model_files(args.base)]
@@ -427,18 +424,9 @@ def _select(args: argparse.Namespace) -> int:
     gold_labels(validation, args.validation)  # every utterance labelled: refused before a checkpoint is scored
     runs = [_open_run(str(c), args, validation, base=args.base) for c in checkpoints]
     settings = {"validation_sha256": digest, "text_column": args.text_column, "limit": args.limit}
-    try:
-        with lock_partial(progress, "select") if progress else contextlib.nullcontext():
-            ranking = rank_checkpoints(checkpoints, runs, validation, batch_size=args.batch_size, limit=args.limit,
-                                       options=EngineOptions(trust_remote_code=args.trust_remote_code),
-                                       progress=progress, settings=settings)
-            if args.out:
-                write_text_atomic(args.out, json.dumps({"best": ranking[0]["checkpoint"], "ranking": ranking},
-                                                       indent=2) + "\n")
-                progress.unlink()
-    except KeyboardInterrupt:
-        kept = f"the checkpoints scored so far are kept in {progress}" if progress and progress.exists() else None
-        raise Interrupted(f"{kept}; run the same command again to resume" if kept else "nothing was written") from None
+    ranking = select_checkpoints(checkpoints, runs, validation, args.out, settings=settings,
+                                 batch_size=args.batch_size, limit=args.limit,
+                                 options=EngineOptions(trust_remote_code=args.trust_remote_code))
     for row in ranking:
         print(f"{row['macro_f1']:.4f} macro-F1  {row['weighted_f1']:.4f} weighted-F1  {row['checkpoint']}")
     print(f"best: {ranking[0]['checkpoint']}")

@@ -83,6 +83,40 @@ def rank_checkpoints(
     return sorted(rows, key=lambda r: (-r["macro_f1"], r["order"]))
 
 
+def select_checkpoints(
+    checkpoints: list[Path],
+    runs: list[LLMRun],
+    validation: list[Dialogue],
+    out: str | Path | None,
+    *,
+    settings: dict,
+    batch_size: int | None = None,
+    limit: int = 0,
+    options: EngineOptions = DEFAULT_OPTIONS,
+) -> list[dict]:
+    """`rank_checkpoints`, its ranking written to `out` as JSON ({"best": ..., "ranking": [...]}) when given:
+    each checkpoint's scores are kept in `<out>.partial` as they come, under a lock (a second run into the
+    same `out` is refused), and a rerun with the same `settings` resumes. Ctrl-C raises `Interrupted` saying
+    what was kept."""
+    from erckit.atomic import write_text_atomic
+    from erckit.data import Interrupted
+    from erckit.llm.resume import lock_partial, partial_path
+
+    progress = partial_path(Path(out)) if out else None
+    try:
+        with lock_partial(progress, "select") if progress else contextlib.nullcontext():
+            ranking = rank_checkpoints(checkpoints, runs, validation, batch_size=batch_size, limit=limit,
+                                       options=options, progress=progress, settings=settings)
+            if out:
+                write_text_atomic(out, json.dumps({"best": ranking[0]["checkpoint"], "ranking": ranking},
+                                                  indent=2) + "\n")
+                progress.unlink()
+    except KeyboardInterrupt:
+        kept = f"the checkpoints scored so far are kept in {progress}" if progress and progress.exists() else None
+        raise Interrupted(f"{kept}; run the same command again to resume" if kept else "nothing was written") from None
+    return ranking
+
+
 def _scored_before(progress: Path, settings: dict) -> dict[str, dict]:
     """Checkpoint -> its row, from the progress file of an earlier run with the same settings."""
     earlier = {}
