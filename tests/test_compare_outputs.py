@@ -101,7 +101,7 @@ def test_a_failed_chart_leaves_the_earlier_comparison_whole(tmp_path, capsys, mo
     def fail(*_args, **_kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr("erckit.compare.plot", fail)
+    monkeypatch.setattr("erckit.compare.plot_comparison", fail)
     capsys.readouterr()
     assert main(["compare", "--config", str(path), "test=" + str(SAMPLE / "annotation_test.json")]) == 2
     one_line(capsys, str(out), "No space left on device")

@@ -5,7 +5,7 @@ import json
 from conftest import m3ed_file
 from erckit.cli import main
 from erckit.labels import CHINESE_NAMES, TRADITIONAL_CHINESE_NAMES, display_names
-from erckit.metrics import plot_confusion
+from erckit.plots import plot_confusion
 
 
 def test_the_script_of_the_data_picks_the_label_names():

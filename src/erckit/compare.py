@@ -33,7 +33,7 @@ from erckit.labels import LABELS
 from erckit.metrics import scores
 from erckit.models import MODEL_FILE, comparable, load, read_model_info, saved_config, train
 from erckit.models import OUTPUT_NAMES as MODEL_OUTPUT_NAMES
-from erckit.plots import new_figure, save_figure
+from erckit.plots import plot_comparison
 from erckit.predictions import Prediction, from_probabilities, read_predictions, write_predictions
 from erckit.remote_code import check_trusted, recipe_asks
 
@@ -548,23 +548,6 @@ def paired_table(differences: dict[str, dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def plot(results: dict[str, dict], split: str, path: Path) -> None:
-    """Grouped bars: macro-F1, weighted-F1 and each class's F1 per method."""
-    metrics = ["macro-F1", "weighted-F1", *LABELS]
-    names = list(results)
-    width = 0.8 / len(names)
-    fig, ax = new_figure((10, 4))
-    for k, name in enumerate(names):
-        s = results[name][split]
-        values = [s["macro_f1"], s["weighted_f1"], *(s["per_class"][l]["f1"] for l in LABELS)]
-        ax.bar(np.arange(len(metrics)) + k * width, values, width, label=name)
-    ax.set_xticks(np.arange(len(metrics)) + 0.4 - width / 2, metrics)
-    ax.set_ylabel(f"{split} F1")
-    ax.set_ylim(0, 1)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), frameon=False)  # beside the bars
-    save_figure(fig, path)
-
-
 def compare(config: CompareConfig, config_file: str | Path | None = None, *,
             trust_remote_code: bool = False) -> dict[str, dict]:
     """Run every method; write comparison.md, comparison.json and one PNG per scored split. `config_file`:
@@ -608,7 +591,7 @@ def compare(config: CompareConfig, config_file: str | Path | None = None, *,
         charts[f"comparison_{split}.png"] = split
     with atomic_files(config.out, OUTPUT_NAMES) as stage:  # the tables and charts of one run, all or none
         for name, split in charts.items():
-            plot(results, split, stage / name)
+            plot_comparison(results, split, stage / name)
         write_text_atomic(stage / "comparison.md", "\n".join(parts))
         write_text_atomic(stage / "comparison.json", json.dumps(results, indent=2) + "\n")
     return results

@@ -7,12 +7,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
 
 from erckit.atomic import atomic_files, write_text_atomic
 from erckit.intervals import bootstrap, describe_interval, f1_from_counts
 from erckit.labels import LABELS, display_names
-from erckit.plots import new_figure, save_figure
+from erckit.plots import plot_confusion
 
 
 def macro_f1_of_indices(gold: np.ndarray, predicted: np.ndarray) -> float:
@@ -72,53 +72,6 @@ def format_scores(result: dict) -> str:
     for label, row in result["per_class"].items():
         lines.append(f"{label:<10}{row['precision']:>7.3f}{row['recall']:>7.3f}{row['f1']:>7.3f}{row['support']:>7d}")
     return "\n".join(lines)
-
-
-def _cjk_font() -> str | None:
-    """Register the packaged Noto Sans CJK font with matplotlib; its family name, or None."""
-    try:
-        from matplotlib import font_manager
-        from noto_cjk_sans_otc import FONT_PATH
-    except ImportError:
-        return None
-    font_manager.fontManager.addfont(str(FONT_PATH))
-    return font_manager.FontProperties(fname=str(FONT_PATH)).get_name()
-
-
-def label_names(names: dict[str, str] | None) -> tuple[dict, list[str]]:
-    """(matplotlib rc settings, tick names) for the 7 labels: with `names` (from `labels.display_names`) and
-    the CJK font installed, each label in the data's script beside its English name; else English alone.
-    Every plot of labels uses this, so a report's figures name the labels alike."""
-    font = _cjk_font() if names else None
-    if not font or names is None:
-        return {}, list(LABELS)
-    return {"font.family": [font, "DejaVu Sans"]}, [f"{names[label]} {label}" for label in LABELS]
-
-
-def plot_confusion(
-    gold: Sequence[str], predicted: Sequence[str], path: str | Path, *, names: dict[str, str] | None = None
-) -> None:
-    """A row-normalised confusion matrix (counts written in), saved as PNG; label names as `label_names`."""
-    from matplotlib import rc_context
-
-    rc, names = label_names(names)
-    counts = confusion_matrix(gold, predicted, labels=list(LABELS))
-    rates = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
-    with rc_context(rc):
-        fig, ax = new_figure((7.5, 6.5))
-        image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-        ax.set_xticks(range(len(LABELS)), names, rotation=45, ha="right")
-        ax.set_yticks(range(len(LABELS)), names)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("gold")
-        for i in range(len(LABELS)):
-            for j in range(len(LABELS)):
-                color = "white" if rates[i, j] > 0.5 else "black"
-                ax.text(j, i, str(counts[i, j]), ha="center", va="center", color=color, fontsize=8)
-        macro = f1_score(gold, predicted, labels=list(LABELS), average="macro", zero_division=0)
-        ax.set_title(f"Confusion (row-normalised colour, counts) · macro-F1 {macro:.3f}")
-        fig.colorbar(image, ax=ax, fraction=0.046)
-        save_figure(fig, path, dpi=120)
 
 
 REPORT_NAMES = ("metrics.json", "confusion.png")

@@ -9,8 +9,8 @@ from pathlib import Path
 from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import Dialogue, gold_labels
 from erckit.labels import LABELS
-from erckit.metrics import aligned, format_scores, label_names, plot_confusion, scores
-from erckit.plots import new_figure, save_figure
+from erckit.metrics import aligned, format_scores, scores
+from erckit.plots import plot_confusion, plot_per_class_f1
 from erckit.predictions import Prediction
 
 OUTPUT_NAMES = ("report.md", "confusion.png", "per_class_f1.png")
@@ -19,28 +19,6 @@ OUTPUT_NAMES = ("report.md", "confusion.png", "per_class_f1.png")
 def confused_pairs(gold: list[str], predicted: list[str], top: int) -> list[tuple[tuple[str, str], int]]:
     """(gold, predicted) pairs of the most frequent errors."""
     return Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p).most_common(top)
-
-
-def plot_per_class_f1(result: dict, path: Path, names: dict[str, str] | None = None) -> None:
-    """A bar chart of per-class F1, each bar's value written above it (a zero F1 reads "0.00", not a
-    missing bar), support in the tick labels, label names as in the confusion matrix (`label_names`)."""
-    from matplotlib import rc_context
-
-    rows = result["per_class"]
-    rc, ticks = label_names(names)
-    values = [rows[label]["f1"] for label in LABELS]
-    with rc_context(rc):
-        fig, ax = new_figure((8, 4))
-        bars = ax.bar([f"{tick}\n(n={rows[label]['support']})" for tick, label in zip(ticks, LABELS, strict=True)],
-                      values, color="tab:blue")
-        ax.bar_label(bars, labels=[f"{v:.2f}" for v in values], padding=2, fontsize=8,  # on a white ground: the
-                     bbox={"facecolor": "white", "edgecolor": "none", "pad": 0.5})  # macro-F1 line runs behind
-        ax.axhline(result["macro_f1"], color="tab:red", linestyle="--", label=f"macro-F1 {result['macro_f1']:.3f}",
-                   zorder=0.5)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel("F1")
-        ax.legend(fontsize=8, loc="lower center", bbox_to_anchor=(0.5, 1.01), frameon=False)  # above the bars
-        save_figure(fig, path)
 
 
 def utterances(count: int) -> str:
