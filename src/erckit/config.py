@@ -285,11 +285,9 @@ class RunConfig:
     report_to: list[str] = field(default_factory=list)  # experiment tracking, e.g. [tensorboard] (erckit.tracking)
 
     def __post_init__(self) -> None:
-        from erckit.tracking import REPORTERS
-
         require(self.model in MODEL_TYPES, "model", self.model, f"one of {', '.join(MODEL_TYPES)}")
         require(bool(self.out), "out", self.out, "a folder")
-        allowed = REPORTERS.get(self.model, ())
+        allowed = kinds.get(self.model).REPORTERS
         require(all(r in allowed for r in self.report_to), "report_to", self.report_to,
                 f"a list of {', '.join(allowed)}" if allowed else f"empty: a {self.model} run has nothing to track")
         kinds.get(self.model).check(self)  # what spans its sections

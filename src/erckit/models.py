@@ -181,14 +181,10 @@ def model_info(path: str | Path) -> dict | None:
 def model_files(folder: str | Path | None) -> list[Path]:
     """Every file a model folder holds, at any depth, and the files of a fusion's members: what no output may
     replace (an erckit model folder, a merged model, an adapter; nothing for a hub id)."""
-    from erckit.kinds.fusion import NAME as FUSION
-    from erckit.kinds.fusion import saved_members
-
     if folder is None or not Path(folder).is_dir():
         return []
     folder = Path(folder)
-    info = model_info(folder)
-    members = saved_members(folder, info) if info is not None and info.get("type") == FUSION else []
+    members = kinds.members(folder, model_info(folder))
     return [file for f in (folder, *members) if f.is_dir() for file in f.rglob("*") if file.is_file()]
 
 

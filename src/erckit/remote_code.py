@@ -104,10 +104,9 @@ def own_code(folder: str | Path, *, base: bool = True, records: bool = True, see
 
 def _fusion_members(folder: Path) -> list[Path]:
     """The model folders a fusion (`model: fusion`) names: loading it loads them."""
-    from erckit.kinds.fusion import saved_members
+    from erckit import kinds
 
-    info = _read(folder / MODEL)
-    return saved_members(folder, info) if isinstance(info, dict) and info.get("type") == "fusion" else []
+    return kinds.members(folder, _read(folder / MODEL))
 
 
 def first_own_code(folders: Iterable[str | Path | None], *, asked: bool | None = None) -> tuple[str, str] | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 LOG_DIR = "runs"
-REPORTERS = {"bert_bigru": ("tensorboard",), "llm": ("tensorboard", "wandb", "mlflow"), "tfidf": ()}
 TAGS = {"train_loss": "train/loss", "val_macro_f1": "eval/macro_f1", "val_weighted_f1": "eval/weighted_f1"}
 
 

@@ -23,6 +23,7 @@ class Kind(Protocol):
     READS: dict[str, tuple[str, ...] | None]  # recipe section -> the fields it reads (None: all)
     ENGINES: bool  # its folders are scored by the LLM engines (`erckit predict`'s backends, prepared files)
     BEST_SO_FAR: bool  # an unfinished run predicts with its best epoch so far (`unfinished_epoch` says which)
+    REPORTERS: tuple[str, ...]  # the trackers its training can report to (`report_to`: erckit.tracking)
 
     def check(self, config: RunConfig) -> None:
         """Refusals that span sections (run when a recipe loads)."""
@@ -44,6 +45,9 @@ class Kind(Protocol):
     def saved_recipe(self, folder: Path, info: dict) -> dict:
         """Optional, for kinds whose recipe names other folders (fusion): the recipe kept in `folder`'s
         erckit_model.json (`info`) as it reads where the folder is now (see `saved_recipe` below)."""
+
+    def saved_members(self, folder: Path, info: dict) -> list[Path]:
+        """Optional, likewise: the model folders a saved model loads besides its own (see `members` below)."""
 
 MODULES = {"bert_bigru": "erckit.kinds.encoder", "tfidf": "erckit.kinds.tfidf", "llm": "erckit.kinds.llm",
            "fusion": "erckit.kinds.fusion"}
@@ -70,6 +74,14 @@ def saved_recipe(folder: Path, info: dict) -> dict:
     moved with it); the saved mapping itself for kinds that name no other folder."""
     kind = get(info["type"])
     return kind.saved_recipe(folder, info) if hasattr(kind, "saved_recipe") else info["config"]
+
+
+def members(folder: Path, info: object) -> list[Path]:
+    """The other model folders a saved model (`info`: its erckit_model.json, read tolerantly) loads with it:
+    a fusion's members; none for other kinds, or for a record that names no kind erckit knows."""
+    name = info.get("type") if isinstance(info, dict) else None
+    kind = get(name) if name in MODULES else None
+    return kind.saved_members(folder, info) if kind is not None and hasattr(kind, "saved_members") else []
 
 
 def flat_keys(data: dict[str, Any], prefix: str = "") -> list[str]:

@@ -14,6 +14,7 @@ NAME = "bert_bigru"
 READS = {"data": DATA, "encoder": None, "classifier": None, "train": None}
 ENGINES = False
 BEST_SO_FAR = True  # an unfinished run predicts with its best epoch so far
+REPORTERS = ("tensorboard",)  # report_to: erckit.tracking writes each epoch
 
 
 def check(config: RunConfig) -> None:

@@ -24,6 +24,7 @@ NAME = "fusion"
 READS = {"data": ("validation", "format", "text_column"), "fusion": None}
 ENGINES = False
 BEST_SO_FAR = False
+REPORTERS: tuple[str, ...] = ()  # trains nothing
 
 
 def check(config: RunConfig) -> None:

@@ -15,6 +15,7 @@ NAME = "llm"
 READS = {"data": DATA, "llm": None, "train": ("seed",)}
 ENGINES = True  # also scored by `erckit predict`'s backends (generation, vLLM, prepared files)
 BEST_SO_FAR = False
+REPORTERS = ("tensorboard", "wandb", "mlflow")  # report_to: passed to the Hugging Face Trainer
 
 
 def check(config: RunConfig) -> None:

@@ -16,6 +16,7 @@ NAME = "tfidf"
 READS = {"data": DATA, "tfidf": None, "train": ("seed",)}
 ENGINES = False
 BEST_SO_FAR = False
+REPORTERS: tuple[str, ...] = ()  # trains in one step: nothing to track
 
 
 def check(config: RunConfig) -> None:
