@@ -101,7 +101,7 @@ def nan_from(batch_number: int):
 def test_nan_label_scores_stop_the_run_keeping_only_numbers(tmp_path):
     out = tmp_path / "predictions.jsonl"
     partial = partial_path(out)
-    with pytest.raises(ValueError, match=r"not numbers \(NaN\) for 1 of 1 utterances .*first: d1_2.*--dtype fp32"):
+    with pytest.raises(ValueError, match=r"not numbers \(NaN, or -inf for every label\) for 1 of 1 utterances .*first: d1_2.*--dtype fp32"):
         predict_items(ITEMS, out, nan_from(2), settings=SETTINGS, batch_size=1, progress=False)
     assert not out.exists()
     kept = partial.read_text(encoding="utf-8").splitlines()

@@ -115,7 +115,8 @@ class Backend:
         broken = np.isnan(values).any(axis=1) | np.isneginf(values).all(axis=1)
         if broken.any():
             first = items[int(np.flatnonzero(broken)[0])].id
-            raise ValueError(f"the model's label scores are not numbers (NaN) for {int(broken.sum())} of {len(items)} "
+            raise ValueError(f"the model's label scores are not numbers (NaN, or -inf for every label) for "
+                             f"{int(broken.sum())} of {len(items)} "
                              f"utterances in a batch (first: {first}): the weights overflow in this precision (fp16 "
                              f"does for many models); run with --dtype bf16 on a GPU that has it, or --dtype fp32")
         return values
