@@ -13,6 +13,7 @@ from conftest import BMELD, REPO, SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.compare import load_compare_config, method_recipe, seed_summary, seed_table
 from erckit.config import ConfigError, RunConfig, to_dict
+from erckit.data import DataError
 from erckit.recipes import resolve
 
 
@@ -241,11 +242,18 @@ def test_paths_in_a_compare_config_are_relative_to_the_file_from_any_directory(t
     assert main(["compare", "--config", str(folder / "compare.yaml")]) == 0
     assert (elsewhere / "out" / "comparison.md").is_file()  # `out` is where the command runs
     assert json.loads((elsewhere / "out" / "comparison.json").read_text())["tfidf"]["validation"]["n"] == 89
-    # a recipe named as a file that is not beside the compare file is the shipped one, as `train --config` reads it
+    # a bare recipe name with no file beside the compare file is the shipped one, as `train --config` reads it
     config["methods"] = {"tfidf": {"recipe": "tfidf.yaml"}}
     (folder / "compare.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     assert load_compare_config(folder / "compare.yaml").methods["tfidf"].recipe == "tfidf.yaml"
     assert main(["compare", "--config", str(folder / "compare.yaml")]) == 0
+    # a path stays relative to the compare file, even where the current folder holds a file of that path
+    (elsewhere / "recipes").mkdir()
+    (elsewhere / "recipes" / "other.yaml").write_text(resolve("tfidf").read_text())
+    config["methods"] = {"tfidf": {"recipe": "recipes/other.yaml"}}
+    (folder / "compare.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    with pytest.raises(DataError, match=f"^{folder / 'recipes' / 'other.yaml'}: cannot read"):
+        load_compare_config(folder / "compare.yaml")
     assert_inputs_exist(REPO / "configs" / "compare.yaml")  # the shipped config on the bundled sample
 
 

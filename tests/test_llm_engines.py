@@ -118,6 +118,21 @@ def test_a_runs_prediction_dtype_is_its_training_precision_on_a_gpu_only():
     assert run_dtype("auto", "bf16", None, cuda=False) == "auto"
     assert run_dtype("fp32", "fp16", None, cuda=True) == "fp32"  # the user's --dtype wins
     assert run_dtype("auto", "auto", "cuda:0", cuda=True) == "auto"  # a run (or a plain model) without one
+    assert run_dtype("auto", "bf16", None, cuda=True, bf16=False) == "auto"  # a T4: fp16 by the rule, not emulated bf16
+    assert run_dtype("auto", "bf16", None, cuda=True, bf16=True) == "bf16"
+
+
+def test_a_resumed_prediction_must_match_the_dtype_the_weights_load_in():
+    from erckit.llm.chat import get_template
+    from erckit.llm.engines import EngineOptions, weights_dtype
+    from erckit.llm.record import RunRecord
+    from erckit.llm.run import LLMRun
+
+    run = LLMRun("base", None, RunRecord("base", "plain", precision="fp16"), get_template("plain"))
+    cpu = torch.device("cpu").type
+    assert weights_dtype(run, "score", EngineOptions(device=cpu)) == "float32"  # auto on the CPU, whatever the run's
+    assert weights_dtype(run, "score", EngineOptions(dtype="bf16", device=cpu)) == "bfloat16"
+    assert weights_dtype(run, "vllm", EngineOptions(dtype="fp16", device=cpu)) == "half"
 
 
 def test_the_base_is_loaded_in_the_precision_of_the_run():

@@ -24,6 +24,13 @@ def test_recipes_show_prints_a_recipe_as_shipped(capsys):
     assert yaml.safe_load(shown)["llm"]["epochs"] == 3
 
 
+def test_recipes_show_prints_a_recipe_file_too(tmp_path, capsys):
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("model: tfidf\ntfidf:\n  c: 0.5\n", encoding="utf-8")
+    assert main(["recipes", "show", str(mine)]) == 0
+    assert capsys.readouterr().out == mine.read_text(encoding="utf-8")
+
+
 def test_a_recipes_summary_is_a_whole_sentence(capsys):
     for name in recipes.names():
         assert recipes.summary(name).endswith((".", ")")), name

@@ -220,3 +220,15 @@ def test_a_fusion_folder_whose_member_carries_code_is_refused_by_compare_before_
     message = capsys.readouterr().err.strip()
     assert len(message.splitlines()) == 1 and f"its member {member}" in message
     assert not (tmp_path / "c" / "first").exists() and not marker.exists()  # refused before the first method trained
+
+
+@pytest.mark.parametrize("kind", [["fusion"], {"name": "fusion"}, 7, None])
+def test_a_model_record_naming_no_kind_is_looked_through_without_a_crash(kind, tmp_path):
+    from erckit import kinds
+    from erckit.remote_code import own_code
+
+    folder = tmp_path / "odd"
+    folder.mkdir()
+    write_json(folder / "erckit_model.json", {"type": kind, "config": {"fusion": {"members": ["elsewhere"]}}})
+    assert kinds.members(folder, json.loads((folder / "erckit_model.json").read_text())) == []
+    assert own_code(folder) is None  # no members to look into, and no code in the folder itself

@@ -101,7 +101,8 @@ def nan_from(batch_number: int):
 def test_nan_label_scores_stop_the_run_keeping_only_numbers(tmp_path):
     out = tmp_path / "predictions.jsonl"
     partial = partial_path(out)
-    with pytest.raises(ValueError, match=r"not numbers \(NaN, or -inf for every label\) for 1 of 1 utterances .*first: d1_2.*--dtype fp32"):
+    with pytest.raises(ValueError, match=r"not numbers \(NaN, or -inf for every label\) for 1 of 1 utterances "
+                                         r".*first: d1_2.*--dtype.*kept in .*predictions.jsonl.partial: delete it"):
         predict_items(ITEMS, out, nan_from(2), settings=SETTINGS, batch_size=1, progress=False)
     assert not out.exists()
     kept = partial.read_text(encoding="utf-8").splitlines()
@@ -112,6 +113,6 @@ def test_nan_label_scores_stop_the_run_keeping_only_numbers(tmp_path):
 
 def test_nan_in_the_first_batch_leaves_no_file(tmp_path):
     out = tmp_path / "predictions.jsonl"
-    with pytest.raises(ValueError, match="not numbers"):
+    with pytest.raises(ValueError, match="not numbers") as caught:
         predict_items(ITEMS, out, nan_from(1), settings=SETTINGS, batch_size=1, progress=False)
-    assert list(tmp_path.iterdir()) == []  # no output, no partial file, no lock: a rerun with other settings starts clean
+    assert "kept in" not in str(caught.value) and list(tmp_path.iterdir()) == []  # no output, no partial file, no lock: a rerun with other settings starts clean

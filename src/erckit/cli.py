@@ -117,6 +117,7 @@ def _train(args: argparse.Namespace) -> int:
 def _recipes(args: argparse.Namespace) -> int:
     from erckit import recipes
     from erckit.config import ConfigError
+    from erckit.formats.encoding import read_text
 
     if args.action == "ls":
         if args.name or args.dest:
@@ -128,7 +129,7 @@ def _recipes(args: argparse.Namespace) -> int:
     if args.action == "show":
         if not args.name or args.dest:
             raise ConfigError("show needs one recipe name: erckit recipes show bert_bigru")
-        print(recipes.path(args.name).read_text(encoding="utf-8"), end="")
+        print(read_text(recipes.resolve(args.name), "utf-8", "settings")[0], end="")  # a shipped name or a file
         return 0
     if not (args.name and args.dest):
         raise ConfigError("cp needs a recipe name and a destination: erckit recipes cp tfidf my.yaml")

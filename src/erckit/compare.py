@@ -84,13 +84,17 @@ class CompareConfig:
 
 
 def _recipe_file(folder: Path, recipe: object) -> bool:
-    """Whether `recipe` names a file beside the compare file (it then wins over a shipped recipe's name)."""
-    return isinstance(recipe, str) and not Path(recipe).is_absolute() and (folder / recipe).is_file()
+    """Whether `recipe` is a file relative to the compare file: a path (`recipes/mine.yaml`), or a bare name of a
+    file there (which then wins over a shipped recipe of that name, as a file in the current folder does for
+    `train --config`)."""
+    if not isinstance(recipe, str) or Path(recipe).is_absolute():
+        return False
+    return "/" in recipe or (folder / recipe).is_file()
 
 
 def _relative_to(folder: Path, data: dict) -> dict:
-    """The file's input paths (data files, model folders, and recipes that are files there) resolved against the
-    file's folder; any other recipe as `erckit train --config` takes it (`recipes.resolve`: a shipped name)."""
+    """The file's input paths (data files, model folders, recipe files: `_recipe_file`) resolved against the
+    file's folder; a bare recipe name with no file there is a shipped recipe, as `erckit train --config` reads it."""
 
     def resolve(value):
         return str(folder / value) if isinstance(value, str) and not Path(value).is_absolute() else value

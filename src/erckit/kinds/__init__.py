@@ -80,7 +80,7 @@ def members(folder: Path, info: object) -> list[Path]:
     """The other model folders a saved model (`info`: its erckit_model.json, read tolerantly) loads with it:
     a fusion's members; none for other kinds, or for a record that names no kind erckit knows."""
     name = info.get("type") if isinstance(info, dict) else None
-    kind = get(name) if name in MODULES else None
+    kind = get(name) if isinstance(name, str) and name in MODULES else None
     return kind.saved_members(folder, info) if kind is not None and hasattr(kind, "saved_members") else []
 
 

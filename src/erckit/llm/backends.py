@@ -98,6 +98,10 @@ class DialogueContexts:
 Contexts = PromptContexts | DialogueContexts
 
 
+class NonFiniteScores(ValueError):
+    """Label scores that are not numbers: the model overflowed in its precision."""
+
+
 @dataclass
 class Backend:
     """One engine behind one form: `log_probs` gives the 7 label log-probabilities of items, `answers`
@@ -115,10 +119,11 @@ class Backend:
         broken = np.isnan(values).any(axis=1) | np.isneginf(values).all(axis=1)
         if broken.any():
             first = items[int(np.flatnonzero(broken)[0])].id
-            raise ValueError(f"the model's label scores are not numbers (NaN, or -inf for every label) for "
-                             f"{int(broken.sum())} of {len(items)} "
-                             f"utterances in a batch (first: {first}): the weights overflow in this precision (fp16 "
-                             f"does for many models); run with --dtype bf16 on a GPU that has it, or --dtype fp32")
+            raise NonFiniteScores(
+                f"the model's label scores are not numbers (NaN, or -inf for every label) for {int(broken.sum())} of "
+                f"{len(items)} utterances in a batch (first: {first}): the weights overflow in this precision (fp16 "
+                "does for many models); load them in bf16 (on a GPU that has it) or fp32: `erckit predict --dtype`, "
+                "or for a run's other commands the precision it records (llm.precision)")
         return values
 
     def score(self, items: list[Item]) -> list[Outcome]:

@@ -136,6 +136,21 @@ def check_own_code(run: LLMRun, options: EngineOptions = DEFAULT_OPTIONS) -> Non
     refuse(run.own_code, options.trust_remote_code)
 
 
+def weights_dtype(run: LLMRun, backend: str, options: EngineOptions = DEFAULT_OPTIONS) -> str:
+    """The dtype `load_engine` loads the run's weights in, by name (`float32`, `bfloat16`; vLLM's `auto` on a GPU
+    when the run records none): what a resumed prediction must match."""
+    import torch
+
+    from erckit.llm.loading import resolve_device, resolve_dtype, run_dtype
+    from erckit.llm.vllm_backend import vllm_dtype
+
+    dtype = run_dtype(options.dtype, run.record.precision, options.device)
+    if backend in VLLM_BACKENDS:
+        return vllm_dtype(dtype, torch.cuda.is_available())
+    device = resolve_device(options.device)
+    return str(resolve_dtype(dtype, "cuda" if device == "auto" else device)).removeprefix("torch.")
+
+
 def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DEFAULT_OPTIONS) -> Engine:
     """Load the run's weights for `backend` (one of BACKENDS), with its template, max length and packing."""
     if backend not in BACKENDS:

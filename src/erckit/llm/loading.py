@@ -78,13 +78,17 @@ def precision_dtype(precision: str, *, cuda: bool | None = None, bf16: bool | No
     return torch.bfloat16 if (native_bf16() if bf16 is None else bf16) else torch.float16
 
 
-def run_dtype(dtype: str, trained: str, device: str | None, *, cuda: bool | None = None) -> str:
+def run_dtype(dtype: str, trained: str, device: str | None, *, cuda: bool | None = None,
+              bf16: bool | None = None) -> str:
     """A run's prediction dtype: `auto` on a GPU is the precision it was trained in (a run record's
-    `precision`: fp16 stays fp16 where the GPU also has bf16), else `dtype` as given (`auto` on the CPU: float32).
-    (`cuda`: whether the machine has a GPU; detected when None.)"""
+    `precision`: fp16 stays fp16 where the GPU also has bf16; bf16 only where the GPU has it natively, else the
+    precision rule), else `dtype` as given (`auto` on the CPU: float32). (`cuda`, `bf16`: what the machine
+    offers; detected when None.)"""
     cuda = torch.cuda.is_available() if cuda is None else cuda
     on_cpu = not cuda or (device is not None and device != "auto" and torch.device(device).type == "cpu")
-    return trained if dtype == "auto" and not on_cpu else dtype
+    if dtype != "auto" or on_cpu or (trained == "bf16" and not (native_bf16() if bf16 is None else bf16)):
+        return dtype
+    return trained
 
 
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:

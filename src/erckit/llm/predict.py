@@ -30,9 +30,9 @@ from erckit.atomic import write_text_atomic
 from erckit.config import LLMConfig
 from erckit.data import DataError, Dialogue, Interrupted
 from erckit.labels import LABELS
-from erckit.llm.backends import Backend, DialogueForm
+from erckit.llm.backends import Backend, DialogueForm, NonFiniteScores
 from erckit.llm.chat import ChatTemplate, context_text, get_template
-from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_own_code, load_engine
+from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_own_code, load_engine, weights_dtype
 from erckit.llm.items import Item, inputs_digest, items_from_dialogues, items_from_prepared
 from erckit.llm.record import RECORD_FILE, RunRecord, load_run_record
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
@@ -147,7 +147,13 @@ def _predict_items(
         with bar, partial_writer(partial, settings) as append:
             for batch in engine.batches(pending, batch_size):
                 chunk = [pending[i] for i in batch]
-                outcomes = engine.run(chunk)
+                try:
+                    outcomes = engine.run(chunk)
+                except NonFiniteScores as err:
+                    if partial.exists() and partial.stat().st_size:
+                        raise NonFiniteScores(f"{err}; the batches scored before are kept in {partial}: delete it "
+                                              "to start over with another --dtype") from None
+                    raise
                 append([item.id for item in chunk], outcomes)
                 done.update((item.id, outcome) for item, outcome in zip(chunk, outcomes, strict=True))
                 bar.update(len(chunk))
@@ -197,7 +203,8 @@ def run_settings(
     backend: str, model: str, adapter: str | None, template: ChatTemplate, decoding: Decoding,
     items: Sequence[Item], max_length: int | None, dtype: str,
 ) -> dict:
-    """What must match for a partial file to be resumed (batch size and device may change; not the precision)."""
+    """What must match for a partial file to be resumed (batch size and device may change; not the dtype the
+    weights are loaded in, `weights_dtype`)."""
 
     def where(name: str | None) -> str | None:
         return str(Path(name).resolve()) if name is not None and Path(name).exists() else name
@@ -244,7 +251,7 @@ def predict_run(
     items = items_from_prepared(prepared) if prepared is not None else items_from_dialogues(dialogues, record.prompt)
     chat = run.template
     settings = run_settings(backend, run.model, run.adapter, chat, options.decoding, items, record.max_length,
-                            options.dtype)
+                            weights_dtype(run, backend, options))
     default_batch = record.eval_batch_size if backend == "score" else DEFAULT_BATCH[backend]
     form = DialogueForm.of(dialogues, record.prompt)
     summary = predict_items(
