@@ -135,6 +135,8 @@ BAD = [
     (b"not json at all", 400, "malformed JSON"),
     ('{"turns": [{"speaker": "A", "text": "café"}]}'.encode("latin-1"), 400,
      "the body is not UTF-8 JSON: 'utf-8' codec can't decode byte 0xe9 in position 40"),
+    (b'{"turns": ' + b"[" * 5000 + b"]" * 5000 + b"}", 400, "the body's JSON nests too deeply to read"),
+    (b'{"turns": ' + b"7" * 5000 + b"}", 400, "the body cannot be read as JSON: Exceeds the limit (4300 digits)"),
     ({"turns": [{"speaker": "A", "text": 5}]}, 422, "turn 1, text: Input should be a valid string"),
     ({"turns": [{"speaker": "A", "text": "hi", "colour": "red"}]}, 422, "turn 1: unknown field colour"),
     ({"turns": [{"speaker": "A", "text": "hi"}, {"speaker": "B"}]}, 422, "turn 2, text: Field required"),  # from 1

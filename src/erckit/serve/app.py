@@ -147,8 +147,13 @@ def create_app(predictor: Predictor, settings: ServeSettings) -> FastAPI:
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, err: HTTPException) -> JSONResponse:
-        if isinstance(err.__cause__, UnicodeDecodeError):  # FastAPI's "error parsing the body", whatever the charset
-            return _error(400, f"the body is not UTF-8 JSON: {err.__cause__}")
+        cause = err.__cause__  # FastAPI says "There was an error parsing the body", whatever the cause: name it
+        if isinstance(cause, UnicodeDecodeError):
+            return _error(400, f"the body is not UTF-8 JSON: {cause}")
+        if isinstance(cause, RecursionError):
+            return _error(400, "the body's JSON nests too deeply to read")
+        if err.status_code == 400 and cause is not None:
+            return _error(400, f"the body cannot be read as JSON: {cause}")
         return _error(err.status_code, str(err.detail))
 
     @app.exception_handler(Exception)
