@@ -96,17 +96,12 @@ def own_code(folder: str | Path, *, base: bool = True, records: bool = True, see
             local = isinstance(name, str) and bool(name) and Path(name).is_dir()
             if local and (reason := own_code(name, base=False, seen=seen)):
                 return f"its adapter's base model {name}: {reason}"
-        for member in _fusion_members(folder):
+        from erckit import kinds
+
+        for member in kinds.members(folder, _read(folder / MODEL)):  # a fusion's: loading it loads them
             if reason := own_code(member, seen=seen):
                 return f"its member {member}: {reason}"
     return None
-
-
-def _fusion_members(folder: Path) -> list[Path]:
-    """The model folders a fusion (`model: fusion`) names: loading it loads them."""
-    from erckit import kinds
-
-    return kinds.members(folder, _read(folder / MODEL))
 
 
 def first_own_code(folders: Iterable[str | Path | None], *, asked: bool | None = None) -> tuple[str, str] | None:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import Dialogue, gold_labels
-from erckit.labels import LABELS
 from erckit.metrics import aligned, format_scores, scores
 from erckit.plots import plot_confusion, plot_per_class_f1
 from erckit.predictions import Prediction
@@ -16,8 +15,8 @@ from erckit.predictions import Prediction
 OUTPUT_NAMES = ("report.md", "confusion.png", "per_class_f1.png")
 
 
-def confused_pairs(gold: list[str], predicted: list[str], top: int) -> list[tuple[tuple[str, str], int]]:
-    """(gold, predicted) pairs of the most frequent errors."""
+def confused_pairs(gold: list[str], predicted: list[str], top: int | None = None) -> list[tuple[tuple[str, str], int]]:
+    """(gold, predicted) pairs of the most frequent errors (all of them, most frequent first, without `top`)."""
     return Counter((g, p) for g, p in zip(gold, predicted, strict=True) if g != p).most_common(top)
 
 
@@ -67,7 +66,7 @@ def _write_error_report(
         "```", format_scores(result), "```", "",
         "![confusion matrix](confusion.png)", "", "![per-class F1](per_class_f1.png)", "",
     ]
-    every_pair = confused_pairs(gold_list, predicted_list, len(LABELS) ** 2)
+    every_pair = confused_pairs(gold_list, predicted_list)
     pairs = every_pair[:top_pairs]
     more = f" (the {top_pairs} most frequent of {len(every_pair)}; --pairs N for more)" if len(every_pair) > top_pairs else ""
     lines += [f"## Most confused label pairs{more}", ""]

@@ -141,14 +141,13 @@ def weights_dtype(run: LLMRun, backend: str, options: EngineOptions = DEFAULT_OP
     when the run records none): what a resumed prediction must match."""
     import torch
 
-    from erckit.llm.loading import resolve_device, resolve_dtype, run_dtype
+    from erckit.llm.loading import load_dtype, run_dtype
     from erckit.llm.vllm_backend import vllm_dtype
 
     dtype = run_dtype(options.dtype, run.record.precision, options.device)
     if backend in VLLM_BACKENDS:
         return vllm_dtype(dtype, torch.cuda.is_available())
-    device = resolve_device(options.device)
-    return str(resolve_dtype(dtype, "cuda" if device == "auto" else device)).removeprefix("torch.")
+    return str(load_dtype(dtype, options.device)).removeprefix("torch.")
 
 
 def load_engine(run: LLMRun, backend: str = "score", options: EngineOptions = DEFAULT_OPTIONS) -> Engine:

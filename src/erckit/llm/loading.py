@@ -91,6 +91,12 @@ def run_dtype(dtype: str, trained: str, device: str | None, *, cuda: bool | None
     return trained
 
 
+def load_dtype(dtype: str, device: str | None) -> torch.dtype:
+    """The dtype `load_model` loads weights in for `dtype` on `device` (as `load_model` takes them)."""
+    device = resolve_device(device)
+    return resolve_dtype(dtype, "cuda" if device == "auto" else device)
+
+
 def resolve_dtype(dtype: str, device: str) -> torch.dtype:
     """A prediction dtype: `auto` is the precision rule (float32 on CPU); or a named dtype."""
     if dtype == "auto":
@@ -241,8 +247,8 @@ def load_model(
     accelerate's device_map over all GPUs. Remote code runs only with `trust_remote_code=True`.
     """
     tokenizer = load_tokenizer(model, adapter=adapter, trust_remote_code=trust_remote_code)  # fails fast
+    torch_dtype = load_dtype(dtype, device)
     device = resolve_device(device)
-    torch_dtype = resolve_dtype(dtype, "cuda" if device == "auto" else device)
     lm = load_causal_lm(model, dtype=torch_dtype, trust_remote_code=trust_remote_code,
                         device_map="auto" if device == "auto" else None)
     if device != "auto":

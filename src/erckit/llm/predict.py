@@ -203,8 +203,8 @@ def run_settings(
     backend: str, model: str, adapter: str | None, template: ChatTemplate, decoding: Decoding,
     items: Sequence[Item], max_length: int | None, dtype: str,
 ) -> dict:
-    """What must match for a partial file to be resumed (batch size and device may change; not the dtype the
-    weights are loaded in, `weights_dtype`)."""
+    """What must match for a partial file to be resumed: batch size and device may change, the dtype the weights
+    load in (`weights_dtype`) may not."""
 
     def where(name: str | None) -> str | None:
         return str(Path(name).resolve()) if name is not None and Path(name).exists() else name
