@@ -22,10 +22,10 @@ from pathlib import Path
 from erckit.atomic import write_text_atomic
 from erckit.data import first_utterances
 from erckit.formats import read_dialogues
-from erckit.llm.predict import UnparsedAnswers, predict_file
+from erckit.llm.predict import UnparsedAnswers, predict_run
+from erckit.llm.run import RunFlags, open_run
 from erckit.metrics import scores
 from erckit.predictions import read_predictions
-from erckit.prompts import PromptConfig
 
 REPO = Path(__file__).resolve().parents[1]
 BMELD = Path(os.environ.get("BMELD") or REPO.parent / "shared" / "data" / "bmeld")  # $BMELD, else beside the repo
@@ -44,23 +44,23 @@ def tiny_model(folder: Path) -> Path:
     return save_tiny(folder, tiny_model(tokenizer), tokenizer)
 
 
-def run(name: str, model: str, adapter: str | None, template: str, dialogues, prompts, out: Path) -> dict:
+def run(name: str, model: str, adapter: str | None, template: str, dialogues, window: int, out: Path) -> dict:
     gold = {u.id: u.label for d in dialogues for u in d.utterances}
+    llm = open_run(adapter or model, RunFlags(model if adapter else None, template, None, {"window": window}), "zh")
     result = {}
     for backend in ("score", "generate"):
         path = out / f"{name}_{backend}.jsonl"
         for stale in (path, Path(f"{path}.partial"), Path(f"{path}.unparsed.jsonl")):
             stale.unlink(missing_ok=True)
-        kwargs = {"dialogues": dialogues, "prompts": prompts, "template": template, "backend": backend,
-                  "adapter": adapter, "progress": False}
+        kwargs = {"dialogues": dialogues, "backend": backend, "progress": False}
         started = time.perf_counter()
         try:  # timed alone: generation (or scoring) of every utterance, unparsed answers only counted
-            predict_file(model, path, unparsed="fail", **kwargs)
+            predict_run(llm, path, unparsed="fail", **kwargs)
         except UnparsedAnswers:
             pass
         seconds = time.perf_counter() - started
         # then the unparsed answers are resolved by label scoring (from the partial file), for macro-F1
-        summary = predict_file(model, path, unparsed="score", **kwargs)
+        summary = predict_run(llm, path, unparsed="score", **kwargs)
         predicted = read_predictions(path)
         s = scores([gold[i] for i in gold], [predicted[i].label for i in gold])
         result[backend] = {
@@ -83,12 +83,11 @@ def main() -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     dialogues = dev_utterances(args.limit)
-    prompts = PromptConfig(language="zh", window=args.window)
     results = {
         "date": date.today().isoformat(), "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
         "utterances": sum(len(d) for d in dialogues), "window": args.window, "adapter": args.adapter,
-        "tiny": run("tiny", str(tiny_model(out / "tiny-model")), None, "plain", dialogues, prompts, out),
-        "gemma-3-270m": run("gemma", "packaged:gemma-3-270m", args.adapter, "plain", dialogues, prompts, out),
+        "tiny": run("tiny", str(tiny_model(out / "tiny-model")), None, "plain", dialogues, args.window, out),
+        "gemma-3-270m": run("gemma", "packaged:gemma-3-270m", args.adapter, "plain", dialogues, args.window, out),
     }
     write_text_atomic(out / "results.json", json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -23,11 +23,11 @@ from erckit.formats import read_dialogues
 from erckit.formats.jsonl import dump
 from erckit.labels import LABELS
 from erckit.llm.chat import encode_pair, get_template
-from erckit.llm.generation import generate_answers
 from erckit.llm.loading import load_causal_lm, load_model, load_tokenizer
-from erckit.llm.scoring import label_log_probs, one_token_steps
+from erckit.llm.scoring import one_token_steps
 from erckit.llm.settings import Decoding
 from erckit.prompts import TEMPLATES, PromptConfig, emotion_examples
+from llm_calls import generate_answers, label_log_probs
 
 pytestmark = pytest.mark.needs_data  # trains on real BMELD slices
 
@@ -94,7 +94,7 @@ def test_label_scores_equal_the_brute_force_reference(data, loaded):
     model, tokenizer = loaded
     prompts = [e.prompt for e in emotion_examples(data["dev_dialogues"], PromptConfig("zh", window=3))][:6]
     assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) > 1  # batches are left-padded
-    got = label_log_probs(model, tokenizer, prompts, BAICHUAN, batch_size=4, progress=False)
+    got = label_log_probs(model, tokenizer, prompts, BAICHUAN, batch_size=4)
     expected = np.array([[reference_log_prob(model, tokenizer, p, a) for a in LABELS] for p in prompts])
     assert max(len(encode_pair(BAICHUAN, "", a, tokenizer)[1]) for a in LABELS) > 2  # several cached steps
     np.testing.assert_allclose(got, expected, atol=1e-4)
@@ -104,7 +104,7 @@ def test_generation_equals_greedy_decoding_without_a_cache(data, loaded):
     model, tokenizer = loaded
     prompts = [e.prompt for e in emotion_examples(data["dev_dialogues"], PromptConfig("zh", window=2))][:3]
     decoding = Decoding(max_new_tokens=5, repetition_penalty=1.3)
-    answers = generate_answers(model, tokenizer, prompts, BAICHUAN, decoding, batch_size=3, progress=False)
+    answers = generate_answers(model, tokenizer, prompts, BAICHUAN, decoding, batch_size=3)
     for prompt, answer in zip(prompts, answers, strict=True):
         ids = encode_pair(BAICHUAN, prompt, "", tokenizer)[0]
         new: list[int] = []

@@ -14,13 +14,12 @@ from erckit.labels import LABELS, parse_answer
 from erckit.llm import scoring
 from erckit.llm.backends import Backend
 from erckit.llm.chat import get_template
-from erckit.llm.generation import generate_answers
 from erckit.llm.items import items_from_dialogues
 from erckit.llm.loading import load_model
-from erckit.llm.predict import UnparsedAnswers, predict_file
-from erckit.llm.scoring import label_log_probs
+from erckit.llm.predict import UnparsedAnswers
 from erckit.llm.settings import GREEDY, REFERENCE_DECODING
 from erckit.predictions import read_llamafactory, read_predictions
+from llm_calls import generate_answers, label_log_probs, predict_file, vllm_label_log_probs
 from llm_tiny import brute_force_log_prob, fit_answers, save_tiny, tiny_model, tiny_tokenizer
 
 PLAIN = get_template("plain")
@@ -85,7 +84,7 @@ def prepared_file(path: Path, prompts: list[str]) -> Path:
 
 @pytest.mark.parametrize("template", [PLAIN, CHATML], ids=["plain", "chatml"])
 def test_label_log_probs_match_brute_force(tiny, tokenizer, template):
-    got = label_log_probs(tiny, tokenizer, MIXED_PROMPTS, template, batch_size=3, progress=False)
+    got = label_log_probs(tiny, tokenizer, MIXED_PROMPTS, template, batch_size=3)
     want = np.array([[brute_force_log_prob(tiny, tokenizer, template, p, a) for a in LABELS] for p in MIXED_PROMPTS])
     assert got.shape == (len(MIXED_PROMPTS), 7)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
@@ -102,15 +101,15 @@ def test_label_log_probs_with_a_sliding_window_cache(tokenizer):
     )
     model = Gemma3ForCausalLM(config).eval()  # the window (8 tokens) is shorter than most prompts
     template = get_template("gemma")
-    got = label_log_probs(model, tokenizer, MIXED_PROMPTS, template, batch_size=5, progress=False)
+    got = label_log_probs(model, tokenizer, MIXED_PROMPTS, template, batch_size=5)
     want = [[brute_force_log_prob(model, tokenizer, template, p, a) for a in LABELS] for p in MIXED_PROMPTS]
     np.testing.assert_allclose(got, np.array(want), atol=1e-4, rtol=0)
 
 
 def test_scoring_without_logits_to_keep_gives_the_same(tiny, tokenizer, monkeypatch):
-    want = label_log_probs(tiny, tokenizer, MIXED_PROMPTS, PLAIN, batch_size=5, progress=False)
+    want = label_log_probs(tiny, tokenizer, MIXED_PROMPTS, PLAIN, batch_size=5)
     monkeypatch.setattr(scoring, "forward_parameters", lambda model: {"position_ids"})
-    got = label_log_probs(tiny, tokenizer, MIXED_PROMPTS, PLAIN, batch_size=5, progress=False)
+    got = label_log_probs(tiny, tokenizer, MIXED_PROMPTS, PLAIN, batch_size=5)
     np.testing.assert_allclose(got, want, atol=1e-4, rtol=0)
 
 
@@ -119,7 +118,7 @@ def test_score_backend_writes_valid_predictions_for_every_id(tiny_folder, tmp_pa
 
     dialogues = read_dialogues(reference_file)
     out = tmp_path / "predictions.jsonl"
-    summary = predict_file(str(tiny_folder), out, dialogues=dialogues, template="plain", batch_size=4, progress=False)
+    summary = predict_file(str(tiny_folder), out, dialogues=dialogues, template="plain", batch_size=4)
     predictions = read_predictions(out)  # validates labels, probs and duplicate ids
     ids = [item.id for item in items_from_dialogues(dialogues)]
     assert list(predictions) == ids and summary.total == len(ids) == 15
@@ -135,7 +134,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatc
     prompts = [f"第{i}句：{'好' * (i % 5)}今天天气怎么样？" for i in range(10)]
     prepared = prepared_file(tmp_path / "data_test.json", prompts)
     reference = tmp_path / "reference.jsonl"
-    predict_file(str(tiny_folder), reference, prepared=prepared, template="plain", batch_size=3, progress=False)
+    predict_file(str(tiny_folder), reference, prepared=prepared, template="plain", batch_size=3)
 
     out = tmp_path / "out" / "predictions.jsonl"
     partial = out.with_name("predictions.jsonl.partial")
@@ -149,7 +148,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatc
 
     monkeypatch.setattr(Backend, "run", dies_after_two_batches)
     with pytest.raises(KeyboardInterrupt):
-        predict_file(str(tiny_folder), out, prepared=prepared, template="plain", batch_size=3, progress=False)
+        predict_file(str(tiny_folder), out, prepared=prepared, template="plain", batch_size=3)
     assert not out.exists()
     lines = partial.read_text(encoding="utf-8").splitlines()
     assert len(lines) == 1 + 6  # settings header + two batches of three
@@ -157,7 +156,7 @@ def test_killed_run_resumes_to_the_same_result(tiny_folder, tmp_path, monkeypatc
         handle.write('{"id": "u9", "label": "Ha')  # killed in the middle of a line
 
     monkeypatch.setattr(Backend, "run", real_run)
-    summary = predict_file(str(tiny_folder), out, prepared=prepared, template="plain", batch_size=3, progress=False)
+    summary = predict_file(str(tiny_folder), out, prepared=prepared, template="plain", batch_size=3)
     assert (summary.resumed, summary.computed) == (6, 4)
     assert out.read_text(encoding="utf-8") == reference.read_text(encoding="utf-8")
     assert list(read_predictions(out)) == [f"u{i}" for i in range(10)]
@@ -170,14 +169,14 @@ def test_partial_file_of_other_settings_is_refused(tiny_folder, tmp_path):
     header = {"erckit_partial": 1, "settings": {"backend": "score", "template": "something else"}}
     out.with_name("predictions.jsonl.partial").write_text(json.dumps(header) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="other settings"):
-        predict_file(str(tiny_folder), out, prepared=prepared, template="plain", progress=False)
+        predict_file(str(tiny_folder), out, prepared=prepared, template="plain")
     assert not out.exists()
 
 
 def test_llamafactory_export_reads_back(tiny_folder, tmp_path):
     prepared = prepared_file(tmp_path / "data_test.json", MIXED_PROMPTS)
     out, generated = tmp_path / "predictions.jsonl", tmp_path / "generated_predictions.jsonl"
-    predict_file(str(tiny_folder), out, prepared=prepared, template="chatml", llamafactory=generated, progress=False)
+    predict_file(str(tiny_folder), out, prepared=prepared, template="chatml", llamafactory=generated)
     rows = [json.loads(line) for line in generated.read_text(encoding="utf-8").splitlines()]
     assert rows[0]["prompt"].startswith("<|im_start|>system") and rows[0]["label"] == LABELS[0]
     back = read_llamafactory(generated, prepared)
@@ -190,10 +189,10 @@ def test_llamafactory_export_reads_back(tiny_folder, tmp_path):
 def test_greedy_generation_is_deterministic_and_unparsed_answers_are_counted(taught_folder):
     model, tokenizer = load_model(str(taught_folder))
     prompts = [p for p, _ in TAUGHT]
-    first = generate_answers(model, tokenizer, prompts, PLAIN, GREEDY, batch_size=4, progress=False)
+    first = generate_answers(model, tokenizer, prompts, PLAIN, GREEDY, batch_size=4)
     assert first == [a for _, a in TAUGHT]
-    assert generate_answers(model, tokenizer, prompts[::-1], PLAIN, batch_size=3, progress=False) == first[::-1]
-    sampled = [generate_answers(model, tokenizer, prompts, PLAIN, REFERENCE_DECODING, progress=False) for _ in range(2)]
+    assert generate_answers(model, tokenizer, prompts[::-1], PLAIN, batch_size=3) == first[::-1]
+    sampled = [generate_answers(model, tokenizer, prompts, PLAIN, REFERENCE_DECODING) for _ in range(2)]
     assert sampled[0] == sampled[1]  # seeded
     assert [parse_answer(answer) for answer in first] == ["Happy", "Sad", "Anger", "Fear", None, None]
 
@@ -212,7 +211,7 @@ def test_unparsed_answers_fail_the_run_then_resolve_by_scoring(taught_folder, tm
     prepared = prepared_file(tmp_path / "data_test.json", [p for p, _ in TAUGHT])
     out = tmp_path / "predictions.jsonl"
     with pytest.raises(UnparsedAnswers, match=r"2 of 6 generated answers \(33.3%\)") as failure:
-        predict_file(str(taught_folder), out, prepared=prepared, template="plain", backend="generate", progress=False)
+        predict_file(str(taught_folder), out, prepared=prepared, template="plain", backend="generate")
     assert "u4: '不知道'" in str(failure.value)
     assert not out.exists()
     listed = [json.loads(line) for line in out.with_name("predictions.jsonl.unparsed.jsonl").read_text().splitlines()]
@@ -224,7 +223,6 @@ def test_unparsed_answers_fail_the_run_then_resolve_by_scoring(taught_folder, tm
     monkeypatch.setattr(Backend, "run", no_generation)
     summary = predict_file(
         str(taught_folder), out, prepared=prepared, template="plain", backend="generate", unparsed="score",
-        progress=False,
     )
     predictions = read_predictions(out)
     assert len(predictions) == 6 and len(summary.unparsed) == 2
@@ -254,10 +252,10 @@ def test_lora_adapter_loads_and_changes_scores(tiny, tokenizer, tiny_folder, tmp
     merged, loaded_tokenizer = load_model(str(tiny_folder), adapter=str(adapter))
     unmerged, _ = load_model(str(tiny_folder), adapter=str(adapter), merge=False)
     assert loaded_tokenizer.padding_side == "left" and loaded_tokenizer.pad_token == "<pad>"
-    before = label_log_probs(tiny, tokenizer, MIXED_PROMPTS, PLAIN, progress=False)
-    after = label_log_probs(merged, tokenizer, MIXED_PROMPTS, PLAIN, progress=False)
+    before = label_log_probs(tiny, tokenizer, MIXED_PROMPTS, PLAIN)
+    after = label_log_probs(merged, tokenizer, MIXED_PROMPTS, PLAIN)
     assert np.abs(after - before).max() > 0.1
-    kept = label_log_probs(unmerged, tokenizer, MIXED_PROMPTS, PLAIN, progress=False)
+    kept = label_log_probs(unmerged, tokenizer, MIXED_PROMPTS, PLAIN)
     np.testing.assert_allclose(kept, after, atol=1e-3)
 
 # -------------------------------------------------------------------------------------------- vLLM
@@ -268,10 +266,10 @@ def test_vllm_scores_match_transformers(tiny_folder):
     import vllm  # noqa: F401  (the gpu extra)
 
     assert torch.cuda.is_available(), "pytest -m gpu needs a CUDA GPU"
-    from erckit.llm.vllm_backend import VLLMOptions, vllm_engine, vllm_label_log_probs
+    from erckit.llm.vllm_backend import VLLMOptions, vllm_engine
 
     model, tokenizer = load_model(str(tiny_folder), dtype="float32", device="cuda")
-    want = label_log_probs(model, tokenizer, MIXED_PROMPTS, PLAIN, progress=False)
+    want = label_log_probs(model, tokenizer, MIXED_PROMPTS, PLAIN)
     engine = vllm_engine(str(tiny_folder), dtype="float32", options=VLLMOptions(gpu_memory_utilization=0.3))
     got = vllm_label_log_probs(engine, MIXED_PROMPTS, PLAIN)
     np.testing.assert_allclose(got, want, atol=1e-3, rtol=0)

@@ -128,7 +128,9 @@ def test_a_bad_record_is_refused_naming_the_file(tmp_path):
                                 ("pack_tokens", 0, "llm.pack_tokens must be 1 or more"),
                                 ("max_length", -5, "llm.max_length must be at least 2"),
                                 ("precision", "fp8", "llm.precision must be"),
-                                ("eval_batch_size", True, "'eval_batch_size' has a value of the wrong type")]:
+                                ("eval_batch_size", True, "eval_batch_size: expected int, got True"),
+                                ("template", "", "template must not be empty"),
+                                ("prompt", {"window": "4"}, "prompt.window: expected int, got '4'")]:
         (tmp_path / "erckit_llm.json").write_text(json.dumps({"base_model": "x", "template": "plain", key: value}))
         with pytest.raises(DataError, match=f"erckit_llm.json: {problem}"):
             load_run_record(tmp_path)

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Union
 import numpy as np
 
 from erckit import models
-from erckit.data import DataError, Dialogue, Utterance, check_dialogues, prefixes, required_text
+from erckit.data import DataError, Dialogue, Utterance, check_dialogues, prefixes, turn_utterance
 from erckit.formats import meld_csv, read_dialogues
 from erckit.formats.meld_csv import utterance_id
 from erckit.labels import LABELS
@@ -37,8 +37,8 @@ FRAME = "<DataFrame>"  # ... and a DataFrame
 
 
 def _utterance(turn: Turn, dialogue_id: str, number: int) -> Utterance:
-    """One turn as an Utterance, taken as the file readers and the server take it (`required_text`: ends
-    stripped, blank refused); without an id it is `<dialogue>_<turn>`."""
+    """One turn as an Utterance, taken as the server takes it (`turn_utterance`: ends stripped, blank refused);
+    without an id it is `<dialogue>_<turn>`."""
     where = f"dialogue {dialogue_id}, turn {number}"
     if isinstance(turn, Utterance):
         return turn
@@ -48,8 +48,7 @@ def _utterance(turn: Turn, dialogue_id: str, number: int) -> Utterance:
         raise DataError(WHERE, where, f"expected a mapping or a (speaker, text) pair, got {type(turn).__name__}")
     elif set(turn) - {"id", "speaker", "text"} or not {"speaker", "text"} <= set(turn):
         raise DataError(WHERE, where, f"expected keys speaker, text (and id), got {sorted(turn)}")
-    utt_id = required_text(turn, "id", WHERE, where) if "id" in turn else f"{dialogue_id}_{number}"
-    return Utterance(utt_id, required_text(turn, "speaker", WHERE, where), required_text(turn, "text", WHERE, where))
+    return turn_utterance(turn, f"{dialogue_id}_{number}", WHERE, where)
 
 
 def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue]:

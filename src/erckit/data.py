@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 
 class DataError(ValueError):
@@ -47,6 +48,13 @@ class Utterance:
     speaker: str
     text: str
     label: str | None = None
+
+
+def turn_utterance(turn: Mapping[str, Any], default_id: str, source: str | Path, where: str) -> Utterance:
+    """A turn given as {"speaker", "text", "id" (optional: `default_id`)} as an Utterance, each field taken by
+    `required_text`: how the server and the Python API take a turn."""
+    fields = {"id": default_id} | dict(turn)
+    return Utterance(*(required_text(fields, key, source, where) for key in ("id", "speaker", "text")))
 
 
 @dataclass(frozen=True)

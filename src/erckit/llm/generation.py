@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 
-from erckit.llm.chat import ChatTemplate, encode_pair
+from erckit.llm.chat import ChatTemplate
 from erckit.llm.scoring import forward_parameters, keep_recent, left_pad, length_batches, one_token_steps
 from erckit.llm.settings import GREEDY, Decoding
 from erckit.progress import bar as progress_bar
@@ -122,23 +122,6 @@ def stepwise_generate(model, ids: torch.Tensor, mask: torch.Tensor, decoding: De
         if finished.all():
             break
     return sequence[:, ids.shape[1] :]
-
-
-def generate_answers(
-    model,
-    tokenizer,
-    prompts: list[str],
-    template: ChatTemplate,
-    decoding: Decoding = GREEDY,
-    *,
-    batch_size: int = 8,
-    progress: bool = True,
-) -> list[str]:
-    """The model's answer to each prompt (in the order of `prompts`): `generate_from_contexts` on their ids."""
-    contexts = [encode_pair(template, prompt, "", tokenizer)[0] for prompt in prompts]
-    return generate_from_contexts(
-        model, tokenizer, contexts, template, decoding, batch_size=batch_size, progress=progress
-    )
 
 
 @torch.no_grad()

@@ -27,14 +27,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from erckit.atomic import write_text_atomic
-from erckit.config import LLMConfig
 from erckit.data import DataError, Dialogue, Interrupted
 from erckit.labels import LABELS
 from erckit.llm.backends import Backend, DialogueForm, NonFiniteScores
-from erckit.llm.chat import ChatTemplate, context_text, get_template
+from erckit.llm.chat import ChatTemplate, context_text
 from erckit.llm.engines import DEFAULT_OPTIONS, EngineOptions, check_own_code, load_engine, weights_dtype
 from erckit.llm.items import Item, inputs_digest, items_from_dialogues, items_from_prepared
-from erckit.llm.record import RECORD_FILE, RunRecord, load_run_record
 from erckit.llm.resume import Outcome, lock_partial, partial_path, partial_writer, read_partial
 from erckit.llm.run import LLMRun
 from erckit.llm.settings import (
@@ -55,7 +53,7 @@ from erckit.predictions import (
 )
 from erckit.prepare import prepared_prompt
 from erckit.progress import bar as progress_bar
-from erckit.prompts import PromptConfig, detect_language
+from erckit.prompts import PromptConfig
 
 
 class UnparsedAnswers(RuntimeError):
@@ -278,38 +276,3 @@ def _check_prepared_prompt(prepared: str | Path, trained: PromptConfig) -> None:
         raise DataError(prepared, None, f"was prepared with prompt {key} {getattr(written, key)!r}, and the run reads "
                                         f"{getattr(trained, key)!r}: give the dialogues with --input, or prepare "
                                         "them again with the run's prompt settings")
-
-
-def predict_file(
-    model: str,
-    out: str | Path,
-    *,
-    prepared: str | Path | None = None,
-    dialogues: list[Dialogue] | None = None,
-    prompts: PromptConfig | None = None,
-    template: str | None = None,
-    adapter: str | None = None,
-    max_length: int | None = None,
-    pack_tokens: int = LLMConfig.pack_tokens,
-    offsets: Mapping[str, float] | None = None,
-    **options,
-) -> PredictSummary:
-    """`predict_run` with the settings given here rather than read from a run: `model` (+ `adapter`),
-    `template` (None: the one recorded beside the weights), prompts (default: detected language), max
-    length, packing and calibration `offsets`. Other keywords: `predict_run`'s, and EngineOptions'."""
-    if offsets is not None and options.get("backend", "score") not in SCORING_BACKENDS:
-        raise ValueError(f"calibration offsets need a scoring backend ({', '.join(SCORING_BACKENDS)}), not "
-                         f"{options['backend']!r}")
-    if template is None:
-        record = load_run_record(adapter) or load_run_record(model)
-        if record is None:
-            raise ValueError(f"name the chat template of {model} (no {RECORD_FILE} records one)")
-        template = record.template
-    prompts = prompts or (PromptConfig(language=detect_language(dialogues)) if dialogues is not None else PromptConfig())
-    record = RunRecord(model, template, prompts, max_length, adapter=adapter is not None, pack_tokens=pack_tokens,
-                       eval_batch_size=DEFAULT_BATCH["score"])
-    engine = {k: options.pop(k) for k in [f.name for f in fields(EngineOptions)] if k in options}
-    if engine.get("vllm") is None:
-        engine.pop("vllm", None)
-    run = LLMRun(model, adapter, record, get_template(template), dict(offsets) if offsets is not None else None)
-    return predict_run(run, out, prepared=prepared, dialogues=dialogues, options=EngineOptions(**engine), **options)

