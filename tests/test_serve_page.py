@@ -107,5 +107,10 @@ def test_the_page_labels_a_pasted_dialogue_and_live_turns_as_the_api_does(browse
         browser.find_element(By.ID, "text").clear()
         browser.execute_script("document.getElementById('error').textContent = '';")
         assert browser.save_screenshot(str(screenshot)) and screenshot.stat().st_size > 10_000
+
+        browser.find_element(By.ID, "text").send_keys("half typed")
+        browser.find_element(By.ID, "clear").click()  # a fresh start: turns, pasted text, typed turn, message
+        assert shown_turns(browser) == [] and box.get_attribute("value") == ""
+        assert browser.find_element(By.ID, "text").get_attribute("value") == ""
     finally:
         server.close()
