@@ -16,7 +16,7 @@ from erckit.cli import main
 from erckit.labels import LABELS
 from erckit.llm.chat import get_template
 from erckit.llm.generation import truncate_for_generation
-from erckit.llm.scoring import encode_contexts, keep_recent, label_log_probs
+from erckit.llm.scoring import encode_contexts, keep_recent
 from erckit.llm.vllm_backend import (
     VLLMOptions,
     engine_arguments,
@@ -26,6 +26,7 @@ from erckit.llm.vllm_backend import (
     summed_log_probs,
     vllm_dtype,
 )
+from llm_calls import label_log_probs
 from llm_tiny import save_tiny, tiny_model, tiny_tokenizer
 
 PLAIN = get_template("plain")
@@ -143,5 +144,5 @@ def test_next_token_requests_sum_to_the_transformers_scores(tokenizer, template)
         for row, prefix in pairs
         for token in follow[prefix]
     }
-    want = label_log_probs(model, tokenizer, PROMPTS, template, progress=False, max_length=40)
+    want = label_log_probs(model, tokenizer, PROMPTS, template, max_length=40)
     np.testing.assert_allclose(summed_log_probs(found, len(contexts), targets), want, atol=1e-4, rtol=0)
