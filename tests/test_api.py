@@ -158,9 +158,10 @@ def test_a_spreadsheets_blank_rows_stay_unlabelled_and_the_others_keep_their_lab
             assert labelled[column].isna().tolist() == [False] * 3 + [True] * 2
 
 
-@pytest.mark.parametrize("ids", [[0.0, 0.5], [0.0, float("nan")]])
-def test_a_dataframe_with_fractional_or_missing_ids_is_refused(model, ids):
-    with pytest.raises(DataError, match=r"^<DataFrame>: line 3: Dialogue_ID/Utterance_ID are not integers$"):
+@pytest.mark.parametrize(("ids", "problem"), [([0.0, 0.5], "Utterance_ID '0.5' is not a whole number"),
+                                               ([0.0, float("nan")], "empty Utterance_ID$")])
+def test_a_dataframe_with_fractional_or_missing_ids_is_refused(model, ids, problem):
+    with pytest.raises(DataError, match=rf"^<DataFrame>: line 3: {problem}"):
         model.label_frame(meld_frame([0, 0], ids))
 
 

@@ -22,7 +22,17 @@ BAD_INPUTS = {
     "malformed-json": ("annotation_train.json", '{"Show": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "hi"', "malformed JSON"),
     "malformed-jsonl": ("d.jsonl", '{"id": "d1", "utterances": []}\n{"id": "d2", "utter', "line 2: malformed JSON"),
     "malformed-csv": ("d.csv", CSV_HEADER + '1,"Hi,A,joy,positive,0,0\n', "fields"),
-    "csv-ids-not-integers": ("d.csv", CSV_HEADER + "1,Hi,A,joy,positive,x,0\n", "not integers"),
+    "csv-ids-not-integers": ("d.csv", CSV_HEADER + "1,Hi,A,joy,positive,x,0\n",
+                             "line 2: Dialogue_ID 'x' is not a whole number (a MELD-style CSV numbers its dialogues"),
+    "csv-ids-half": ("d.csv", CSV_HEADER + "1,Hi,A,joy,positive,0,0.5\n", "line 2: Utterance_ID '0.5' is not a whole"),
+    "csv-by-tabs": ("d.csv", CSV_HEADER.replace(",", "\t") + "1\tHi\tA\tjoy\tpositive\t0\t0\n",
+                    ("header: missing column 'Dialogue_ID' (a MELD-style CSV has Dialogue_ID, Utterance_ID, Speaker and a "
+                    "text column); its columns: Sr No.\tUtterance\t")),
+    "csv-by-semicolons": ("d.csv", "Dialogue_ID;Utterance_ID;Speaker;Utterance\n0;0;A;hi\n",
+                          "the fields look separated by semicolons: a CSV file separates them by commas"),
+    "csv-no-speaker": ("d.csv", "Dialogue_ID,Utterance_ID,Who,Utterance\n0,0,A,hi\n",
+                       ("missing column 'Speaker' (a MELD-style CSV has Dialogue_ID, Utterance_ID, Speaker and a text "
+                       "column); its columns: Dialogue_ID, Utterance_ID, Who, Utterance")),
     "no-text": ("annotation_train.json", m3ed_text({"u1": {"Speaker": "A"}}), "utterance u1: has no \"Text\""),
     "blank-text": ("annotation_train.json", m3ed_text({"u1": {"Speaker": "A", "Text": "  "}}), "utterance u1: \"Text\" is blank"),
     "number-text": ("annotation_train.json", m3ed_text({"u1": {"Speaker": "A", "Text": 123}}),
@@ -38,7 +48,8 @@ BAD_INPUTS = {
     "unknown-label-csv": ("d.csv", CSV_HEADER + "1,Hi,A,bliss,positive,0,0\n", "utterance dia0_utt0: unknown label 'bliss'"),
     "duplicate-id-json": ("annotation_train.json", '{"Show": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "a"}, "u1": {"Speaker": "B", "Text": "b"}}}}}', "key 'u1': duplicate key"),
     "duplicate-id-across-dialogues": ("annotation_train.json", '{"S": {"d1": {"Dialog": {"u1": {"Speaker": "A", "Text": "a"}}}, "d2": {"Dialog": {"u1": {"Speaker": "B", "Text": "b"}}}}}', "utterance u1: duplicate utterance id"),
-    "duplicate-id-csv": ("d.csv", CSV_HEADER + "1,Hi,A,joy,positive,0,0\n2,Ho,B,joy,positive,0,0\n", "duplicate utterance id"),
+    "duplicate-id-csv": ("d.csv", CSV_HEADER + "1,Hi,A,joy,positive,0,0\n2,Ho,B,joy,positive,0,0\n",
+                         "line 3, utterance dia0_utt0: duplicate utterance id (line 2 has it too)"),
     "empty-speaker-csv": ("d.csv", CSV_HEADER + "1,Hi, ,joy,positive,0,0\n", "utterance dia0_utt0: empty Speaker"),
     "empty-dialogue": ("annotation_train.json", '{"Show": {"d1": {"Dialog": {}}}}', "dialogue d1: is empty"),
     "empty-dialogue-jsonl": ("d.jsonl", '{"id": "d9", "utterances": []}\n', "dialogue d9: is empty"),
@@ -248,6 +259,8 @@ def test_compare_names_a_model_that_cannot_be_found_before_any_method_trains(tmp
     ('{"id": "d1", "utterances": [{"id": "u1", "speaker": "A", "text": "hi"}]}\n'.encode("utf-16"),
      "d.jsonl: is UTF-16 text: save it as UTF-8 (or GBK)"),
     ((CSV_HEADER + "1,,A,joy,positive,0,0\n").encode(), "line 2, utterance dia0_utt0: empty Utterance"),
+    (b"PK\x03\x04\x14\x00\x06\x00\x08\x00\x00\x00!\x00\xb5U\x9a", ("d.csv: is a zip archive (a spreadsheet workbook?), "
+     "not text: save the sheet as CSV (UTF-8)")),
 ])
 def test_an_encoding_or_an_empty_cell_is_named_in_words_a_user_acts_on(tmp_path, capsys, raw, message):
     path = tmp_path / ("d.jsonl" if raw.startswith(b"\xff\xfe") else "d.csv")

@@ -114,11 +114,15 @@ def test_a_csv_field_may_be_longer_than_csvs_default_limit(tmp_path):
     assert [len(u.text) for u in read_dialogues(path)[0].utterances] == [len(long_text.strip()), 2]
 
 
+NOT_A_NUMBER = ("Utterance_ID 'x' is not a whole number (a MELD-style CSV numbers its dialogues and turns; for ids "
+                "of your own, write JSON lines)")
+
+
 @pytest.mark.parametrize(("body", "where", "problem"), [
-    ("0,0,A,hi\n\n\n0,x,B,yo\n", "line 5", "Dialogue_ID/Utterance_ID are not integers"),
+    ("0,0,A,hi\n\n\n0,x,B,yo\n", "line 5", NOT_A_NUMBER),
     ('0,0,A,"two\nlines"\n0,1,B\n', "line 4", "has 3 fields, the header has 4"),
     ('0,0,A,"two\r\nlines"\r\n\r\n0,1,B,x,y\r\n', "line 5", "has 5 fields, the header has 4"),
-    ('0,0,A,hi\n0,1,"B\nC",yo\n0,x,B,yo\n', "line 5", "Dialogue_ID/Utterance_ID are not integers"),
+    ('0,0,A,hi\n0,1,"B\nC",yo\n0,x,B,yo\n', "line 5", NOT_A_NUMBER),
     ("0,0,A,hi\n\n0,1, ,yo\n", "line 4, utterance dia0_utt1", "empty Speaker"),
 ])
 def test_csv_errors_name_the_file_line_where_the_row_starts(body, where, problem, tmp_path):
@@ -194,3 +198,17 @@ def test_a_missing_text_column_is_named_with_the_files_columns(text_column, prob
         read_dialogues(path, text_column=text_column)
     assert str(caught.value) == f"{path}: header: {problem}; its columns: Dialogue_ID, Utterance_ID, Speaker, Line"
     assert read_dialogues(path, text_column="Line")[0].utterances[0].text == "hi"
+
+
+def test_a_spreadsheets_csv_reads_as_meld_with_lower_case_headers_and_float_numbers(tmp_path):
+    """A sheet exported by a spreadsheet: headers in another case, numbers as floats (3.0), the text column named
+    in any case; read exactly as the MELD spelling. Its label words are written back in its own header."""
+    meld = tmp_path / "meld.csv"
+    meld.write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance,Emotion\n0,1,B,ho,sadness\n0,0,A,hi,joy\n",
+                    encoding="utf-8")
+    sheet = tmp_path / "sheet.csv"
+    sheet.write_text("dialogue_id,UTTERANCE_ID,speaker,utterance,emotion\n0.0,1.0,B,ho,sadness\n0,0,A,hi,joy\n",
+                     encoding="utf-8")
+    assert read_dialogues(sheet) == read_dialogues(meld)
+    assert read_dialogues(sheet, text_column="Utterance") == read_dialogues(meld, text_column="utterance")
+    assert [u.id for u in read_dialogues(sheet)[0].utterances] == ["dia0_utt0", "dia0_utt1"]

@@ -210,7 +210,7 @@ MELD_HEADER = b"Dialogue_ID,Utterance_ID,Speaker,Utterance\n"
 @pytest.mark.parametrize(("body", "message"), [
     (b"0,0,A,I don\x92t know\n0,1,B,caf\xe9s and na\xefve\n",  # Excel's CSV on Western Windows
      "line 2: is not UTF-8 or GBK text: read as GBK its words hold single Chinese characters ('don抰')"),
-    (b"0,0,A,hi\n\n\n0,x,B,yo\n", "line 5: Dialogue_ID/Utterance_ID are not integers"),
+    (b"0,0,A,hi\n\n\n0,x,B,yo\n", "line 5: Utterance_ID 'x' is not a whole number"),
 ])
 def test_a_bad_csv_to_predict_names_the_file_line_and_problem(body, message, tmp_path, tfidf_model, capsys):
     path, out = tmp_path / "b.csv", tmp_path / "p.jsonl"

@@ -78,21 +78,8 @@ def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue
 def frame_to_dialogues(frame: pd.DataFrame, *, text_column: str | None = None) -> list[Dialogue]:
     """Dialogues from a DataFrame with MELD's columns (Dialogue_ID, Utterance_ID, Speaker, and Utterance or
     Target; Emotion optional), read exactly as a MELD CSV file: utterance ids are `dia<D>_utt<U>`. The ids
-    may be whole-number floats (0.0); an error's `line N` is the line of the frame as CSV (2: its first row)."""
-    frame = frame.assign(**{c: _whole_to_int(frame[c]) for c in (meld_csv.DIALOGUE, meld_csv.UTTERANCE)
-                            if c in frame.columns})
+    may be whole-number floats (0.0), as in a CSV file; an error's `line N` is the line of the frame as CSV (2: its first row)."""
     return check_dialogues(meld_csv.parse(frame.to_csv(index=False), FRAME, text_column=text_column), FRAME)
-
-
-def _whole_to_int(values: pd.Series) -> pd.Series:
-    """A float column's whole numbers (0.0: pandas' integers in a column with gaps) as integers; 0.5 or NaN
-    stay, for the CSV reader to refuse."""
-    import pandas as pd
-
-    if values.dtype.kind != "f":
-        return values
-    whole = [int(value) if value.is_integer() else value for value in values.tolist()]
-    return pd.Series(whole, index=values.index, dtype=object)
 
 
 class Model:

@@ -87,6 +87,8 @@ def read_bytes(path: str | Path, kind: Kind = "input") -> bytes:
 
 def decode_text(raw: bytes, path: str | Path, encoding: str | None = None) -> tuple[str, str]:
     """`read_text` of bytes already read from `path`."""
+    if raw.startswith(b"PK\x03\x04"):  # a zip archive: an .xlsx or .ods workbook, a .docx
+        raise DataError(path, None, "is a zip archive (a spreadsheet workbook?), not text: save the sheet as CSV (UTF-8)")
     encodings = (encoding,) if encoding else AUTO_ENCODINGS
     first_error: UnicodeDecodeError | None = None
     for name in encodings:

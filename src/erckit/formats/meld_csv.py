@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 from collections.abc import Iterator, Mapping
@@ -21,6 +22,8 @@ UTTERANCE = "Utterance_ID"
 SPEAKER = "Speaker"
 LABEL = "Emotion"
 TEXT_COLUMNS = ("Target", "Utterance")  # the first present is the default text column
+_CANONICAL = {name.lower(): name for name in (DIALOGUE, UTTERANCE, SPEAKER, LABEL, *TEXT_COLUMNS)}
+_SEPARATORS = {"\t": "tabs", ";": "semicolons"}
 
 
 def _records(text: str, path: str | Path) -> Iterator[tuple[int, list[str]]]:
@@ -46,10 +49,12 @@ def _rows(text: str, path: str | Path) -> tuple[list[str], list[tuple[int, list[
     first = next(records, None)
     if first is None:
         raise DataError(path, None, "empty CSV file")
-    header = [name.strip() for name in first[1]]
-    for column in (DIALOGUE, UTTERANCE, SPEAKER):
-        if column not in header:
-            raise DataError(path, "header", f"missing column {column!r} (not a MELD-style CSV?)")
+    header = [_CANONICAL.get(name.strip().lower(), name.strip()) for name in first[1]]  # dialogue_id: Dialogue_ID
+    if missing := [column for column in (DIALOGUE, UTTERANCE, SPEAKER) if column not in header]:
+        separated = next((f"; the fields look separated by {name}: a CSV file separates them by commas"
+                          for mark, name in _SEPARATORS.items() if len(header) == 1 and mark in header[0]), "")
+        raise DataError(path, "header", f"missing column {missing[0]!r} (a MELD-style CSV has {DIALOGUE}, {UTTERANCE}, "
+                                        f"{SPEAKER} and a text column); its columns: {', '.join(header)}{separated}")
     rows = []
     for line, row in records:
         if any(field.strip() for field in row):
@@ -60,12 +65,22 @@ def _rows(text: str, path: str | Path) -> tuple[list[str], list[tuple[int, list[
 
 
 def _utterance_id(row: list[str], header: list[str], path: str | Path, line: int) -> tuple[int, int, str]:
-    try:
-        dialogue = int(row[header.index(DIALOGUE)])
-        utterance = int(row[header.index(UTTERANCE)])
-    except ValueError:
-        raise DataError(path, f"line {line}", f"{DIALOGUE}/{UTTERANCE} are not integers") from None
+    dialogue, utterance = (_whole_number(row[header.index(column)], column, path, line) for column in (DIALOGUE, UTTERANCE))
     return dialogue, utterance, utterance_id(dialogue, utterance)
+
+
+def _whole_number(value: str, column: str, path: str | Path, line: int) -> int:
+    """A numbering cell: a whole number, written as one or as a spreadsheet's float (3.0)."""
+    if not value.strip():
+        raise DataError(path, f"line {line}", f"empty {column}")
+    try:
+        return int(value)
+    except ValueError:
+        with contextlib.suppress(ValueError):
+            if (number := float(value)).is_integer():
+                return int(number)
+    raise DataError(path, f"line {line}", f"{column} {value.strip()!r} is not a whole number (a MELD-style CSV numbers "
+                                          "its dialogues and turns; for ids of your own, write JSON lines)")
 
 
 def utterance_id(dialogue: int, utterance: int) -> str:
@@ -76,6 +91,7 @@ def utterance_id(dialogue: int, utterance: int) -> str:
 def parse(text: str, path: str | Path, *, text_column: str | None = None) -> list[Dialogue]:
     """Dialogues in order of first appearance, utterances ordered by Utterance_ID."""
     header, rows = _rows(text, path)
+    text_column = text_column and _CANONICAL.get(text_column.lower(), text_column)  # as the header's names are read
     column = text_column or next((c for c in TEXT_COLUMNS if c in header), None)
     if column is None or column not in header:
         wanted = f"no column {text_column!r}" if text_column else (
@@ -84,9 +100,13 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
     text_at, speaker_at = header.index(column), header.index(SPEAKER)
     label_at = header.index(LABEL) if LABEL in header else None
     grouped: dict[int, list[tuple[int, Utterance]]] = {}
+    lines: dict[str, int] = {}  # utterance id -> its line
     for line, row in rows:
         dialogue, position, utt_id = _utterance_id(row, header, path, line)
         where = f"line {line}, utterance {utt_id}"
+        if utt_id in lines:
+            raise DataError(path, where, f"duplicate utterance id (line {lines[utt_id]} has it too)")
+        lines[utt_id] = line
         label = read_label(row[label_at], path, where) if label_at is not None else None
         if not row[speaker_at].strip():
             raise DataError(path, where, f"empty {SPEAKER}")
