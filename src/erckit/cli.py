@@ -83,7 +83,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     check_folder(args.out, [args.predictions, args.gold], REPORT_NAMES)
     result = evaluate_files(args.predictions, args.gold, args.out, format=args.format, text_column=args.text_column,
-                            progress=True)
+                            skip_unlabelled=args.skip_unlabelled, progress=True)
+    if skipped := result.get("unlabelled_skipped"):
+        print(f"note: {skipped} utterances of {args.gold} have no gold label and are left out", file=sys.stderr)
     print(format_scores(result))
     if args.out:
         print(f"wrote {args.out}/metrics.json and {args.out}/confusion.png")
@@ -554,10 +556,13 @@ def build_parser() -> Parser:
     _add_format(p)
     p.set_defaults(handler=_combine)
 
-    p = command("evaluate", "score predictions against gold labels (macro-F1 first)")
-    p.add_argument("--predictions", required=True, help="predictions.jsonl")
+    p = command("evaluate", "score predictions (or a second annotator's labels) against gold labels (macro-F1 first)")
+    p.add_argument("--predictions", required=True,
+                   help="predictions.jsonl, or another labelled copy of the dialogue file (a second annotator's)")
     p.add_argument("--gold", required=True, help="the labelled copy of the dialogue file predicted")
     p.add_argument("--out", help="folder for metrics.json and confusion.png (default: none, scores printed only)")
+    p.add_argument("--skip-unlabelled", action="store_true",
+                   help="leave out the gold file's unlabelled utterances (a partly labelled sample) instead of refusing")
     _add_format(p)
     p.set_defaults(handler=_evaluate)
 

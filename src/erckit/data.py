@@ -93,16 +93,20 @@ def dialogue_groups(dialogues: Iterable[Dialogue]) -> list[str]:
     return groups
 
 
-def gold_labels(dialogues: Iterable[Dialogue], path: str | Path) -> dict[str, str]:
-    """Utterance id -> gold label; refuses a file with an unlabelled utterance (and says so when none is labelled)."""
+def gold_labels(dialogues: Iterable[Dialogue], path: str | Path, *, skip_unlabelled: bool = False,
+                hint: str = "") -> dict[str, str]:
+    """Utterance id -> gold label; refuses a file with an unlabelled utterance (`hint` added to the refusal;
+    `skip_unlabelled`: they are left out) and says so when none is labelled."""
     utterances = list(iter_utterances(dialogues))
     if utterances and all(utt.label is None for utt in utterances):
         raise DataError(path, None, "holds no labels: a labelled file is needed here (the Emotion column of a CSV, "
                                     "EmoAnnotation.final_main_emo in M3ED JSON, label in JSON lines)")
     gold: dict[str, str] = {}
     for utt in utterances:
+        if utt.label is None and skip_unlabelled:
+            continue
         if utt.label is None:
-            raise DataError(path, f"utterance {utt.id}", "has no gold label")
+            raise DataError(path, f"utterance {utt.id}", f"has no gold label{hint}")
         gold[utt.id] = utt.label
     return gold
 

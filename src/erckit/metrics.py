@@ -7,7 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    cohen_kappa_score,
+    confusion_matrix,
+    f1_score,
+    precision_recall_fscore_support,
+)
 
 from erckit.atomic import atomic_files, write_text_atomic
 from erckit.intervals import bootstrap, describe_interval, f1_from_counts
@@ -41,6 +47,16 @@ def scores(gold: Sequence[str], predicted: Sequence[str]) -> dict:
     }
 
 
+def agreement(gold: Sequence[str], predicted: Sequence[str]) -> dict:
+    """Cohen's kappa (agreement beyond chance: 1 for the same labels, 0 for chance's) and the confusion counts
+    (rows: gold, columns: predicted, both in LABELS order): what `evaluate` and `report` add to `scores`.
+    Kappa is None where one label is all there is."""
+    counts = confusion_matrix(gold, predicted, labels=list(LABELS))
+    one_label = len(set(gold) | set(predicted)) < 2  # chance agrees fully: kappa is 0/0
+    kappa = None if one_label else float(cohen_kappa_score(gold, predicted, labels=list(LABELS)))
+    return {"cohen_kappa": kappa, "confusion": {"labels": list(LABELS), "counts": counts.tolist()}}
+
+
 def aligned(gold: dict[str, str], predicted: dict[str, str], predictions_path: str | Path,
             gold_path: str | Path) -> tuple[list, list]:
     """Gold and predicted labels in gold order; every gold id must be predicted, and nothing else."""
@@ -71,6 +87,12 @@ def format_scores(result: dict) -> str:
     ]
     for label, row in result["per_class"].items():
         lines.append(f"{label:<10}{row['precision']:>7.3f}{row['recall']:>7.3f}{row['f1']:>7.3f}{row['support']:>7d}")
+    if "confusion" in result:
+        labels, counts = result["confusion"]["labels"], result["confusion"]["counts"]
+        kappa = "undefined (one label throughout)" if result["cohen_kappa"] is None else f"{result['cohen_kappa']:.4f}"
+        lines += [f"Cohen's kappa {kappa}; confusion (rows gold, columns predicted):",
+                  f"{'':<10}" + "".join(f"{label[:8]:>9}" for label in labels)]
+        lines += [f"{label:<10}" + "".join(f"{count:>9d}" for count in row) for label, row in zip(labels, counts, strict=True)]
     return "\n".join(lines)
 
 
@@ -93,28 +115,42 @@ def evaluate_files(
     *,
     format: str | None = None,
     text_column: str | None = None,
+    skip_unlabelled: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Score predictions.jsonl against a labelled dialogue file; write the report when `out` is given.
-    `progress`: a bar of its steps."""
+    """Score predictions.jsonl, or the labels of another labelled dialogue file (a second annotator's), against a
+    labelled dialogue file; write the report when `out` is given. `skip_unlabelled`: the gold file's unlabelled
+    utterances are left out (else refused), and counted in the result. `progress`: a bar of its steps."""
     from erckit.data import dialogue_groups, gold_labels
     from erckit.formats import read_dialogues
-    from erckit.predictions import read_labels
+    from erckit.predictions import is_predictions_file, read_labels
     from erckit.progress import steps
 
+    hint = "" if skip_unlabelled else " (--skip-unlabelled scores the labelled utterances only)"
     with steps(4 + (out is not None), "evaluate", show=progress) as begin:
         begin(f"reading {Path(gold_path).name}")
         dialogues = read_dialogues(gold_path, format, text_column=text_column)
-        gold = gold_labels(dialogues, gold_path)
+        gold = gold_labels(dialogues, gold_path, skip_unlabelled=skip_unlabelled, hint=hint)
         begin(f"reading {Path(predictions_path).name}")
-        predicted = read_labels(predictions_path)
+        if is_predictions_file(predictions_path):
+            predicted = read_labels(predictions_path)
+        else:  # a labelled dialogue file: its format and text column found as for any input
+            predicted = gold_labels(read_dialogues(predictions_path), predictions_path, skip_unlabelled=skip_unlabelled,
+                                    hint=hint)
+        unlabelled = {u.id for d in dialogues for u in d.utterances} - set(gold)
         begin("scoring")
-        gold_list, predicted_list = aligned(gold, predicted, predictions_path, gold_path)
-        result = scores(gold_list, predicted_list)
+        gold_list, predicted_list = aligned(gold, {i: label for i, label in predicted.items() if i not in unlabelled},
+                                            predictions_path, gold_path)
+        result = scores(gold_list, predicted_list) | agreement(gold_list, predicted_list)
+        if skip_unlabelled:
+            result["unlabelled_skipped"] = len(unlabelled)
         begin("bootstrap intervals")
-        result["intervals"] = bootstrap(gold_list, predicted_list, dialogue_groups(dialogues))
+        groups = [g for g, u in zip(dialogue_groups(dialogues), (u for d in dialogues for u in d.utterances),
+                                    strict=True) if u.id in gold]
+        result["intervals"] = bootstrap(gold_list, predicted_list, groups)
         if out is not None:
             begin(f"writing {out}")
             names = display_names(u.text for d in dialogues for u in d.utterances)
             write_report(result, gold_list, predicted_list, out, names=names)
     return result
+

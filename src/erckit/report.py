@@ -8,7 +8,7 @@ from pathlib import Path
 
 from erckit.atomic import atomic_files, write_text_atomic
 from erckit.data import Dialogue, gold_labels
-from erckit.metrics import aligned, format_scores, scores
+from erckit.metrics import agreement, aligned, format_scores, scores
 from erckit.plots import plot_confusion, plot_per_class_f1
 from erckit.predictions import Prediction
 
@@ -57,7 +57,7 @@ def _write_error_report(
 ) -> None:
     gold = gold_labels(dialogues, gold_path)
     gold_list, predicted_list = aligned(gold, {i: p.label for i, p in predictions.items()}, predictions_path, gold_path)
-    result = scores(gold_list, predicted_list)
+    result = scores(gold_list, predicted_list) | agreement(gold_list, predicted_list)
     plot_confusion(gold_list, predicted_list, out / "confusion.png", names=names)
     plot_per_class_f1(result, out / "per_class_f1.png", names)
     where = {u.id: (d, i) for d in dialogues for i, u in enumerate(d.utterances)}
