@@ -189,6 +189,8 @@ def test_train_takes_override_values_as_given(tmp_path):
     assert saved["tfidf"]["c"] == 2 and saved["tfidf"]["balanced"] is False
     with pytest.raises(erckit.ConfigError, match="tfidf.balanced: expected bool"):
         erckit.train("tfidf", tmp_path / "other", {"data.train": str(train), "tfidf.balanced": "no"})
+    with pytest.raises(erckit.ConfigError, match=r"^tfidf: data.train: expected str, got a DataFrame$"):  # one line
+        erckit.train("tfidf", tmp_path / "other", {"data.train": pd.DataFrame({"text": ["hi"] * 30})})
     with pytest.raises(erckit.ConfigError, match="give the folder once, as out"):
         erckit.train("tfidf", tmp_path / "other", {"data.train": str(train), "out": str(tmp_path / "x")})
     with pytest.raises(DataError, match="erckit_model.json: is the input"):  # the output never replaces an input

@@ -109,6 +109,22 @@ def test_extra_id_is_refused(reference_file, tmp_path, capsys):
     assert "not in" in capsys.readouterr().err and not out.exists()
 
 
+@pytest.mark.parametrize(("raw_name", "out_name"), [("test.csv", "labelled.json"), ("test.json", "labelled.csv")])
+def test_an_output_named_for_another_format_is_refused(raw_name, out_name, tmp_path, capsys):
+    raw = tmp_path / raw_name
+    if raw_name.endswith(".csv"):
+        raw.write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance,Emotion\n0,0,A,hi,joy\n0,1,B,ho,anger\n",
+                       encoding="utf-8")
+    else:
+        m3ed_file(raw, {"d1": [("A", "hi", "Happy"), ("B", "ho", "Anger")]})
+    gold_as_predictions(raw, tmp_path / "p.jsonl")
+    out = tmp_path / out_name
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"{out}: is named {out.suffix}, but the labelled file keeps the format of {raw}: name it {raw.suffix}" in err
+    assert err.count("\n") == 1 and not out.exists()
+
+
 def test_llamafactory_generated_predictions_flow(reference_file, tmp_path):
     """The reference pipeline's flow: prepare -> LLaMA-Factory predict (rows in order) -> combine with the prepared file."""
     prepared = tmp_path / "prepared"

@@ -59,10 +59,11 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _combine(args: argparse.Namespace) -> int:
-    from erckit.combine import combine
+    from erckit.combine import check_suffix, combine
     from erckit.predictions import read_labels, read_llamafactory
 
     check_output(args.out, [args.raw, args.predictions, args.prepared])
+    check_suffix(args.raw, args.out)
     if args.prepared:
         labels = {i: p.label for i, p in read_llamafactory(args.predictions, args.prepared).items()}
     else:

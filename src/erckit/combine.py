@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-from erckit.data import iter_utterances
+from erckit.data import DataError, iter_utterances
 from erckit.formats import read_dialogue_file, write_labels
 from erckit.predictions import check_ids
 from erckit.progress import steps
@@ -36,3 +36,11 @@ def combine(
         begin(f"writing {Path(out).name}")
         write_labels(raw, labels, out, format, encoding=encoding, sha256=digest)
     return len(labels), replaced
+
+
+def check_suffix(raw: str | Path, out: str | Path) -> None:
+    """Refuse an output named as CSV for a JSON raw file, or as JSON for a CSV one: it keeps the raw file's format."""
+    known = (".csv", ".json", ".jsonl")
+    given, kept = Path(out).suffix.lower(), Path(raw).suffix.lower()
+    if given in known and kept in known and (given == ".csv") != (kept == ".csv"):
+        raise DataError(out, None, f"is named {given}, but the labelled file keeps the format of {raw}: name it {kept}")

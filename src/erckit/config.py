@@ -324,7 +324,16 @@ def _convert(value: Any, kind: Any, where: str, key: str) -> Any:
             pass
     if kind in (int, bool, str) and type(value) is kind:
         return value
-    raise ConfigError(_at(where, key, f"expected {getattr(kind, '__name__', kind)}, got {value!r}"))
+    raise ConfigError(_at(where, key, f"expected {getattr(kind, '__name__', kind)}, got {_shown(value)}"))
+
+
+def _shown(value: Any) -> str:
+    """A wrong value as a refusal shows it: a value YAML can write as its repr (cut at 80 characters), anything
+    else (a DataFrame given to `erckit.train`) by its type."""
+    if not isinstance(value, (str, int, float, bool, list, dict, type(None))):
+        return f"a {type(value).__name__}"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:79]}…"
 
 
 def _at(where: str, key: str, problem: str) -> str:
