@@ -69,3 +69,18 @@ def test_unknown_label_is_none():
 )
 def test_parse_answer_table(answer, label):
     assert parse_answer(answer) == label
+
+
+def test_the_docs_table_of_label_words_is_what_is_read():
+    from pathlib import Path
+
+    from erckit.labels import _TO_TRADITIONAL, ALIASES, read_label
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text(encoding="utf-8")
+    table = docs.split("| label | also read as |\n|---|---|\n", 1)[1].split("\n\n", 1)[0]
+    rows = {row.split(" | ")[0].strip("| "): row.split(" | ")[1].strip(" |").split(", ") for row in table.splitlines()}
+    assert list(rows) == list(LABELS)
+    for label, words in rows.items():
+        assert all(read_label(word, "docs", None) == label for word in words), label
+    listed = {word for words in rows.values() for word in words}
+    assert set(ALIASES) == listed | {word.translate(_TO_TRADITIONAL) for word in listed}  # each also in Traditional

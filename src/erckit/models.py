@@ -102,7 +102,8 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
     if previous.get("data_sha256") != digest:
         changed = [s for s in ("train", "validation") if (previous.get("data_sha256") or {}).get(s) != digest.get(s)]
         raise ConfigError(f"{out} holds a run trained on other data (the content of data.{', data.'.join(changed)} "
-                          "differs); choose another out= or remove it")
+                          "differs, compared byte for byte: the same rows saved in another encoding differ too); "
+                          "choose another out= or remove it")
     return previous if previous.get("finished") else None
 
 
