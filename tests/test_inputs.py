@@ -16,7 +16,7 @@ import pytest
 from conftest import SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.data import DataError
-from erckit.formats import encoding
+from erckit.formats import encoding, read_dialogues
 from erckit.labels import LABELS
 
 LIMIT = 1 << 20  # every limit while a test runs: the good files are smaller, an oversize file larger
@@ -227,3 +227,17 @@ def test_a_csv_utterance_longer_than_csvs_field_limit_is_labelled(tmp_path, tfid
     assert main(["predict", "--model", str(tfidf_model), "--input", str(path), "--out", str(out)]) == 0
     assert [json.loads(line)["id"] for line in out.read_text(encoding="utf-8").splitlines()] == [
         "dia0_utt0", "dia0_utt1"]
+
+
+def test_a_sheet_being_labelled_reads_its_placeholders_as_no_label_and_predict_labels_it(tmp_path, tfidf_model):
+    sheet = tmp_path / "todo.csv"
+    sheet.write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance,Emotion\n0,0,A,你好,joy\n0,1,B,嗯,待定\n0,2,A,走吧,?\n"
+                     "0,3,B,好,TBD\n", encoding="utf-8")
+    assert [u.label for u in read_dialogues(sheet)[0].utterances] == ["Happy", None, None, None]
+    assert main(["predict", "--model", str(tfidf_model), "--input", str(sheet), "--out", str(tmp_path / "p.jsonl")]) == 0
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(sheet), "--out",
+                 str(tmp_path / "labelled.csv")]) == 0
+    assert "待定" not in (tmp_path / "labelled.csv").read_text(encoding="utf-8")
+    sheet.write_text(sheet.read_text(encoding="utf-8").replace("待定", "待续"), encoding="utf-8")  # no placeholder
+    with pytest.raises(DataError, match="line 3, utterance dia0_utt1: unknown label '待续'"):
+        read_dialogues(sheet)

@@ -93,11 +93,15 @@ def normalize_label(value: str) -> str | None:
     return ALIASES.get(key)
 
 
+NOT_YET_LABELLED = ("?", "-", "tbd", "todo", "n/a", "unknown", "unlabelled", "unlabeled", "待定", "未标注", "未知")
+"""What a sheet being labelled may hold where a label is still to come: read as no label (any case)."""
+
+
 def read_label(raw: object, path: str | Path, where: str) -> str | None:
-    """A label as a file gives it: None where it gives none (missing, null or blank), the label of a label
-    word or alias; anything else refused naming it. How every reader of labels (the dialogue files,
-    predictions.jsonl) takes one."""
-    if raw is None or (isinstance(raw, str) and not raw.strip()):
+    """A label as a file gives it: None where it gives none (missing, null, blank or NOT_YET_LABELLED), the
+    label of a label word or alias; anything else refused naming it. How every reader of labels (the dialogue
+    files, predictions.jsonl) takes one."""
+    if raw is None or (isinstance(raw, str) and unicodedata.normalize("NFKC", raw).strip().lower() in ("", *NOT_YET_LABELLED)):
         return None
     label = normalize_label(raw) if isinstance(raw, str) else None
     if label is None:
