@@ -161,8 +161,16 @@ def test_a_spreadsheets_blank_rows_stay_unlabelled_and_the_others_keep_their_lab
 @pytest.mark.parametrize(("ids", "problem"), [([0.0, 0.5], "Utterance_ID '0.5' is not a whole number"),
                                                ([0.0, float("nan")], "empty Utterance_ID$")])
 def test_a_dataframe_with_fractional_or_missing_ids_is_refused(model, ids, problem):
-    with pytest.raises(DataError, match=rf"^<DataFrame>: line 3: {problem}"):
+    with pytest.raises(DataError, match=rf"^<DataFrame>: index 1: {problem}"):  # the row, by its index label
         model.label_frame(meld_frame([0, 0], ids))
+
+
+def test_a_dataframe_error_names_the_row_by_its_index_label_across_line_breaks_in_cells(model):
+    frame = meld_frame([0, 0, 0, 0], [0, 1, 2, 3], ["two\nlines", "three\nlines\nhere", "ok", "fine"])
+    frame.index = ["a", "b", "c", "d"]
+    frame.loc["d", "Speaker"] = None
+    with pytest.raises(DataError, match=r"^<DataFrame>: index 'd', utterance dia0_utt3: empty Speaker$"):
+        model.label_frame(frame)
 
 
 @pytest.mark.parametrize("given", [pd.Series([1]), [1], "dev.csv"])

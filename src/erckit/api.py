@@ -9,6 +9,7 @@ DataFrame with MELD's columns; train a model from a recipe.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -77,9 +78,25 @@ def to_dialogues(data: Dialogues, *, format: str | None = None) -> list[Dialogue
 
 def frame_to_dialogues(frame: pd.DataFrame, *, text_column: str | None = None) -> list[Dialogue]:
     """Dialogues from a DataFrame with MELD's columns (Dialogue_ID, Utterance_ID, Speaker, and Utterance or
-    Target; Emotion optional), read exactly as a MELD CSV file: utterance ids are `dia<D>_utt<U>`. The ids
-    may be whole-number floats (0.0), as in a CSV file; an error's `line N` is the line of the frame as CSV (2: its first row)."""
-    return check_dialogues(meld_csv.parse(frame.to_csv(index=False), FRAME, text_column=text_column), FRAME)
+    Target; Emotion optional), read exactly as a MELD CSV file: utterance ids are `dia<D>_utt<U>`, and the ids
+    may be whole-number floats (0.0). An error names the row by its index label (`<DataFrame>: index 3: ...`)."""
+    text = frame.to_csv(index=False)
+    try:
+        return check_dialogues(meld_csv.parse(text, FRAME, text_column=text_column), FRAME)
+    except DataError as err:
+        raise DataError(FRAME, None, _row_named(str(err).removeprefix(f"{FRAME}: "), frame)) from None
+
+
+def _row_named(problem: str, frame: pd.DataFrame) -> str:
+    """A CSV reader's `line N` (where a row of the frame starts in its CSV text: the header is line 1, a row
+    spans one line more for each line break in its cells) as that row's index label."""
+    match = re.match(r"line (\d+)", problem)
+    if match is None:
+        return problem
+    breaks = [sum(str(value).count("\n") for value in row) for row in frame.itertuples(index=False)]
+    starts = 2 + np.cumsum([0, *(1 + n for n in breaks)])[:-1]
+    rows = np.flatnonzero(starts == int(match.group(1)))
+    return f"index {frame.index[rows[0]]!r}{problem[match.end():]}" if len(rows) else problem
 
 
 class Model:
