@@ -207,9 +207,13 @@ def test_a_finished_model_folder_joins_the_comparison_without_retraining(tmp_pat
     model = tmp_path / "trained"
     train(load_config("tfidf", [f"out={model}", *SAMPLE_DATA]))
     before = (model / "tfidf.safetensors").stat().st_mtime_ns
-    config = {"out": str(tmp_path / "c"), "train": str(SAMPLE / "annotation_train.json"),
+    config = {"out": str(tmp_path / "c"),  # no train file: nothing is trained here
               "validation": str(SAMPLE / "annotation_validation.json"), "methods": {"given": {"model": str(model)}}}
     path = tmp_path / "compare.yaml"
+    path.write_text(yaml.safe_dump(config | {"methods": {**config["methods"], "tfidf": {"recipe": "tfidf"}}}),
+                    encoding="utf-8")
+    with pytest.raises(ConfigError, match="train is required: method 'tfidf' trains on it"):
+        load_compare_config(path)
     path.write_text(yaml.safe_dump(config), encoding="utf-8")
     assert main(["compare", "--config", str(path)]) == 0
     result = json.loads((tmp_path / "c" / "comparison.json").read_text())["given"]

@@ -157,8 +157,11 @@ def load_compare_config(path: str | Path, overrides: list[str] = (), only: list[
         if method.weights is not None and (problem := weights_problem(method.weights, len(method.fusion))):
             raise ConfigError(f"{path}: method {name!r}: {problem} ({', '.join(method.fusion)}: a seeded recipe "
                               "is one member per seed)")
-    if config.train is None or config.validation is None:
-        raise ConfigError(f"{path}: train and validation are required")
+    if config.validation is None:
+        raise ConfigError(f"{path}: validation is required (every method is scored on it)")
+    if config.train is None and (trains := [n for n, m in config.methods.items() if m.recipe and m.train is None]):
+        raise ConfigError(f"{path}: train is required: method {trains[0]!r} trains on it (a method given as a "
+                          "trained model, model: FOLDER, needs none)")
     config.pairs = _checked_pairs(config, declared, path)
     for name, method in config.methods.items():  # every recipe value is checked before anything is trained
         if method.recipe is not None:
@@ -334,7 +337,8 @@ def run_method(name: str, method: Method, config: CompareConfig, splits: dict[st
     model, run_config, info = trained
     recipe = info["config"] if run_config is None else saved_config(run_config)
     result_path = folder / RESULT_FILE
-    trained_on = {"train": training_file(method, config)} | {split: getattr(config, split) for split in splits}
+    trained_on = ({"train": training_file(method, config)} if run_config is not None else {}) | {
+        split: getattr(config, split) for split in splits}  # a given model: only the files it is scored on
     scored = {split: sha256(Path(path)) for split, path in trained_on.items()}  # trained and scored on
     if run_config is None:  # a given model: scored again when its folder was trained again (or replaced)
         scored["model"] = hashlib.sha256(json.dumps({k: v for k, v in info.items() if not k.startswith("calibration")},
