@@ -72,7 +72,7 @@ def test_a_gold_file_labelled_in_part_is_refused_naming_the_flag_and_scored_with
             str(tmp_path / "r")]
     assert main(args) == 2
     err = capsys.readouterr().err
-    assert "has no gold label (--skip-unlabelled scores the labelled utterances only)" in err, err
+    assert "has no gold label (--skip-unlabelled leaves out the unlabelled utterances)" in err, err
     assert not (tmp_path / "r").exists()
 
     assert main([*args, "--skip-unlabelled"]) == 0
@@ -82,5 +82,38 @@ def test_a_gold_file_labelled_in_part_is_refused_naming_the_flag_and_scored_with
     assert metrics["n"] == len(labelled) == 64 and metrics["unlabelled_skipped"] == 32
     assert metrics["confusion"]["counts"] == confusion_matrix([u.label for u, _ in labelled], [p for _, p in labelled],
                                                               labels=list(LABELS)).tolist()
-    assert f"note: 32 utterances of {tmp_path / 'gold.jsonl'} have no gold label and are left out" in captured.err
+    assert "note: 32 unlabelled utterances are left out (--skip-unlabelled)" in captured.err
     assert f"n={len(labelled)}" in captured.out
+
+
+def test_the_second_file_is_told_apart_from_predictions_as_the_readers_read_them(tmp_path, capsys):
+    gold = read_dialogues(GOLD)
+    utterances = [u for d in gold for u in d.utterances]
+    lines = "".join(json.dumps({"id": u.id, "label": u.label}) + "\n" for u in utterances)
+    for name, text in (("blank_first.jsonl", "\n" + lines), ("empty.jsonl", "")):  # predictions.jsonl, as before
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    assert main(["evaluate", "--predictions", str(tmp_path / "blank_first.jsonl"), "--gold", str(GOLD)]) == 0
+    assert "macro-F1 1.0000" in capsys.readouterr().out
+    assert main(["evaluate", "--predictions", str(tmp_path / "empty.jsonl"), "--gold", str(GOLD)]) == 2
+    assert "empty.jsonl: holds no predictions" in capsys.readouterr().err
+    m3ed = json.dumps(json.loads(GOLD.read_text(encoding="utf-8")), ensure_ascii=False)
+    opened = m3ed.index(": {") + 3  # an M3ED copy whose first line opens its first show: {"Show": {
+    (tmp_path / "annotator2.json").write_text(m3ed[:opened] + "\n" + m3ed[opened:], encoding="utf-8")
+    assert main(["evaluate", "--predictions", str(tmp_path / "annotator2.json"), "--gold", str(GOLD)]) == 0
+    assert "Cohen's kappa 1.0000" in capsys.readouterr().out
+
+
+def test_a_second_annotators_gaps_are_left_out_with_the_gold_files_and_both_sheets_read_alike(tmp_path, capsys):
+    header = "Dialogue_ID,Utterance_ID,Speaker,Line,Emotion\n"  # a text column of their own, for both sheets
+    gold = tmp_path / "gold.csv"
+    gold.write_text(header + "0,0,A,hi,joy\n0,1,B,ho,\n0,2,A,hm,anger\n1,0,C,ok,sadness\n", encoding="utf-8")
+    other = tmp_path / "other.csv"
+    other.write_text(header + "0,0,A,hi,joy\n0,1,B,ho,sadness\n0,2,A,hm,待定\n1,0,C,ok,anger\n", encoding="utf-8")
+    args = ["evaluate", "--predictions", str(other), "--gold", str(gold), "--text-column", "Line", "--out",
+            str(tmp_path / "r")]
+    assert main(args) == 2
+    assert "gold.csv: utterance dia0_utt1: has no gold label (--skip-unlabelled" in capsys.readouterr().err
+    assert main([*args, "--skip-unlabelled"]) == 0
+    metrics = json.loads((tmp_path / "r" / "metrics.json").read_text(encoding="utf-8"))
+    assert (metrics["n"], metrics["unlabelled_skipped"], metrics["accuracy"]) == (2, 2, 0.5)  # dia0_utt0, dia1_utt0
+    assert "note: 2 unlabelled utterances are left out (--skip-unlabelled)" in capsys.readouterr().err

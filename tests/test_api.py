@@ -171,6 +171,10 @@ def test_a_dataframe_error_names_the_row_by_its_index_label_across_line_breaks_i
     frame.loc["d", "Speaker"] = None
     with pytest.raises(DataError, match=r"^<DataFrame>: index 'd', utterance dia0_utt3: empty Speaker$"):
         model.label_frame(frame)
+    shuffled = meld_frame([0, 0, 0], [0, 1, 0]).iloc[[2, 1, 0]]  # an int64 index, out of order: a duplicate id
+    with pytest.raises(DataError, match=r"^<DataFrame>: index 0, utterance dia0_utt0: duplicate utterance id \(index 2 "
+                                        r"has it too\)$"):
+        model.label_frame(shuffled)
 
 
 @pytest.mark.parametrize("given", [pd.Series([1]), [1], "dev.csv"])

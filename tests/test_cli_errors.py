@@ -96,6 +96,7 @@ def test_a_bad_file_among_good_ones_writes_nothing(tmp_path):
     [
         (['{"id": "d1_1", "label": "Happy"}', '{"id": "d1_2", "label": "Happyy"}'], "line 2 (id d1_2): unknown label 'Happyy'"),
         (['{"id": "d1_1", "label": "Happy"}', '{"id": "d1_1", "label": "Sad"}'], "line 2: duplicate id 'd1_1'"),
+        (['{"id": "d1_1", "label": "unknown"}'], "line 1 (id d1_1): unknown label 'unknown'"),  # no "not yet" here
         (['{"id": "d1_1", "label": "Happy"', ], "line 1: malformed JSON"),
         (['{"label": "Happy"}'], 'line 1: has no "id"'),
         (['{"id": "d1_1", "label": "Happy"}'], "1 utterance id(s)"),

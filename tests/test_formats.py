@@ -202,7 +202,7 @@ def test_a_missing_text_column_is_named_with_the_files_columns(text_column, prob
 
 def test_a_spreadsheets_csv_reads_as_meld_with_lower_case_headers_and_float_numbers(tmp_path):
     """A sheet exported by a spreadsheet: headers in another case, numbers as floats (3.0), the text column named
-    in any case; read exactly as the MELD spelling. Its label words are written back in its own header."""
+    in any case; read exactly as the MELD spelling."""
     meld = tmp_path / "meld.csv"
     meld.write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance,Emotion\n0,1,B,ho,sadness\n0,0,A,hi,joy\n",
                     encoding="utf-8")

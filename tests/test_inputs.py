@@ -17,7 +17,7 @@ from conftest import SAMPLE, SAMPLE_DATA
 from erckit.cli import main
 from erckit.data import DataError
 from erckit.formats import encoding, read_dialogues
-from erckit.labels import LABELS
+from erckit.labels import LABELS, MELD_NAMES
 
 LIMIT = 1 << 20  # every limit while a test runs: the good files are smaller, an oversize file larger
 VALIDATION = SAMPLE / "annotation_validation.json"
@@ -237,7 +237,8 @@ def test_a_sheet_being_labelled_reads_its_placeholders_as_no_label_and_predict_l
     assert main(["predict", "--model", str(tfidf_model), "--input", str(sheet), "--out", str(tmp_path / "p.jsonl")]) == 0
     assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(sheet), "--out",
                  str(tmp_path / "labelled.csv")]) == 0
-    assert "待定" not in (tmp_path / "labelled.csv").read_text(encoding="utf-8")
+    written = [line.rsplit(",", 1)[1] for line in (tmp_path / "labelled.csv").read_text(encoding="utf-8").splitlines()]
+    assert written[0] == "Emotion" and set(written[1:]) <= set(MELD_NAMES.values())  # the sheet's own words (joy)
     sheet.write_text(sheet.read_text(encoding="utf-8").replace("待定", "待续"), encoding="utf-8")  # no placeholder
     with pytest.raises(DataError, match="line 3, utterance dia0_utt1: unknown label '待续'"):
         read_dialogues(sheet)

@@ -84,3 +84,16 @@ def test_the_docs_table_of_label_words_is_what_is_read():
         assert all(read_label(word, "docs", None) == label for word in words), label
     listed = {word for words in rows.values() for word in words}
     assert set(ALIASES) == listed | {word.translate(_TO_TRADITIONAL) for word in listed}  # each also in Traditional
+
+
+def test_the_docs_list_of_not_yet_labelled_marks_is_what_is_read():
+    from pathlib import Path
+
+    from erckit.labels import NOT_YET_LABELLED, not_yet_labelled
+
+    docs = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text(encoding="utf-8")
+    listed = docs.split("blank, or one of ", 1)[1].split(" (in any case", 1)[0]
+    marks = [mark.strip("`") for mark in listed.replace("\n", " ").split(", ")]
+    assert marks == list(NOT_YET_LABELLED) and all(not_yet_labelled(mark.upper()) for mark in marks)
+    assert not not_yet_labelled("neutral") and not_yet_labelled(" ") and not_yet_labelled(None)
+

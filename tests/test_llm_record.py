@@ -121,6 +121,9 @@ def test_a_bad_record_is_refused_naming_the_file(tmp_path):
     (tmp_path / "erckit_llm.json").write_text(json.dumps({"base_model": "x", "template": "plain", "prompt": {"window": 0}}))
     with pytest.raises(DataError, match="erckit_llm.json.*window must be at least 1"):
         load_run_record(tmp_path)
+    (tmp_path / "erckit_llm.json").write_text(json.dumps({"template": "plain"}))
+    with pytest.raises(DataError, match="erckit_llm.json: missing key 'base_model'$"):
+        load_run_record(tmp_path)
     (tmp_path / "erckit_llm.json").write_text(json.dumps({"base_model": "x", "template": "plain", "colour": 1}))
     with pytest.raises(DataError, match="unknown key 'colour'"):
         load_run_record(tmp_path)
@@ -129,7 +132,7 @@ def test_a_bad_record_is_refused_naming_the_file(tmp_path):
                                 ("max_length", -5, "llm.max_length must be at least 2"),
                                 ("precision", "fp8", "llm.precision must be"),
                                 ("eval_batch_size", True, "eval_batch_size: expected int, got True"),
-                                ("template", "", "template must not be empty"),
+                                ("template", " ", "template must not be empty"),
                                 ("prompt", {"window": "4"}, "prompt.window: expected int, got '4'")]:
         (tmp_path / "erckit_llm.json").write_text(json.dumps({"base_model": "x", "template": "plain", key: value}))
         with pytest.raises(DataError, match=f"erckit_llm.json: {problem}"):

@@ -89,14 +89,18 @@ def frame_to_dialogues(frame: pd.DataFrame, *, text_column: str | None = None) -
 
 def _row_named(problem: str, frame: pd.DataFrame) -> str:
     """A CSV reader's `line N` (where a row of the frame starts in its CSV text: the header is line 1, a row
-    spans one line more for each line break in its cells) as that row's index label."""
-    match = re.match(r"line (\d+)", problem)
-    if match is None:
-        return problem
+    spans one line more for each line break in its cells) as that row's index label, each time it is named."""
     breaks = [sum(str(value).count("\n") for value in row) for row in frame.itertuples(index=False)]
     starts = 2 + np.cumsum([0, *(1 + n for n in breaks)])[:-1]
-    rows = np.flatnonzero(starts == int(match.group(1)))
-    return f"index {frame.index[rows[0]]!r}{problem[match.end():]}" if len(rows) else problem
+
+    def index_label(line: re.Match) -> str:
+        rows = np.flatnonzero(starts == int(line.group(1)))
+        if not len(rows):
+            return line.group(0)
+        label = frame.index[rows[0]]
+        return f"index {label.item() if isinstance(label, np.generic) else label!r}"
+
+    return re.sub(r"\bline (\d+)\b", index_label, problem)
 
 
 class Model:

@@ -86,7 +86,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     result = evaluate_files(args.predictions, args.gold, args.out, format=args.format, text_column=args.text_column,
                             skip_unlabelled=args.skip_unlabelled, progress=True)
     if skipped := result.get("unlabelled_skipped"):
-        print(f"note: {skipped} utterances of {args.gold} have no gold label and are left out", file=sys.stderr)
+        print(f"note: {skipped} unlabelled utterances are left out (--skip-unlabelled)", file=sys.stderr)
     print(format_scores(result))
     if args.out:
         print(f"wrote {args.out}/metrics.json and {args.out}/confusion.png")

@@ -50,7 +50,7 @@ def predictions_file(split: str) -> str:
 
 @dataclass
 class Method:
-    """A recipe and its overrides, `model`: a finished erckit model folder trained on the same split, or
+    """A recipe and its overrides, `model`: a finished erckit model folder (trained elsewhere: only scored), or
     `fusion`: other methods whose probabilities are averaged (`weights`, or chosen on validation when null).
     A recipe with `seeds` is trained once per seed (methods `<name>-seed<N>`, with train.seed=N); their mean and
     spread are reported, and a fusion that names `<name>` takes each of its seeds as a member (a weight each).

@@ -350,6 +350,10 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config", key: str =
     if unknown:
         dotted = f"{key}.{unknown[0]}" if key else unknown[0]  # `tfidf: unknown key 'tfidf.nope'`, not `tfidf: tfidf: ...`
         raise ConfigError(_at(where, "", f"unknown key {dotted!r} (known: {', '.join(sorted(names))})"))
+    required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING]
+    if missing := [name for name in required if name not in data]:
+        raise ConfigError(_at(where, "", f"missing key {f'{key}.{missing[0]}' if key else missing[0]!r}"))
     try:
         return cls(**{k: _convert(v, hints[k], where, f"{key}.{k}" if key else k) for k, v in data.items()})
     except (TypeError, ValueError) as err:

@@ -93,20 +93,32 @@ def normalize_label(value: str) -> str | None:
     return ALIASES.get(key)
 
 
-NOT_YET_LABELLED = ("?", "-", "tbd", "todo", "n/a", "unknown", "unlabelled", "unlabeled", "待定", "未标注", "未知")
-"""What a sheet being labelled may hold where a label is still to come: read as no label (any case)."""
-
-
 def read_label(raw: object, path: str | Path, where: str) -> str | None:
-    """A label as a file gives it: None where it gives none (missing, null, blank or NOT_YET_LABELLED), the
-    label of a label word or alias; anything else refused naming it. How every reader of labels (the dialogue
-    files, predictions.jsonl) takes one."""
-    if raw is None or (isinstance(raw, str) and unicodedata.normalize("NFKC", raw).strip().lower() in ("", *NOT_YET_LABELLED)):
+    """A label as a file gives it: None where it gives none (missing, null or blank), the label of a label
+    word or alias; anything else refused naming it. How every reader of labels (the dialogue files,
+    predictions.jsonl) takes one."""
+    if raw is None or (isinstance(raw, str) and not raw.strip()):
         return None
     label = normalize_label(raw) if isinstance(raw, str) else None
     if label is None:
         raise DataError(path, where, f"unknown label {raw!r} (expected one of {', '.join(LABELS)}, or an alias)")
     return label
+
+
+NOT_YET_LABELLED = ("?", "-", "tbd", "todo", "n/a", "unknown", "unlabelled", "unlabeled", "待定", "未标注", "未知")
+"""What a dialogue file being labelled may hold where a label is still to come (in any case): no label."""
+
+
+def not_yet_labelled(raw: object) -> bool:
+    """Whether a dialogue file's label cell says "no label yet": blank, or one of NOT_YET_LABELLED."""
+    return raw is None or isinstance(raw, str) and unicodedata.normalize("NFKC", raw).strip().lower() in (
+        "", *NOT_YET_LABELLED)
+
+
+def read_gold_label(raw: object, path: str | Path, where: str) -> str | None:
+    """A dialogue file's label (`read_label`), None where it says "no label yet" (`not_yet_labelled`); the
+    dialogue readers' rule (predictions.jsonl keeps `read_label`'s: a prediction always names a label)."""
+    return None if not_yet_labelled(raw) else read_label(raw, path, where)
 
 
 def parse_answer(answer: str | None) -> str | None:

@@ -118,39 +118,46 @@ def evaluate_files(
     skip_unlabelled: bool = False,
     progress: bool = False,
 ) -> dict:
-    """Score predictions.jsonl, or the labels of another labelled dialogue file (a second annotator's), against a
-    labelled dialogue file; write the report when `out` is given. `skip_unlabelled`: the gold file's unlabelled
-    utterances are left out (else refused), and counted in the result. `progress`: a bar of its steps."""
+    """Score predictions.jsonl, or the labels of another labelled copy of the dialogue file (a second
+    annotator's, read with the same `format` and `text_column`), against the labelled dialogue file; write the
+    report when `out` is given. `skip_unlabelled`: utterances either file leaves unlabelled are left out (else
+    refused), and counted in the result. `progress`: a bar of its steps."""
     from erckit.data import dialogue_groups, gold_labels
-    from erckit.formats import read_dialogues
-    from erckit.predictions import is_predictions_file, read_labels
+    from erckit.formats import holds_dialogues, read_dialogues
+    from erckit.predictions import read_labels
     from erckit.progress import steps
 
-    hint = "" if skip_unlabelled else " (--skip-unlabelled scores the labelled utterances only)"
+    hint = "" if skip_unlabelled else " (--skip-unlabelled leaves out the unlabelled utterances)"
     with steps(4 + (out is not None), "evaluate", show=progress) as begin:
         begin(f"reading {Path(gold_path).name}")
         dialogues = read_dialogues(gold_path, format, text_column=text_column)
         gold = gold_labels(dialogues, gold_path, skip_unlabelled=skip_unlabelled, hint=hint)
         begin(f"reading {Path(predictions_path).name}")
-        if is_predictions_file(predictions_path):
+        if holds_dialogues(predictions_path):  # a second annotator's copy: unlabelled there, left out here too
+            other = read_dialogues(predictions_path, format, text_column=text_column)
+            predicted = gold_labels(other, predictions_path, skip_unlabelled=skip_unlabelled, hint=hint)
+            unlabelled_there = _ids(other) - set(predicted)
+            gold = {i: label for i, label in gold.items() if i not in unlabelled_there}
+        else:
             predicted = read_labels(predictions_path)
-        else:  # a labelled dialogue file: its format and text column found as for any input
-            predicted = gold_labels(read_dialogues(predictions_path), predictions_path, skip_unlabelled=skip_unlabelled,
-                                    hint=hint)
-        unlabelled = {u.id for d in dialogues for u in d.utterances} - set(gold)
+        left_out = _ids(dialogues) - set(gold)
         begin("scoring")
-        gold_list, predicted_list = aligned(gold, {i: label for i, label in predicted.items() if i not in unlabelled},
+        gold_list, predicted_list = aligned(gold, {i: label for i, label in predicted.items() if i not in left_out},
                                             predictions_path, gold_path)
         result = scores(gold_list, predicted_list) | agreement(gold_list, predicted_list)
         if skip_unlabelled:
-            result["unlabelled_skipped"] = len(unlabelled)
+            result["unlabelled_skipped"] = len(left_out)
         begin("bootstrap intervals")
-        groups = [g for g, u in zip(dialogue_groups(dialogues), (u for d in dialogues for u in d.utterances),
-                                    strict=True) if u.id in gold]
+        groups = [group for group, u in zip(dialogue_groups(dialogues), (u for d in dialogues for u in d.utterances),
+                                            strict=True) if u.id in gold]
         result["intervals"] = bootstrap(gold_list, predicted_list, groups)
         if out is not None:
             begin(f"writing {out}")
             names = display_names(u.text for d in dialogues for u in d.utterances)
             write_report(result, gold_list, predicted_list, out, names=names)
     return result
+
+
+def _ids(dialogues) -> set[str]:
+    return {u.id for d in dialogues for u in d.utterances}
 

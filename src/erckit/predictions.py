@@ -23,7 +23,7 @@ import numpy as np
 
 from erckit.atomic import write_text_atomic
 from erckit.data import DataError, not_text
-from erckit.formats.encoding import LIMITS, iter_json_lines, read_json, read_text
+from erckit.formats.encoding import iter_json_lines, read_json, read_text
 from erckit.labels import LABELS, normalize_label, parse_answer, read_label
 from erckit.progress import bar
 
@@ -141,24 +141,6 @@ def iter_predictions(path: str | Path) -> Iterator[Prediction]:
         yield prediction
     if not seen:
         raise DataError(path, None, "holds no predictions")
-
-
-def is_predictions_file(path: str | Path) -> bool:
-    """Whether `path` is read as predictions.jsonl rather than as a labelled dialogue file (CSV, an M3ED object,
-    JSON lines of dialogues: their first line has "utterances"); decided on its first line. A first line that is
-    no JSON says predictions, so that their reader names the fault."""
-    try:
-        with open(path, "rb") as file:
-            line = file.readline(LIMITS["input"]).decode("utf-8-sig", errors="replace").strip()
-    except OSError:
-        return True  # their reader names the problem
-    if not line.startswith("{") or line == "{":  # CSV, or an M3ED object written over several lines
-        return False
-    try:
-        first = json.loads(line)
-    except ValueError:
-        return True
-    return not isinstance(first, dict) or "utterances" not in first and ("id" in first or "label" in first)
 
 
 def read_predictions(path: str | Path) -> dict[str, Prediction]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from erckit.atomic import open_text_atomic
 from erckit.data import DataError, Dialogue, check_dialogues
 from erckit.formats import jsonl, m3ed, meld_csv
-from erckit.formats.encoding import decode_text, read_bytes
+from erckit.formats.encoding import decode_text, read_bytes, read_text
 
 FORMATS = ("m3ed", "csv", "jsonl")
 _MODULES = {"m3ed": m3ed, "csv": meld_csv, "jsonl": jsonl}
@@ -32,6 +32,20 @@ def detect_format(text: str) -> str:
     with contextlib.suppress(json.JSONDecodeError):  # its first value: a pretty-printed dialogue?
         return "jsonl" if _is_dialogue(json.JSONDecoder().raw_decode(stripped)[0]) else "m3ed"
     return "m3ed"
+
+
+def holds_dialogues(path: str | Path) -> bool:
+    """Whether a labelled file is a dialogue file (CSV, an M3ED object, JSON lines of dialogues) rather than
+    other JSON lines, such as predictions.jsonl: `detect_format`, and for JSON lines, whether the first value
+    is a dialogue. An empty file says no (the other reader names it)."""
+    text = read_text(path)[0].lstrip()
+    if not text:
+        return False
+    if detect_format(text) != "jsonl":
+        return True
+    with contextlib.suppress(json.JSONDecodeError):
+        return _is_dialogue(json.JSONDecoder().raw_decode(text)[0])
+    return False
 
 
 def _is_dialogue(data: object) -> bool:

@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from erckit.data import DataError, Dialogue, Utterance, required_text
 from erckit.formats.encoding import iter_json_lines
-from erckit.labels import read_label
+from erckit.labels import read_gold_label
 
 
 def _records(text: str, path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
@@ -37,7 +37,7 @@ def parse(text: str, path: str | Path) -> list[Dialogue]:
                 raise DataError(path, where, "expected an object")
             utt_id = required_text(utt, "id", path, where)
             where = f"line {number}, utterance {utt_id}"
-            label = read_label(utt.get("label"), path, where)
+            label = read_gold_label(utt.get("label"), path, where)
             speaker = required_text(utt, "speaker", path, where)
             utterances.append(Utterance(utt_id, speaker, required_text(utt, "text", path, where), label))
         dialogues.append(Dialogue(dialogue_id, tuple(utterances)))

@@ -9,7 +9,7 @@ from typing import Any, TextIO
 
 from erckit.data import DataError, Dialogue, Utterance, not_text
 from erckit.formats.encoding import json_problem
-from erckit.labels import read_label
+from erckit.labels import read_gold_label
 
 LABEL_KEY = "final_main_emo"
 
@@ -51,7 +51,7 @@ def _label(record: dict[str, Any], path: str | Path, utt_id: str) -> str | None:
         return None
     if not isinstance(annotation, dict):
         raise DataError(path, f"utterance {utt_id}", '"EmoAnnotation" is not an object')
-    return read_label(annotation.get(LABEL_KEY), path, f"utterance {utt_id}")
+    return read_gold_label(annotation.get(LABEL_KEY), path, f"utterance {utt_id}")
 
 
 def parse(text: str, path: str | Path) -> list[Dialogue]:

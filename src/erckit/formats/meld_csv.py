@@ -11,7 +11,7 @@ from typing import TextIO
 
 from erckit.data import DataError, Dialogue, Utterance
 from erckit.formats.encoding import LIMITS
-from erckit.labels import MELD_NAMES, read_label
+from erckit.labels import MELD_NAMES, not_yet_labelled, read_gold_label
 
 # A field may be as long as an input file may be (csv's default stops at 128 KiB). csv has no per-reader
 # setting: its limit is process-wide, so it is raised once, here, for every reader.
@@ -107,7 +107,7 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
         if utt_id in lines:
             raise DataError(path, where, f"duplicate utterance id (line {lines[utt_id]} has it too)")
         lines[utt_id] = line
-        label = read_label(row[label_at], path, where) if label_at is not None else None
+        label = read_gold_label(row[label_at], path, where) if label_at is not None else None
         if not row[speaker_at].strip():
             raise DataError(path, where, f"empty {SPEAKER}")
         if not row[text_at].strip():
@@ -131,7 +131,7 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
         rows = [(line, row + [""]) for line, row in rows]
     label_at = header.index(LABEL)
     meld_words = set(MELD_NAMES.values())
-    present = {row[label_at].strip() for _, row in rows} - {""}
+    present = {row[label_at].strip() for _, row in rows if not not_yet_labelled(row[label_at])}
     uses_meld_words = present <= meld_words  # an unlabelled MELD file gets MELD's words; happy, sad, neutral: not
     first_line = text[: text.find("\n")] if "\n" in text else text  # its ending: a quoted field may hold another
     writer = csv.writer(out, lineterminator="\r\n" if first_line.endswith("\r") else "\n")

@@ -55,7 +55,7 @@ class RunRecord:
         except ConfigError as err:
             raise DataError(where, None, str(err)) from None
         for key in ("base_model", "template"):
-            if not getattr(record, key):
+            if not getattr(record, key).strip():
                 raise DataError(where, None, f"{key} must not be empty")
         try:  # the values the recipe's keys of the same name would take
             LLMConfig(**{k: getattr(record, k) for k in ("max_length", "precision", "pack_tokens", "eval_batch_size")
