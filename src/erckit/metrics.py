@@ -16,6 +16,7 @@ from sklearn.metrics import (
 )
 
 from erckit.atomic import atomic_files, write_text_atomic
+from erckit.data import Dialogue, iter_utterances
 from erckit.intervals import bootstrap, describe_interval, f1_from_counts
 from erckit.labels import LABELS, display_names
 from erckit.plots import plot_confusion
@@ -158,6 +159,7 @@ def evaluate_files(
     return result
 
 
-def _ids(dialogues) -> set[str]:
-    return {u.id for d in dialogues for u in d.utterances}
+def _ids(dialogues: list[Dialogue]) -> set[str]:
+    """The utterance ids of a dialogue file."""
+    return {u.id for u in iter_utterances(dialogues)}
 
