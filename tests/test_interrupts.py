@@ -42,13 +42,15 @@ def test_ctrl_c_in_train_before_a_checkpoint(tmp_path, monkeypatch, capsys):
 
 
 def test_ctrl_c_in_train_after_a_checkpoint(tmp_path, monkeypatch, capsys):
+    from erckit.kinds import tfidf as kind
     from erckit.tfidf import TfidfClassifier
 
     def checkpoint_then_interrupt(self, folder):
-        (folder / "checkpoint-1").mkdir()
+        (folder / "checkpoint").mkdir()
         raise KeyboardInterrupt
 
     monkeypatch.setattr(TfidfClassifier, "save", checkpoint_then_interrupt)
+    monkeypatch.setattr(kind, "resumable", lambda folder: (folder / "checkpoint").is_dir())  # as a kind that resumes
     out = tmp_path / "run"
     assert main([*TRAIN, f"out={out}"]) == 130
     one_line(capsys, f"erckit train: interrupted: {out}: its last checkpoint is kept; run the same command again to resume")

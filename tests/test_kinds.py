@@ -93,7 +93,7 @@ def test_a_moved_run_with_its_data_read_from_another_place_is_reused(tmp_path, c
     assert "already holds this finished run" in capsys.readouterr().out
     (data / "annotation_train.json").write_text((data / "annotation_train.json").read_text().replace("Neutral", "Happy", 1))
     assert main(["train", "--config", "tfidf", f"out={tmp_path / 'moved'}", *moved]) == 2
-    assert "trained on other data (the content of data.train differs)" in capsys.readouterr().err
+    assert "trained on other data (the content of data.train differs, compared byte for byte" in capsys.readouterr().err
 
 
 def test_validating_on_the_training_data_is_noted(tmp_path, capsys):
@@ -106,3 +106,22 @@ def test_validating_on_the_training_data_is_noted(tmp_path, capsys):
     assert main(["train", "--config", "tfidf", f"data.train={train}",
                  f"data.validation={SAMPLE / 'annotation_validation.json'}", f"--out={tmp_path / 'other'}"]) == 0
     assert "note:" not in capsys.readouterr().err
+
+
+def test_each_kind_names_the_files_its_training_writes_and_the_checkpoint_it_resumes_from(tmp_path, capsys):
+    from erckit import kinds
+    from erckit.models import output_names
+
+    assert main(["train", "--config", "tfidf", f"out={tmp_path / 'tfidf'}", *DATA]) == 0
+    assert set(output_names("tfidf")) == {p.name for p in (tmp_path / "tfidf").iterdir()}  # all it writes, no more
+    assert output_names("bert_bigru") == ("erckit_model.json", "model.safetensors", "training.png")
+    run = tmp_path / "run"
+    (run / "checkpoint").mkdir(parents=True)
+    assert not any(kinds.get(name).resumable(run) for name in kinds.NAMES)  # a folder with no progress file
+    (run / "checkpoint" / "trainer_state.json").write_text("{}", encoding="utf-8")  # the encoder's, after an epoch
+    (run / "checkpoint-40").mkdir()  # the Hugging Face Trainer's
+    assert [name for name in kinds.NAMES if kinds.get(name).resumable(run)] == ["bert_bigru", "llm"]
+    # an unfinished encoder run with its checkpoint is kept: a recipe of another kind there is refused, not begun
+    (run / "erckit_model.json").write_text(json.dumps({"type": "bert_bigru", "config": {}, "finished": False}))
+    assert main(["train", "--config", "tfidf", f"out={run}", *DATA]) == 2
+    assert "holds a run of another recipe" in capsys.readouterr().err

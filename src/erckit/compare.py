@@ -31,8 +31,7 @@ from erckit.formats.encoding import check_file, read_json
 from erckit.intervals import bootstrap, paired_difference
 from erckit.labels import LABELS
 from erckit.metrics import scores
-from erckit.models import MODEL_FILE, comparable, load, read_model_info, saved_config, train
-from erckit.models import OUTPUT_NAMES as MODEL_OUTPUT_NAMES
+from erckit.models import MODEL_FILE, comparable, load, output_names, read_model_info, saved_config, train
 from erckit.plots import plot_comparison
 from erckit.predictions import Prediction, from_probabilities, read_predictions, write_predictions
 from erckit.remote_code import check_trusted, recipe_asks
@@ -243,7 +242,7 @@ def check_outputs(config: CompareConfig, path: str | Path | None = None) -> None
         folder = method_folder(config, name)
         check_folder(folder, inputs, [RESULT_FILE, *map(predictions_file, SCORED_SPLITS)])
         if method.recipe is not None:
-            check_folder(folder / "model", inputs, MODEL_OUTPUT_NAMES)
+            check_folder(folder / "model", inputs, output_names(method_recipe(method, config, folder).model))
             check_folder(folder / "model", given, whole=True)
 
 

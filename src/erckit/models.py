@@ -24,7 +24,6 @@ from erckit.predictor import Predictor
 __all__ = ["MODEL_FILE", "Predictor", "load", "predict", "train"]
 
 MODEL_FILE = "erckit_model.json"
-OUTPUT_NAMES = (MODEL_FILE, "training.png", "model.safetensors", "tfidf.json", "tfidf.safetensors")  # checked by train
 
 
 def read_model_info(folder: str | Path) -> dict:
@@ -59,9 +58,18 @@ def source_commit() -> str | None:
     return commit and commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def _has_progress(out: Path) -> bool:
-    """Whether an unfinished run left anything to resume (else a new recipe may start over in its folder)."""
-    return (out / "checkpoint" / "trainer_state.json").exists() or any(out.glob("checkpoint-*"))
+def output_names(kind: str) -> tuple[str, ...]:
+    """The files a training of `kind` writes at the top of its run folder, erckit_model.json first."""
+    return MODEL_FILE, *kinds.get(kind).outputs()
+
+
+def _resumable(out: Path, kind: str) -> bool:
+    """Whether the unfinished run of `kind` in `out` left a checkpoint to resume (else a new recipe may start over
+    in its folder); a kind this erckit does not know: taken as yes, so that its folder is not started over."""
+    try:
+        return kinds.get(kind).resumable(out)
+    except ValueError:
+        return True
 
 
 def saved_config(config: RunConfig) -> dict:
@@ -88,7 +96,7 @@ def _check_previous(out: Path, config: RunConfig, digest: dict[str, str]) -> dic
     if not (out / MODEL_FILE).exists():
         return None
     previous = read_model_info(out)
-    if not previous.get("finished") and not _has_progress(out):
+    if not previous.get("finished") and not _resumable(out, previous["type"]):
         return None  # a run stopped before its first checkpoint: nothing to keep
     try:
         saved = kinds.saved_recipe(out, previous)  # a fusion's members where they are now (moved with it)
@@ -132,12 +140,13 @@ def train(config: RunConfig, recipe: str | Path | None = None) -> dict:
     if config.data.train is None and kinds.reads(config.model, "data.train"):
         raise ConfigError("data.train is required for training")
     members = [f for m in config.fusion.members for f in model_files(m)]
-    check_folder(out, [recipe and resolve(recipe), config.data.train, config.data.validation, *members], OUTPUT_NAMES)
+    check_folder(out, [recipe and resolve(recipe), config.data.train, config.data.validation, *members],
+                 output_names(config.model))
     with runfolder.hold(out, MODEL_FILE, main=main):
         try:
             return _train(config, out, main)
         except KeyboardInterrupt:
-            kept = "its last checkpoint is kept" if _has_progress(out) else "no checkpoint was saved yet"
+            kept = "its last checkpoint is kept" if _resumable(out, config.model) else "no checkpoint was saved yet"
             raise Interrupted(f"{out}: {kept}; run the same command again to resume") from None
 
 

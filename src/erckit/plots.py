@@ -34,6 +34,9 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> None:
     plt.close(fig)
 
 
+TRAINING_PLOT = "training.png"  # the training curve a run folder keeps beside its weights
+
+
 def plot_training(
     path: str | Path,
     x_label: str,

@@ -22,6 +22,8 @@ from erckit.labels import LABELS
 from erckit.progress import bar
 
 CHUNK = 4096  # utterances scored at once (the predict bar moves between chunks)
+VOCABULARY = "tfidf.json"  # the vectorizer's settings and vocabulary
+WEIGHTS = "tfidf.safetensors"  # idf and the logistic regression's coefficients
 
 
 class TfidfClassifier:
@@ -62,7 +64,7 @@ class TfidfClassifier:
         vocabulary = {term: int(index) for term, index in self.vectorizer.vocabulary_.items()}
         params = self.vectorizer.get_params()
         settings = {k: params[k] for k in ("analyzer", "ngram_range", "sublinear_tf")}
-        write_text_atomic(folder / "tfidf.json", json.dumps({"settings": settings, "vocabulary": vocabulary}, ensure_ascii=False))
+        write_text_atomic(folder / VOCABULARY, json.dumps({"settings": settings, "vocabulary": vocabulary}, ensure_ascii=False))
         tensors = {
             "idf": self.vectorizer.idf_,
             "coef": self.model.coef_,
@@ -70,23 +72,23 @@ class TfidfClassifier:
             "classes": self.model.classes_.astype(np.int64),
         }
         arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-        write_safetensors(save_file, arrays, folder / "tfidf.safetensors")
+        write_safetensors(save_file, arrays, folder / WEIGHTS)
 
     @classmethod
     def load(cls, folder: Path) -> TfidfClassifier:
-        saved = read_json(folder / "tfidf.json")
+        saved = read_json(folder / VOCABULARY)
         settings = saved.get("settings") if isinstance(saved, dict) else None
         if not isinstance(settings, dict) or not isinstance(saved.get("vocabulary"), dict):
-            raise DataError(folder / "tfidf.json", None, 'expected an object with "settings" and "vocabulary"')
+            raise DataError(folder / VOCABULARY, None, 'expected an object with "settings" and "vocabulary"')
         vectorizer = TfidfVectorizer(
             analyzer=settings["analyzer"], ngram_range=tuple(settings["ngram_range"]),
             sublinear_tf=settings["sublinear_tf"], vocabulary=saved["vocabulary"],
         )
-        check_file(folder / "tfidf.safetensors")
+        check_file(folder / WEIGHTS)
         try:
-            tensors = load_file(str(folder / "tfidf.safetensors"))
+            tensors = load_file(str(folder / WEIGHTS))
         except SafetensorError as err:
-            raise DataError(folder / "tfidf.safetensors", None, f"unreadable weights ({err}): retrain the model") from None
+            raise DataError(folder / WEIGHTS, None, f"unreadable weights ({err}): retrain the model") from None
         vectorizer.idf_ = tensors["idf"]
         model = LogisticRegression()
         model.coef_, model.intercept_, model.classes_ = tensors["coef"], tensors["intercept"], tensors["classes"]

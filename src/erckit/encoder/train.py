@@ -36,7 +36,7 @@ from erckit.formats.encoding import check_file, read_json
 from erckit.labels import LABELS
 from erckit.labels import class_weights as label_weights
 from erckit.metrics import scores
-from erckit.plots import plot_training
+from erckit.plots import TRAINING_PLOT, plot_training
 from erckit.tracking import log_epoch
 
 CHECKPOINT = "checkpoint"
@@ -171,7 +171,7 @@ def train_bert_bigru(config: RunConfig, train: list[Dialogue], validation: list[
         write_text_atomic(checkpoint / PROGRESS, json.dumps(state, indent=1))  # last: readers see a whole epoch
         log_epoch(out, config.report_to, record)  # TensorBoard, if the recipe reports to it
         plot_training(
-            out / "training.png", "epoch", [(h["epoch"], h["train_loss"]) for h in state["history"]],
+            out / TRAINING_PLOT, "epoch", [(h["epoch"], h["train_loss"]) for h in state["history"]],
             {f"validation {k[4:].replace('_', '-')}": [(h["epoch"], h[k]) for h in state["history"] if k in h]
              for k in ("val_macro_f1", "val_weighted_f1")},
         )

@@ -42,6 +42,13 @@ class Kind(Protocol):
     def unfinished_epoch(self, folder: Path, info: dict) -> dict:
         """Kinds with BEST_SO_FAR only: the epoch an unfinished run's weights come from, epochs run, the cap."""
 
+    def outputs(self) -> tuple[str, ...]:
+        """The files its training writes at the top of a run folder, beside erckit_model.json (none of them may be
+        an input: `erckit.models.train` checks)."""
+
+    def resumable(self, folder: Path) -> bool:
+        """Whether an unfinished run of this kind in `folder` left a checkpoint to resume from."""
+
     def saved_recipe(self, folder: Path, info: dict) -> dict:
         """Optional, for kinds whose recipe names other folders (fusion): the recipe kept in `folder`'s
         erckit_model.json (`info`) as it reads where the folder is now (see `saved_recipe` below)."""

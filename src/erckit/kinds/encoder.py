@@ -17,6 +17,21 @@ BEST_SO_FAR = True  # an unfinished run predicts with its best epoch so far
 REPORTERS = ("tensorboard",)  # report_to: erckit.tracking writes each epoch
 
 
+def outputs() -> tuple[str, ...]:
+    """The files its training writes at the top of a run folder."""
+    from erckit.encoder.model import WEIGHTS
+    from erckit.plots import TRAINING_PLOT
+
+    return WEIGHTS, TRAINING_PLOT
+
+
+def resumable(folder: Path) -> bool:
+    """Whether an unfinished run left a checkpoint to resume from."""
+    from erckit.encoder.train import CHECKPOINT, PROGRESS
+
+    return (folder / CHECKPOINT / PROGRESS).exists()
+
+
 def check(config: RunConfig) -> None:
     """A training recipe (one that names its data) with early stopping needs validation data."""
     if config.train.patience and config.data.train is not None and config.data.validation is None:

@@ -27,6 +27,16 @@ BEST_SO_FAR = False
 REPORTERS: tuple[str, ...] = ()  # trains nothing
 
 
+def outputs() -> tuple[str, ...]:
+    """Nothing beside erckit_model.json: the fusion's weights are kept in it."""
+    return ()
+
+
+def resumable(folder: Path) -> bool:
+    """Chosen in one step: nothing to resume."""
+    return False
+
+
 def check(config: RunConfig) -> None:
     members, weights = config.fusion.members, config.fusion.weights
     if len(members) < 2:

@@ -18,6 +18,19 @@ BEST_SO_FAR = False
 REPORTERS = ("tensorboard", "wandb", "mlflow")  # report_to: passed to the Hugging Face Trainer
 
 
+def outputs() -> tuple[str, ...]:
+    """The files its training writes at the top of a run folder (its weights go to checkpoint-N/ and best/)."""
+    from erckit.llm.record import RECORD_FILE
+    from erckit.plots import TRAINING_PLOT
+
+    return RECORD_FILE, TRAINING_PLOT
+
+
+def resumable(folder: Path) -> bool:
+    """Whether an unfinished run left a checkpoint-N to resume from."""
+    return any(folder.glob("checkpoint-*"))
+
+
 def check(config: RunConfig) -> None:
     from erckit.config import ConfigError
     from erckit.recipes import deepspeed_config, zero_stage

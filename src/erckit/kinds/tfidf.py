@@ -19,6 +19,18 @@ BEST_SO_FAR = False
 REPORTERS: tuple[str, ...] = ()  # trains in one step: nothing to track
 
 
+def outputs() -> tuple[str, ...]:
+    """The files its training writes at the top of a run folder."""
+    from erckit.tfidf import VOCABULARY, WEIGHTS
+
+    return VOCABULARY, WEIGHTS
+
+
+def resumable(folder: Path) -> bool:
+    """Trained in one step: nothing to resume."""
+    return False
+
+
 def check(config: RunConfig) -> None:
     """Nothing spans sections here: TfidfConfig checks itself."""
 

@@ -50,7 +50,7 @@ from erckit.llm.packing import sliding_window_of
 from erckit.llm.record import BEST, RunRecord, save_run_record
 from erckit.llm.scoring import forward_parameters, keep_recent, unwrapped
 from erckit.metrics import scores
-from erckit.plots import plot_training
+from erckit.plots import TRAINING_PLOT, plot_training
 from erckit.prompts import Example, PromptConfig, detect_language, emotion_examples, same_speaker_examples
 from erckit.recipes import deepspeed_config
 
@@ -419,7 +419,7 @@ def train_llm(
         save_run_record(out / BEST, record)
         log = trainer.state.log_history
         plot_training(
-            out / "training.png", "step", [(h["step"], h["loss"]) for h in log if "loss" in h],
+            out / TRAINING_PLOT, "step", [(h["step"], h["loss"]) for h in log if "loss" in h],
             {"validation macro-F1": [(h["step"], h["eval_macro_f1"]) for h in log if "eval_macro_f1" in h]},
         )
         print(f"wrote {out / BEST} (from {source.name if source else 'the last step'})")
