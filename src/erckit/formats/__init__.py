@@ -36,16 +36,17 @@ def detect_format(text: str) -> str:
 
 def holds_dialogues(path: str | Path) -> bool:
     """Whether a labelled file is a dialogue file (CSV, an M3ED object, JSON lines of dialogues) rather than
-    other JSON lines, such as predictions.jsonl: `detect_format`, and for JSON lines, whether the first value
-    is a dialogue. An empty file says no (the other reader names it)."""
+    predictions.jsonl, whose objects name an "id" and no "utterances". Decided on the file's first JSON value;
+    where that is malformed, a file whose first line is a bare "{" is an M3ED object written over several
+    lines, anything else JSON lines. An empty file says no (the predictions reader names it)."""
     text = read_text(path)[0].lstrip()
-    if not text:
-        return False
-    if detect_format(text) != "jsonl":
-        return True
-    with contextlib.suppress(json.JSONDecodeError):
-        return _is_dialogue(json.JSONDecoder().raw_decode(text)[0])
-    return False
+    if not text.startswith("{"):
+        return bool(text)  # CSV (or a JSON list, which the dialogue readers refuse saying so)
+    try:
+        first = json.JSONDecoder().raw_decode(text)[0]
+    except json.JSONDecodeError:
+        return text.split("\n", 1)[0].strip() == "{"
+    return _is_dialogue(first) or "id" not in first
 
 
 def _is_dialogue(data: object) -> bool:
