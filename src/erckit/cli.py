@@ -563,7 +563,8 @@ def build_parser() -> Parser:
     p.add_argument("--gold", required=True, help="the labelled copy of the dialogue file predicted")
     p.add_argument("--out", help="folder for metrics.json and confusion.png (default: none, scores printed only)")
     p.add_argument("--skip-unlabelled", action="store_true",
-                   help="leave out the gold file's unlabelled utterances (a partly labelled sample) instead of refusing")
+                   help="leave out the utterances either file leaves unlabelled (a sample labelled in part) instead of "
+                        "refusing them")
     _add_format(p)
     p.set_defaults(handler=_evaluate)
 
