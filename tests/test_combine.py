@@ -6,6 +6,7 @@ import pytest
 from conftest import BMELD, SAMPLE, m3ed_file
 from erckit.cli import main
 from erckit.formats import read_dialogues
+from erckit.labels import LABELS
 from erckit.predictions import Prediction, write_predictions
 
 
@@ -200,3 +201,56 @@ def test_write_labels_refuses_an_unknown_format_and_a_file_changed_since_it_was_
     with pytest.raises(DataError, match="annotation_test.json: changed while it was being read: run the command again"):
         write_labels(raw, labels, out, sha256=digest)
     assert not out.exists()
+
+
+@pytest.mark.parametrize("form", ["m3ed", "csv", "jsonl"])
+def test_confidence_is_written_beside_each_label_to_review_the_least_sure_first(form, tmp_path, capsys):
+    from erckit.formats.jsonl import dump
+
+    dialogues = read_dialogues(SAMPLE / "annotation_test.json")[:2]
+    raw = tmp_path / {"m3ed": "test.json", "csv": "test.csv", "jsonl": "test.jsonl"}[form]
+    if form == "m3ed":
+        m3ed_file(raw, {d.id: [(u.speaker, u.text, None) for u in d.utterances] for d in dialogues})
+    elif form == "csv":
+        raw.write_text("Dialogue_ID,Utterance_ID,Speaker,Utterance\n" + "".join(
+            f"{d},{k},{u.speaker},{u.text}\n" for d, dialogue in enumerate(dialogues)
+            for k, u in enumerate(dialogue.utterances)), encoding="utf-8")
+    else:
+        raw.write_text(dump(dialogues), encoding="utf-8")
+    ids = [u.id for d in read_dialogues(raw) for u in d.utterances]
+    rng = random.Random(1)
+    predictions = []
+    for i in ids:
+        weights = [rng.random() for _ in LABELS]
+        probs = {label: w / sum(weights) for label, w in zip(LABELS, weights, strict=True)}
+        predictions.append(Prediction(i, max(probs, key=probs.get), probs))
+    write_predictions(tmp_path / "p.jsonl", predictions)
+    out = tmp_path / f"labelled{raw.suffix}"
+    args = ["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(raw), "--out", str(out)]
+    assert main(args) == 0
+    assert "onfidence" not in out.read_text(encoding="utf-8")  # only when asked
+    assert main([*args, "--confidence"]) == 0
+    text = out.read_text(encoding="utf-8")
+    if form == "m3ed":
+        written = {utt_id: record["EmoAnnotation"]["final_main_emo_confidence"] for show in json.loads(text).values()
+                   for dialogue in show.values() for utt_id, record in dialogue["Dialog"].items()}
+    elif form == "csv":
+        rows = text.splitlines()
+        assert rows[0].endswith(",Emotion,Confidence")
+        written = {f"dia{r.split(',')[0]}_utt{r.split(',')[1]}": float(r.rsplit(",", 1)[1]) for r in rows[1:]}
+    else:
+        written = {u["id"]: u["confidence"] for line in text.splitlines() for u in json.loads(line)["utterances"]}
+    assert written == {p.id: round(p.probs[p.label], 4) for p in predictions} and len(written) == len(ids) > 10
+    assert [u.label for d in read_dialogues(out) for u in d.utterances] == [p.label for p in predictions]
+
+
+def test_confidence_needs_probabilities(reference_file, tmp_path, capsys):
+    gold_as_predictions(reference_file, tmp_path / "p.jsonl")  # labels only, no probabilities
+    out = tmp_path / "o.json"
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--raw", str(reference_file), "--out", str(out),
+                 "--confidence"]) == 2
+    err = capsys.readouterr().err
+    assert "has no probabilities, so no confidence to write" in err and err.count("\n") == 1 and not out.exists()
+    assert main(["combine", "--predictions", str(tmp_path / "p.jsonl"), "--prepared", str(tmp_path / "data_test.json"),
+                 "--raw", str(reference_file), "--out", str(out), "--confidence"]) == 2
+    assert "--confidence needs predictions.jsonl's probabilities" in capsys.readouterr().err and not out.exists()

@@ -60,17 +60,23 @@ def _prepare(args: argparse.Namespace) -> int:
 
 def _combine(args: argparse.Namespace) -> int:
     from erckit.combine import check_suffix, combine
-    from erckit.predictions import read_labels, read_llamafactory
+    from erckit.predictions import read_confidence, read_labels, read_llamafactory
 
     check_output(args.out, [args.raw, args.predictions, args.prepared])
     check_suffix(args.raw, args.out)
+    if args.prepared and args.confidence:
+        raise DataError("combine", None, "--confidence needs predictions.jsonl's probabilities; LLaMA-Factory's "
+                                         "generated answers (--prepared) have none")
+    confidence = None
     if args.prepared:
         labels = {i: p.label for i, p in read_llamafactory(args.predictions, args.prepared).items()}
+    elif args.confidence:
+        labels, confidence = read_confidence(args.predictions, progress=True)
     else:
         labels = read_labels(args.predictions, progress=True)
     count, replaced = combine(
         labels, args.raw, args.out, predictions_path=args.predictions, format=args.format,
-        text_column=args.text_column, progress=True,
+        text_column=args.text_column, confidence=confidence, progress=True,
     )
     if replaced:
         print(f"note: {args.raw} was labelled already: {replaced} of the {count} labels written to {args.out} replace "
@@ -554,6 +560,9 @@ def build_parser() -> Parser:
                                       "(default: none, --predictions is erckit's)")
     p.add_argument("--raw", required=True, help="the raw test file")
     p.add_argument("--out", required=True, help="output file, e.g. test_label.json")
+    p.add_argument("--confidence", action="store_true",
+                   help="also write each label's probability (CSV: a Confidence column; JSON lines: confidence; M3ED: "
+                        "EmoAnnotation.final_main_emo_confidence), to review the least sure labels first")
     _add_format(p)
     p.set_defaults(handler=_combine)
 

@@ -20,12 +20,14 @@ def combine(
     format: str | None = None,
     text_column: str | None = None,
     encoding: str | None = None,
+    confidence: Mapping[str, float] | None = None,
     progress: bool = False,
 ) -> tuple[int, int]:
     """Write `out`: the raw file's structure with every predicted label (utterance id -> label) written in.
     The raw file is read (and checked) before it is written out again, one after the other (a file changed in
     between is refused), and the output is written in pieces: memory holds the labels and one copy of the raw
-    file. Returns the count of labels written, and how many of them replaced a label the raw file had."""
+    file. `confidence`: each label's probability, written beside it (`formats.write_labels`). Returns the count of
+    labels written, and how many of them replaced a label the raw file had."""
     with steps(2, "combine", show=progress) as begin:
         begin(f"checking {Path(raw).name}")
         dialogues, digest = read_dialogue_file(raw, format, text_column=text_column, encoding=encoding)
@@ -34,7 +36,7 @@ def combine(
         replaced = sum(u.label is not None for u in iter_utterances(dialogues))
         del dialogues, ids  # before the raw file is read again
         begin(f"writing {Path(out).name}")
-        write_labels(raw, labels, out, format, encoding=encoding, sha256=digest)
+        write_labels(raw, labels, out, format, encoding=encoding, sha256=digest, confidence=confidence)
     return len(labels), replaced
 
 

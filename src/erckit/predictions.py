@@ -158,6 +158,22 @@ def read_labels(path: str | Path, *, progress: bool = False) -> dict[str, str]:
     return labels
 
 
+def read_confidence(path: str | Path, *, progress: bool = False) -> tuple[dict[str, str], dict[str, float]]:
+    """Id -> predicted label, and id -> that label's probability (`iter_predictions`); a prediction without
+    probabilities (a generated answer) is refused."""
+    labels: dict[str, str] = {}
+    confidence: dict[str, float] = {}
+    with bar(None, f"reading {Path(path).name}", show=progress) as shown:
+        for prediction in iter_predictions(path):
+            if prediction.probs is None:
+                raise DataError(path, f"id {prediction.id}", "has no probabilities, so no confidence to write (a "
+                                                             "generated answer?): drop --confidence")
+            labels[prediction.id] = prediction.label
+            confidence[prediction.id] = prediction.probs[prediction.label]
+            shown.update()
+    return labels, confidence
+
+
 def write_predictions(path: str | Path, predictions: list[Prediction]) -> None:
     """Write predictions.jsonl atomically."""
     write_text_atomic(path, "".join(p.to_json() + "\n" for p in predictions))

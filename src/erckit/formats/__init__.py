@@ -123,8 +123,10 @@ def write_labels(
     *,
     encoding: str | None = None,
     sha256: str | None = None,
+    confidence: Mapping[str, float] | None = None,
 ) -> None:
-    """Write `out` (atomically, in pieces): the raw file with `labels` (utterance id -> label) written in.
+    """Write `out` (atomically, in pieces): the raw file with `labels` (utterance id -> label) written in, and
+    each label's probability where `confidence` is given (a Confidence column, or a key beside the label).
 
     Every other value of the raw file is preserved, and so are its encoding (a byte-order mark too) and
     line endings; the caller checks that the ids match, on the file whose digest it passes as `sha256`
@@ -141,4 +143,4 @@ def write_labels(
     first_break = text.find("\n")
     crlf = fmt != "csv" and first_break > 0 and text[first_break - 1] == "\r"  # CSV's writer keeps its own
     with open_text_atomic(out, used_encoding, newline="\r\n" if crlf else "") as handle:
-        _MODULES[fmt].write_labels(text, raw_path, labels, handle)
+        _MODULES[fmt].write_labels(text, raw_path, labels, handle, confidence)

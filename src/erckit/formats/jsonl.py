@@ -44,14 +44,17 @@ def parse(text: str, path: str | Path) -> list[Dialogue]:
     return dialogues
 
 
-def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO) -> None:
-    """Write to `out` the file with each utterance's "label" set from `labels`, all else preserved, a line
-    at a time."""
+def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO,
+                 confidence: Mapping[str, float] | None = None) -> None:
+    """Write to `out` the file with each utterance's "label" set from `labels` (and its "confidence" from
+    `confidence`), all else preserved, a line at a time."""
     for _, record in _records(text, path):
         for utt in record["utterances"]:
             utt_id = str(utt["id"]).strip()
             if utt_id in labels:
                 utt["label"] = labels[utt_id]
+            if confidence is not None and utt_id in confidence:
+                utt["confidence"] = round(confidence[utt_id], 4)
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

@@ -73,8 +73,10 @@ def parse(text: str, path: str | Path) -> list[Dialogue]:
     return out
 
 
-def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO) -> None:
-    """Write to `out` the file with `EmoAnnotation.final_main_emo` set from `labels`, all else preserved."""
+def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO,
+                 confidence: Mapping[str, float] | None = None) -> None:
+    """Write to `out` the file with `EmoAnnotation.final_main_emo` set from `labels` (and
+    `final_main_emo_confidence` from `confidence`), all else preserved."""
     data = _load(text, path)
     for _, dialogue in _dialogues(data, path):
         for utt_id, record in dialogue["Dialog"].items():
@@ -83,5 +85,7 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
                 if not isinstance(annotation, dict):
                     annotation = record["EmoAnnotation"] = {}
                 annotation[LABEL_KEY] = labels[utt_id]
+                if confidence is not None and utt_id in confidence:
+                    annotation[f"{LABEL_KEY}_confidence"] = round(confidence[utt_id], 4)
     json.dump(data, out, ensure_ascii=False, indent=2)  # in pieces, never one string of the whole file
     out.write("\n")

@@ -22,7 +22,8 @@ UTTERANCE = "Utterance_ID"
 SPEAKER = "Speaker"
 LABEL = "Emotion"
 TEXT_COLUMNS = ("Target", "Utterance")  # the first present is the default text column
-_CANONICAL = {name.lower(): name for name in (DIALOGUE, UTTERANCE, SPEAKER, LABEL, *TEXT_COLUMNS)}
+CONFIDENCE = "Confidence"  # written by `erckit combine --confidence`: the written label's probability
+_CANONICAL = {name.lower(): name for name in (DIALOGUE, UTTERANCE, SPEAKER, LABEL, *TEXT_COLUMNS, CONFIDENCE)}
 _SEPARATORS = {"\t": "tabs", ";": "semicolons"}
 
 
@@ -120,15 +121,18 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
     ]
 
 
-def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO) -> None:
+def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: TextIO,
+                 confidence: Mapping[str, float] | None = None) -> None:
     """Write to `out` the CSV with the Emotion column set from `labels`, in MELD's words (joy, sadness, ...) where
-    the file's own labels are all MELD's words (or it has none), else in erckit's names (Happy, Sad, ...)."""
+    the file's own labels are all MELD's words (or it has none), else in erckit's names (Happy, Sad, ...); with
+    `confidence`, a Confidence column too (added at the end where the file has none)."""
     header, rows = _rows(text, path)
     raw_header = next(csv.reader(io.StringIO(text, newline="")))
-    if LABEL not in header:
-        header.append(LABEL)
-        raw_header.append(LABEL)
-        rows = [(line, row + [""]) for line, row in rows]
+    for column in (LABEL, *([CONFIDENCE] if confidence is not None else [])):
+        if column not in header:
+            header.append(column)
+            raw_header.append(column)
+            rows = [(line, row + [""]) for line, row in rows]
     label_at = header.index(LABEL)
     meld_words = set(MELD_NAMES.values())
     present = {row[label_at].strip() for _, row in rows if not not_yet_labelled(row[label_at])}
@@ -141,4 +145,6 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
         if utt_id in labels:
             label = labels[utt_id]
             row[label_at] = MELD_NAMES[label] if uses_meld_words else label
+        if confidence is not None and utt_id in confidence:
+            row[header.index(CONFIDENCE)] = f"{confidence[utt_id]:.4f}"
         writer.writerow(row)
