@@ -159,8 +159,8 @@ def read_labels(path: str | Path, *, progress: bool = False) -> dict[str, str]:
 
 
 def read_confidence(path: str | Path, *, progress: bool = False) -> tuple[dict[str, str], dict[str, float]]:
-    """Id -> predicted label, and id -> that label's probability (`iter_predictions`); a prediction without
-    probabilities (a generated answer) is refused."""
+    """Id -> predicted label, and id -> that label's probability to 4 places (`iter_predictions`); a prediction
+    without probabilities (a generated answer) is refused."""
     labels: dict[str, str] = {}
     confidence: dict[str, float] = {}
     with bar(None, f"reading {Path(path).name}", show=progress) as shown:
@@ -169,7 +169,7 @@ def read_confidence(path: str | Path, *, progress: bool = False) -> tuple[dict[s
                 raise DataError(path, f"id {prediction.id}", "has no probabilities, so no confidence to write (a "
                                                              "generated answer?): drop --confidence")
             labels[prediction.id] = prediction.label
-            confidence[prediction.id] = prediction.probs[prediction.label]
+            confidence[prediction.id] = round(prediction.probs[prediction.label], 4)
             shown.update()
     return labels, confidence
 

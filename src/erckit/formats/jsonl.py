@@ -54,7 +54,7 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
             if utt_id in labels:
                 utt["label"] = labels[utt_id]
             if confidence is not None and utt_id in confidence:
-                utt["confidence"] = round(confidence[utt_id], 4)
+                utt["confidence"] = confidence[utt_id]
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
 
 

@@ -86,6 +86,6 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
                     annotation = record["EmoAnnotation"] = {}
                 annotation[LABEL_KEY] = labels[utt_id]
                 if confidence is not None and utt_id in confidence:
-                    annotation[f"{LABEL_KEY}_confidence"] = round(confidence[utt_id], 4)
+                    annotation[f"{LABEL_KEY}_confidence"] = confidence[utt_id]
     json.dump(data, out, ensure_ascii=False, indent=2)  # in pieces, never one string of the whole file
     out.write("\n")

@@ -146,5 +146,5 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
             label = labels[utt_id]
             row[label_at] = MELD_NAMES[label] if uses_meld_words else label
         if confidence is not None and utt_id in confidence:
-            row[header.index(CONFIDENCE)] = f"{confidence[utt_id]:.4f}"
+            row[header.index(CONFIDENCE)] = str(confidence[utt_id])
         writer.writerow(row)
