@@ -175,6 +175,9 @@ def test_a_dataframe_error_names_the_row_by_its_index_label_across_line_breaks_i
     with pytest.raises(DataError, match=r"^<DataFrame>: index 0, utterance dia0_utt0: duplicate utterance id \(index 2 "
                                         r"has it too\)$"):
         model.label_frame(shuffled)
+    quoting = meld_frame([0, 0], [0, "line 2"])  # a cell quoting "line N" is shown as written, not renamed
+    with pytest.raises(DataError, match=r"^<DataFrame>: index 1: Utterance_ID 'line 2' is not a whole number"):
+        model.label_frame(quoting)
 
 
 @pytest.mark.parametrize("given", [pd.Series([1]), [1], "dev.csv"])

@@ -9,8 +9,7 @@ DataFrame with MELD's columns; train a model from a recipe.
 from __future__ import annotations
 
 import os
-import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union
@@ -80,27 +79,17 @@ def frame_to_dialogues(frame: pd.DataFrame, *, text_column: str | None = None) -
     """Dialogues from a DataFrame with MELD's columns (Dialogue_ID, Utterance_ID, Speaker, and Utterance or
     Target; Emotion optional), read exactly as a MELD CSV file: utterance ids are `dia<D>_utt<U>`, and the ids
     may be whole-number floats (0.0). An error names the row by its index label (`<DataFrame>: index 3: ...`)."""
-    text = frame.to_csv(index=False)
-    try:
-        return check_dialogues(meld_csv.parse(text, FRAME, text_column=text_column), FRAME)
-    except DataError as err:
-        raise DataError(FRAME, None, _row_named(str(err).removeprefix(f"{FRAME}: "), frame)) from None
+    return check_dialogues(meld_csv.parse(frame.to_csv(index=False), FRAME, text_column=text_column,
+                                          row_name=_index_labels(frame)), FRAME)
 
 
-def _row_named(problem: str, frame: pd.DataFrame) -> str:
-    """A CSV reader's `line N` (where a row of the frame starts in its CSV text: the header is line 1, a row
-    spans one line more for each line break in its cells) as that row's index label, each time it is named."""
+def _index_labels(frame: pd.DataFrame) -> Callable[[int], str]:
+    """The frame's row whose CSV text starts at a line (the header is line 1; a row spans one line more for
+    each line break in its cells), named by its index label."""
     breaks = [sum(str(value).count("\n") for value in row) for row in frame.itertuples(index=False)]
     starts = 2 + np.cumsum([0, *(1 + n for n in breaks)])[:-1]
-
-    def index_label(line: re.Match) -> str:
-        rows = np.flatnonzero(starts == int(line.group(1)))
-        if not len(rows):
-            return line.group(0)
-        label = frame.index[rows[0]]
-        return f"index {label.item() if isinstance(label, np.generic) else label!r}"
-
-    return re.sub(r"\bline (\d+)\b", index_label, problem)
+    labels = dict(zip(starts.tolist(), frame.index.tolist(), strict=True))  # tolist: plain ints, not numpy's
+    return lambda line: f"index {labels[line]!r}" if line in labels else meld_csv.file_line(line)
 
 
 class Model:

@@ -341,6 +341,11 @@ def _at(where: str, key: str, problem: str) -> str:
     return ": ".join(part for part in (where, key, problem) if part)
 
 
+def _dotted(section: str, name: str) -> str:
+    """A key's dotted name in its section (`llm.prompt.window`); a top-level key as it is."""
+    return f"{section}.{name}" if section else name
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "config", key: str = "") -> Any:
     """Build dataclass `cls` from the mapping at dotted `key` of `where` (a file, or a command); unknown keys
     and wrong types are refused, naming both."""
@@ -348,14 +353,14 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config", key: str =
     names = {f.name for f in dataclasses.fields(cls) if f.init}  # a field the code fills is no key of a file
     unknown = sorted(set(data) - names, key=str)  # YAML reads `1:` or `yes:` as a number or a bool
     if unknown:
-        dotted = f"{key}.{unknown[0]}" if key else unknown[0]  # `tfidf: unknown key 'tfidf.nope'`, not `tfidf: tfidf: ...`
-        raise ConfigError(_at(where, "", f"unknown key {dotted!r} (known: {', '.join(sorted(names))})"))
+        # `tfidf: unknown key 'tfidf.nope'`, not `tfidf: tfidf: ...`
+        raise ConfigError(_at(where, "", f"unknown key {_dotted(key, unknown[0])!r} (known: {', '.join(sorted(names))})"))
     required = [f.name for f in dataclasses.fields(cls) if f.init and f.default is dataclasses.MISSING
                 and f.default_factory is dataclasses.MISSING]
     if missing := [name for name in required if name not in data]:
-        raise ConfigError(_at(where, "", f"missing key {f'{key}.{missing[0]}' if key else missing[0]!r}"))
+        raise ConfigError(_at(where, "", f"missing key {_dotted(key, missing[0])!r}"))
     try:
-        return cls(**{k: _convert(v, hints[k], where, f"{key}.{k}" if key else k) for k, v in data.items()})
+        return cls(**{k: _convert(v, hints[k], where, _dotted(key, k)) for k, v in data.items()})
     except (TypeError, ValueError) as err:
         if isinstance(err, ConfigError):
             raise

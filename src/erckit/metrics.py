@@ -16,7 +16,7 @@ from sklearn.metrics import (
 )
 
 from erckit.atomic import atomic_files, write_text_atomic
-from erckit.data import Dialogue, iter_utterances
+from erckit.data import Dialogue, dialogue_groups, gold_labels, iter_utterances
 from erckit.intervals import bootstrap, describe_interval, f1_from_counts
 from erckit.labels import LABELS, display_names
 from erckit.plots import plot_confusion
@@ -123,7 +123,6 @@ def evaluate_files(
     annotator's, read with the same `format` and `text_column`), against the labelled dialogue file; write the
     report when `out` is given. `skip_unlabelled`: utterances either file leaves unlabelled are left out (else
     refused), and counted in the result. `progress`: a bar of its steps."""
-    from erckit.data import dialogue_groups, gold_labels
     from erckit.formats import holds_dialogues, read_dialogues
     from erckit.predictions import read_labels
     from erckit.progress import steps

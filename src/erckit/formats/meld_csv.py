@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TextIO
 
@@ -43,9 +43,15 @@ def _records(text: str, path: str | Path) -> Iterator[tuple[int, list[str]]]:
         line = reader.line_num + 1
 
 
-def _rows(text: str, path: str | Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
+def file_line(line: int) -> str:
+    """How an error names a row: by the file line where it starts."""
+    return f"line {line}"
+
+
+def _rows(text: str, path: str | Path, row_name: Callable[[int], str] = file_line,
+          ) -> tuple[list[str], list[tuple[int, list[str]]]]:
     """Header, and (file line, fields) of each non-blank row; a row with the wrong number of fields is
-    refused."""
+    refused, named by `row_name`."""
     records = _records(text, path)
     first = next(records, None)
     if first is None:
@@ -60,27 +66,27 @@ def _rows(text: str, path: str | Path) -> tuple[list[str], list[tuple[int, list[
     for line, row in records:
         if any(field.strip() for field in row):
             if len(row) != len(header):
-                raise DataError(path, f"line {line}", f"has {len(row)} fields, the header has {len(header)}")
+                raise DataError(path, row_name(line), f"has {len(row)} fields, the header has {len(header)}")
             rows.append((line, row))
     return header, rows
 
 
-def _utterance_id(row: list[str], header: list[str], path: str | Path, line: int) -> tuple[int, int, str]:
-    dialogue, utterance = (_whole_number(row[header.index(column)], column, path, line) for column in (DIALOGUE, UTTERANCE))
+def _utterance_id(row: list[str], header: list[str], path: str | Path, where: str) -> tuple[int, int, str]:
+    dialogue, utterance = (_whole_number(row[header.index(column)], column, path, where) for column in (DIALOGUE, UTTERANCE))
     return dialogue, utterance, utterance_id(dialogue, utterance)
 
 
-def _whole_number(value: str, column: str, path: str | Path, line: int) -> int:
+def _whole_number(value: str, column: str, path: str | Path, where: str) -> int:
     """A numbering cell: a whole number, written as one or as a spreadsheet's float (3.0)."""
     if not value.strip():
-        raise DataError(path, f"line {line}", f"empty {column}")
+        raise DataError(path, where, f"empty {column}")
     try:
         return int(value)
     except ValueError:
         with contextlib.suppress(ValueError):
             if (number := float(value)).is_integer():
                 return int(number)
-    raise DataError(path, f"line {line}", f"{column} {value.strip()!r} is not a whole number (a MELD-style CSV numbers "
+    raise DataError(path, where, f"{column} {value.strip()!r} is not a whole number (a MELD-style CSV numbers "
                                           "its dialogues and turns; for ids of your own, write JSON lines)")
 
 
@@ -89,9 +95,11 @@ def utterance_id(dialogue: int, utterance: int) -> str:
     return f"dia{dialogue}_utt{utterance}"
 
 
-def parse(text: str, path: str | Path, *, text_column: str | None = None) -> list[Dialogue]:
-    """Dialogues in order of first appearance, utterances ordered by Utterance_ID."""
-    header, rows = _rows(text, path)
+def parse(text: str, path: str | Path, *, text_column: str | None = None,
+          row_name: Callable[[int], str] = file_line) -> list[Dialogue]:
+    """Dialogues in order of first appearance, utterances ordered by Utterance_ID; an error names its row by
+    `row_name` of the file line where the row starts (a DataFrame's reader: by its index label)."""
+    header, rows = _rows(text, path, row_name)
     text_column = text_column and _CANONICAL.get(text_column.lower(), text_column)  # as the header's names are read
     column = text_column or next((c for c in TEXT_COLUMNS if c in header), None)
     if column is None or column not in header:
@@ -103,10 +111,10 @@ def parse(text: str, path: str | Path, *, text_column: str | None = None) -> lis
     grouped: dict[int, list[tuple[int, Utterance]]] = {}
     lines: dict[str, int] = {}  # utterance id -> its line
     for line, row in rows:
-        dialogue, position, utt_id = _utterance_id(row, header, path, line)
-        where = f"line {line}, utterance {utt_id}"
+        dialogue, position, utt_id = _utterance_id(row, header, path, row_name(line))
+        where = f"{row_name(line)}, utterance {utt_id}"
         if utt_id in lines:
-            raise DataError(path, where, f"duplicate utterance id (line {lines[utt_id]} has it too)")
+            raise DataError(path, where, f"duplicate utterance id ({row_name(lines[utt_id])} has it too)")
         lines[utt_id] = line
         label = read_gold_label(row[label_at], path, where) if label_at is not None else None
         if not row[speaker_at].strip():
@@ -141,7 +149,7 @@ def write_labels(text: str, path: str | Path, labels: Mapping[str, str], out: Te
     writer = csv.writer(out, lineterminator="\r\n" if first_line.endswith("\r") else "\n")
     writer.writerow(raw_header)
     for line, row in rows:
-        _, _, utt_id = _utterance_id(row, header, path, line)
+        _, _, utt_id = _utterance_id(row, header, path, file_line(line))
         if utt_id in labels:
             label = labels[utt_id]
             row[label_at] = MELD_NAMES[label] if uses_meld_words else label
